@@ -1,0 +1,123 @@
+"""The one narrow interface every model call in `cai` goes through.
+
+Batch-first (lists in, lists out) so engines can batch. These are cai's own types: no
+vLLM, OpenAI or transformers type crosses this boundary, so the judge and the policy never
+know which engine answers them.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Message = dict[str, str]
+"""A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+class BackendError(RuntimeError):
+    """A model call failed in a way the caller cannot fix by retrying (bad model, bad request)."""
+
+
+class ContextOverflowError(BackendError):
+    """The prompt does not fit in the model's context window."""
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters, identical in meaning on every backend."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(1, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_tuple(cls, value):
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            return (value,)
+        return tuple(value)
+
+
+class Generation(BaseModel):
+    """The n completions of one request."""
+
+    texts: list[str]
+    finish_reasons: list[FinishReason]
+    prompt_tokens: int | None = None
+    completion_tokens: list[int] | None = None
+
+
+class ChoiceRequest(BaseModel):
+    """Score which of several candidate answers a model would give next.
+
+    The prompt is the chat `messages` rendered with the model's chat template (generation
+    prompt added) followed by `assistant_prefix` (for example "The better response is ("),
+    or, when `messages` is None, the raw `text`. Each choice must be a single token.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[Message] | None = None
+    text: str | None = None
+    assistant_prefix: str = ""
+    choices: tuple[str, ...] = ("A", "B")
+
+
+class ChoiceScore(BaseModel):
+    """Log-probabilities of each candidate as the next token.
+
+    `logprobs` are the raw full-vocabulary float32 log-probabilities; `probs` are the same
+    renormalised over the candidates only (they sum to 1).
+    """
+
+    choices: list[str]
+    logprobs: list[float]
+    probs: list[float]
+
+    @classmethod
+    def from_logprobs(cls, choices: list[str] | tuple[str, ...], logprobs: list[float]) -> ChoiceScore:
+        top = max(logprobs)
+        weights = [math.exp(lp - top) for lp in logprobs]
+        total = sum(weights)
+        return cls(choices=list(choices), logprobs=list(logprobs), probs=[w / total for w in weights])
+
+
+class Backend(ABC):
+    """A model behind cai's interface. Subclasses implement the three batch methods."""
+
+    #: A stable identity of the model and the settings that change its outputs (cache key).
+    model_id: str
+
+    @abstractmethod
+    def generate_chat(
+        self, conversations: list[list[Message]], params: GenerationParams
+    ) -> list[Generation]:
+        """One Generation (n texts) per conversation, in order."""
+
+    @abstractmethod
+    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        """Raw-text completion, one Generation per prompt, in order."""
+
+    @abstractmethod
+    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
+        """One ChoiceScore per request, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release engines, connections and processes."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,1 @@
+"""The `cai` command line: one small module per command group."""

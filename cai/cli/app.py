@@ -1,0 +1,66 @@
+"""Root Typer app. Command groups register here; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from cai import __version__
+
+app = typer.Typer(
+    name="cai",
+    help="Constitutional AI and RLAIF: constitutions, AI feedback with vLLM, preference data, training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module, attribute, group name or None for top-level commands registered by the module)
+_GROUPS: list[tuple[str, str]] = [
+    ("cai.cli.doctor", "register"),
+    ("cai.cli.constitution", "register"),
+    ("cai.cli.models", "register"),
+    ("cai.cli.serve", "register"),
+    ("cai.cli.cache", "register"),
+    ("cai.cli.sample", "register"),
+    ("cai.cli.judge", "register"),
+    ("cai.cli.revise", "register"),
+    ("cai.cli.run", "register"),
+    ("cai.cli.human", "register"),
+    ("cai.cli.train", "register"),
+    ("cai.cli.evaluate", "register"),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cai {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """cai: write a constitution, label with an AI judge, train on the labels."""
+
+
+for module_name, attr in _GROUPS:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:
+            raise
+        continue
+    getattr(module, attr)(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

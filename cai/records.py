@@ -1,0 +1,84 @@
+"""The typed rows that flow between stages, each one a dataset on disk.
+
+Preference rows are TRL's conversational preference format (prompt / chosen / rejected)
+plus provenance and confidence columns, so `trl.RewardTrainer` and `trl.DPOTrainer` read
+them with no conversion. We deliberately do not emit a column named `margin`: TRL's
+RewardTrainer would silently use it in its loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from cai.backends.base import Message
+
+Source = Literal["ai", "human"]
+
+
+def stable_id(*parts: object) -> str:
+    """A short content hash, stable across runs and machines (used for prompt and pair ids)."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class PromptRecord(BaseModel):
+    """One input prompt: the conversation up to (and including) the last user turn."""
+
+    prompt_id: str
+    prompt: list[Message]
+
+
+class Sample(BaseModel):
+    """n policy responses to one prompt."""
+
+    prompt_id: str
+    prompt: list[Message]
+    responses: list[str]
+    finish_reasons: list[str]
+    policy_model: str
+    seed: int | None = None
+
+
+class PreferenceRow(BaseModel):
+    """One preference pair: TRL columns first, then how it was made and how sure we are."""
+
+    prompt: list[Message]
+    chosen: list[Message]
+    rejected: list[Message]
+    prompt_id: str
+    pair_id: str
+    prob_chosen: float = Field(ge=0.0, le=1.0)
+    """Debiased probability that `chosen` beats `rejected` (>= 0.5 for AI rows)."""
+    n_judgments: int = 0
+    orders_agree: bool | None = None
+    principles: list[str] = Field(default_factory=list)
+    judge_model: str | None = None
+    constitution_name: str | None = None
+    constitution_hash: str | None = None
+    source: Source = "ai"
+    method: str = "pairwise"
+    """pairwise | best_vs_worst | all_pairs | revision | human-import."""
+    score_margin: float | None = None
+    """Bradley-Terry score difference for k-wise rankings (not TRL's `margin`)."""
+    rater_id: str | None = None
+
+
+class RevisionRound(BaseModel):
+    principle_id: str
+    critique: str
+    revision: str
+
+
+class SftExample(BaseModel):
+    """SL-CAI output: prompt + final revision as `messages`, with the whole chain kept."""
+
+    messages: list[Message]
+    prompt_id: str
+    initial_response: str
+    rounds: list[RevisionRound]
+    principles: list[str]
+    flags: list[str] = Field(default_factory=list)

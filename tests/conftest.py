@@ -1,0 +1,66 @@
+"""Session fixtures: tiny local models built once, one real vLLM engine and one real server.
+
+Engines are expensive on a 2-core CPU, so every test that needs vLLM shares the same
+session-scoped offline engine and the same server.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cai.platform import prepare_vllm_env
+
+prepare_vllm_env()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random tiny Llama causal LM with a ChatML BPE tokenizer, saved to disk."""
+    from cai.testing import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory):
+    """A random tiny Llama sequence-classification reward model, saved to disk."""
+    from cai.testing import build_tiny_reward_model
+
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    """One real vLLM offline engine (float32, prefix caching) on the tiny model."""
+    from vllm import LLM
+
+    llm = LLM(
+        str(tiny_model_dir),
+        dtype="float32",
+        enforce_eager=True,
+        enable_prefix_caching=True,
+        max_model_len=2048,
+        seed=0,
+    )
+    yield llm
+    del llm
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    """One real `vllm` OpenAI-compatible server on 127.0.0.1 serving the tiny model."""
+    from cai.serving import ServerOptions, VLLMServer
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    server = VLLMServer(
+        ServerOptions(
+            model=str(tiny_model_dir),
+            served_model_name="tiny",
+            dtype="float32",
+            max_model_len=2048,
+            enforce_eager=True,
+        ),
+        log_path=log,
+    )
+    with server:
+        yield server
