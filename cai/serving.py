@@ -48,14 +48,23 @@ class ServerOptions:
 
     def command(self, port: int) -> list[str]:
         cmd = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", self.model,
-            "--host", self.host,
-            "--port", str(port),
-            "--dtype", self.dtype,
-            "--seed", str(self.seed),
-            "--tensor-parallel-size", str(self.tensor_parallel_size),
-            "--pipeline-parallel-size", str(self.pipeline_parallel_size),
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--dtype",
+            self.dtype,
+            "--seed",
+            str(self.seed),
+            "--tensor-parallel-size",
+            str(self.tensor_parallel_size),
+            "--pipeline-parallel-size",
+            str(self.pipeline_parallel_size),
         ]
         if self.served_model_name:
             cmd += ["--served-model-name", self.served_model_name]
@@ -63,7 +72,9 @@ class ServerOptions:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
-        cmd.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")
+        cmd.append(
+            "--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching"
+        )
         return cmd + list(self.extra_args)
 
 

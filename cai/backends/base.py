@@ -86,11 +86,15 @@ class ChoiceScore(BaseModel):
     probs: list[float]
 
     @classmethod
-    def from_logprobs(cls, choices: list[str] | tuple[str, ...], logprobs: list[float]) -> ChoiceScore:
+    def from_logprobs(
+        cls, choices: list[str] | tuple[str, ...], logprobs: list[float]
+    ) -> ChoiceScore:
         top = max(logprobs)
         weights = [math.exp(lp - top) for lp in logprobs]
         total = sum(weights)
-        return cls(choices=list(choices), logprobs=list(logprobs), probs=[w / total for w in weights])
+        return cls(
+            choices=list(choices), logprobs=list(logprobs), probs=[w / total for w in weights]
+        )
 
 
 class Backend(ABC):

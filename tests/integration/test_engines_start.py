@@ -42,8 +42,13 @@ def test_server_stop_frees_the_port(tiny_model_dir):
 
     port = free_port()
     server = VLLMServer(
-        ServerOptions(model=str(tiny_model_dir), port=port, dtype="float32", max_model_len=512,
-                      enforce_eager=True)
+        ServerOptions(
+            model=str(tiny_model_dir),
+            port=port,
+            dtype="float32",
+            max_model_len=512,
+            enforce_eager=True,
+        )
     )
     with server:
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
