@@ -64,3 +64,11 @@ def vllm_server(tiny_model_dir, tmp_path_factory):
     )
     with server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(vllm_engine, tiny_model_dir):
+    """cai's VLLMOfflineBackend over the shared offline engine (no second engine)."""
+    from cai.backends.vllm_offline import VLLMOfflineBackend
+
+    return VLLMOfflineBackend(str(tiny_model_dir), engine=vllm_engine, show_progress=False)

@@ -1,0 +1,192 @@
+"""vLLM's offline `LLM` engine behind cai's Backend interface.
+
+The engine batches everything it is given, so each method hands vLLM the whole list at
+once. Prompts go in as token ids built by `cai.backends.tokens`, so the offline engine, the
+server and transformers score the identical sequence. Choice scoring asks vLLM for the raw
+full-vocabulary log-probs of exactly the choice tokens (`logprob_token_ids`) at one greedy
+step; the engine runs in float32 unless told otherwise, because bf16 quantises log-probs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cai.backends.base import (
+    Backend,
+    BackendError,
+    ChoiceRequest,
+    ChoiceScore,
+    Generation,
+    GenerationParams,
+    Message,
+)
+from cai.backends.tokens import (
+    chat_prompt_ids,
+    check_context,
+    choice_token_ids,
+    hf_encoder,
+    request_prompt_ids,
+    text_prompt_ids,
+)
+
+_FINISH = {"stop": "stop", "length": "length"}
+
+
+def _check_model_path(model: str) -> None:
+    """A clear error for a local path that is not a model directory (vLLM's is cryptic)."""
+    path = Path(model).expanduser()
+    looks_local = model.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not (path / "config.json").is_file():
+        raise BackendError(
+            f"Model path {model!r} is not a model directory (no config.json there). Pass a "
+            "directory saved with save_pretrained, or an embedded model name such as "
+            "'smollm2-135m-instruct' (see `cai models list`)."
+        )
+
+
+class VLLMOfflineBackend(Backend):
+    """An in-process vLLM engine; pass `engine=` to wrap one that already exists."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+        tensor_parallel_size: int = 1,
+        pipeline_parallel_size: int = 1,
+        enforce_eager: bool = False,
+        gpu_memory_utilization: float | None = None,
+        seed: int = 0,
+        engine: Any | None = None,
+        model_id: str | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        self.show_progress = show_progress
+        if engine is None:
+            _check_model_path(model)
+            from cai.platform import prepare_vllm_env
+
+            prepare_vllm_env()
+            from vllm import LLM
+
+            kwargs: dict[str, Any] = dict(
+                dtype=dtype,
+                tensor_parallel_size=tensor_parallel_size,
+                pipeline_parallel_size=pipeline_parallel_size,
+                enforce_eager=enforce_eager,
+                enable_prefix_caching=True,
+                seed=seed,
+            )
+            if max_model_len:
+                kwargs["max_model_len"] = max_model_len
+            if gpu_memory_utilization is not None:
+                kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            try:
+                engine = LLM(model, **kwargs)
+            except (OSError, ValueError) as err:
+                raise BackendError(f"vLLM could not load model {model!r}: {err}") from err
+            self._owns_engine = True
+        else:
+            self._owns_engine = False
+        self.engine = engine
+        self.tokenizer = engine.get_tokenizer()
+        self._encode = hf_encoder(self.tokenizer)
+        self.max_model_len = engine.llm_engine.model_config.max_model_len
+        engine_dtype = str(engine.llm_engine.model_config.dtype).replace("torch.", "")
+        if model_id is None:
+            from cai.models import model_identity
+
+            model_id = f"vllm:{model_identity(model)}:{engine_dtype}"
+        self.model_id = model_id
+
+    # generation -----------------------------------------------------------------------
+    def _sampling_params(self, params: GenerationParams):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+        )
+
+    def _generate_ids(self, prompts: list[list[int]], params: GenerationParams) -> list[Generation]:
+        if not prompts:
+            return []
+        check_context([len(p) for p in prompts], params.max_tokens, self.max_model_len)
+        from vllm.inputs import TokensPrompt
+
+        outputs = self.engine.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in prompts],
+            self._sampling_params(params),
+            use_tqdm=self.show_progress and len(prompts) > 1,
+        )
+        results = []
+        for ids, out in zip(prompts, outputs, strict=True):
+            completions = sorted(out.outputs, key=lambda c: c.index)
+            results.append(
+                Generation(
+                    texts=[c.text for c in completions],
+                    finish_reasons=[
+                        _FINISH.get(c.finish_reason or "", "error") for c in completions
+                    ],
+                    prompt_tokens=len(ids),
+                    completion_tokens=[len(c.token_ids) for c in completions],
+                )
+            )
+        return results
+
+    def generate_chat(
+        self, conversations: list[list[Message]], params: GenerationParams
+    ) -> list[Generation]:
+        prompts = [chat_prompt_ids(self.tokenizer, self._encode, c) for c in conversations]
+        return self._generate_ids(prompts, params)
+
+    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        return self._generate_ids([text_prompt_ids(self._encode, p) for p in prompts], params)
+
+    # scoring --------------------------------------------------------------------------
+    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
+        if not requests:
+            return []
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [request_prompt_ids(self.tokenizer, self._encode, r) for r in requests]
+        check_context([len(p) for p in prompts], 1, self.max_model_len)
+        choice_ids = [choice_token_ids(self._encode, r.choices) for r in requests]
+        sampling = [
+            SamplingParams(
+                max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=list(ids)
+            )
+            for ids in choice_ids
+        ]
+        outputs = self.engine.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts],
+            sampling,
+            use_tqdm=self.show_progress and len(prompts) > 1,
+        )
+        scores = []
+        for request, ids, out in zip(requests, choice_ids, outputs, strict=True):
+            step = out.outputs[0].logprobs[0]
+            missing = [i for i in ids if i not in step]
+            if missing:
+                raise BackendError(
+                    f"vLLM returned no log-prob for choice token ids {missing}; "
+                    "this vLLM build may not support logprob_token_ids."
+                )
+            scores.append(
+                ChoiceScore.from_logprobs(request.choices, [float(step[i].logprob) for i in ids])
+            )
+        return scores
+
+    def close(self) -> None:
+        if self._owns_engine and self.engine is not None:
+            self.engine = None
+            import gc
+
+            gc.collect()
