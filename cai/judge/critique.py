@@ -1,0 +1,237 @@
+"""SL-CAI critique -> revision rounds, batched across prompts.
+
+Each round samples one principle per prompt (seeded by prompt id and round, so a rerun picks
+the same ones), asks the model to critique the latest answer against it, then to rewrite
+that answer in the light of the critique. All prompts of a batch move through a round
+together: one generate call for every critique, one for every revision, so the engine can
+batch and the prefix cache can share what the prompts have in common.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.backends.base import (
+    Backend,
+    ContextOverflowError,
+    Generation,
+    GenerationParams,
+    Message,
+)
+from cai.records import RevisionRound
+
+MAX_ROUNDS = 16
+
+
+class CritiqueConfig(BaseModel):
+    """How many rounds, which principles, and how the model samples critiques and revisions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(1, ge=1, le=MAX_ROUNDS)
+    seed: int = 0
+    weighted: bool = False
+    """Sample principles in proportion to their weight instead of uniformly."""
+    max_examples: int = Field(2, ge=0)
+    """Few-shot examples from the constitution per prompt (the round's principle's first)."""
+    critique: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    revision: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+
+
+class ChainStart(BaseModel):
+    """A prompt and the answer that the first round critiques."""
+
+    key: str
+    conversation: list[Message]
+    response: str
+    finish_reason: str = "stop"
+
+
+class RoundResult(BaseModel):
+    """One round: the principle, the critique, the revision, and how each generation ended."""
+
+    round: int
+    principle_id: str
+    critique: str
+    critique_finish_reason: str
+    revision: str
+    revision_finish_reason: str
+    answer_before: str
+
+
+class RevisionChain(BaseModel):
+    """A prompt's initial answer and every round that followed."""
+
+    key: str
+    conversation: list[Message]
+    initial_response: str
+    initial_finish_reason: str = "stop"
+    rounds: list[RoundResult] = Field(default_factory=list)
+    failure: str | None = None
+    """Why the chain stopped before its last round (for example a context overflow)."""
+
+    @property
+    def final_response(self) -> str:
+        return self.rounds[-1].revision if self.rounds else self.initial_response
+
+    @property
+    def principles(self) -> list[str]:
+        return [r.principle_id for r in self.rounds]
+
+    def revision_rounds(self) -> list[RevisionRound]:
+        return [
+            RevisionRound(principle_id=r.principle_id, critique=r.critique, revision=r.revision)
+            for r in self.rounds
+        ]
+
+
+def _examples_for(constitution: Any, principle: Any, limit: int) -> list[Any]:
+    """Few-shot examples with both a critique and a revision: this principle's first."""
+    if limit <= 0:
+        return []
+    ordered = [principle] + [p for p in constitution.principles if p.id != principle.id]
+    chosen = []
+    for candidate in ordered:
+        for example in candidate.examples or []:
+            if example.critique and example.revision:
+                chosen.append(example)
+                if len(chosen) == limit:
+                    return chosen
+    return chosen
+
+
+def _chat(rendered: Any, template: str) -> list[Message]:
+    if getattr(rendered, "assistant_prefix", ""):
+        raise ValueError(
+            f"the {template!r} template sets an assistant_prefix, but critiques and revisions are "
+            "generated as chat turns, which cannot start from a prefix. Move that text into the "
+            "last user message of the template."
+        )
+    return list(rendered.messages)
+
+
+class CritiqueReviser:
+    """Runs r critique -> revision rounds over a batch of answers through one backend."""
+
+    def __init__(self, backend: Backend, constitution: Any, templates: Any, config: CritiqueConfig):
+        self.backend = backend
+        self.constitution = constitution
+        self.templates = templates
+        self.config = config
+        self.stats = {"critique_calls": 0, "revision_calls": 0, "overflows": 0}
+
+    def principle_for(self, key: str, round_index: int) -> Any:
+        """The principle of one round, deterministic in (constitution, key, round, seed)."""
+        from cai.constitution import sample_principles
+
+        return sample_principles(
+            self.constitution,
+            key=f"{key}:{round_index}",
+            k=1,
+            seed=self.config.seed,
+            weighted=self.config.weighted,
+        )[0]
+
+    def _params(self, params: GenerationParams) -> GenerationParams:
+        if params.seed is None:
+            params = params.model_copy(update={"seed": self.config.seed})
+        return params.model_copy(update={"n": 1})
+
+    def generate_batch(
+        self, conversations: list[list[Message]], params: GenerationParams
+    ) -> list[Generation | None]:
+        """One batch call; on a context overflow, retry one by one and mark the misfits None."""
+        if not conversations:
+            return []
+        try:
+            return list(self.backend.generate_chat(conversations, params))
+        except ContextOverflowError:
+            out: list[Generation | None] = []
+            for conversation in conversations:
+                try:
+                    out.append(self.backend.generate_chat([conversation], params)[0])
+                except ContextOverflowError:
+                    self.stats["overflows"] += 1
+                    out.append(None)
+            return out
+
+    def revise(self, starts: list[ChainStart]) -> list[RevisionChain]:
+        """Run every round for every start; chains that overflow stop early with a failure."""
+        chains = [
+            RevisionChain(
+                key=s.key,
+                conversation=s.conversation,
+                initial_response=s.response,
+                initial_finish_reason=s.finish_reason,
+            )
+            for s in starts
+        ]
+        critique_params = self._params(self.config.critique)
+        revision_params = self._params(self.config.revision)
+        for round_index in range(self.config.rounds):
+            active = [c for c in chains if c.failure is None]
+            if not active:
+                break
+            principles = [self.principle_for(c.key, round_index) for c in active]
+            examples = [
+                _examples_for(self.constitution, p, self.config.max_examples) for p in principles
+            ]
+            critique_prompts = [
+                _chat(
+                    self.templates.render(
+                        "critique",
+                        conversation=c.conversation,
+                        response=c.final_response,
+                        principle=p,
+                        examples=ex,
+                    ),
+                    "critique",
+                )
+                for c, p, ex in zip(active, principles, examples, strict=True)
+            ]
+            self.stats["critique_calls"] += 1
+            critiques = self.generate_batch(critique_prompts, critique_params)
+
+            pending = []
+            for chain, principle, ex, critique in zip(
+                active, principles, examples, critiques, strict=True
+            ):
+                if critique is None:
+                    chain.failure = f"round {round_index}: critique prompt exceeds the context"
+                    continue
+                pending.append((chain, principle, ex, critique))
+            revise_prompts = [
+                _chat(
+                    self.templates.render(
+                        "revise",
+                        conversation=chain.conversation,
+                        response=chain.final_response,
+                        critique=critique.texts[0].strip(),
+                        principle=principle,
+                        examples=ex,
+                    ),
+                    "revise",
+                )
+                for chain, principle, ex, critique in pending
+            ]
+            if revise_prompts:
+                self.stats["revision_calls"] += 1
+            revisions = self.generate_batch(revise_prompts, revision_params)
+            for (chain, principle, _, critique), revision in zip(pending, revisions, strict=True):
+                if revision is None:
+                    chain.failure = f"round {round_index}: revision prompt exceeds the context"
+                    continue
+                chain.rounds.append(
+                    RoundResult(
+                        round=round_index,
+                        principle_id=principle.id,
+                        critique=critique.texts[0].strip(),
+                        critique_finish_reason=critique.finish_reasons[0],
+                        revision=revision.texts[0].strip(),
+                        revision_finish_reason=revision.finish_reasons[0],
+                        answer_before=chain.final_response,
+                    )
+                )
+        return chains

@@ -1,0 +1,317 @@
+"""The SL-CAI stage: prompts -> initial answers -> critique/revision rounds -> SFT dataset.
+
+Work runs in resumable chunks (`cai.jobs.ChunkedJob`) that store the raw chains; every model
+call goes through the backend (and its call cache), so a killed run resumes where it
+stopped. The guards and the dataset are computed from the stored chains at the end, so
+changing the guard policy or the output format re-runs no model call.
+
+Output directory layout:
+    work/          resumable chunks of raw chains (job.json, chunks/*.jsonl)
+    calls.sqlite   the call cache (unless the backend spec names another)
+    sft/           the SFT dataset: split `train` (+ `flagged` under the split policy)
+    preferences/   optional: final revision (chosen) vs initial answer (rejected)
+    summary.json   counts, guard report, paths; revise_config.yaml the resolved config
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.backends import Backend, BackendSpec, GenerationParams
+from cai.guards import GuardConfig, GuardReport, RoundText, check_chain, route
+from cai.judge.critique import (
+    MAX_ROUNDS,
+    ChainStart,
+    CritiqueConfig,
+    CritiqueReviser,
+    RevisionChain,
+)
+from cai.records import PromptRecord, SftExample
+from cai.sft_data import DatasetFormat, revision_preferences, write_splits
+
+CONFIG_NAME = "revise_config.yaml"
+
+
+class ReviseConfig(BaseModel):
+    """Everything `cai revise` (or a `revise` pipeline stage) needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: str
+    """JSONL / CSV / Parquet file or save_to_disk directory of prompts."""
+    out: str
+    """Output directory (see the module docstring for its layout)."""
+    prompt_column: str | None = None
+    limit: int | None = Field(None, ge=1)
+    constitution: str = "default"
+    templates: str | None = None
+    """A directory of Jinja templates overriding the bundled `critique` / `revise`."""
+    backend: BackendSpec = Field(default_factory=BackendSpec)
+    cache: bool = True
+    """Cache model calls in out/calls.sqlite when the backend spec names no cache_path."""
+    rounds: int | None = Field(None, ge=1, le=MAX_ROUNDS)
+    """Critique -> revision rounds; None = the constitution's default."""
+    seed: int = 0
+    weighted_principles: bool | None = None
+    """Sample principles by weight; None = the constitution's default."""
+    max_examples: int = Field(2, ge=0)
+    response: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    critique: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    revision: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    guards: GuardConfig = Field(default_factory=GuardConfig)
+    format: DatasetFormat = "disk"
+    preferences: bool = False
+    """Also write revised-vs-initial preference pairs (method="revision")."""
+    preference_prob: float = Field(1.0, ge=0.5, le=1.0)
+    """prob_chosen recorded for those pairs: an assumption, no judge compared them."""
+    chunk_size: int = Field(64, ge=1)
+    overwrite: bool = False
+
+
+class ReviseSummary(BaseModel):
+    """What a run did: counts, guard decisions, where the data went."""
+
+    prompts: int
+    processed_now: int
+    resumed: int
+    rounds: int
+    failed_chains: int
+    guards: GuardReport
+    preferences: int | None = None
+    preferences_skipped: int | None = None
+    policy_model: str
+    constitution: str
+    constitution_hash: str
+    sft_path: str
+    flagged_path: str | None = None
+    preferences_path: str | None = None
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.prompts} prompts ({self.processed_now} now, {self.resumed} resumed), "
+            f"{self.rounds} round(s), {self.failed_chains} chain(s) stopped early",
+            *self.guards.lines(),
+            f"sft dataset: {self.sft_path}",
+        ]
+        if self.flagged_path:
+            out.append(f"flagged split: {self.flagged_path} (split 'flagged')")
+        if self.preferences_path:
+            out.append(
+                f"preferences: {self.preferences} pairs ({self.preferences_skipped} skipped) "
+                f"-> {self.preferences_path}"
+            )
+        return out
+
+
+def chain_row(
+    chain: RevisionChain, guards: GuardConfig, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """One SFT row: SftExample's columns plus per-round flags, finish reasons and provenance."""
+    texts = [
+        RoundText(
+            answer_before=r.answer_before,
+            critique=r.critique,
+            revision=r.revision,
+            revision_finish_reason=r.revision_finish_reason,
+        )
+        for r in chain.rounds
+    ]
+    flags, per_round = check_chain(texts, guards, failed=chain.failure is not None)
+    example = SftExample(
+        messages=[*chain.conversation, {"role": "assistant", "content": chain.final_response}],
+        prompt_id=chain.key,
+        initial_response=chain.initial_response,
+        rounds=chain.revision_rounds(),
+        principles=chain.principles,
+        flags=flags,
+    )
+    row = example.model_dump()
+    row.update(
+        round_flags=[",".join(f) for f in per_round],
+        initial_finish_reason=chain.initial_finish_reason,
+        critique_finish_reasons=[r.critique_finish_reason for r in chain.rounds],
+        revision_finish_reasons=[r.revision_finish_reason for r in chain.rounds],
+        failure=chain.failure or "",
+        **provenance,
+    )
+    return row
+
+
+def revise_batch(
+    reviser: CritiqueReviser, records: list[PromptRecord], response_params: GenerationParams
+) -> list[RevisionChain]:
+    """Initial answers for a batch of prompts (one call), then every round for all of them."""
+    generations = reviser.generate_batch([r.prompt for r in records], response_params)
+    starts, failed = [], {}
+    for record, generation in zip(records, generations, strict=True):
+        if generation is None:
+            failed[record.prompt_id] = RevisionChain(
+                key=record.prompt_id,
+                conversation=record.prompt,
+                initial_response="",
+                initial_finish_reason="error",
+                failure="initial response: the prompt exceeds the context",
+            )
+        else:
+            starts.append(
+                ChainStart(
+                    key=record.prompt_id,
+                    conversation=record.prompt,
+                    response=generation.texts[0].strip(),
+                    finish_reason=generation.finish_reasons[0],
+                )
+            )
+    revised = {c.key: c for c in reviser.revise(starts)}
+    return [failed.get(r.prompt_id) or revised[r.prompt_id] for r in records]
+
+
+def _card(config: ReviseConfig, summary: ReviseSummary, templates_fingerprint: str) -> str:
+    return "\n".join(
+        [
+            "# SL-CAI revisions",
+            "",
+            "Made with `cai revise`: each prompt's initial answer was critiqued against a principle",
+            "sampled per round and rewritten; `messages` holds the prompt and the final revision.",
+            "",
+            f"- policy model: `{summary.policy_model}`",
+            f"- constitution: `{summary.constitution}` (sha256 `{summary.constitution_hash}`)",
+            f"- templates fingerprint: `{templates_fingerprint}`",
+            f"- rounds: {summary.rounds}, seed: {config.seed}, prompts: {summary.prompts}",
+            f"- guard policy: `{config.guards.policy}`, checks: {', '.join(config.guards.checks)}",
+            *[f"- {line.strip()}" for line in summary.guards.lines()],
+            "",
+            "Columns: messages, prompt_id, initial_response, rounds (principle_id, critique,",
+            "revision), principles, flags, round_flags, finish reasons, failure, provenance.",
+            "",
+        ]
+    )
+
+
+def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSummary:
+    """Run (or resume) the stage and write its datasets; `backend` overrides `config.backend`."""
+    from cai.constitution import load_constitution
+    from cai.io import count_rows, iter_prompts
+    from cai.jobs import ChunkedJob
+    from cai.templates import TemplateSet
+    from cai.train.config import save_config
+
+    started = time.monotonic()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    constitution = load_constitution(config.constitution)
+    templates = TemplateSet(config.templates)
+    rounds = config.rounds or constitution.defaults.critique_rounds
+    weighted = (
+        constitution.defaults.weighted_sampling
+        if config.weighted_principles is None
+        else config.weighted_principles
+    )
+    owned = backend is None
+    if backend is None:
+        from cai.backends import make_backend
+
+        spec = config.backend
+        if config.cache and spec.cache_path is None:
+            spec = spec.model_copy(update={"cache_path": str(out / "calls.sqlite")})
+        backend = make_backend(spec)
+    try:
+        critique_config = CritiqueConfig(
+            rounds=rounds,
+            seed=config.seed,
+            weighted=weighted,
+            max_examples=config.max_examples,
+            critique=config.critique,
+            revision=config.revision,
+        )
+        reviser = CritiqueReviser(backend, constitution, templates, critique_config)
+        response_params = config.response.model_copy(
+            update={
+                "n": 1,
+                "seed": config.response.seed if config.response.seed is not None else config.seed,
+            }
+        )
+        fingerprint = {
+            "stage": "revise",
+            "prompts": str(Path(config.prompts).resolve()),
+            "prompt_column": config.prompt_column,
+            "model": backend.model_id,
+            "constitution_hash": constitution.content_hash,
+            "templates": templates.fingerprint(),
+            "critique": critique_config.model_dump(mode="json"),
+            "response": response_params.model_dump(mode="json"),
+        }
+        job = ChunkedJob(out / "work", fingerprint, config.chunk_size, overwrite=config.overwrite)
+
+        def process(records: list[PromptRecord]) -> list[dict[str, Any]]:
+            chains = revise_batch(reviser, records, response_params)
+            return [c.model_dump(mode="json") for c in chains]
+
+        stats = job.run(
+            iter_prompts(config.prompts, config.prompt_column, config.limit),
+            process,
+            total=count_rows(config.prompts, config.limit),
+            desc="revise",
+            unit="prompt",
+        )
+        provenance = {
+            "policy_model": backend.model_id,
+            "constitution_name": constitution.name,
+            "constitution_hash": constitution.content_hash,
+        }
+        chains = (RevisionChain.model_validate(r) for r in job.iter_results())
+        rows = [chain_row(c, config.guards, provenance) for c in chains]
+        failed_chains = sum(1 for r in rows if r["failure"])
+        kept, flagged, report = route(rows, config.guards.policy)
+        summary = ReviseSummary(
+            prompts=len(rows),
+            processed_now=stats.items_processed,
+            resumed=stats.items_done_before,
+            rounds=rounds,
+            failed_chains=failed_chains,
+            guards=report,
+            policy_model=backend.model_id,
+            constitution=constitution.name,
+            constitution_hash=constitution.content_hash,
+            sft_path=str(out / "sft"),
+            flagged_path=str(out / "sft") if flagged else None,
+            seconds=0.0,
+        )
+        if config.preferences:
+            pairs, skipped = revision_preferences(kept, prob_chosen=config.preference_prob)
+            write_splits({"train": pairs}, out / "preferences", config.format)
+            summary.preferences, summary.preferences_skipped = len(pairs), skipped
+            summary.preferences_path = str(out / "preferences")
+        summary.seconds = round(time.monotonic() - started, 3)
+        write_splits(
+            {"train": kept, "flagged": flagged},
+            out / "sft",
+            config.format,
+            card=_card(config, summary, templates.fingerprint()),
+        )
+        save_config(config, out, CONFIG_NAME)
+        (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        return summary
+    finally:
+        if owned:
+            backend.close()
+
+
+def read_summary(out: str | Path) -> dict[str, Any]:
+    """The summary.json of a finished run."""
+    return json.loads((Path(out) / "summary.json").read_text(encoding="utf-8"))
+
+
+def iter_chains(out: str | Path) -> Iterable[RevisionChain]:
+    """The raw chains stored by a run (committed chunks, in input order)."""
+    for chunk in sorted((Path(out) / "work" / "chunks").glob("*.jsonl")):
+        with chunk.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield RevisionChain.model_validate_json(line)

@@ -1,0 +1,150 @@
+"""Writing and reading SL-CAI datasets: SFT rows and revised-vs-initial preference pairs.
+
+A dataset is a directory: `save_to_disk` output (a DatasetDict with a `train` split and, under
+the `split` guard policy, a `flagged` split), or one `<split>.parquet` / `<split>.jsonl` file
+per split. The same reader loads all three, so `cai train sft` takes whichever was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from cai.records import PreferenceRow, stable_id
+
+DatasetFormat = Literal["disk", "parquet", "jsonl"]
+FORMATS: tuple[str, ...] = ("disk", "parquet", "jsonl")
+
+#: Flags that make a revised-vs-initial pair meaningless (nothing better to prefer).
+NO_PAIR_FLAGS = frozenset({"empty_revision", "unchanged_revision", "generation_failed"})
+
+
+class DatasetReadError(ValueError):
+    """A path does not hold an SFT or preference dataset that cai wrote or can read."""
+
+
+def write_splits(
+    splits: dict[str, list[dict[str, Any]]],
+    directory: str | Path,
+    fmt: DatasetFormat = "disk",
+    card: str | None = None,
+) -> Path:
+    """Write each split (empty ones other than `train` are skipped) and an optional README card."""
+    from datasets import Dataset, DatasetDict
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    directory = Path(directory)
+    _clear_dataset_dir(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    kept = {name: rows for name, rows in splits.items() if rows or name == "train"}
+    datasets = {name: Dataset.from_list(rows) for name, rows in kept.items()}
+    if fmt == "disk":
+        DatasetDict(datasets).save_to_disk(str(directory))
+    else:
+        for name, dataset in datasets.items():
+            target = directory / f"{name}.{fmt}"
+            if fmt == "parquet":
+                dataset.to_parquet(str(target))
+            else:
+                with target.open("w", encoding="utf-8") as handle:
+                    for row in kept[name]:
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if card:
+        (directory / "README.md").write_text(card, encoding="utf-8")
+    return directory
+
+
+def _clear_dataset_dir(directory: Path) -> None:
+    """Remove a previous dataset here (a rewrite never mixes two); refuse to touch other files."""
+    import shutil
+
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is a file; the dataset needs a directory there.")
+    ours = {"dataset_dict.json", "README.md"}
+    for entry in directory.iterdir():
+        is_split_dir = entry.is_dir() and (entry / "dataset_info.json").is_file()
+        if not (entry.name in ours or entry.suffix in (".parquet", ".jsonl") or is_split_dir):
+            raise ValueError(
+                f"{directory} holds {entry.name!r}, which is not part of a dataset written by cai; "
+                "choose an empty or new output directory."
+            )
+    shutil.rmtree(directory)
+
+
+def load_split(path: str | Path, split: str = "train"):
+    """A `datasets.Dataset` from a directory written by `write_splits`, or from one file."""
+    import datasets
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetReadError(f"{path}: no such dataset. Run `cai revise` first, or fix the path.")
+    if path.is_file():
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix.lower())
+        if kind is None:
+            raise DatasetReadError(
+                f"{path}: unknown dataset file type; use .jsonl, .parquet or a dataset directory."
+            )
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise DatasetReadError(
+                    f"{path}: no split {split!r} (splits: {', '.join(loaded)}). Choose one with --split."
+                )
+            return loaded[split]
+        return loaded
+    for suffix, kind in ((".parquet", "parquet"), (".jsonl", "json")):
+        candidate = path / f"{split}{suffix}"
+        if candidate.is_file():
+            return datasets.load_dataset(kind, data_files=str(candidate), split="train")
+    found = sorted(p.name for p in path.iterdir())
+    raise DatasetReadError(
+        f"{path}: no {split!r} split here (found: {', '.join(found) or 'nothing'}). Expected a "
+        f"save_to_disk directory or {split}.parquet / {split}.jsonl."
+    )
+
+
+def revision_preferences(
+    rows: Iterable[dict[str, Any]], prob_chosen: float = 1.0
+) -> tuple[list[dict[str, Any]], int]:
+    """Final revision as chosen, initial answer as rejected; (rows, pairs skipped).
+
+    No judge compared the two: `prob_chosen` is an assumption (default 1.0) recorded with
+    `n_judgments=0` and `method="revision"`, so these rows are never mistaken for judged ones.
+    Rows whose flags leave nothing to prefer (empty, unchanged, failed) are skipped and counted.
+    """
+    out = []
+    skipped = 0
+    for row in rows:
+        final = row["messages"][-1]["content"]
+        if (
+            set(row.get("flags") or []) & NO_PAIR_FLAGS
+            or final.strip() == row["initial_response"].strip()
+        ):
+            skipped += 1
+            continue
+        prompt = row["messages"][:-1]
+        pair = PreferenceRow(
+            prompt=prompt,
+            chosen=[{"role": "assistant", "content": final}],
+            rejected=[{"role": "assistant", "content": row["initial_response"]}],
+            prompt_id=row["prompt_id"],
+            pair_id=stable_id(row["prompt_id"], "revision", final, row["initial_response"]),
+            prob_chosen=prob_chosen,
+            n_judgments=0,
+            orders_agree=None,
+            principles=list(row.get("principles") or []),
+            judge_model=row.get("policy_model"),
+            constitution_name=row.get("constitution_name"),
+            constitution_hash=row.get("constitution_hash"),
+            source="ai",
+            method="revision",
+        )
+        out.append(pair.model_dump())
+    return out, skipped
