@@ -33,6 +33,9 @@ class LoraSettings(BaseModel):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | str = "all-linear"
+    merge: bool = True
+    """Merge the adapter into the base weights when saving, so vLLM and transformers load the
+    result like any model; false saves the adapter alone (load it with peft)."""
 
 
 class TrainCommon(BaseModel):

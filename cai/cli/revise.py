@@ -1,0 +1,83 @@
+"""`cai revise`: SL-CAI critique -> revision chains into an SFT dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def revise(
+        prompts: str | None = typer.Argument(
+            None, help="Prompts file (.jsonl/.csv/.parquet) or save_to_disk directory."
+        ),
+        out: str | None = typer.Option(None, "--out", "-o", help="Output directory."),
+        config: Path | None = typer.Option(
+            None, "--config", "-c", help="YAML file of ReviseConfig settings."
+        ),
+        constitution: str | None = typer.Option(None, help="Bundled name or YAML path."),
+        model: str | None = typer.Option(None, help="Policy model (path or embedded name)."),
+        backend: str | None = typer.Option(None, help="vllm | openai | transformers."),
+        base_url: list[str] = typer.Option(
+            [], "--base-url", help="OpenAI-compatible /v1 URL (repeatable)."
+        ),
+        rounds: int | None = typer.Option(None, help="Critique -> revision rounds per prompt."),
+        seed: int | None = typer.Option(None),
+        limit: int | None = typer.Option(None, help="Only the first N prompts."),
+        prompt_column: str | None = typer.Option(None),
+        templates: str | None = typer.Option(None, help="Directory overriding bundled templates."),
+        guard_policy: str | None = typer.Option(
+            None, help="What to do with flagged rows: keep | drop | split."
+        ),
+        fmt: str | None = typer.Option(None, "--format", help="disk | parquet | jsonl."),
+        preferences: bool | None = typer.Option(
+            None, "--preferences/--no-preferences", help="Also write revised-vs-initial pairs."
+        ),
+        overwrite: bool | None = typer.Option(
+            None, "--overwrite", help="Discard earlier results in --out and start again."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Any setting as dotted.key=value, e.g. revision.max_tokens=512."
+        ),
+    ) -> None:
+        """Critique and revise the policy's answers against constitution principles."""
+        from cai.backends import BackendError
+        from cai.io import InputFormatError
+        from cai.jobs import JobConfigMismatchError
+        from cai.revise import ReviseConfig, run_revise
+        from cai.train.config import ConfigError, load_config
+
+        options = {
+            "prompts": prompts,
+            "out": out,
+            "constitution": constitution,
+            "backend.model": model,
+            "backend.kind": backend,
+            "backend.base_urls": base_url or None,
+            "rounds": rounds,
+            "seed": seed,
+            "limit": limit,
+            "prompt_column": prompt_column,
+            "templates": templates,
+            "guards.policy": guard_policy,
+            "format": fmt,
+            "preferences": preferences,
+            "overwrite": overwrite,
+        }
+        try:
+            settings = load_config(ReviseConfig, config, options, overrides)
+            summary = run_revise(settings)
+        except (
+            ConfigError,
+            InputFormatError,
+            JobConfigMismatchError,
+            BackendError,
+            FileNotFoundError,
+            ValueError,
+        ) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        for line in summary.lines():
+            typer.echo(line)

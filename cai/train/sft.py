@@ -1,0 +1,201 @@
+"""Supervised fine-tuning on SL-CAI revisions with TRL's SFTTrainer (full or LoRA).
+
+Rows are split into a conversational prompt (every message but the last) and completion
+(the final revision), so by default the loss covers only the revision tokens: the model
+learns to answer like its revisions, not to reproduce the prompts.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cai.train.config import TrainCommon, save_config
+
+
+class SftTrainConfig(TrainCommon):
+    """`cai train sft` settings (YAML keys; CLI options and --set override them)."""
+
+    dataset: str
+    """A dataset written by `cai revise` (its sft/ directory) or a .jsonl / .parquet file."""
+    split: str = "train"
+    messages_column: str = "messages"
+    max_length: int | None = Field(1024, ge=8)
+    loss_on: Literal["completion", "all"] = "completion"
+    """completion: loss on the final assistant message only; all: on the whole conversation."""
+    packing: bool = False
+
+
+class SftResult(BaseModel):
+    output_dir: str
+    train_rows: int
+    steps: int
+    final_loss: float | None
+    lora: bool
+    resumed_from: str | None
+    seconds: float
+
+
+class SftDataError(ValueError):
+    """The dataset cannot be used for SFT (missing column, no final assistant turn, empty)."""
+
+
+def prepare_rows(dataset, column: str, loss_on: str):
+    """Keep only what SFTTrainer needs: prompt/completion (or messages), checking every row."""
+    if column not in dataset.column_names:
+        raise SftDataError(
+            f"the dataset has no {column!r} column (columns: {', '.join(dataset.column_names)}). "
+            "Point --dataset at the sft/ directory written by `cai revise`, or name the column "
+            "with --set messages_column=NAME."
+        )
+    if len(dataset) == 0:
+        raise SftDataError(
+            "the dataset is empty: nothing to train on. If `cai revise` flagged every row, see its "
+            "summary, or train on the flagged split with --set split=flagged."
+        )
+
+    def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row[column]]
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise SftDataError(
+                f"row {index}: {column!r} must end with an assistant message after at least one "
+                "prompt message."
+            )
+        if loss_on == "all":
+            return {"messages": messages}
+        return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+    return dataset.map(convert, with_indices=True, remove_columns=dataset.column_names)
+
+
+def _model_card(config: SftTrainConfig, result: SftResult, base_model: str) -> str:
+    mode = f"LoRA (r={config.lora.r}, alpha={config.lora.alpha})" if config.lora.enabled else "full"
+    return "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "tags: [cai, sl-cai, sft, trl]",
+            "---",
+            "# SL-CAI fine-tuned policy",
+            "",
+            f"Fine-tuned from `{base_model}` with TRL's SFTTrainer on the critique->revision data",
+            f"in `{config.dataset}` (split `{config.split}`, {result.train_rows} rows).",
+            "",
+            f"- training: {mode}, {result.steps} steps, learning rate {config.learning_rate}, "
+            f"batch {config.per_device_train_batch_size} x {config.gradient_accumulation_steps}",
+            f"- loss on: {config.loss_on}; final training loss: {result.final_loss}",
+            f"- seed: {config.seed}; resumed from: {result.resumed_from or 'no checkpoint'}",
+            "- full settings: `cai_config.yaml` beside this card",
+            "",
+        ]
+    )
+
+
+def _resume_target(config: SftTrainConfig) -> str | None:
+    if config.resume is False:
+        return None
+    if isinstance(config.resume, str):
+        if not Path(config.resume).is_dir():
+            raise FileNotFoundError(f"resume: no checkpoint directory {config.resume!r}.")
+        return config.resume
+    from transformers.trainer_utils import get_last_checkpoint
+
+    output = Path(config.output_dir)
+    return get_last_checkpoint(str(output)) if output.is_dir() else None
+
+
+def _peft_config(config: SftTrainConfig):
+    if not config.lora.enabled:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError as err:
+        raise ImportError(
+            "LoRA needs the `peft` package: pip install 'cai[peft]' (or pip install peft), or "
+            "train the full model with lora.enabled=false."
+        ) from err
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def train_sft(config: SftTrainConfig) -> SftResult:
+    """Train, save the model, tokenizer, resolved config and a model card in output_dir."""
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from cai.models import resolve_model
+    from cai.sft_data import load_split
+
+    started = time.monotonic()
+    base_model = resolve_model(config.model)
+    if not (Path(base_model) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model {config.model!r}: {base_model} is not a model directory (no config.json). "
+            "Pass a local directory saved with save_pretrained or an embedded model name."
+        )
+    train_rows = prepare_rows(
+        load_split(config.dataset, config.split), config.messages_column, config.loss_on
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = "float32" if config.dtype == "auto" else config.dtype
+    args = SFTConfig(
+        output_dir=config.output_dir,
+        seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_ratio=config.warmup_ratio,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        gradient_checkpointing=config.gradient_checkpointing,
+        report_to=config.report_to or "none",
+        max_length=config.max_length,
+        packing=config.packing,
+        completion_only_loss=config.loss_on == "completion",
+        model_init_kwargs={"dtype": dtype},
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+    )
+    trainer = SFTTrainer(
+        model=base_model,
+        args=args,
+        train_dataset=train_rows,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config),
+    )
+    resume_from = _resume_target(config)
+    output = trainer.train(resume_from_checkpoint=resume_from)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    final_loss = losses[-1] if losses else output.training_loss
+    model = trainer.model
+    if config.lora.enabled and config.lora.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(config.output_dir)
+    tokenizer.save_pretrained(config.output_dir)
+    result = SftResult(
+        output_dir=config.output_dir,
+        train_rows=len(train_rows),
+        steps=trainer.state.global_step,
+        final_loss=float(final_loss) if final_loss is not None else None,
+        lora=config.lora.enabled,
+        resumed_from=resume_from,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    save_config(config, config.output_dir)
+    (Path(config.output_dir) / "README.md").write_text(
+        _model_card(config, result, config.model), encoding="utf-8"
+    )
+    return result
