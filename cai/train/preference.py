@@ -1,0 +1,381 @@
+"""Thin DPO / GRPO / RLOO wrappers over TRL, plus the run plumbing every cai trainer shares.
+
+TRL does the optimisation; this module only turns a cai config (pydantic, loaded from YAML
+with CLI overrides) into TRL's config, loads cai datasets as they are on disk, resolves
+resume, and writes a small card next to the model. Nothing here picks a device: the same
+code runs on a CPU, one GPU, or several under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cai.train.config import TrainCommon, save_config
+from cai.train.rewards import JudgeRewardSpec
+
+
+class TrainingDataError(ValueError):
+    """A training dataset is missing, unreadable, or lacks the columns a trainer needs."""
+
+
+# --------------------------------------------------------------------------------------------
+# Shared run settings
+# --------------------------------------------------------------------------------------------
+
+
+class RunConfig(TrainCommon):
+    """The shared trainer settings plus `trl`: any other TRL config field, passed as is."""
+
+    trl: dict[str, Any] = Field(default_factory=dict)
+    """Extra fields of the TRL config class (TRL validates them), e.g. {eval_steps: 50}."""
+
+    def trl_kwargs(self) -> dict[str, Any]:
+        """Arguments for the TRL config dataclass (shared fields, then `trl` overrides)."""
+        kwargs: dict[str, Any] = {
+            "output_dir": self.output_dir,
+            "learning_rate": self.learning_rate,
+            "num_train_epochs": self.num_train_epochs,
+            "max_steps": self.max_steps,
+            "per_device_train_batch_size": self.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "warmup_steps": self.warmup_ratio,
+            "logging_steps": self.logging_steps,
+            "save_strategy": "steps",
+            "save_steps": self.save_steps,
+            "save_total_limit": self.save_total_limit,
+            "seed": self.seed,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "report_to": self.report_to or "none",
+            **precision_flags(self.dtype),
+        }
+        kwargs.update(self.trl)
+        return kwargs
+
+    def peft_config(self):
+        """A peft LoraConfig when `lora.enabled`, else None."""
+        if not self.lora.enabled:
+            return None
+        try:
+            from peft import LoraConfig
+        except ImportError as err:
+            raise TrainingDataError(
+                "lora.enabled is true but the `peft` package is not installed: "
+                "pip install 'cai[peft]' (or set lora.enabled=false)."
+            ) from err
+        return LoraConfig(
+            r=self.lora.r,
+            lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout,
+            target_modules=self.lora.target_modules,
+        )
+
+
+def precision_flags(dtype: str) -> dict[str, bool]:
+    """Mixed-precision flags for a dtype name; "auto" = bf16 only where hardware does it."""
+    if dtype == "auto":
+        import torch
+
+        bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return {"bf16": bf16, "fp16": False}
+    table = {
+        "float32": {"bf16": False, "fp16": False},
+        "bfloat16": {"bf16": True, "fp16": False},
+        "float16": {"bf16": False, "fp16": True},
+    }
+    if dtype not in table:
+        raise TrainingDataError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16.")
+    return table[dtype]
+
+
+def resolve_resume(setting: str | bool | None, output_dir: str | Path) -> str | bool | None:
+    """`resume` (False, True, "auto" or a checkpoint path) -> Trainer.train's argument."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if setting in (None, False, "false", ""):
+        return None
+    out = Path(output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if setting == "auto":
+        return last
+    if setting is True or setting == "true":
+        if last is None:
+            raise TrainingDataError(
+                f"resume=true but {out} holds no checkpoint-* directory. Start fresh "
+                "without it, or use resume=auto to continue only when a checkpoint exists."
+            )
+        return last
+    path = Path(str(setting))
+    if not path.is_dir():
+        raise TrainingDataError(f"resume: {path} is not a checkpoint directory.")
+    return str(path)
+
+
+def load_table(path: str | Path, split: str | None = None):
+    """Load a dataset as stored by cai: a save_to_disk directory, Parquet, JSONL/JSON or CSV."""
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    path = Path(path)
+    if not path.exists():
+        raise TrainingDataError(f"{path}: no such file or directory.")
+    if path.is_dir():
+        try:
+            dataset = load_from_disk(str(path))
+        except FileNotFoundError as err:
+            raise TrainingDataError(
+                f"{path}: not a dataset saved with `save_to_disk` ({err}). Point at the "
+                "directory cai wrote, or at a .parquet / .jsonl file."
+            ) from err
+    else:
+        kinds = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+        kind = kinds.get(path.suffix.lower())
+        if kind is None:
+            raise TrainingDataError(
+                f"{path}: unknown dataset format {path.suffix!r}; use a save_to_disk "
+                "directory, .parquet, .jsonl or .csv."
+            )
+        dataset = load_dataset(kind, data_files=str(path), split="train")
+    if isinstance(dataset, DatasetDict):
+        name = split or ("train" if "train" in dataset else next(iter(dataset.keys())))
+        if name not in dataset:
+            raise TrainingDataError(f"{path}: no split {name!r} (splits: {', '.join(dataset)}).")
+        dataset = dataset[name]
+    assert isinstance(dataset, Dataset)
+    if len(dataset) == 0:
+        raise TrainingDataError(f"{path}: the dataset is empty.")
+    return dataset
+
+
+def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str) -> None:
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise TrainingDataError(
+            f"{where}: missing column(s) {', '.join(missing)} needed for {purpose} "
+            f"(columns: {', '.join(dataset.column_names)}). cai preference datasets from "
+            "`cai judge` / `cai human` have them."
+        )
+
+
+def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int | None = None):
+    """Prompts for on-policy training (GRPO/RLOO) as a `prompt` column of chat messages."""
+    from datasets import Dataset
+
+    from cai.io import iter_prompts
+
+    rows = [
+        {"prompt": record.prompt, "prompt_id": record.prompt_id}
+        for record in iter_prompts(path, column=column, limit=limit)
+    ]
+    if not rows:
+        raise TrainingDataError(f"{path}: no prompts.")
+    return Dataset.from_list(rows)
+
+
+def write_card(
+    output_dir: str | Path, title: str, summary: dict[str, Any], metrics: dict[str, float]
+) -> Path:
+    """A Markdown card plus the same facts as JSON, so a model says how it was made."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = {**summary, "final_metrics": metrics}
+    (out / "cai_training.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
+    lines = [f"# {title}", "", "Trained with `cai` on TRL.", "", "| setting | value |", "|---|---|"]
+    for key, value in summary.items():
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        lines.append(f"| {key} | {shown.replace('|', '/')} |")
+    lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.6g} |" for k, v in metrics.items()]
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def final_metrics(trainer) -> dict[str, float]:
+    """The last logged value of every numeric metric of a finished run."""
+    last: dict[str, float] = {}
+    for entry in trainer.state.log_history:
+        last.update({k: v for k, v in entry.items() if isinstance(v, int | float)})
+    return last
+
+
+class TrainResult(BaseModel):
+    """What a finished run reports back to the CLI."""
+
+    output_dir: str
+    global_step: int
+    resumed_from: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# DPO
+# --------------------------------------------------------------------------------------------
+
+
+class DPOTrainConfig(RunConfig):
+    """DPO on a cai preference dataset (used as is: prompt / chosen / rejected)."""
+
+    train_data: str
+    eval_data: str | None = None
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    max_length: int | None = 1024
+    learning_rate: float = 1e-6
+
+
+def train_dpo(config: DPOTrainConfig) -> TrainResult:
+    """Run TRL's DPOTrainer; extra provenance columns of cai rows are dropped by TRL itself."""
+    from trl import DPOConfig, DPOTrainer
+
+    train = load_table(config.train_data)
+    require_columns(train, ("prompt", "chosen", "rejected"), config.train_data, "DPO")
+    evald = load_table(config.eval_data) if config.eval_data else None
+    kwargs = config.trl_kwargs()
+    kwargs.setdefault("beta", config.beta)
+    kwargs.setdefault("loss_type", [config.loss_type])
+    kwargs.setdefault("max_length", config.max_length)
+    if evald is not None:
+        kwargs.setdefault("eval_strategy", "steps")
+        kwargs.setdefault("eval_steps", config.save_steps)
+    trainer = DPOTrainer(
+        model=config.model,
+        args=DPOConfig(**kwargs),
+        train_dataset=train,
+        eval_dataset=evald,
+        peft_config=config.peft_config(),
+    )
+    return _run(trainer, config, "DPO policy", {"train_data": config.train_data})
+
+
+# --------------------------------------------------------------------------------------------
+# GRPO / RLOO
+# --------------------------------------------------------------------------------------------
+
+
+class OnlineTrainConfig(RunConfig):
+    """GRPO / RLOO: prompts in, completions sampled, scored by reward models and/or the judge."""
+
+    prompts: str
+    prompt_column: str | None = None
+    limit: int | None = None
+    reward_models: list[str] = Field(default_factory=list)
+    """Sequence-classification reward model directories (e.g. from `cai train reward`)."""
+    judge: JudgeRewardSpec | None = None
+    """The constitutional judge scoring each completion (assess) or against a reference."""
+    reward_weights: list[float] | None = None
+    """One weight per reward (reward models first, then the judge); None = all 1."""
+    num_generations: int = 4
+    max_completion_length: int = 128
+    temperature: float = 1.0
+    beta: float = 0.0
+    per_device_train_batch_size: int = 4
+    learning_rate: float = 1e-6
+
+
+OnlineAlgorithm = Literal["grpo", "rloo"]
+
+
+def _online_reward_funcs(config: OnlineTrainConfig, judge_backend=None) -> list:
+    from cai.train.rewards import build_judge_reward
+
+    funcs: list = []
+    for path in config.reward_models:
+        if not Path(path).is_dir():
+            raise TrainingDataError(
+                f"reward model {path}: not a directory. Train one with `cai train reward` "
+                "or pass a local sequence-classification model directory."
+            )
+        funcs.append(path)  # TRL loads it and places it on the right device itself
+    if config.judge is not None:
+        funcs.append(build_judge_reward(config.judge, backend=judge_backend))
+    if not funcs:
+        raise TrainingDataError(
+            "no reward: set `reward_models` (a list of reward model directories) and/or `judge` "
+            "(the constitutional judge) in the config."
+        )
+    if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
+        raise TrainingDataError(
+            f"reward_weights has {len(config.reward_weights)} values but there are {len(funcs)} "
+            "rewards (reward models first, then the judge)."
+        )
+    return funcs
+
+
+def train_online(
+    algorithm: OnlineAlgorithm, config: OnlineTrainConfig, judge_backend=None
+) -> TrainResult:
+    """Run TRL's GRPOTrainer or RLOOTrainer. `judge_backend` overrides the judge's BackendSpec."""
+    if algorithm == "grpo":
+        from trl import GRPOConfig as TRLConfig
+        from trl import GRPOTrainer as TRLTrainer
+    elif algorithm == "rloo":
+        from trl import RLOOConfig as TRLConfig
+        from trl import RLOOTrainer as TRLTrainer
+    else:
+        raise ValueError(f"unknown algorithm {algorithm!r}; use grpo or rloo.")
+
+    dataset = load_prompt_dataset(config.prompts, config.prompt_column, config.limit)
+    funcs = _online_reward_funcs(config, judge_backend)
+    kwargs = config.trl_kwargs()
+    kwargs.setdefault("num_generations", config.num_generations)
+    kwargs.setdefault("max_completion_length", config.max_completion_length)
+    kwargs.setdefault("temperature", config.temperature)
+    kwargs.setdefault("beta", config.beta)
+    if config.reward_weights is not None:
+        kwargs.setdefault("reward_weights", config.reward_weights)
+    trainer = TRLTrainer(
+        model=config.model,
+        reward_funcs=funcs,
+        args=TRLConfig(**kwargs),
+        train_dataset=dataset,
+        peft_config=config.peft_config(),
+    )
+    facts = {
+        "prompts": config.prompts,
+        "reward_models": config.reward_models,
+        "judge": config.judge.model_dump() if config.judge else None,
+    }
+    return _run(trainer, config, f"{algorithm.upper()} policy", facts)
+
+
+def train_grpo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
+    return train_online("grpo", config, judge_backend)
+
+
+def train_rloo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
+    return train_online("rloo", config, judge_backend)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _run(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> TrainResult:
+    """Train (resuming if asked), save model + tokenizer + card on the main process."""
+    resume = resolve_resume(config.resume, config.output_dir)
+    if trainer.is_world_process_zero():
+        save_config(config, config.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.output_dir)
+    metrics = final_metrics(trainer)
+    if trainer.is_world_process_zero():
+        write_card(
+            config.output_dir,
+            title,
+            {
+                "base_model": config.model,
+                **facts,
+                "global_step": trainer.state.global_step,
+                "resumed_from": resume,
+                "config": config.model_dump(),
+            },
+            metrics,
+        )
+    return TrainResult(
+        output_dir=config.output_dir,
+        global_step=trainer.state.global_step,
+        resumed_from=resume if isinstance(resume, str) else None,
+        metrics=metrics,
+    )

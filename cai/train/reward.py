@@ -1,0 +1,282 @@
+"""Soft-label reward model training on TRL's RewardTrainer.
+
+AI feedback comes as a probability that `chosen` beats `rejected`, not a hard label. The
+Constitutional AI and RLAIF papers found training the preference model against that
+probability works better than thresholding it, so the loss here is the binary cross-entropy
+of sigmoid(r_chosen - r_rejected) against `prob_chosen` (a hard label is the special case
+prob_chosen = 1). Rows can be weighted by their `source` (AI vs human), so a mixed dataset
+from `cai human mix` trains as is. Everything else (tokenisation, checkpoints, resume,
+`accelerate launch`) is TRL's and transformers' own machinery.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cai.train.config import save_config
+from cai.train.preference import (
+    RunConfig,
+    TrainingDataError,
+    TrainResult,
+    final_metrics,
+    load_table,
+    require_columns,
+    resolve_resume,
+    write_card,
+)
+
+PROB_COLUMN = "prob_chosen"
+WEIGHT_COLUMN = "sample_weight"
+
+
+def soft_label_loss(r_chosen, r_rejected, prob_chosen, weights=None):
+    """Mean of weight * BCE(sigmoid(r_chosen - r_rejected), prob_chosen).
+
+    Weights scale each row's share of the mean (they are not renormalised per batch), so a
+    human row of weight 2 counts twice an AI row of weight 1 whatever the batch holds.
+    """
+    import torch.nn.functional as F
+
+    per_row = F.binary_cross_entropy_with_logits(
+        r_chosen - r_rejected, prob_chosen.to(r_chosen.dtype), reduction="none"
+    )
+    if weights is not None:
+        per_row = per_row * weights.to(per_row.dtype)
+    return per_row.mean()
+
+
+class RewardTrainConfig(RunConfig):
+    """`cai train reward`: a cai preference dataset (AI, human or mixed) in, a reward model out."""
+
+    train_data: str
+    eval_data: str | None = None
+    human_eval_data: str | None = None
+    """A held-out human-labelled preference set: accuracy on it is reported and saved."""
+    labels: Literal["soft", "hard"] = "soft"
+    """soft: BCE against prob_chosen; hard: prob_chosen rounded to 0 / 1 (0.5 stays 0.5)."""
+    source_weights: dict[str, float] = Field(default_factory=lambda: {"ai": 1.0, "human": 1.0})
+    max_length: int | None = 1024
+    center_rewards_coefficient: float | None = None
+    learning_rate: float = 1e-4
+
+
+def prepare_rows(dataset, labels: str, source_weights: dict[str, float], where: str):
+    """Add the target and weight columns the soft loss reads; refuse rows it cannot use."""
+    require_columns(dataset, ("chosen", "rejected"), where, "reward model training")
+    columns = dataset.column_names
+    if "margin" in columns:
+        dataset = dataset.remove_columns("margin")  # TRL would add it to the loss; we use prob
+    n = len(dataset)
+    probs = list(dataset[PROB_COLUMN]) if PROB_COLUMN in columns else [1.0] * n
+    sources = list(dataset["source"]) if "source" in columns else ["ai"] * n
+    bad_prob = [
+        i for i, p in enumerate(probs) if p is None or not (0.0 <= float(p) <= 1.0) or math.isnan(p)
+    ]
+    if bad_prob:
+        i = bad_prob[0]
+        raise TrainingDataError(
+            f"{where}: {len(bad_prob)} row(s) have no valid {PROB_COLUMN} in [0, 1] (first: row "
+            f"{i}, value {probs[i]!r}). Drop them or re-export the preferences."
+        )
+    unknown = sorted({str(s) for s in sources} - set(source_weights))
+    if unknown:
+        raise TrainingDataError(
+            f"{where}: source(s) {', '.join(unknown)} have no weight in source_weights "
+            f"({source_weights}). Add them, e.g. --source-weight {unknown[0]}=1.0."
+        )
+    if labels == "hard":
+        probs = [1.0 if p > 0.5 else 0.0 if p < 0.5 else 0.5 for p in probs]
+    weights = [float(source_weights[str(s)]) for s in sources]
+    for name in (PROB_COLUMN, WEIGHT_COLUMN):
+        if name in dataset.column_names:
+            dataset = dataset.remove_columns(name)
+    dataset = dataset.add_column(PROB_COLUMN, [float(p) for p in probs])
+    dataset = dataset.add_column(WEIGHT_COLUMN, weights)
+    return dataset
+
+
+def _source_counts(dataset) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for s in dataset["source"] if "source" in dataset.column_names else ["ai"] * len(dataset):
+        counts[str(s)] += 1
+    return dict(counts)
+
+
+def _trainer_class():
+    """Built on first use so importing cai stays free of torch and TRL."""
+    import torch
+    from trl import RewardTrainer
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    class SoftPreferenceCollator(DataCollatorForPreference):
+        """TRL's collator plus the per-row target probability and weight."""
+
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            stripped = [
+                {k: v for k, v in e.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN, "margin")}
+                for e in examples
+            ]
+            out = super().torch_call(stripped)
+            out[PROB_COLUMN] = torch.tensor(
+                [float(e.get(PROB_COLUMN, 1.0)) for e in examples], dtype=torch.float32
+            )
+            out[WEIGHT_COLUMN] = torch.tensor(
+                [float(e.get(WEIGHT_COLUMN, 1.0)) for e in examples], dtype=torch.float32
+            )
+            return out
+
+    class SoftLabelRewardTrainer(RewardTrainer):
+        """RewardTrainer whose loss is the weighted BCE against `prob_chosen`."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if not isinstance(self.data_collator, SoftPreferenceCollator):
+                self.data_collator = SoftPreferenceCollator(
+                    pad_token_id=self.processing_class.pad_token_id,
+                    pad_to_multiple_of=self.args.pad_to_multiple_of,
+                )
+
+        def _set_signature_columns_if_needed(self):
+            if self._signature_columns is None:
+                self._signature_columns = ["chosen_ids", "rejected_ids", PROB_COLUMN, WEIGHT_COLUMN]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            batch = {k: v for k, v in inputs.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN)}
+            batch["use_cache"] = False
+            outputs = model(**batch)
+            r_chosen, r_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            n = r_chosen.shape[0]
+            prob = inputs.get(PROB_COLUMN)
+            prob = torch.ones(n, device=r_chosen.device) if prob is None else prob
+            weights = inputs.get(WEIGHT_COLUMN)
+            loss = soft_label_loss(r_chosen, r_rejected, prob, weights)
+            if self.args.center_rewards_coefficient is not None:
+                loss = loss + self.args.center_rewards_coefficient * torch.mean(
+                    (r_chosen + r_rejected) ** 2
+                )
+            if mode == "train":
+                tokens = self.accelerator.gather_for_metrics(batch["attention_mask"].sum()).sum()
+                self._total_train_tokens += tokens.item() // self._tp_size
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            with torch.no_grad():
+                rewards = self.accelerator.gather(outputs.logits)
+                self._metrics[mode]["mean_reward"].append(rewards.mean().item())
+                diff = r_chosen - r_rejected
+                decided = prob != 0.5
+                agree = ((diff > 0) == (prob > 0.5)).float()
+                accuracy = agree[decided].mean() if decided.any() else agree.new_tensor(0.5)
+                accuracy = self.accelerator.gather_for_metrics(accuracy).mean().item()
+                self._metrics[mode]["accuracy"].append(accuracy)
+                margin = self.accelerator.gather_for_metrics(diff.mean()).mean().item()
+                self._metrics[mode]["margin"].append(margin)
+            return (loss, outputs) if return_outputs else loss
+
+    return SoftLabelRewardTrainer
+
+
+def preference_accuracy(scorer, dataset) -> dict[str, float]:
+    """Accuracy (r_chosen > r_rejected where the label decides) and BCE on a preference set."""
+    rows = list(dataset)
+    prompts = [r.get("prompt") or [] for r in rows]
+    chosen = [list(p) + list(r["chosen"]) for p, r in zip(prompts, rows, strict=True)]
+    rejected = [list(p) + list(r["rejected"]) for p, r in zip(prompts, rows, strict=True)]
+    rc = scorer.score(chosen)
+    rr = scorer.score(rejected)
+    correct = decided = 0
+    bce = 0.0
+    for a, b, row in zip(rc, rr, rows, strict=True):
+        p = float(row.get(PROB_COLUMN, 1.0) if row.get(PROB_COLUMN) is not None else 1.0)
+        d = a - b
+        bce += -(p * _log_sigmoid(d) + (1 - p) * _log_sigmoid(-d))
+        if p != 0.5:
+            decided += 1
+            correct += int((d > 0) == (p > 0.5))
+    return {
+        "accuracy": correct / decided if decided else float("nan"),
+        "bce": bce / len(rows),
+        "n": float(len(rows)),
+    }
+
+
+def _log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def train_reward_model(config: RewardTrainConfig) -> TrainResult:
+    """Train, evaluate on the held-out human set if given, save model + tokenizer + card."""
+    from trl import RewardConfig
+
+    from cai.train.rewards import RewardModelScorer
+
+    train_raw = load_table(config.train_data)
+    train = prepare_rows(train_raw, config.labels, config.source_weights, config.train_data)
+    evald = None
+    if config.eval_data:
+        evald = prepare_rows(
+            load_table(config.eval_data), config.labels, config.source_weights, config.eval_data
+        )
+    human = None
+    if config.human_eval_data:
+        human = load_table(config.human_eval_data)
+        require_columns(human, ("chosen", "rejected"), config.human_eval_data, "evaluation")
+
+    kwargs = config.trl_kwargs()
+    kwargs.setdefault("max_length", config.max_length)
+    kwargs.setdefault("center_rewards_coefficient", config.center_rewards_coefficient)
+    if evald is not None:
+        kwargs.setdefault("eval_strategy", "steps")
+        kwargs.setdefault("eval_steps", config.save_steps)
+    args = RewardConfig(**kwargs)
+    trainer = _trainer_class()(
+        model=config.model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evald,
+        peft_config=config.peft_config(),
+    )
+    resume = resolve_resume(config.resume, config.output_dir)
+    if trainer.is_world_process_zero():
+        save_config(config, config.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.output_dir)
+
+    metrics = final_metrics(trainer)
+    if evald is not None:
+        metrics.update(trainer.evaluate())
+    if human is not None and trainer.is_world_process_zero():
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        scorer = RewardModelScorer(
+            model, trainer.processing_class, batch_size=args.per_device_eval_batch_size
+        )
+        for key, value in preference_accuracy(scorer, human).items():
+            metrics[f"human_{key}"] = value
+    if trainer.is_world_process_zero():
+        write_card(
+            config.output_dir,
+            "Reward model",
+            {
+                "base_model": config.model,
+                "train_data": config.train_data,
+                "rows_by_source": _source_counts(train_raw),
+                "labels": config.labels,
+                "loss": "weighted BCE(sigmoid(r_chosen - r_rejected), prob_chosen)",
+                "source_weights": config.source_weights,
+                "human_eval_data": config.human_eval_data,
+                "global_step": trainer.state.global_step,
+                "resumed_from": resume,
+                "config": config.model_dump(),
+            },
+            metrics,
+        )
+    return TrainResult(
+        output_dir=str(Path(config.output_dir)),
+        global_step=trainer.state.global_step,
+        resumed_from=resume if isinstance(resume, str) else None,
+        metrics=metrics,
+    )
