@@ -72,3 +72,15 @@ def vllm_backend(vllm_engine, tiny_model_dir):
     from cai.backends.vllm_offline import VLLMOfflineBackend
 
     return VLLMOfflineBackend(str(tiny_model_dir), engine=vllm_engine, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def server_backend(vllm_server):
+    """cai's OpenAIServerBackend on the shared vLLM server (served model name "tiny")."""
+    from cai.backends.openai_server import OpenAIServerBackend
+
+    backend = OpenAIServerBackend(
+        [vllm_server.base_url], "tiny", max_concurrency=4, timeout_s=60, show_progress=False
+    )
+    yield backend
+    backend.close()

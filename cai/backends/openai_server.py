@@ -1,0 +1,277 @@
+"""OpenAI-compatible HTTP servers (`cai serve` / vLLM, or any compatible server) as a Backend.
+
+The interface is synchronous and batch-first; inside, up to `max_concurrency` requests are in
+flight at once over all base URLs. When the server is vLLM (it has /tokenize), choice
+scoring uses the same token sequence as the other backends (chat template tokenized by the
+server, then the assistant prefix) and vLLM's `logprob_token_ids`, which returns the raw
+full-vocabulary log-probs of exactly the choice tokens. Other servers fall back to the
+top log-probs of a one-token chat completion, which only works when the choices are among
+them (an error says so otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from cai.backends.base import (
+    Backend,
+    BackendError,
+    ChoiceRequest,
+    ChoiceScore,
+    ContextOverflowError,
+    Generation,
+    GenerationParams,
+    Message,
+)
+from cai.backends.http import HttpPool, RequestRejectedError
+from cai.backends.tokens import ChoiceTokenError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_FALLBACK_TOP_LOGPROBS = 20
+
+
+def _finish(reason: str | None) -> str:
+    return reason if reason in ("stop", "length") else ("stop" if reason is None else "error")
+
+
+class OpenAIServerBackend(Backend):
+    """One or several OpenAI-compatible servers serving the same model."""
+
+    def __init__(
+        self,
+        base_urls: list[str] | str,
+        model: str | None = None,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        show_progress: bool = True,
+    ) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
+        self.pool = HttpPool(
+            urls,
+            api_key=os.environ.get(api_key_env) or None,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            max_connections=max_concurrency,
+        )
+        self.max_concurrency = max_concurrency
+        self.show_progress = show_progress
+        self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cai-http")
+        self.model, root = self._resolve_model(model)
+        self.model_id = f"openai:{self.model}:{root}"
+        self._is_vllm: bool | None = None
+        self._choice_ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # setup ----------------------------------------------------------------------------
+    def _resolve_model(self, model: str | None) -> tuple[str, str]:
+        listed = self.pool.request("GET", "/models").get("data", [])
+        names = {m.get("id"): m.get("root") or m.get("id") for m in listed}
+        if model is None:
+            if len(names) != 1:
+                raise BackendError(
+                    f"The server serves {sorted(names)}; say which with served_model_name."
+                )
+            model = next(iter(names))
+        if model not in names:
+            raise BackendError(
+                f"The server does not serve model {model!r}; it serves {sorted(names)}. Set "
+                "served_model_name (or model) to one of those."
+            )
+        return model, str(names[model])
+
+    @property
+    def is_vllm(self) -> bool:
+        """True when the server has vLLM's /tokenize endpoint."""
+        if self._is_vllm is None:
+            try:
+                self.pool.request(
+                    "POST", "/tokenize", {"model": self.model, "prompt": "a"}, at_root=True
+                )
+                self._is_vllm = True
+            except RequestRejectedError:
+                self._is_vllm = False
+        return self._is_vllm
+
+    def _map(self, fn: Callable[[T], R], items: list[T], desc: str) -> list[R]:
+        """Apply fn to every item with bounded concurrency, keeping order."""
+        if not items:
+            return []
+        futures = [self._executor.submit(fn, item) for item in items]
+        if self.show_progress and len(items) > 1:
+            from tqdm.auto import tqdm
+
+            for future in tqdm(futures, desc=desc, leave=False):
+                future.exception()
+        return [future.result() for future in futures]
+
+    # generation -----------------------------------------------------------------------
+    def _sampling(self, params: GenerationParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_tokens,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
+    @staticmethod
+    def _generation(reply: dict[str, Any], chat: bool) -> Generation:
+        choices = sorted(reply["choices"], key=lambda c: c.get("index", 0))
+        texts = [(c["message"]["content"] or "") if chat else c["text"] for c in choices]
+        usage = reply.get("usage") or {}
+        return Generation(
+            texts=texts,
+            finish_reasons=[_finish(c.get("finish_reason")) for c in choices],
+            prompt_tokens=usage.get("prompt_tokens"),
+        )
+
+    def generate_chat(
+        self, conversations: list[list[Message]], params: GenerationParams
+    ) -> list[Generation]:
+        base = self._sampling(params)
+
+        def one(messages: list[Message]) -> Generation:
+            reply = self.pool.request("POST", "/chat/completions", {**base, "messages": messages})
+            return self._generation(reply, chat=True)
+
+        return self._map(one, conversations, "generate")
+
+    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        base = self._sampling(params)
+
+        def one(prompt: str) -> Generation:
+            reply = self.pool.request("POST", "/completions", {**base, "prompt": prompt})
+            return self._generation(reply, chat=False)
+
+        return self._map(one, prompts, "generate")
+
+    # scoring --------------------------------------------------------------------------
+    def _tokenize(self, body: dict[str, Any]) -> tuple[list[int], int]:
+        reply = self.pool.request("POST", "/tokenize", {"model": self.model, **body}, at_root=True)
+        return list(reply["tokens"]), int(reply.get("max_model_len") or 0)
+
+    def _choice_id(self, choice: str) -> int:
+        with self._lock:
+            cached = self._choice_ids.get(choice)
+        if cached is not None:
+            return cached
+        tokens, _ = self._tokenize({"prompt": choice, "add_special_tokens": False})
+        if len(tokens) != 1:
+            raise ChoiceTokenError(
+                f"Choice {choice!r} is {len(tokens)} tokens ({tokens}) for the served model; "
+                "each choice must be exactly one token. Use short labels such as 'A'/'B' and "
+                "put any leading space or bracket in the assistant_prefix instead."
+            )
+        with self._lock:
+            self._choice_ids[choice] = tokens[0]
+        return tokens[0]
+
+    def _prompt_ids(self, request: ChoiceRequest) -> tuple[list[int], int]:
+        if request.messages is not None:
+            ids, limit = self._tokenize(
+                {"messages": request.messages, "add_generation_prompt": True}
+            )
+            if request.assistant_prefix:
+                ids += self._tokenize(
+                    {"prompt": request.assistant_prefix, "add_special_tokens": False}
+                )[0]
+            return ids, limit
+        if request.text is None:
+            raise BackendError("A ChoiceRequest needs `messages` or `text`; both are empty.")
+        return self._tokenize(
+            {"prompt": request.text + request.assistant_prefix, "add_special_tokens": True}
+        )
+
+    def _score_vllm(self, request: ChoiceRequest) -> ChoiceScore:
+        if len(set(request.choices)) != len(request.choices) or len(request.choices) < 2:
+            raise ChoiceTokenError(f"Need two or more distinct choices, got {request.choices}.")
+        ids = [self._choice_id(c) for c in request.choices]
+        prompt, limit = self._prompt_ids(request)
+        if limit and len(prompt) + 1 > limit:
+            raise ContextOverflowError(
+                f"The prompt is {len(prompt)} tokens; the served model's context is {limit}."
+            )
+        reply = self.pool.request(
+            "POST",
+            "/completions",
+            {
+                "model": self.model,
+                "prompt": prompt,
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "logprobs": len(ids),
+                "logprob_token_ids": ids,
+                "return_tokens_as_token_ids": True,
+            },
+        )
+        top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
+        values = []
+        for choice, token_id in zip(request.choices, ids, strict=True):
+            key = f"token_id:{token_id}"
+            if key not in top:
+                raise BackendError(
+                    f"The server returned no log-prob for choice {choice!r} (token {token_id}); "
+                    "it may be a vLLM too old for logprob_token_ids."
+                )
+            values.append(float(top[key]))
+        return ChoiceScore.from_logprobs(request.choices, values)
+
+    def _score_generic(self, request: ChoiceRequest) -> ChoiceScore:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": _FALLBACK_TOP_LOGPROBS,
+        }
+        if request.messages is not None:
+            messages = list(request.messages)
+            if request.assistant_prefix:
+                messages.append({"role": "assistant", "content": request.assistant_prefix})
+            reply = self.pool.request("POST", "/chat/completions", {**body, "messages": messages})
+            entries = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            top = {e["token"]: float(e["logprob"]) for e in entries}
+        else:
+            body["logprobs"] = _FALLBACK_TOP_LOGPROBS
+            del body["top_logprobs"]
+            prompt = (request.text or "") + request.assistant_prefix
+            reply = self.pool.request("POST", "/completions", {**body, "prompt": prompt})
+            top = {
+                k: float(v) for k, v in reply["choices"][0]["logprobs"]["top_logprobs"][0].items()
+            }
+        missing = [c for c in request.choices if c not in top]
+        if missing:
+            raise BackendError(
+                f"Choices {missing} are not among the server's top {_FALLBACK_TOP_LOGPROBS} "
+                "log-probs, so their probability is unknown. Exact choice scoring needs a vLLM "
+                "server (`cai serve`) or a local backend."
+            )
+        return ChoiceScore.from_logprobs(request.choices, [top[c] for c in request.choices])
+
+    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
+        if not requests:
+            return []
+        scorer = self._score_vllm if self.is_vllm else self._score_generic
+        return self._map(scorer, requests, "score")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
