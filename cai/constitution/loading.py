@@ -1,0 +1,381 @@
+"""Load a constitution file: safe YAML, every error with file:line:field, `extends` resolved.
+
+A file may extend another (a path relative to it, or a bundled name). Inherited principles
+keep their order; a principle with an inherited id overrides only the fields it sets; new
+principles are appended; `remove:` drops inherited ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cai.constitution.errors import (
+    ConstitutionError,
+    ConstitutionIssue,
+    did_you_mean,
+    display_path,
+    field_path,
+)
+from cai.constitution.models import (
+    REQUIRED_PRINCIPLE_FIELDS,
+    Constitution,
+    ConstitutionDefaults,
+    ConstitutionFile,
+    DefaultsFile,
+    FewShotExample,
+    Principle,
+    PrincipleFile,
+)
+from cai.constitution.yamlmap import ParsedYaml, YamlSyntaxError, parse_yaml
+from cai.resources import bundled_constitution_names, constitutions_dir
+
+_MODELS_BY_SECTION: dict[str, type] = {
+    "principles": PrincipleFile,
+    "defaults": DefaultsFile,
+    "examples": FewShotExample,
+}
+
+
+def load_constitution(path_or_bundled_name: str | Path) -> Constitution:
+    """Load and resolve a constitution from a YAML path or a bundled name ("default", ...)."""
+    path = locate_constitution(path_or_bundled_name)
+    return _load_file(path, chain=())
+
+
+def load_constitution_text(text: str, source: str = "<string>", base_dir: Path | None = None):
+    """Load a constitution from YAML text; relative `extends` paths resolve from `base_dir`."""
+    return _load_parsed(text, source, None, base_dir or Path.cwd(), chain=())
+
+
+def locate_constitution(path_or_bundled_name: str | Path) -> Path:
+    """The file behind a path or a bundled name; ConstitutionError with suggestions otherwise."""
+    candidate = Path(path_or_bundled_name).expanduser()
+    if candidate.is_file():
+        return candidate.resolve()
+    text = str(path_or_bundled_name)
+    names = bundled_constitution_names()
+    if text in names:
+        return (constitutions_dir() / f"{text}.yaml").resolve()
+    if candidate.is_dir():
+        problem = "is a directory, not a constitution file"
+    else:
+        problem = "no such file or bundled constitution"
+    suggestion = did_you_mean(Path(text).stem, names)
+    hint = (suggestion + " " if suggestion else "") + (
+        f"bundled constitutions: {', '.join(names)}; or give the path to a .yaml file"
+        if names
+        else "give the path to a .yaml file"
+    )
+    raise ConstitutionError([ConstitutionIssue(file=text, message=problem, hint=hint)])
+
+
+def _load_file(path: Path, chain: tuple[Path, ...]) -> Constitution:
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConstitutionError(
+            [ConstitutionIssue(file=shown, message=f"cannot read file: {err}")]
+        ) from None
+    return _load_parsed(text, shown, path, path.parent, chain)
+
+
+def _load_parsed(
+    text: str, shown: str, path: Path | None, base_dir: Path, chain: tuple[Path, ...]
+) -> Constitution:
+    try:
+        parsed = parse_yaml(text)
+    except YamlSyntaxError as err:
+        raise ConstitutionError(
+            [
+                ConstitutionIssue(
+                    file=shown,
+                    line=err.line,
+                    column=err.column,
+                    message=str(err),
+                    hint="check indentation, quotes and colons around this line",
+                )
+            ]
+        ) from None
+    if not isinstance(parsed.data, dict):
+        kind = "empty" if parsed.data is None else f"a {type(parsed.data).__name__}"
+        raise ConstitutionError(
+            [
+                ConstitutionIssue(
+                    file=shown,
+                    line=1,
+                    message=f"a constitution must be a YAML mapping, but this file is {kind}",
+                    hint="start from `cai constitution new NAME`",
+                )
+            ]
+        )
+    issues: list[ConstitutionIssue] = []
+
+    def issue(loc: tuple, message: str, hint: str = "") -> None:
+        line, column = parsed.position(loc)
+        issues.append(
+            ConstitutionIssue(
+                file=shown,
+                line=line,
+                column=column,
+                field=field_path(loc),
+                message=message,
+                hint=hint,
+            )
+        )
+
+    for loc in parsed.duplicates:
+        line, column = parsed.marks[(*loc, "__duplicate__")]
+        issues.append(
+            ConstitutionIssue(
+                file=shown,
+                line=line,
+                column=column,
+                field=field_path(loc),
+                message=f"key `{loc[-1]}` is given twice in the same mapping",
+                hint="keep one of them; YAML would silently use the last",
+            )
+        )
+
+    data: dict[str, Any] = parsed.data
+    spec: ConstitutionFile | None = None
+    try:
+        spec = ConstitutionFile.model_validate(data)
+    except ValidationError as err:
+        for error in err.errors():
+            _report_validation_error(error, issue)
+
+    _check_duplicate_ids(data, parsed, issue)
+
+    parent: Constitution | None = None
+    extends = data.get("extends")
+    if isinstance(extends, str) and extends.strip():
+        parent = _load_parent(extends, base_dir, path, chain, issue, issues)
+
+    if spec is None or issues:
+        raise ConstitutionError(issues)
+    constitution = _resolve(spec, parent, path, issue)
+    if issues:
+        raise ConstitutionError(issues)
+    return constitution
+
+
+def _report_validation_error(error: dict, issue) -> None:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    name = str(loc[-1]) if loc else ""
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(loc[:-1])
+        suggestion = did_you_mean(name, allowed)
+        hint = (suggestion + " " if suggestion else "") + f"allowed here: {', '.join(allowed)}"
+        issue(loc, f"unknown field `{name}`", hint)
+    elif kind == "missing":
+        issue(loc, f"missing required field `{name}`", f"add `{name}: ...`")
+    elif kind == "value_error" and "is empty" in error["msg"]:
+        issue(loc, "text is empty", "write the text, or remove the field")
+    elif kind == "string_pattern_mismatch":
+        issue(
+            loc,
+            f"invalid id {value!r}",
+            "ids use letters, digits, '-', '_' and '.', and start with a letter or digit",
+        )
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        expected = _EXPECTED.get(kind.split("_")[0], error["msg"])
+        issue(
+            loc,
+            f"wrong type: expected {expected}, got {_describe(value)}",
+            _TYPE_HINTS.get(kind.split("_")[0], ""),
+        )
+    else:
+        issue(loc, error["msg"])
+
+
+_EXPECTED = {
+    "string": "text",
+    "list": "a list",
+    "float": "a number",
+    "int": "a whole number",
+    "bool": "true or false",
+    "model": "a mapping of fields",
+    "dict": "a mapping of fields",
+}
+_TYPE_HINTS = {
+    "string": "quote the value, or use a `|` block for long text",
+    "list": "write one item per line starting with `- `",
+    "model": "indent its fields under it as `key: value` lines",
+    "dict": "indent its fields under it as `key: value` lines",
+}
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    kind = {bool: "a boolean", int: "a number", float: "a number", str: "text"}.get(
+        type(value), type(value).__name__
+    )
+    shown = repr(value)
+    return f"{kind} {shown[:40] + '...' if len(shown) > 40 else shown}"
+
+
+def _allowed_fields(parent_loc: tuple) -> list[str]:
+    """Field names allowed in the mapping at `parent_loc` (for unknown-key suggestions)."""
+    model: type = ConstitutionFile
+    for part in parent_loc:
+        if isinstance(part, str) and part in _MODELS_BY_SECTION:
+            model = _MODELS_BY_SECTION[part]
+    return list(model.model_fields)  # type: ignore[attr-defined]
+
+
+def _check_duplicate_ids(data: dict, parsed: ParsedYaml, issue) -> None:
+    principles = data.get("principles")
+    if not isinstance(principles, list):
+        return
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(principles):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        pid = item["id"]
+        if pid in first_seen:
+            first_line, _ = parsed.position(("principles", first_seen[pid], "id"))
+            issue(
+                ("principles", index, "id"),
+                f"duplicate principle id `{pid}` (first defined on line {first_line})",
+                "give each principle its own id",
+            )
+        else:
+            first_seen[pid] = index
+
+
+def _load_parent(
+    extends: str, base_dir: Path, path: Path | None, chain: tuple[Path, ...], issue, issues
+) -> Constitution | None:
+    target = _locate_parent(extends, base_dir)
+    if target is None:
+        names = bundled_constitution_names()
+        suggestion = did_you_mean(Path(extends).stem, names)
+        issue(
+            ("extends",),
+            f"cannot find `{extends}` to extend",
+            (suggestion + " " if suggestion else "")
+            + "give a path relative to this file or a bundled name: "
+            + ", ".join(names),
+        )
+        return None
+    here = (*chain, path) if path is not None else chain
+    if target in here:
+        cycle = " -> ".join(display_path(p) for p in (*here[here.index(target) :], target))
+        issue(("extends",), f"cyclic extends: {cycle}", "a constitution cannot extend itself")
+        return None
+    try:
+        return _load_file(target, here)
+    except ConstitutionError as err:
+        issue(("extends",), f"the extended constitution `{extends}` has errors (listed below)")
+        issues.extend(err.issues)
+        return None
+
+
+def _locate_parent(extends: str, base_dir: Path) -> Path | None:
+    relative = (base_dir / extends).expanduser()
+    if relative.is_file():
+        return relative.resolve()
+    if extends in bundled_constitution_names():
+        return (constitutions_dir() / f"{extends}.yaml").resolve()
+    return None
+
+
+def _resolve(spec: ConstitutionFile, parent: Constitution | None, path: Path | None, issue):
+    """Merge one validated file onto its parent (if any) into a Constitution."""
+    inherited: dict[str, dict[str, Any]] = {}
+    if parent is not None:
+        inherited = {p.id: p.model_dump() for p in parent.principles}
+    elif spec.remove:
+        issue(
+            ("remove",),
+            "`remove` only applies to a constitution that `extends` another",
+            "add `extends: default` (or a path), or delete `remove`",
+        )
+
+    own_ids = {p.id for p in spec.principles}
+    for index, pid in enumerate(spec.remove):
+        if parent is None:
+            break
+        if pid not in inherited:
+            suggestion = did_you_mean(pid, list(inherited))
+            issue(
+                ("remove", index),
+                f"cannot remove `{pid}`: the extended constitution has no such principle",
+                suggestion or f"its principles are: {', '.join(inherited)}",
+            )
+        elif pid in own_ids:
+            issue(
+                ("remove", index),
+                f"`{pid}` is both removed and redefined in this file",
+                "drop it from `remove` to override it, or delete its definition",
+            )
+        else:
+            del inherited[pid]
+
+    merged = dict(inherited)
+    for index, written in enumerate(spec.principles):
+        fields = written.model_dump(exclude_unset=True)
+        if written.id in inherited:
+            merged[written.id] = {**inherited[written.id], **fields}
+            continue
+        missing = [name for name in REQUIRED_PRINCIPLE_FIELDS if fields.get(name) is None]
+        for name in missing:
+            note = " and it does not override an inherited principle" if parent is not None else ""
+            issue(
+                ("principles", index),
+                f"principle `{written.id}` is missing required field `{name}`{note}",
+                f"add `{name}: ...` to it",
+            )
+        merged[written.id] = fields
+
+    if not merged:
+        issue(
+            ("principles",) if spec.principles or "principles" in spec.model_fields_set else (),
+            "the constitution has no principles",
+            "add at least one under `principles:`",
+        )
+
+    defaults = parent.defaults.model_dump() if parent is not None else {}
+    if spec.defaults is not None:
+        defaults.update(spec.defaults.model_dump(exclude_unset=True))
+    try:
+        principles = [Principle.model_validate(fields) for fields in merged.values()]
+    except ValidationError:
+        return None  # already reported as missing fields above
+
+    description = spec.description
+    if description is None:
+        description = parent.description if parent is not None else ""
+    judge_system_prompt = spec.judge_system_prompt
+    if judge_system_prompt is None and parent is not None:
+        judge_system_prompt = parent.judge_system_prompt
+    constitution = Constitution(
+        name=spec.name,
+        version=spec.version or "1",
+        description=description.strip(),
+        principles=principles,
+        judge_system_prompt=judge_system_prompt,
+        defaults=ConstitutionDefaults.model_validate(defaults),
+        source_path=path,
+        extends=(
+            [
+                display_path(parent.source_path) if parent.source_path else parent.name,
+                *parent.extends,
+            ]
+            if parent is not None
+            else []
+        ),
+    )
+    constitution.content_hash = constitution.compute_hash()
+    return constitution
