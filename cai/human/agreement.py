@@ -62,7 +62,7 @@ def calibration_bins(
     width = (hi - lo) / n_bins
     members: list[list[int]] = [[] for _ in range(n_bins)]
     for i, c in enumerate(confidence):
-        b = min(n_bins - 1, max(0, int((c - lo) / width + 1e-12)))
+        b = min(n_bins - 1, max(0, int((c - lo) / width + 1e-9)))
         members[b].append(i)
     bins, ece, n = [], 0.0, len(confidence)
     for b, idx in enumerate(members):
