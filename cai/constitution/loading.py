@@ -151,16 +151,27 @@ def _load_parsed(
     _check_duplicate_ids(data, parsed, issue)
 
     parent: Constitution | None = None
+    parent_failed = False
     extends = data.get("extends")
     if isinstance(extends, str) and extends.strip():
         parent = _load_parent(extends, base_dir, path, chain, issue, issues)
+        parent_failed = parent is None
+    if not parent_failed:
+        inherited = set(parent.principle_ids) if parent is not None else set()
+        _check_required_fields(data, inherited, parent is not None, issue)
 
-    if spec is None or issues:
-        raise ConstitutionError(issues)
-    constitution = _resolve(spec, parent, path, issue)
-    if issues:
-        raise ConstitutionError(issues)
-    return constitution
+    if spec is not None and not parent_failed:
+        constitution = _resolve(spec, parent, path, issue, issues)
+        if constitution is not None and not issues:
+            return constitution
+    raise ConstitutionError(_ordered(issues, shown))
+
+
+def _ordered(issues: list[ConstitutionIssue], shown: str) -> list[ConstitutionIssue]:
+    """This file's issues by line, then those of the files it extends."""
+    own = [i for i in issues if i.file == shown]
+    own.sort(key=lambda i: (i.line or 0, i.column or 0))
+    return own + [i for i in issues if i.file != shown]
 
 
 def _report_validation_error(error: dict, issue) -> None:
@@ -205,6 +216,9 @@ _EXPECTED = {
 }
 _TYPE_HINTS = {
     "string": "quote the value, or use a `|` block for long text",
+    "float": "write a plain number such as 1.5",
+    "int": "write a whole number such as 2",
+    "bool": "write true or false",
     "list": "write one item per line starting with `- `",
     "model": "indent its fields under it as `key: value` lines",
     "dict": "indent its fields under it as `key: value` lines",
@@ -254,6 +268,32 @@ def _check_duplicate_ids(data: dict, parsed: ParsedYaml, issue) -> None:
             first_seen[pid] = index
 
 
+def _check_required_fields(data: dict, inherited: set[str], extends: bool, issue) -> None:
+    """Every principle that does not override an inherited one must be complete."""
+    principles = data.get("principles")
+    if not isinstance(principles, list):
+        return
+    for index, item in enumerate(principles):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            continue
+        pid = item["id"]
+        if pid in inherited:
+            continue
+        missing = [name for name in REQUIRED_PRINCIPLE_FIELDS if name not in item]
+        if not missing:
+            continue
+        names = ", ".join(f"`{name}`" for name in missing)
+        plural = "s" if len(missing) > 1 else ""
+        note = (
+            f" (it is new: the extended constitution has no principle `{pid}`)" if extends else ""
+        )
+        issue(
+            ("principles", index),
+            f"principle `{pid}` is missing required field{plural} {names}{note}",
+            "add " + ", ".join(f"`{name}: ...`" for name in missing),
+        )
+
+
 def _load_parent(
     extends: str, base_dir: Path, path: Path | None, chain: tuple[Path, ...], issue, issues
 ) -> Constitution | None:
@@ -291,7 +331,9 @@ def _locate_parent(extends: str, base_dir: Path) -> Path | None:
     return None
 
 
-def _resolve(spec: ConstitutionFile, parent: Constitution | None, path: Path | None, issue):
+def _resolve(
+    spec: ConstitutionFile, parent: Constitution | None, path: Path | None, issue, issues: list
+) -> Constitution | None:
     """Merge one validated file onto its parent (if any) into a Constitution."""
     inherited: dict[str, dict[str, Any]] = {}
     if parent is not None:
@@ -324,19 +366,11 @@ def _resolve(spec: ConstitutionFile, parent: Constitution | None, path: Path | N
             del inherited[pid]
 
     merged = dict(inherited)
-    for index, written in enumerate(spec.principles):
+    for written in spec.principles:
         fields = written.model_dump(exclude_unset=True)
         if written.id in inherited:
             merged[written.id] = {**inherited[written.id], **fields}
             continue
-        missing = [name for name in REQUIRED_PRINCIPLE_FIELDS if fields.get(name) is None]
-        for name in missing:
-            note = " and it does not override an inherited principle" if parent is not None else ""
-            issue(
-                ("principles", index),
-                f"principle `{written.id}` is missing required field `{name}`{note}",
-                f"add `{name}: ...` to it",
-            )
         merged[written.id] = fields
 
     if not merged:
@@ -349,10 +383,9 @@ def _resolve(spec: ConstitutionFile, parent: Constitution | None, path: Path | N
     defaults = parent.defaults.model_dump() if parent is not None else {}
     if spec.defaults is not None:
         defaults.update(spec.defaults.model_dump(exclude_unset=True))
-    try:
-        principles = [Principle.model_validate(fields) for fields in merged.values()]
-    except ValidationError:
-        return None  # already reported as missing fields above
+    if issues:
+        return None  # reported; building would only repeat them
+    principles = [Principle.model_validate(fields) for fields in merged.values()]
 
     description = spec.description
     if description is None:

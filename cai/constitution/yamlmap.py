@@ -52,6 +52,8 @@ def parse_yaml(text: str) -> ParsedYaml:
         column = mark.column + 1 if mark else None
         problem = err.problem or str(err)
         context = f" {err.context}" if err.context else ""
+        if err.context_mark is not None and mark is not None and err.context_mark.line != mark.line:
+            context += f" (which started on line {err.context_mark.line + 1})"
         raise YamlSyntaxError(f"invalid YAML: {problem}{context}", line, column) from None
     except yaml.YAMLError as err:
         raise YamlSyntaxError(f"invalid YAML: {err}", None, None) from None
