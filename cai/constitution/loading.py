@@ -322,6 +322,19 @@ def _load_parent(
         return None
 
 
+def _describe_source(constitution: Constitution) -> str:
+    """`default (bundled)` for bundled files, the path as typed-relative otherwise."""
+    path = constitution.source_path
+    if path is None:
+        return constitution.name
+    try:
+        if path.parent.resolve() == constitutions_dir().resolve():
+            return f"{path.stem} (bundled)"
+    except FileNotFoundError:
+        pass
+    return display_path(path)
+
+
 def _locate_parent(extends: str, base_dir: Path) -> Path | None:
     relative = (base_dir / extends).expanduser()
     if relative.is_file():
@@ -403,7 +416,7 @@ def _resolve(
         source_path=path,
         extends=(
             [
-                display_path(parent.source_path) if parent.source_path else parent.name,
+                _describe_source(parent),
                 *parent.extends,
             ]
             if parent is not None
