@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Bad files and bad options end the command with one readable line, not a traceback."""
+    from cai.human.pairs import PairDataError
+    from cai.human.storage import DatasetFileError
+
+    try:
+        yield
+    except (DatasetFileError, PairDataError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _write_import(rows, report, out: Path, strict: bool) -> None:
@@ -58,8 +73,9 @@ def register(app: typer.Typer) -> None:
 
         if format not in ("auto", "trl", "hh", "table"):
             raise typer.BadParameter("use auto, trl, hh or table", param_hint="--format")
-        rows, report = import_human(source, format=format, rater_id=rater_id)
-        _write_import(rows, report, out, strict)
+        with _clear_errors():
+            rows, report = import_human(source, format=format, rater_id=rater_id)
+            _write_import(rows, report, out, strict)
 
     @app.command("agree")
     def agree_cmd(
@@ -73,8 +89,9 @@ def register(app: typer.Typer) -> None:
         from cai.human.report import write_report
         from cai.human.storage import read_rows
 
-        report = compute_agreement(read_rows(ai), read_rows(human), n_bins=bins)
-        paths = write_report(report, out)
+        with _clear_errors():
+            report = compute_agreement(read_rows(ai), read_rows(human), n_bins=bins)
+            paths = write_report(report, out)
         acc = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
         typer.echo(f"{report.n_pairs} shared pairs, accuracy {acc}; report: {paths['html']}")
 
@@ -100,9 +117,14 @@ def register(app: typer.Typer) -> None:
         from cai.human.routing import RoutingConfig, export_for_labelling
         from cai.human.storage import read_rows
 
-        labelled = [row for path in exclude for row in read_rows(path)]
+        if out.suffix.lower() not in (".jsonl", ".csv"):
+            raise typer.BadParameter(
+                "the labelling sheet must be .jsonl or .csv", param_hint="--out"
+            )
         config = RoutingConfig(budget=budget, min_score=min_score, seed=seed)
-        report = export_for_labelling(read_rows(ai), out, config, labelled)
+        with _clear_errors():
+            labelled = [row for path in exclude for row in read_rows(path)]
+            report = export_for_labelling(read_rows(ai), out, config, labelled)
         report_path = out.parent / f"{out.name}.routing.json"
         report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
         typer.echo(
@@ -120,8 +142,9 @@ def register(app: typer.Typer) -> None:
         """Import a filled labelling sheet as human preference rows."""
         from cai.human.routing import import_labels
 
-        rows, report = import_labels(sheet, rater_id=rater_id)
-        _write_import(rows, report, out, strict)
+        with _clear_errors():
+            rows, report = import_labels(sheet, rater_id=rater_id)
+            _write_import(rows, report, out, strict)
 
     @app.command("mix")
     def mix_cmd(
@@ -144,7 +167,8 @@ def register(app: typer.Typer) -> None:
             )
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None
-        rows, report = mix(read_rows(ai), read_rows(human), config)
-        write_rows(rows, out)
+        with _clear_errors():
+            rows, report = mix(read_rows(ai), read_rows(human), config)
+            write_rows(rows, out)
         typer.echo(report.summary())
         typer.echo(f"wrote {report.n_output} rows to {out}")

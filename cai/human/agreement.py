@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cai.human.pairs import prob_first, response_text, row_key
+from cai.human.pairs import check_preference_rows, prob_first, response_text, row_key
 
 Label = str  # "first" | "second" | "tie"
 
@@ -165,6 +165,8 @@ def compute_agreement(
     ai_rows: list[dict[str, Any]], human_rows: list[dict[str, Any]], n_bins: int = 5
 ) -> AgreementReport:
     """All agreement metrics between an AI-labelled and a human-labelled dataset."""
+    check_preference_rows(ai_rows, "AI dataset")
+    check_preference_rows(human_rows, "human dataset")
     notes: list[str] = []
     ai_by_key: dict[str, dict[str, Any]] = {}
     for row in ai_rows:

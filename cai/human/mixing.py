@@ -22,7 +22,13 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from cai.human.agreement import label_of
-from cai.human.pairs import assistant, prob_first, response_text, row_key
+from cai.human.pairs import (
+    assistant,
+    check_preference_rows,
+    prob_first,
+    response_text,
+    row_key,
+)
 
 SOURCES = ("ai", "human")
 
@@ -118,6 +124,8 @@ def mix(
 ) -> tuple[list[dict[str, Any]], MixReport]:
     """The mixed rows (each with `source` and a recomputed `pair_id`) and what happened."""
     config = config or MixConfig()
+    check_preference_rows(ai_rows, "AI dataset")
+    check_preference_rows(human_rows, "human dataset")
     rng = random.Random(config.seed)
     by_source: dict[str, list[dict[str, Any]]] = {"ai": [], "human": []}
     for default, rows in (("ai", ai_rows), ("human", human_rows)):

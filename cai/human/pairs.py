@@ -98,3 +98,22 @@ def prob_first(row: dict[str, Any]) -> float:
 def render_conversation(messages: list[Message]) -> str:
     """Readable text of a conversation for people who label."""
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+REQUIRED_COLUMNS = ("prompt", "chosen", "rejected", "prob_chosen")
+
+
+def check_preference_rows(rows: list[dict[str, Any]], name: str) -> None:
+    """Fail early, naming the row, when a dataset is not preference rows."""
+    for number, row in enumerate(rows, 1):
+        missing = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
+        if missing:
+            raise PairDataError(
+                f"{name} row {number}: missing {', '.join(missing)}. A preference dataset needs "
+                f"{', '.join(REQUIRED_COLUMNS)}; bring human labels in with `cai import-human`."
+            )
+        try:
+            row_key(row)
+            float(row["prob_chosen"])
+        except (PairDataError, TypeError, ValueError) as err:
+            raise PairDataError(f"{name} row {number}: {err}") from None

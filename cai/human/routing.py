@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cai.human.imports import ImportReport, import_human
-from cai.human.pairs import prompt_messages, response_text, row_key
+from cai.human.pairs import check_preference_rows, prompt_messages, response_text, row_key
 from cai.human.storage import write_rows
 from cai.records import stable_id
 
@@ -87,6 +87,7 @@ def select_uncertain(
 ) -> tuple[list[tuple[RoutedPair, dict[str, Any]]], RoutingReport]:
     """The `budget` most uncertain distinct pairs not in `labelled_keys`, most uncertain first
     (ties broken by item_id, so the choice is reproducible)."""
+    check_preference_rows(ai_rows, "AI dataset")
     seen: dict[str, tuple[RoutedPair, dict[str, Any]]] = {}
     already = 0
     for row in ai_rows:
