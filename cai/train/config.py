@@ -53,7 +53,8 @@ class TrainCommon(BaseModel):
     """> 0 overrides num_train_epochs."""
     per_device_train_batch_size: int = Field(4, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """Fraction of all steps spent on linear warm-up (transformers 5 takes it as warmup_steps)."""
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = 2

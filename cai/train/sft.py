@@ -156,7 +156,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,
         logging_steps=config.logging_steps,
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
