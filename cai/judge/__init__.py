@@ -1,0 +1,1 @@
+"""AI judgments: pairwise and k-wise preference labels, and parsing of judge output."""

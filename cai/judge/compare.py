@@ -1,0 +1,419 @@
+"""Pairwise and k-wise AI preference judgments against a constitution.
+
+For each pair and each of m principles (sampled per pair, seeded), the judge scores the
+answer labels in both orders with one scored token per order, batched across everything it
+is given. The label is a probability, never a sampled letter:
+
+    p_a = (P_AB("A") + P_BA("B")) / 2
+
+i.e. the probability given to response a's text when shown first and when shown second, so a
+judge that always prefers the first slot lands exactly on 0.5. Principles are averaged. With
+chain of thought a greedy rationale is generated first and the answer probability, clamped
+into a band, is scored after it. Anything that yields no label (empty response, unusable
+rationale, context overflow) is a recorded failure with the raw text, never a label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from cai.backends.base import (
+    Backend,
+    ChoiceRequest,
+    ChoiceScore,
+    ContextOverflowError,
+    Generation,
+    GenerationParams,
+    Message,
+)
+from cai.judge.parse import JudgeFailure, check_rationale
+from cai.judge.ranking import Comparison, bradley_terry
+
+if TYPE_CHECKING:
+    from cai.constitution import Constitution, Principle
+    from cai.templates import RenderedPrompt, TemplateSet
+
+Order = Literal["AB", "BA"]
+
+
+class JudgeConfig(BaseModel):
+    """Every setting that changes a judgment (all of it goes into the resume fingerprint)."""
+
+    principles_per_pair: int | None = Field(
+        None, ge=1, description="m principles per pair; None = the constitution's default."
+    )
+    weighted_principles: bool = False
+    seed: int = 0
+    both_orders: bool = True
+    chain_of_thought: bool = False
+    cot_band: tuple[float, float] = (0.4, 0.6)
+    cot_max_tokens: int = Field(256, ge=1)
+    allow_truncated_rationale: bool = False
+    allow_partial: bool = Field(
+        False,
+        description="Label a pair when some principles failed but others gave a score; "
+        "by default any failure leaves the pair unlabeled (and counted).",
+    )
+    labels: tuple[str, str] = ("A", "B")
+    ranking_prior: float = Field(
+        0.01,
+        ge=0.0,
+        description="Bradley-Terry pseudo-wins per direction of each pair (k > 2); keeps "
+        "scores finite when one response wins every comparison outright.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> JudgeConfig:
+        low, high = self.cot_band
+        if not 0.0 <= low <= 0.5 <= high <= 1.0:
+            raise ValueError(
+                f"cot_band {self.cot_band} must satisfy 0 <= low <= 0.5 <= high <= 1 "
+                "(it bounds how confident a chain-of-thought label may be)"
+            )
+        if self.labels[0] == self.labels[1]:
+            raise ValueError("the two answer labels must differ")
+        return self
+
+
+class PairToJudge(BaseModel):
+    key: str
+    conversation: list[Message]
+    response_a: str
+    response_b: str
+
+
+class OrderScore(BaseModel):
+    """One scored order: which text sat in which slot, and the answer-token numbers."""
+
+    order: Order
+    prob_a: float
+    """Probability that response a is better, read from this order (after any CoT clamp)."""
+    label_probs: list[float]
+    label_logprobs: list[float]
+    rationale: str | None = None
+    stated_label: str | None = None
+
+
+class PrincipleJudgment(BaseModel):
+    principle: str
+    orders: list[OrderScore] = Field(default_factory=list)
+    prob_a: float | None = None
+
+
+class PairJudgment(BaseModel):
+    key: str
+    ok: bool
+    prob_a: float | None = None
+    """Debiased probability that response a is better, averaged over orders and principles."""
+    per_order: dict[str, float] = Field(default_factory=dict)
+    """Mean prob_a over principles within each order ("AB": a shown first, "BA": a second)."""
+    per_principle: list[PrincipleJudgment] = Field(default_factory=list)
+    principles: list[str] = Field(default_factory=list)
+    orders_agree: bool | None = None
+    n_judgments: int = 0
+    failures: list[JudgeFailure] = Field(default_factory=list)
+
+
+class ResponsesToRank(BaseModel):
+    key: str
+    conversation: list[Message]
+    responses: list[str]
+
+
+class RankingJudgment(BaseModel):
+    key: str
+    ok: bool
+    scores: list[float] | None = None
+    """Bradley-Terry log-strength per response (mean zero); higher is better."""
+    pairs: list[tuple[int, int, PairJudgment]] = Field(default_factory=list)
+    failures: list[JudgeFailure] = Field(default_factory=list)
+
+
+@dataclass
+class _Slot:
+    item: int
+    principle: str
+    order: Order
+    rendered: RenderedPrompt
+    rationale: str | None = None
+    stated_label: str | None = None
+    score: ChoiceScore | None = None
+    failure: JudgeFailure | None = None
+
+
+class PairwiseJudge:
+    """Judges pairs (and k-wise groups) of responses with one backend and one constitution."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        constitution: Constitution,
+        templates: TemplateSet,
+        config: JudgeConfig | None = None,
+    ) -> None:
+        self.backend = backend
+        self.constitution = constitution
+        self.templates = templates
+        self.config = config or JudgeConfig()
+        self.requests_scored = 0
+        self.rationales_generated = 0
+
+    # ---- principle choice -------------------------------------------------------------
+    def principles_for(self, key: str) -> list[Principle]:
+        from cai.constitution import sample_principles
+
+        m = self.config.principles_per_pair or self.constitution.defaults.principles_per_judgment
+        m = max(1, min(m, len(self.constitution.principles)))
+        return sample_principles(
+            self.constitution,
+            key=key,
+            k=m,
+            seed=self.config.seed,
+            weighted=self.config.weighted_principles,
+        )
+
+    # ---- the pairwise judgment ----------------------------------------------------------
+    def judge_pairs(self, items: list[PairToJudge]) -> list[PairJudgment]:
+        """Judge every pair; all model calls of the batch go out together."""
+        labels = list(self.config.labels)
+        template = "compare_cot" if self.config.chain_of_thought else "compare"
+        orders: tuple[Order, ...] = ("AB", "BA") if self.config.both_orders else ("AB",)
+        slots: list[_Slot] = []
+        early: dict[int, list[JudgeFailure]] = {}
+        principle_ids: dict[int, list[str]] = {}
+        for index, item in enumerate(items):
+            empty = [
+                name
+                for name, text in (("a", item.response_a), ("b", item.response_b))
+                if not text.strip()
+            ]
+            principles = self.principles_for(item.key)
+            principle_ids[index] = [p.id for p in principles]
+            if empty:
+                early[index] = [
+                    JudgeFailure(
+                        kind="empty_response",
+                        raw_output=item.response_a if name == "a" else item.response_b,
+                        detail=f"response {name} is empty; there is nothing to compare",
+                    )
+                    for name in empty
+                ]
+                continue
+            for principle in principles:
+                for order in orders:
+                    pair = (
+                        [item.response_a, item.response_b]
+                        if order == "AB"
+                        else [item.response_b, item.response_a]
+                    )
+                    rendered = self.templates.render(
+                        template,
+                        conversation=item.conversation,
+                        responses=pair,
+                        labels=labels,
+                        principle=principle,
+                        constitution=self.constitution,
+                    )
+                    slots.append(_Slot(index, principle.id, order, rendered))
+        if self.config.chain_of_thought:
+            self._generate_rationales(slots)
+        self._score(slots)
+        return [
+            self._assemble(index, item, principle_ids[index], early.get(index), slots)
+            for index, item in enumerate(items)
+        ]
+
+    def _generate_rationales(self, slots: list[_Slot]) -> None:
+        params = GenerationParams(
+            n=1, temperature=0.0, max_tokens=self.config.cot_max_tokens, seed=self.config.seed
+        )
+        conversations = [s.rendered.messages for s in slots]
+        results = _call_isolating_overflow(
+            lambda batch: self.backend.generate_chat(batch, params), conversations
+        )
+        self.rationales_generated += len(slots)
+        for slot, result in zip(slots, results, strict=True):
+            if isinstance(result, ContextOverflowError):
+                slot.failure = _overflow(result, slot)
+                continue
+            assert isinstance(result, Generation)
+            check = check_rationale(
+                result.texts[0] if result.texts else "",
+                result.finish_reasons[0] if result.finish_reasons else None,
+                self.config.labels,
+                allow_truncated=self.config.allow_truncated_rationale,
+            )
+            if check.ok:
+                slot.rationale = check.rationale
+                slot.stated_label = check.stated_label
+            else:
+                assert check.failure is not None
+                slot.failure = check.failure.model_copy(
+                    update={"principle": slot.principle, "order": slot.order}
+                )
+
+    def _score(self, slots: list[_Slot]) -> None:
+        pending = [s for s in slots if s.failure is None]
+        requests = []
+        for slot in pending:
+            prefix = slot.rendered.assistant_prefix
+            if slot.rationale is not None:
+                prefix = prefix + slot.rationale + slot.rendered.answer_prefix
+            requests.append(
+                ChoiceRequest(
+                    messages=slot.rendered.messages,
+                    assistant_prefix=prefix,
+                    choices=tuple(self.config.labels),
+                )
+            )
+        results = _call_isolating_overflow(self.backend.score_choices, requests)
+        self.requests_scored += len(requests)
+        for slot, result in zip(pending, results, strict=True):
+            if isinstance(result, ContextOverflowError):
+                slot.failure = _overflow(result, slot)
+            else:
+                slot.score = result
+
+    def _assemble(
+        self,
+        index: int,
+        item: PairToJudge,
+        principle_ids: list[str],
+        early: list[JudgeFailure] | None,
+        slots: list[_Slot],
+    ) -> PairJudgment:
+        if early:
+            return PairJudgment(key=item.key, ok=False, principles=principle_ids, failures=early)
+        mine = [s for s in slots if s.item == index]
+        failures = [s.failure for s in mine if s.failure is not None]
+        per_principle: list[PrincipleJudgment] = []
+        expected_orders = 2 if self.config.both_orders else 1
+        for pid in principle_ids:
+            scored = [s for s in mine if s.principle == pid and s.score is not None]
+            orders = [self._order_score(s) for s in scored]
+            complete = len(orders) == expected_orders
+            prob = sum(o.prob_a for o in orders) / len(orders) if complete else None
+            per_principle.append(PrincipleJudgment(principle=pid, orders=orders, prob_a=prob))
+        usable = [p for p in per_principle if p.prob_a is not None]
+        ok = bool(usable) and (not failures or self.config.allow_partial)
+        per_order: dict[str, float] = {}
+        for order in ("AB", "BA"):
+            values = [o.prob_a for p in usable for o in p.orders if o.order == order]
+            if values:
+                per_order[order] = sum(values) / len(values)
+        agree = None
+        if "AB" in per_order and "BA" in per_order:
+            agree = (per_order["AB"] - 0.5) * (per_order["BA"] - 0.5) > 0
+        return PairJudgment(
+            key=item.key,
+            ok=ok,
+            prob_a=(sum(p.prob_a for p in usable) / len(usable)) if ok else None,  # type: ignore[misc]
+            per_order=per_order,
+            per_principle=per_principle,
+            principles=principle_ids,
+            orders_agree=agree,
+            n_judgments=sum(len(p.orders) for p in usable),
+            failures=failures,
+        )
+
+    def _order_score(self, slot: _Slot) -> OrderScore:
+        assert slot.score is not None
+        probs = slot.score.probs
+        # In order AB response a holds the first label; in BA it holds the second.
+        prob_a = probs[0] if slot.order == "AB" else probs[1]
+        if slot.rationale is not None:
+            low, high = self.config.cot_band
+            prob_a = min(max(prob_a, low), high)
+        return OrderScore(
+            order=slot.order,
+            prob_a=prob_a,
+            label_probs=list(probs),
+            label_logprobs=list(slot.score.logprobs),
+            rationale=slot.rationale,
+            stated_label=slot.stated_label,
+        )
+
+    # ---- k-wise ------------------------------------------------------------------------
+    def judge_rankings(self, items: list[ResponsesToRank]) -> list[RankingJudgment]:
+        """All pairs of each item's responses, both orders, fitted with Bradley-Terry."""
+        expanded = [ranking_pairs(item) for item in items]
+        flat = [pair for pairs in expanded for _, _, pair in pairs]
+        judged = iter(self.judge_pairs(flat))
+        out = []
+        for item, pairs in zip(items, expanded, strict=True):
+            results = [(i, j, next(judged)) for i, j, _ in pairs]
+            out.append(combine_ranking(item, results, self.config.ranking_prior))
+        return out
+
+
+def ranking_pairs(item: ResponsesToRank) -> list[tuple[int, int, PairToJudge]]:
+    """Every unordered pair (i < j) of an item's responses, keyed by the item and indices."""
+    from cai.records import stable_id
+
+    return [
+        (
+            i,
+            j,
+            PairToJudge(
+                key=stable_id(item.key, i, j),
+                conversation=item.conversation,
+                response_a=item.responses[i],
+                response_b=item.responses[j],
+            ),
+        )
+        for i, j in combinations(range(len(item.responses)), 2)
+    ]
+
+
+def combine_ranking(
+    item: ResponsesToRank, pairs: list[tuple[int, int, PairJudgment]], prior: float
+) -> RankingJudgment:
+    """Fit Bradley-Terry to the labeled pairs; unlabeled if any response has no labeled pair."""
+    k = len(item.responses)
+    failures = [f for _, _, j in pairs for f in j.failures]
+    comparisons = [
+        Comparison(i, j, judgment.prob_a)
+        for i, j, judgment in pairs
+        if judgment.ok and judgment.prob_a is not None
+    ]
+    covered = {c.i for c in comparisons} | {c.j for c in comparisons}
+    if k < 2 or len(covered) < k:
+        return RankingJudgment(key=item.key, ok=False, pairs=pairs, failures=failures)
+    scores = bradley_terry(k, comparisons, prior=prior)
+    return RankingJudgment(key=item.key, ok=True, scores=scores, pairs=pairs, failures=failures)
+
+
+def _overflow(error: ContextOverflowError, slot: _Slot) -> JudgeFailure:
+    return JudgeFailure(
+        kind="context_overflow",
+        raw_output="",
+        detail=str(error) or "the judge prompt does not fit in the model's context window",
+        principle=slot.principle,
+        order=slot.order,
+    )
+
+
+def _call_isolating_overflow(call, inputs: list[Any]) -> list[Any]:
+    """Call the batch function; if the batch overflows, retry one by one to isolate culprits.
+
+    Only context overflow becomes a per-item result; any other error propagates so the job
+    stops and a rerun resumes, instead of turning an outage into recorded failures.
+    """
+    if not inputs:
+        return []
+    try:
+        return list(call(inputs))
+    except ContextOverflowError as err:
+        if len(inputs) == 1:
+            return [err]
+    out: list[Any] = []
+    for value in inputs:
+        try:
+            out.extend(call([value]))
+        except ContextOverflowError as err:
+            out.append(err)
+    return out

@@ -1,0 +1,133 @@
+"""The judging stage: samples in, one judged record per prompt out, chunked and resumable.
+
+Every pair of a chunk (two-response prompts and all pairs of k-response prompts alike) goes
+to the judge in one batch, so the engine batches and its prefix cache is shared. What could
+not be judged is kept as a record with its reason, so later stages count it instead of
+silently losing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from cai.backends.base import Message
+from cai.jobs import ChunkedJob, JobStats
+from cai.judge.compare import (
+    PairJudgment,
+    PairToJudge,
+    PairwiseJudge,
+    RankingJudgment,
+    ResponsesToRank,
+    combine_ranking,
+    ranking_pairs,
+)
+from cai.records import Sample, stable_id
+
+SkipReason = Literal["too_few_responses", "identical_responses"]
+
+
+class JudgedSample(BaseModel):
+    prompt_id: str
+    prompt: list[Message]
+    responses: list[str]
+    policy_model: str
+    kind: Literal["pair", "ranking", "skipped"]
+    skip_reason: SkipReason | None = None
+    pair_id: str | None = None
+    pair: PairJudgment | None = None
+    ranking: RankingJudgment | None = None
+
+
+def pair_id(prompt_id: str, response_a: str, response_b: str) -> str:
+    return stable_id(prompt_id, response_a, response_b)
+
+
+def judge_chunk(judge: PairwiseJudge, samples: list[Sample]) -> list[JudgedSample]:
+    """Judge one chunk of samples with a single batch of pairs."""
+    flat: list[PairToJudge] = []
+    plans: list[tuple[Sample, str, object]] = []
+    for sample in samples:
+        distinct = set(sample.responses)
+        if len(sample.responses) < 2:
+            plans.append((sample, "skip:too_few_responses", None))
+        elif len(distinct) < 2:
+            plans.append((sample, "skip:identical_responses", None))
+        elif len(sample.responses) == 2:
+            a, b = sample.responses
+            pair = PairToJudge(
+                key=pair_id(sample.prompt_id, a, b),
+                conversation=sample.prompt,
+                response_a=a,
+                response_b=b,
+            )
+            plans.append((sample, "pair", (len(flat), pair)))
+            flat.append(pair)
+        else:
+            item = ResponsesToRank(
+                key=stable_id(sample.prompt_id, *sample.responses),
+                conversation=sample.prompt,
+                responses=sample.responses,
+            )
+            pairs = ranking_pairs(item)
+            plans.append((sample, "ranking", (len(flat), item, pairs)))
+            flat.extend(p for _, _, p in pairs)
+    judged = judge.judge_pairs(flat)
+    out = []
+    for sample, kind, plan in plans:
+        base = {
+            "prompt_id": sample.prompt_id,
+            "prompt": sample.prompt,
+            "responses": sample.responses,
+            "policy_model": sample.policy_model,
+        }
+        if kind.startswith("skip:"):
+            out.append(JudgedSample(**base, kind="skipped", skip_reason=kind[5:]))
+        elif kind == "pair":
+            start, pair = plan  # type: ignore[misc]
+            out.append(JudgedSample(**base, kind="pair", pair_id=pair.key, pair=judged[start]))
+        else:
+            start, item, pairs = plan  # type: ignore[misc]
+            results = [(i, j, judged[start + n]) for n, (i, j, _) in enumerate(pairs)]
+            ranking = combine_ranking(item, results, judge.config.ranking_prior)
+            out.append(JudgedSample(**base, kind="ranking", pair_id=item.key, ranking=ranking))
+    return out
+
+
+def judge_samples(
+    judge: PairwiseJudge,
+    samples: Iterable[Sample],
+    work_dir: str | Path,
+    *,
+    source: dict | None = None,
+    total: int | None = None,
+    chunk_size: int = 16,
+    overwrite: bool = False,
+) -> JobStats:
+    """Judge every sample into `work_dir`; a rerun skips finished chunks."""
+    fingerprint = {
+        "stage": "judge",
+        "judge_model": judge.backend.model_id,
+        "constitution": judge.constitution.name,
+        "constitution_hash": judge.constitution.content_hash,
+        "templates": judge.templates.fingerprint(),
+        "config": judge.config.model_dump(mode="json"),
+        "source": source or {},
+    }
+    job = ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite)
+
+    def process(chunk: list[Sample]) -> list[dict]:
+        return [j.model_dump(mode="json") for j in judge_chunk(judge, chunk)]
+
+    return job.run(samples, process, total=total, desc="judging", unit="prompt")
+
+
+def iter_judged(work_dir: str | Path) -> Iterator[JudgedSample]:
+    for index in sorted((Path(work_dir) / "chunks").glob("*.jsonl")):
+        with index.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield JudgedSample.model_validate_json(line)
