@@ -114,6 +114,10 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float
         )
     except Exception as err:  # transformers raises many kinds for a bad file
         raise ModelPullError(f"transformers could not read GGUF {gguf_path}: {err}") from err
+    # The weights are dequantised already; drop the GGUF marker so they save as plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     tmp.mkdir(parents=True)
     tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)
