@@ -1,0 +1,118 @@
+"""`cai train dpo | grpo | rloo`: TRL preference and on-policy trainers, cai configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+_CONFIG_HELP = "YAML file of the trainer's settings (see docs/training.md)."
+_SET_HELP = "Any setting as dotted.key=value (repeatable), e.g. judge.mode=pairwise."
+
+
+def _report(result) -> None:
+    typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
+
+
+def register(train_app: typer.Typer) -> None:
+    @train_app.command("dpo")
+    def dpo(
+        config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+        model: str | None = typer.Option(None, help="Policy model directory."),
+        train_data: str | None = typer.Option(None, "--data", help="Preference dataset."),
+        eval_data: str | None = typer.Option(None, help="Held-out preference dataset."),
+        beta: float | None = typer.Option(None, help="DPO temperature (KL strength)."),
+        output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
+        max_steps: int | None = typer.Option(None),
+        epochs: float | None = typer.Option(None),
+        learning_rate: float | None = typer.Option(None),
+        batch_size: int | None = typer.Option(None, help="Per-device train batch size."),
+        lora: bool | None = typer.Option(None, "--lora/--full"),
+        resume: bool | None = typer.Option(None, "--resume/--no-resume"),
+        seed: int | None = typer.Option(None),
+        overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    ) -> None:
+        """Direct preference optimisation on a cai preference dataset (TRL DPOTrainer)."""
+        from cai.train.config import ConfigError, load_config
+        from cai.train.preference import DPOTrainConfig, TrainingDataError, train_dpo
+
+        options = {
+            "model": model,
+            "train_data": train_data,
+            "eval_data": eval_data,
+            "beta": beta,
+            "output_dir": output_dir,
+            "max_steps": max_steps,
+            "num_train_epochs": epochs,
+            "learning_rate": learning_rate,
+            "per_device_train_batch_size": batch_size,
+            "lora.enabled": lora,
+            "resume": resume,
+            "seed": seed,
+        }
+        try:
+            settings = load_config(DPOTrainConfig, config, options, overrides)
+            _report(train_dpo(settings))
+        except (ConfigError, TrainingDataError, FileNotFoundError, ImportError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    def _online(algorithm: str):
+        def command(
+            config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+            model: str | None = typer.Option(None, help="Policy model directory."),
+            prompts: str | None = typer.Option(None, help="Prompts file (.jsonl/.csv/.parquet)."),
+            reward_model: list[str] = typer.Option([], help="Reward model directory (repeatable)."),
+            judge_backend: str | None = typer.Option(
+                None, help="Judge as reward: backend kind (vllm, openai, transformers)."
+            ),
+            judge_model: str | None = typer.Option(None, help="Judge model path or name."),
+            constitution: str | None = typer.Option(None, help="Constitution for the judge."),
+            num_generations: int | None = typer.Option(None, help="Completions per prompt."),
+            max_completion_length: int | None = typer.Option(None),
+            output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
+            max_steps: int | None = typer.Option(None),
+            epochs: float | None = typer.Option(None),
+            learning_rate: float | None = typer.Option(None),
+            batch_size: int | None = typer.Option(None, help="Per-device train batch size."),
+            lora: bool | None = typer.Option(None, "--lora/--full"),
+            resume: bool | None = typer.Option(None, "--resume/--no-resume"),
+            seed: int | None = typer.Option(None),
+            overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+        ) -> None:
+            from cai.train.config import ConfigError, load_config
+            from cai.train.preference import OnlineTrainConfig, TrainingDataError, train_online
+
+            options = {
+                "model": model,
+                "prompts": prompts,
+                "reward_models": reward_model or None,
+                "judge.backend.kind": judge_backend,
+                "judge.backend.model": judge_model,
+                "judge.constitution": constitution,
+                "num_generations": num_generations,
+                "max_completion_length": max_completion_length,
+                "output_dir": output_dir,
+                "max_steps": max_steps,
+                "num_train_epochs": epochs,
+                "learning_rate": learning_rate,
+                "per_device_train_batch_size": batch_size,
+                "lora.enabled": lora,
+                "resume": resume,
+                "seed": seed,
+            }
+            try:
+                settings = load_config(OnlineTrainConfig, config, options, overrides)
+                _report(train_online(algorithm, settings))
+            except (ConfigError, TrainingDataError, FileNotFoundError, ImportError) as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+
+        command.__doc__ = (
+            f"{algorithm.upper()} on prompts, rewarded by reward models and/or the "
+            "constitutional judge (TRL)."
+        )
+        return command
+
+    train_app.command("grpo")(_online("grpo"))
+    train_app.command("rloo")(_online("rloo"))
