@@ -194,6 +194,10 @@ def _report_validation_error(error: dict, issue) -> None:
             f"invalid id {value!r}",
             "ids use letters, digits, '-', '_' and '.', and start with a letter or digit",
         )
+    elif kind in ("greater_than_equal", "greater_than") and error.get("ctx"):
+        bound = next(iter(error["ctx"].values()))
+        sign = ">=" if kind == "greater_than_equal" else ">"
+        issue(loc, f"must be {sign} {bound}, got {value!r}", f"use a value {sign} {bound}")
     elif kind.endswith("_type") or kind.endswith("_parsing"):
         expected = _EXPECTED.get(kind.split("_")[0], error["msg"])
         issue(
