@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Thread
@@ -42,6 +43,7 @@ class ServerOptions:
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
     enforce_eager: bool = False
+    gpu_memory_utilization: float | None = None
     prefix_caching: bool = True
     seed: int = 0
     extra_args: list[str] = field(default_factory=list)
@@ -72,6 +74,8 @@ class ServerOptions:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
+        if self.gpu_memory_utilization is not None:
+            cmd += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         cmd.append(
             "--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching"
         )
@@ -156,6 +160,10 @@ class VLLMServer:
         except ProcessLookupError:
             pass
 
+    def recent_output(self) -> str:
+        """The last lines the server printed (for error messages)."""
+        return "\n".join(self._tail)
+
     def kill(self) -> None:
         """SIGKILL the server at once (used by tests of retry and restart)."""
         if self.process and self.process.poll() is None:
@@ -167,3 +175,38 @@ class VLLMServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class _Terminated(Exception):
+    """Raised in the main thread when SIGTERM arrives, so `finally` blocks run."""
+
+
+def run_until_stopped(
+    server: VLLMServer,
+    on_ready: Callable[[VLLMServer], None] | None = None,
+    startup_timeout_s: float = 600.0,
+) -> int:
+    """Start `server`, report readiness, and serve until Ctrl-C or SIGTERM; always stop it.
+
+    Returns 0 after a requested stop, or the server's exit code if it died on its own.
+    """
+
+    def _on_term(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        server.start(startup_timeout_s)
+        if on_ready:
+            on_ready(server)
+        while True:
+            code = server.process.poll() if server.process else 0
+            if code is not None:
+                return code or 1
+            time.sleep(0.5)
+    except (KeyboardInterrupt, _Terminated):
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not skip cleanup
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
