@@ -168,6 +168,10 @@ def compute_agreement(
     check_preference_rows(ai_rows, "AI dataset")
     check_preference_rows(human_rows, "human dataset")
     notes: list[str] = []
+    human_in_ai = [row for row in ai_rows if row.get("source") == "human"]
+    if human_in_ai:
+        ai_rows = [row for row in ai_rows if row.get("source") != "human"]
+        notes.append(f"{len(human_in_ai)} rows with source=human in the AI dataset ignored")
     ai_by_key: dict[str, dict[str, Any]] = {}
     for row in ai_rows:
         ai_by_key.setdefault(row_key(row), row)

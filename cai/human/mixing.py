@@ -62,6 +62,7 @@ class MixReport(BaseModel):
     after_dedupe: dict[str, int]
     output: dict[str, int]
     n_output: int
+    notes: list[str] = Field(default_factory=list)
 
     def summary(self) -> str:
         return (
@@ -70,6 +71,7 @@ class MixReport(BaseModel):
             f"{self.ai_overridden} AI rows overridden by human labels "
             f"({self.ai_conflicts} disagreed); after dedupe {self.after_dedupe}; "
             f"output {self.output} = {self.n_output} rows"
+            + "".join(f"\nnote: {note}" for note in self.notes)
         )
 
 
@@ -97,14 +99,22 @@ def _sample(rows: list[dict[str, Any]], k: int, rng: random.Random) -> list[dict
 
 
 def _by_fraction(
-    ai: list[dict[str, Any]], human: list[dict[str, Any]], fraction: float, rng: random.Random
+    ai: list[dict[str, Any]],
+    human: list[dict[str, Any]],
+    fraction: float,
+    rng: random.Random,
+    notes: list[str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     n_ai, n_h = len(ai), len(human)
     if fraction == 0.0:
         return ai, []
     if fraction == 1.0:
         return [], human
-    if n_h + n_ai == 0:
+    if n_h == 0 or n_ai == 0:
+        notes.append(
+            f"human_fraction {fraction} cannot be met with {n_h} human and {n_ai} AI rows: "
+            "all rows kept"
+        )
         return ai, human
     if n_h / (n_h + n_ai) > fraction:
         return ai, _sample(human, int(fraction * n_ai / (1.0 - fraction)), rng)
@@ -154,8 +164,9 @@ def mix(
     ai = [row for key, row in ai_best.items() if key not in human_groups]
     after = {"ai": len(ai), "human": len(human)}
 
+    notes: list[str] = []
     if config.human_fraction is not None:
-        ai, human = _by_fraction(ai, human, config.human_fraction, rng)
+        ai, human = _by_fraction(ai, human, config.human_fraction, rng, notes)
     elif config.weights is not None:
         ai = _by_weight(ai, config.weights.get("ai", 1.0), rng)
         human = _by_weight(human, config.weights.get("human", 1.0), rng)
@@ -171,5 +182,6 @@ def mix(
         after_dedupe=after,
         output={"ai": len(ai), "human": len(human)},
         n_output=len(mixed),
+        notes=notes,
     )
     return mixed, report

@@ -114,6 +114,12 @@ def test_no_shared_pairs_is_reported_not_hidden():
     assert any("no pair carries both" in note for note in report.notes)
 
 
+def test_human_rows_in_the_ai_dataset_are_not_compared_with_themselves():
+    report = compute_agreement(AI + HUMAN[:1], HUMAN)
+    assert report.n_ai_rows == 6 and report.accuracy == pytest.approx(3 / 4)
+    assert any("source=human" in note for note in report.notes)
+
+
 def test_report_files(tmp_path):
     report = compute_agreement(AI, HUMAN)
     paths = write_report(report, tmp_path / "agree")

@@ -84,6 +84,8 @@ def test_human_fraction_downsamples_the_larger_side():
     assert report.output == {"ai": 0, "human": 2}
     same_a, _ = mix(ai, human, MixConfig(human_fraction=0.5, seed=1))
     assert rows == same_a  # seeded
+    _, report = mix(ai, [], MixConfig(human_fraction=0.3))
+    assert report.output == {"ai": 8, "human": 0} and "cannot be met" in report.notes[0]
 
 
 def test_weights_repeat_or_subsample_each_source():
