@@ -1,0 +1,438 @@
+"""Judgments -> TRL-ready preference rows, with filters that count what they remove.
+
+Rows are `cai.records.PreferenceRow`: prompt / chosen / rejected in TRL's conversational
+format plus provenance and confidence. Every judged prompt ends up either as rows or as a
+filtered record with its reason (judge failure, tie, low confidence, order disagreement,
+...); nothing is dropped silently. The dataset is written by streaming through a JSONL file,
+so memory stays flat however many prompts there are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.judge.ranking import win_probability
+from cai.judge.stage import JudgedSample
+from cai.records import PreferenceRow, stable_id
+
+OutputFormat = Literal["save_to_disk", "parquet", "jsonl"]
+KwiseMode = Literal["best_vs_worst", "all_pairs"]
+TIE_EPSILON = 1e-9
+
+
+class PreferenceConfig(BaseModel):
+    """Which judgments become rows, and how the dataset is written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_confidence: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description="drop pairs with |p - 0.5| below this (ties, p == 0.5, are always dropped)",
+    )
+    require_orders_agree: bool = Field(
+        False, description="drop pairs whose two answer orders prefer different responses"
+    )
+    kwise: KwiseMode = "best_vs_worst"
+    format: OutputFormat = "save_to_disk"
+    write_filtered: bool = Field(True, description="also write the filtered pairs with reasons")
+    push_to_hub: str | None = Field(None, description="repo id to push the dataset to")
+    private: bool = True
+
+
+class Provenance(BaseModel):
+    judge_model: str | None = None
+    constitution_name: str | None = None
+    constitution_hash: str | None = None
+
+
+class FilteredPair(BaseModel):
+    prompt_id: str
+    pair_id: str | None
+    reason: str
+    prob_a: float | None = None
+    detail: str = ""
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class PreferenceCounts(BaseModel):
+    prompts: int = 0
+    rows_written: int = 0
+    filtered: dict[str, int] = Field(default_factory=dict)
+    judge_failures_by_kind: dict[str, int] = Field(default_factory=dict)
+    pairs_judged: int = 0
+    pairs_with_both_orders: int = 0
+    pairs_orders_disagree: int = 0
+    mean_prob_chosen: float | None = None
+
+    @property
+    def position_disagreement_rate(self) -> float | None:
+        if not self.pairs_with_both_orders:
+            return None
+        return self.pairs_orders_disagree / self.pairs_with_both_orders
+
+
+def _row(
+    judged: JudgedSample,
+    chosen: str,
+    rejected: str,
+    prob_chosen: float,
+    provenance: Provenance,
+    *,
+    pair_key: str,
+    n_judgments: int,
+    orders_agree: bool | None,
+    principles: list[str],
+    method: str,
+    score_margin: float | None = None,
+) -> PreferenceRow:
+    return PreferenceRow(
+        prompt=judged.prompt,
+        chosen=[{"role": "assistant", "content": chosen}],
+        rejected=[{"role": "assistant", "content": rejected}],
+        prompt_id=judged.prompt_id,
+        pair_id=pair_key,
+        prob_chosen=min(1.0, max(0.5, prob_chosen)),
+        n_judgments=n_judgments,
+        orders_agree=orders_agree,
+        principles=principles,
+        judge_model=provenance.judge_model,
+        constitution_name=provenance.constitution_name,
+        constitution_hash=provenance.constitution_hash,
+        source="ai",
+        method=method,
+        score_margin=score_margin,
+    )
+
+
+def _confidence_reason(p: float, orders_agree: bool | None, config: PreferenceConfig) -> str | None:
+    if abs(p - 0.5) <= TIE_EPSILON:
+        return "tie"
+    if abs(p - 0.5) < config.min_confidence:
+        return "low_confidence"
+    if config.require_orders_agree and orders_agree is False:
+        return "orders_disagree"
+    return None
+
+
+def rows_for(
+    judged: JudgedSample, config: PreferenceConfig, provenance: Provenance
+) -> tuple[list[PreferenceRow], list[FilteredPair]]:
+    """The preference rows one judged prompt yields, and what was filtered with why."""
+    if judged.kind == "skipped":
+        return [], [
+            FilteredPair(
+                prompt_id=judged.prompt_id, pair_id=None, reason=judged.skip_reason or "skipped"
+            )
+        ]
+    if judged.kind == "pair":
+        judgment = judged.pair
+        assert judgment is not None
+        if not judgment.ok or judgment.prob_a is None:
+            return [], [_failed(judged, judgment.key, judgment.failures)]
+        p = judgment.prob_a
+        reason = _confidence_reason(p, judgment.orders_agree, config)
+        if reason:
+            return [], [
+                FilteredPair(
+                    prompt_id=judged.prompt_id, pair_id=judgment.key, reason=reason, prob_a=p
+                )
+            ]
+        a, b = judged.responses
+        chosen, rejected = (a, b) if p > 0.5 else (b, a)
+        row = _row(
+            judged,
+            chosen,
+            rejected,
+            max(p, 1 - p),
+            provenance,
+            pair_key=judgment.key,
+            n_judgments=judgment.n_judgments,
+            orders_agree=judgment.orders_agree,
+            principles=judgment.principles,
+            method="pairwise",
+        )
+        return [row], []
+    ranking = judged.ranking
+    assert ranking is not None
+    if not ranking.ok or ranking.scores is None:
+        return [], [_failed(judged, ranking.key, ranking.failures)]
+    scores = ranking.scores
+    by_pair = {(i, j): judgment for i, j, judgment in ranking.pairs}
+    principles = sorted({p for j in by_pair.values() for p in j.principles})
+    n_total = sum(j.n_judgments for j in by_pair.values())
+    if config.kwise == "best_vs_worst":
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        worst = min(range(len(scores)), key=lambda i: (scores[i], i))
+        candidates = [(best, worst)]
+    else:
+        candidates = [
+            (i, j) if scores[i] >= scores[j] else (j, i)
+            for i in range(len(scores))
+            for j in range(i + 1, len(scores))
+        ]
+    rows, filtered = [], []
+    for win, lose in candidates:
+        direct = by_pair.get((min(win, lose), max(win, lose)))
+        agree = direct.orders_agree if direct else None
+        p = win_probability(scores[win], scores[lose])
+        key = stable_id(ranking.key, win, lose)
+        reason = "tie" if win == lose else _confidence_reason(p, agree, config)
+        if reason:
+            filtered.append(
+                FilteredPair(prompt_id=judged.prompt_id, pair_id=key, reason=reason, prob_a=p)
+            )
+            continue
+        rows.append(
+            _row(
+                judged,
+                judged.responses[win],
+                judged.responses[lose],
+                p,
+                provenance,
+                pair_key=key,
+                n_judgments=n_total,
+                orders_agree=agree,
+                principles=principles,
+                method=config.kwise,
+                score_margin=scores[win] - scores[lose],
+            )
+        )
+    return rows, filtered
+
+
+def _failed(judged: JudgedSample, key: str, failures: list) -> FilteredPair:
+    kinds = sorted({f.kind for f in failures})
+    return FilteredPair(
+        prompt_id=judged.prompt_id,
+        pair_id=key,
+        reason="judge_failure",
+        detail=", ".join(kinds) or "no principle produced a score",
+        failures=[f.model_dump() for f in failures],
+    )
+
+
+def _tally_judgment(counts: PreferenceCounts, judgment) -> None:
+    counts.pairs_judged += 1
+    for failure in judgment.failures:
+        counts.judge_failures_by_kind[failure.kind] = (
+            counts.judge_failures_by_kind.get(failure.kind, 0) + 1
+        )
+    if judgment.ok and judgment.orders_agree is not None:
+        counts.pairs_with_both_orders += 1
+        counts.pairs_orders_disagree += int(not judgment.orders_agree)
+
+
+def build_preferences(
+    judged: Iterable[JudgedSample],
+    config: PreferenceConfig,
+    provenance: Provenance,
+    rows_path: str | Path,
+    filtered_path: str | Path | None = None,
+) -> PreferenceCounts:
+    """Stream judged prompts into a rows JSONL file (and the filtered pairs' JSONL)."""
+    counts = PreferenceCounts()
+    reasons: Counter[str] = Counter()
+    prob_sum = 0.0
+    rows_path = Path(rows_path)
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(rows_path.open("w", encoding="utf-8"))
+        filtered_handle = None
+        if filtered_path is not None:
+            filtered_handle = stack.enter_context(Path(filtered_path).open("w", encoding="utf-8"))
+        for item in judged:
+            counts.prompts += 1
+            if item.pair is not None:
+                _tally_judgment(counts, item.pair)
+            if item.ranking is not None:
+                for _, _, judgment in item.ranking.pairs:
+                    _tally_judgment(counts, judgment)
+            rows, filtered = rows_for(item, config, provenance)
+            for row in rows:
+                out.write(row.model_dump_json() + "\n")
+                counts.rows_written += 1
+                prob_sum += row.prob_chosen
+            for record in filtered:
+                reasons[record.reason] += 1
+                if filtered_handle is not None:
+                    filtered_handle.write(record.model_dump_json() + "\n")
+    counts.filtered = dict(sorted(reasons.items()))
+    counts.mean_prob_chosen = prob_sum / counts.rows_written if counts.rows_written else None
+    return counts
+
+
+def preference_features():
+    """Explicit column types, so empty or all-null columns still load with the right schema."""
+    from datasets import Features, List, Value
+
+    message = {"role": Value("string"), "content": Value("string")}
+    return Features(
+        {
+            "prompt": List(message),
+            "chosen": List(message),
+            "rejected": List(message),
+            "prompt_id": Value("string"),
+            "pair_id": Value("string"),
+            "prob_chosen": Value("float64"),
+            "n_judgments": Value("int64"),
+            "orders_agree": Value("bool"),
+            "principles": List(Value("string")),
+            "judge_model": Value("string"),
+            "constitution_name": Value("string"),
+            "constitution_hash": Value("string"),
+            "source": Value("string"),
+            "method": Value("string"),
+            "score_margin": Value("float64"),
+            "rater_id": Value("string"),
+        }
+    )
+
+
+def _iter_rows(rows_path: Path) -> Iterator[dict[str, Any]]:
+    with rows_path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load_rows_dataset(rows_path: str | Path, cache_dir: str | Path):
+    """The rows JSONL as a `datasets.Dataset` (Arrow on disk, not in memory)."""
+    from datasets import Dataset
+
+    rows_path = Path(rows_path)
+    features = preference_features()
+    if rows_path.stat().st_size == 0:  # datasets cannot generate an empty split
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.from_generator(
+        _iter_rows,
+        gen_kwargs={"rows_path": rows_path},
+        features=preference_features(),
+        cache_dir=str(cache_dir),
+    )
+
+
+def write_dataset(
+    rows_path: str | Path,
+    destination: str | Path,
+    fmt: OutputFormat,
+    card: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Write the rows in `fmt` to `destination` atomically (a rerun replaces it whole).
+
+    save_to_disk -> a directory; parquet -> a .parquet file; jsonl -> a .jsonl file. The
+    dataset card goes into the directory, or beside the file as <name>.README.md.
+    """
+    rows_path = Path(rows_path)
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(destination.name + ".tmp")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    elif tmp.exists():
+        tmp.unlink()
+    if fmt == "jsonl":
+        shutil.copyfile(rows_path, tmp)
+    else:
+        import tempfile
+
+        # A fresh cache each time: datasets would otherwise reuse a stale Arrow file for
+        # the same rows path after the rows changed.
+        cache = Path(
+            tempfile.mkdtemp(prefix=".datasets-cache-", dir=cache_dir or destination.parent)
+        )
+        dataset = load_rows_dataset(rows_path, cache)
+        if fmt == "save_to_disk":
+            # num_shards=1 keeps an empty dataset loadable (zero shards cannot be read back).
+            dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)
+            if card is not None:
+                (tmp / "README.md").write_text(card, encoding="utf-8")
+        else:
+            dataset.to_parquet(str(tmp))
+        shutil.rmtree(cache, ignore_errors=True)
+    if destination.is_dir():
+        shutil.rmtree(destination)
+    os.replace(tmp, destination)
+    if card is not None and fmt != "save_to_disk":
+        destination.with_name(destination.name + ".README.md").write_text(card, encoding="utf-8")
+    return destination
+
+
+def push_to_hub(rows_path: str | Path, repo_id: str, card: str, private: bool = True) -> None:
+    """Upload the dataset and its card (needs a Hugging Face token in the environment)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        dataset = load_rows_dataset(rows_path, cache)
+        dataset.push_to_hub(repo_id, private=private)
+    from huggingface_hub import DatasetCard
+
+    DatasetCard(card).push_to_hub(repo_id, repo_type="dataset")
+
+
+def load_preferences(path: str | Path):
+    """Load a dataset this module wrote, in any of its formats, as a `datasets.Dataset`."""
+    from datasets import load_dataset, load_from_disk
+
+    path = Path(path)
+    if path.is_dir():
+        return load_from_disk(str(path))
+    if path.suffix != ".parquet" and path.stat().st_size == 0:
+        from datasets import Dataset
+
+        features = preference_features()
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    kind = "parquet" if path.suffix == ".parquet" else "json"
+    return load_dataset(kind, data_files=str(path), split="train", features=preference_features())
+
+
+def dataset_card(
+    *,
+    title: str,
+    counts: PreferenceCounts,
+    provenance: Provenance,
+    details: dict[str, Any],
+) -> str:
+    """A dataset card (README.md) that records how the dataset was made."""
+    rate = counts.position_disagreement_rate
+    lines = [
+        "---",
+        "tags: [cai, rlaif, preference, constitutional-ai]",
+        "---",
+        f"# {title}",
+        "",
+        "AI preference pairs in TRL's conversational preference format (`prompt`, `chosen`, "
+        "`rejected`), labeled by a judge model against a constitution with `cai`. "
+        "`prob_chosen` is the debiased probability (both answer orders, several principles "
+        "averaged) that `chosen` is better than `rejected`.",
+        "",
+        "## Provenance",
+        f"- judge model: `{provenance.judge_model}`",
+        f"- constitution: `{provenance.constitution_name}` (sha256 `{provenance.constitution_hash}`)",
+    ]
+    for key, value in details.items():
+        lines.append(f"- {key}: `{json.dumps(value, sort_keys=True, default=str)}`")
+    lines += [
+        "",
+        "## Counts",
+        f"- prompts judged: {counts.prompts}",
+        f"- rows written: {counts.rows_written}",
+        f"- filtered: {json.dumps(counts.filtered, sort_keys=True)}",
+        f"- judge failures by kind: {json.dumps(counts.judge_failures_by_kind, sort_keys=True)}",
+        f"- position disagreement rate: {'n/a' if rate is None else f'{rate:.3f}'}",
+        "- mean prob_chosen: "
+        + ("n/a" if counts.mean_prob_chosen is None else f"{counts.mean_prob_chosen:.4f}"),
+        "",
+    ]
+    return "\n".join(lines)

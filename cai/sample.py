@@ -1,0 +1,167 @@
+"""Policy sampling: n responses per prompt, streamed, chunked and resumable.
+
+Each prompt gets its own seed derived from (seed, prompt_id), so a prompt's responses depend
+only on the run seed and the prompt itself: not on the chunk it fell in, the prompts around
+it, or whether the run was interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai.backends.base import Backend, GenerationParams
+from cai.jobs import ChunkedJob, JobStats
+from cai.records import PromptRecord, Sample
+
+
+class SampleConfig(BaseModel):
+    """How responses are sampled (everything here changes the output)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(2, ge=1, description="responses per prompt")
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    seed: int = 0
+    system_prompt: str | None = Field(
+        None, description="prepended as a system turn when the prompt has none"
+    )
+
+
+class SampleStats(BaseModel):
+    prompts: int
+    prompts_sampled_now: int
+    prompts_resumed: int
+    responses: int
+    truncated_responses: int
+    seconds: float
+
+
+def prompt_seed(seed: int, prompt_id: str) -> int:
+    """A 31-bit seed for one prompt, stable across runs and machines."""
+    digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def _with_system(record: PromptRecord, system_prompt: str | None) -> list[dict[str, str]]:
+    messages = [dict(m) for m in record.prompt]
+    if system_prompt and not (messages and messages[0]["role"] == "system"):
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def sample_chunk(
+    backend: Backend, records: list[PromptRecord], config: SampleConfig
+) -> list[Sample]:
+    """Sample one chunk: one call per prompt so each prompt carries its own seed."""
+    out = []
+    for record in records:
+        seed = prompt_seed(config.seed, record.prompt_id)
+        params = GenerationParams(
+            n=config.n,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_tokens,
+            seed=seed,
+        )
+        conversation = _with_system(record, config.system_prompt)
+        generation = backend.generate_chat([conversation], params)[0]
+        out.append(
+            Sample(
+                prompt_id=record.prompt_id,
+                prompt=record.prompt,
+                responses=list(generation.texts),
+                finish_reasons=list(generation.finish_reasons),
+                policy_model=backend.model_id,
+                seed=seed,
+            )
+        )
+    return out
+
+
+def sample_prompts(
+    backend: Backend,
+    prompts: Iterable[PromptRecord],
+    work_dir: str | Path,
+    config: SampleConfig,
+    *,
+    source: dict | None = None,
+    total: int | None = None,
+    chunk_size: int = 16,
+    overwrite: bool = False,
+) -> SampleStats:
+    """Sample every prompt into `work_dir` (resumable; rerun skips finished chunks).
+
+    `source` describes where the prompts came from (path, column, limit); it is part of the
+    resume fingerprint so a different prompt file never mixes into old results.
+    """
+    fingerprint = {
+        "stage": "sample",
+        "policy_model": backend.model_id,
+        "config": config.model_dump(mode="json"),
+        "source": source or {},
+    }
+    job = ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite)
+
+    def process(chunk: list[PromptRecord]) -> list[dict]:
+        return [s.model_dump(mode="json") for s in sample_chunk(backend, chunk, config)]
+
+    stats: JobStats = job.run(prompts, process, total=total, desc="sampling", unit="prompt")
+    responses = truncated = 0
+    for sample in iter_samples(work_dir):
+        responses += len(sample.responses)
+        truncated += sum(1 for r in sample.finish_reasons if r == "length")
+    return SampleStats(
+        prompts=stats.items_total,
+        prompts_sampled_now=stats.items_processed,
+        prompts_resumed=stats.items_done_before,
+        responses=responses,
+        truncated_responses=truncated,
+        seconds=round(stats.seconds, 3),
+    )
+
+
+def iter_samples(path: str | Path) -> Iterator[Sample]:
+    """Stream samples from a sampling work directory or a samples JSONL file."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "job.json").exists():
+            raise FileNotFoundError(
+                f"{path} is not a samples directory (no job.json). Point at the output "
+                "directory of `cai sample`, or at a samples .jsonl file."
+            )
+        for index in sorted((path / "chunks").glob("*.jsonl")):
+            with index.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield Sample.model_validate_json(line)
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such samples file or directory.")
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Sample.model_validate(json.loads(line))
+            except (json.JSONDecodeError, ValueError) as err:
+                raise ValueError(
+                    f"{path}:{number}: not a sample row ({err}). Each line needs prompt_id, "
+                    "prompt (messages), responses, finish_reasons, policy_model."
+                ) from err
+
+
+def count_samples(path: str | Path) -> int:
+    path = Path(path)
+    files = sorted((path / "chunks").glob("*.jsonl")) if path.is_dir() else [path]
+    total = 0
+    for file in files:
+        with file.open(encoding="utf-8") as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
