@@ -200,11 +200,10 @@ def _report_validation_error(error: dict, issue) -> None:
         issue(loc, f"must be {sign} {bound}, got {value!r}", f"use a value {sign} {bound}")
     elif kind.endswith("_type") or kind.endswith("_parsing"):
         expected = _EXPECTED.get(kind.split("_")[0], error["msg"])
-        issue(
-            loc,
-            f"wrong type: expected {expected}, got {_describe(value)}",
-            _TYPE_HINTS.get(kind.split("_")[0], ""),
-        )
+        hint = _TYPE_HINTS.get(kind.split("_")[0], "")
+        if kind == "string_type" and isinstance(value, bool):
+            hint = 'YAML reads yes/no/on/off/true/false as booleans: quote it, e.g. "off"'
+        issue(loc, f"wrong type: expected {expected}, got {_describe(value)}", hint)
     else:
         issue(loc, error["msg"])
 

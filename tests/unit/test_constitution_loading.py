@@ -253,6 +253,7 @@ def test_empty_text(tmp_path):
         ("    tags: harmless", "wrong type: expected a list, got text 'harmless'"),
         ("    critique_request: 5", "wrong type: expected text, got a number 5"),
         ("    examples: {prompt: p}", "wrong type: expected a list, got a mapping"),
+        ("    critique_request: off", "wrong type: expected text, got a boolean False"),
     ],
 )
 def test_wrong_types(tmp_path, line, expected):
@@ -266,6 +267,8 @@ def test_wrong_types(tmp_path, line, expected):
     assert issue.message == expected
     assert issue.line == len(lines)
     assert issue.field == f"principles[0].{key.strip()}"
+    if "boolean" in expected:
+        assert 'quote it, e.g. "off"' in issue.hint
 
 
 def test_cyclic_extends(tmp_path, monkeypatch):
