@@ -151,6 +151,8 @@ def _build(
 ) -> dict[str, Any]:
     if chosen == rejected:
         raise RowProblem("chosen_equals_rejected", "chosen and rejected are the same text")
+    if not chosen.strip() or not rejected.strip():
+        raise RowProblem("malformed", "a response is empty")
     if p < 0.5:  # the label says the other response is better
         chosen, rejected, p = rejected, chosen, 1.0 - p
     row = PreferenceRow(
@@ -233,6 +235,10 @@ def table_probability(row: dict[str, Any]) -> float:
     raise RowProblem("unlabelled", "no label yet (fill `label` with a, b or tie)")
 
 
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n")
+
+
 def convert_table(row: dict[str, Any], rater: str | None = None) -> dict[str, Any]:
     _require(row, "prompt", "response_a", "response_b")
     try:
@@ -240,7 +246,13 @@ def convert_table(row: dict[str, Any], rater: str | None = None) -> dict[str, An
     except PairDataError as err:
         raise RowProblem("malformed", str(err)) from None
     a, b = str(row["response_a"]), str(row["response_b"])
-    if not _is_blank(row.get("item_id")) and str(row["item_id"]) != pair_key(prompt, a, b):
+    item_id = None if _is_blank(row.get("item_id")) else str(row["item_id"])
+    if item_id is not None and item_id != pair_key(prompt, a, b):
+        # spreadsheets may save line breaks as CRLF; accept the text if that was the only change
+        prompt_lf = [{**m, "content": _lf(m["content"])} for m in prompt]
+        if item_id == pair_key(prompt_lf, _lf(a), _lf(b)):
+            prompt, a, b = prompt_lf, _lf(a), _lf(b)
+    if item_id is not None and item_id != pair_key(prompt, a, b):
         raise RowProblem(
             "malformed",
             f"item_id {row['item_id']} does not match its prompt and responses (were they "

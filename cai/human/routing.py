@@ -115,7 +115,9 @@ def labelling_item(routed: RoutedPair, row: dict[str, Any], seed: int) -> dict[s
     a, b = response_text(row["chosen"]), response_text(row["rejected"])
     if int(stable_id(seed, routed.item_id), 16) % 2:
         a, b = b, a
-    shown = prompt[0]["content"] if len(prompt) == 1 else prompt
+    text = prompt[0]["content"].strip()
+    looks_like_json = text.startswith("[") and text.endswith("]")
+    shown = prompt[0]["content"] if len(prompt) == 1 and not looks_like_json else prompt
     return {
         "item_id": routed.item_id,
         "prompt": shown,

@@ -155,12 +155,19 @@ def test_pairwise_table_labels_probabilities_raters_and_errors(tmp_path):
             ["Q7", "same", "same", "a", "", ""],
             ["Q8", "x", "y", "", "", ""],  # not labelled yet
             ["", "x", "y", "a", "", ""],  # empty prompt
+            ["Q10", "x", " ", "a", "", ""],  # empty response
         ],
     )
     rows, report = import_human(path, rater_id="default-rater")
     assert report.format == "table"
-    assert report.n_rows == 9 and report.n_imported == 4 and report.n_ties == 1
-    assert _kinds(report.errors) == [(5, "malformed"), (6, "malformed"), (9, "malformed")]
+    assert report.n_rows == 10 and report.n_imported == 4 and report.n_ties == 1
+    assert _kinds(report.errors) == [
+        (5, "malformed"),
+        (6, "malformed"),
+        (9, "malformed"),
+        (10, "malformed"),
+    ]
+    assert "empty" in report.errors[3].detail
     assert "maybe" in report.errors[0].detail and "1.5" in report.errors[1].detail
     assert _kinds(report.flagged) == [(7, "chosen_equals_rejected"), (8, "unlabelled")]
     by_prompt = {r["prompt"][0]["content"]: r for r in rows}

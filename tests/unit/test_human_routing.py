@@ -140,6 +140,26 @@ def test_edited_item_is_an_error_not_a_silent_label(tmp_path):
     assert "edited" in report.errors[0].detail
 
 
+def test_crlf_from_spreadsheets_and_json_like_prompts_still_match(tmp_path):
+    ai = [
+        pref("two\nlines", "first\nanswer", "second", 0.5),
+        pref('["not", "messages"]', "x", "y", 0.5),
+    ]
+    sheet = tmp_path / "s.jsonl"
+    export_for_labelling(ai, sheet, RoutingConfig(budget=2))
+    items = [json.loads(line) for line in sheet.read_text().splitlines()]
+    for item in items:
+        item["label"] = "a"
+        item["response_a"] = item["response_a"].replace("\n", "\r\n")
+        if isinstance(item["prompt"], str):
+            item["prompt"] = item["prompt"].replace("\n", "\r\n")
+    sheet.write_text("".join(json.dumps(i) + "\n" for i in items))
+    rows, report = import_labels(sheet)
+    assert report.n_imported == 2 and not report.errors
+    assert {r["pair_id"] for r in rows} == {r["pair_id"] for r in ai}
+    assert {r["prompt"][0]["content"] for r in rows} == {"two\nlines", '["not", "messages"]'}
+
+
 def test_export_rejects_other_formats(tmp_path):
     with pytest.raises(ValueError, match=r"\.jsonl or \.csv"):
         export_for_labelling(AI, tmp_path / "s.parquet", RoutingConfig(budget=1))
