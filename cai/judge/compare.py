@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai.backends.base import (
     Backend,
@@ -42,6 +42,8 @@ Order = Literal["AB", "BA"]
 
 class JudgeConfig(BaseModel):
     """Every setting that changes a judgment (all of it goes into the resume fingerprint)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     principles_per_pair: int | None = Field(
         None, ge=1, description="m principles per pair; None = the constitution's default."

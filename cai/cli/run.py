@@ -1,0 +1,100 @@
+"""`cai run pipeline.yaml`: sample -> judge -> preference dataset in one command.
+
+Every setting lives in the pipeline config; flags here are shortcuts that become
+`dotted.key=value` overrides, applied after the YAML (so flags win), as does `--set`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def flag_overrides(options: dict[str, Any]) -> list[str]:
+    """Turn the flags a user actually gave (not None) into override strings."""
+    import json
+
+    out = []
+    for key, value in options.items():
+        if value is None:
+            continue
+        out.append(f"{key}={json.dumps(value)}")
+    return out
+
+
+def execute(config_path: Path | None, overrides: list[str]) -> None:
+    """Load, run and report; bad input becomes one clear error line and exit code 2."""
+    from cai.backends import BackendError
+    from cai.constitution import ConstitutionError
+    from cai.io import InputFormatError
+    from cai.jobs import JobConfigMismatchError
+    from cai.pipeline import (
+        PipelineConfigError,
+        format_summary,
+        load_pipeline_config,
+        run_pipeline,
+    )
+
+    try:
+        config = load_pipeline_config(config_path, overrides)
+        result = run_pipeline(config)
+    except (
+        PipelineConfigError,
+        ConstitutionError,
+        InputFormatError,
+        JobConfigMismatchError,
+        BackendError,
+        FileNotFoundError,
+    ) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(format_summary(result))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        pipeline: Path = typer.Argument(..., help="Pipeline YAML (see examples/quickstart.yaml)."),
+        out: str | None = typer.Option(None, "--out", "-o", help="Output directory."),
+        prompts: str | None = typer.Option(None, help="Prompts file or save_to_disk directory."),
+        limit: int | None = typer.Option(None, help="Only the first N prompts."),
+        model: str | None = typer.Option(None, help="Policy model (path or embedded name)."),
+        backend: str | None = typer.Option(
+            None, help="Policy backend: vllm | openai | transformers."
+        ),
+        base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible /v1 URL."),
+        judge_model: str | None = typer.Option(None, help="Judge model; default: the policy."),
+        n: int | None = typer.Option(None, "--n", help="Responses per prompt."),
+        seed: int | None = typer.Option(None, help="Seed for sampling and principle choice."),
+        principles: int | None = typer.Option(None, help="Principles per pair (ensemble size)."),
+        cot: bool | None = typer.Option(None, "--cot/--no-cot", help="Chain-of-thought judging."),
+        min_confidence: float | None = typer.Option(None, help="Drop pairs with |p-0.5| below."),
+        fmt: str | None = typer.Option(None, "--format", help="save_to_disk | parquet | jsonl."),
+        overwrite: bool | None = typer.Option(
+            None, "--overwrite", help="Discard earlier results in the output directory."
+        ),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Any setting as dotted.key=value, e.g. judge.cot_band=[0.3,0.7]."
+        ),
+    ) -> None:
+        """Run a pipeline file: sample -> judge -> TRL-ready preference dataset (resumable)."""
+        options = {
+            "output_dir": out,
+            "prompts.path": prompts,
+            "prompts.limit": limit,
+            "policy.model": model,
+            "policy.kind": backend,
+            "policy.base_urls": base_url or None,
+            "judge_backend.model": judge_model,
+            "sample.n": n,
+            "sample.seed": seed,
+            "judge.seed": seed,
+            "judge.principles_per_pair": principles,
+            "judge.chain_of_thought": cot,
+            "preferences.min_confidence": min_confidence,
+            "preferences.format": fmt,
+            "overwrite": overwrite,
+        }
+        execute(pipeline, flag_overrides(options) + list(overrides))

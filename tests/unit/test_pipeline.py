@@ -1,0 +1,149 @@
+"""Pipeline config (YAML + overrides) and a full scripted run through every stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import yaml
+
+from cai.backends.base import ChoiceRequest
+from cai.backends.scripted import ScriptedBackend
+from cai.pipeline import (
+    PipelineConfigError,
+    format_summary,
+    load_pipeline_config,
+    run_pipeline,
+)
+from cai.preferences import load_preferences
+
+
+def content_score(request: ChoiceRequest) -> list[float]:
+    """Deterministic, content-dependent scores (stand-in numbers; the arithmetic is tested elsewhere)."""
+    text = "".join(m["content"] for m in request.messages or []) + request.assistant_prefix
+    digest = hashlib.sha256(text.encode()).digest()
+    return [digest[0] / 64, digest[1] / 64]
+
+
+def write_prompts(path, count=6):
+    with path.open("w") as handle:
+        for i in range(count):
+            handle.write(json.dumps({"prompt": f"Question number {i}?"}) + "\n")
+    return path
+
+
+def write_config(tmp_path, **extra):
+    write_prompts(tmp_path / "prompts.jsonl")
+    data = {
+        "name": "unit",
+        "output_dir": str(tmp_path / "out"),
+        "prompts": {"path": "prompts.jsonl"},
+        "constitution": "default",
+        "policy": {"kind": "scripted", "model": "unit"},
+        "sample": {"n": 2, "max_tokens": 16},
+        "judge": {"principles_per_pair": 2},
+        "chunk_size": 4,
+        **extra,
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_overrides_win_over_yaml_and_paths_resolve_beside_the_file(tmp_path, monkeypatch):
+    path = write_config(tmp_path)
+    monkeypatch.chdir(tmp_path.parent)
+    config = load_pipeline_config(
+        path, ["sample.n=4", "judge.chain_of_thought=true", "judge.cot_band=[0.3, 0.7]"]
+    )
+    assert config.sample.n == 4 and config.sample.max_tokens == 16
+    assert config.judge.chain_of_thought and config.judge.cot_band == (0.3, 0.7)
+    assert config.prompts.path == str(tmp_path / "prompts.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sample.n=0"], "sample.n"),
+        (["judge.bogus=1"], "judge.bogus"),
+        (["stages=[sample, revise_later]"], "unknown stage"),
+        (["no_equals_sign"], "key.path=value"),
+        (["prompts=null"], "needs prompts"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path, overrides, message):
+    with pytest.raises(PipelineConfigError, match=message):
+        load_pipeline_config(write_config(tmp_path), overrides)
+
+
+def test_full_scripted_run_writes_dataset_card_summary_and_resolved_config(tmp_path):
+    config = load_pipeline_config(write_config(tmp_path))
+    backend = ScriptedBackend(score=content_score, model_id="scripted-unit")
+    result = run_pipeline(config, policy_backend=backend)
+    out = tmp_path / "out"
+    dataset = load_preferences(result.dataset)
+    stats = result.summary["stages"]["preferences"]
+    assert stats["prompts"] == 6
+    assert stats["rows_written"] + sum(stats["filtered"].values()) == 6
+    assert len(dataset) == stats["rows_written"] > 0
+    assert all(p >= 0.5 for p in dataset["prob_chosen"])
+    assert set(dataset["judge_model"]) == {"scripted-unit"}
+    assert all(n == 4 for n in dataset["n_judgments"])  # 2 principles x 2 orders
+    resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
+    assert resolved["sample"]["n"] == 2 and resolved["judge"]["principles_per_pair"] == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stages"]["sample"]["responses"] == 12
+    assert "constitution_hash" in summary["provenance"]
+    assert (out / "preferences" / "README.md").exists()
+    text = format_summary(result)
+    assert "pairs written" in text and str(out / "preferences") in text
+
+    # A rerun resumes everything: no new model calls, identical dataset.
+    calls_before = dict(backend.calls)
+    again = run_pipeline(config, policy_backend=backend)
+    assert backend.calls == calls_before
+    assert again.summary["stages"]["sample"]["prompts_resumed"] == 6
+    assert load_preferences(again.dataset).to_list() == dataset.to_list()
+
+
+def test_changed_settings_refuse_to_mix_with_old_results(tmp_path):
+    from cai.jobs import JobConfigMismatchError
+
+    path = write_config(tmp_path)
+    run_pipeline(load_pipeline_config(path), policy_backend=ScriptedBackend(score=content_score))
+    with pytest.raises(JobConfigMismatchError, match="changed: config"):
+        run_pipeline(
+            load_pipeline_config(path, ["sample.n=3"]),
+            policy_backend=ScriptedBackend(score=content_score),
+        )
+    result = run_pipeline(
+        load_pipeline_config(path, ["sample.n=3", "overwrite=true"]),
+        policy_backend=ScriptedBackend(score=content_score),
+    )
+    assert result.summary["stages"]["sample"]["responses"] == 18
+    # n = 3 -> all pairs, Bradley-Terry, best-vs-worst rows.
+    rows = load_preferences(result.dataset)
+    assert set(rows["method"]) <= {"best_vs_worst"} and len(rows) > 0
+    assert all(m is not None and m > 0 for m in rows["score_margin"])
+
+
+def test_judge_only_run_reads_an_existing_samples_directory(tmp_path):
+    path = write_config(tmp_path)
+    backend = ScriptedBackend(score=content_score)
+    run_pipeline(load_pipeline_config(path, ["stages=[sample]"]), policy_backend=backend)
+    assert not (tmp_path / "out" / "judgments").exists()
+    result = run_pipeline(
+        load_pipeline_config(
+            path,
+            [
+                "stages=[judge, preferences]",
+                f"samples={tmp_path / 'out' / 'samples'}",
+                f"output_dir={tmp_path / 'judged'}",
+                "preferences.format=jsonl",
+            ],
+        ),
+        judge_backend=backend,
+    )
+    assert result.dataset.endswith("preferences.jsonl")
+    assert result.summary["stages"]["judge"]["prompts"] == 6
