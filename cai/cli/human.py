@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         if format not in ("auto", "trl", "hh", "table"):
             raise typer.BadParameter("use auto, trl, hh or table", param_hint="--format")
         with _clear_errors():
-            rows, report = import_human(source, format=format, rater_id=rater_id)
+            rows, report = import_human(source, format=format, rater_id=rater_id, progress=True)
             _write_import(rows, report, out, strict)
 
     @app.command("agree")

@@ -281,13 +281,15 @@ def detect_format(row: dict[str, Any]) -> str:
 
 
 def import_human(
-    path: str | Path, format: Format = "auto", rater_id: str | None = None
+    path: str | Path, format: Format = "auto", rater_id: str | None = None, progress: bool = False
 ) -> tuple[list[dict[str, Any]], ImportReport]:
     """Read human labels into PreferenceRow dicts (source="human") and a report of every row
     that was not imported and why. `rater_id` fills rows that name no rater."""
+    from tqdm import tqdm
+
     report = ImportReport(source_path=str(path), format=format)
     rows: list[dict[str, Any]] = []
-    for number, raw in iter_rows(path):
+    for number, raw in tqdm(iter_rows(path), desc="importing", unit=" rows", disable=not progress):
         report.n_rows += 1
         if isinstance(raw, RowError):
             report.errors.append(RowIssue(row=number, kind="malformed", detail=str(raw)))

@@ -134,3 +134,19 @@ def test_report_files(tmp_path):
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html and "<td>0.375</td>" in html
     assert json.loads(paths["json"].read_text())["accuracy"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name"), [("save_to_disk", "prefs"), ("parquet", "p.parquet"), ("jsonl", "p.jsonl")]
+)
+def test_reads_the_preference_datasets_the_labeler_writes(tmp_path, fmt, name):
+    from cai.human.storage import read_rows
+    from cai.preferences import write_dataset
+    from cai.records import PreferenceRow
+
+    rows_path = tmp_path / "rows.jsonl"
+    rows_path.write_text("".join(PreferenceRow(**row).model_dump_json() + "\n" for row in AI))
+    ai = read_rows(write_dataset(rows_path, tmp_path / name, fmt))
+    assert len(ai) == 6 and ai[2]["prompt"] == [{"role": "user", "content": "p3"}]
+    report = compute_agreement(ai, HUMAN)
+    assert report.n_pairs == 5 and report.accuracy == pytest.approx(3 / 4)
