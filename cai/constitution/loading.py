@@ -159,6 +159,7 @@ def _load_parsed(
     if not parent_failed:
         inherited = set(parent.principle_ids) if parent is not None else set()
         _check_required_fields(data, inherited, parent is not None, issue)
+        _check_remove(data, parent, issue)
 
     if spec is not None and not parent_failed:
         constitution = _resolve(spec, parent, path, issue, issues)
@@ -297,6 +298,42 @@ def _check_required_fields(data: dict, inherited: set[str], extends: bool, issue
         )
 
 
+def _check_remove(data: dict, parent: Constitution | None, issue) -> None:
+    """`remove:` must name inherited principles that this file does not also redefine."""
+    remove = data.get("remove")
+    if not isinstance(remove, list) or not remove:
+        return
+    if parent is None:
+        issue(
+            ("remove",),
+            "`remove` only applies to a constitution that `extends` another",
+            "add `extends: default` (or a path), or delete `remove`",
+        )
+        return
+    principles = data.get("principles")
+    own_ids = {
+        item["id"]
+        for item in (principles if isinstance(principles, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+    inherited = parent.principle_ids
+    for index, pid in enumerate(remove):
+        if not isinstance(pid, str):
+            continue  # reported as a wrong type
+        if pid not in inherited:
+            issue(
+                ("remove", index),
+                f"cannot remove `{pid}`: the extended constitution has no such principle",
+                did_you_mean(pid, inherited) or f"its principles are: {', '.join(inherited)}",
+            )
+        elif pid in own_ids:
+            issue(
+                ("remove", index),
+                f"`{pid}` is both removed and redefined in this file",
+                "drop it from `remove` to override it, or delete its definition",
+            )
+
+
 def _load_parent(
     extends: str, base_dir: Path, path: Path | None, chain: tuple[Path, ...], issue, issues
 ) -> Constitution | None:
@@ -354,32 +391,8 @@ def _resolve(
     inherited: dict[str, dict[str, Any]] = {}
     if parent is not None:
         inherited = {p.id: p.model_dump() for p in parent.principles}
-    elif spec.remove:
-        issue(
-            ("remove",),
-            "`remove` only applies to a constitution that `extends` another",
-            "add `extends: default` (or a path), or delete `remove`",
-        )
-
-    own_ids = {p.id for p in spec.principles}
-    for index, pid in enumerate(spec.remove):
-        if parent is None:
-            break
-        if pid not in inherited:
-            suggestion = did_you_mean(pid, list(inherited))
-            issue(
-                ("remove", index),
-                f"cannot remove `{pid}`: the extended constitution has no such principle",
-                suggestion or f"its principles are: {', '.join(inherited)}",
-            )
-        elif pid in own_ids:
-            issue(
-                ("remove", index),
-                f"`{pid}` is both removed and redefined in this file",
-                "drop it from `remove` to override it, or delete its definition",
-            )
-        else:
-            del inherited[pid]
+    for pid in spec.remove:
+        inherited.pop(pid, None)  # unknown ids were reported by _check_remove
 
     merged = dict(inherited)
     for written in spec.principles:

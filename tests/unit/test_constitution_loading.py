@@ -313,10 +313,11 @@ def test_remove_errors(tmp_path):
             principles:
               - id: clarity
                 weight: 2
+                wieght: 3
             """,
         )
     )
-    assert [i.field for i in issues] == ["remove[0]", "remove[1]"]
+    assert [i.field for i in issues] == ["remove[0]", "remove[1]", "principles[0].wieght"]
     assert "did you mean `helpfulness`?" in issues[0].hint
     assert "both removed and redefined" in issues[1].message
     alone = only_issue(
@@ -405,3 +406,14 @@ def test_unknown_path_or_name(tmp_path):
     assert issue.message == "no such file or bundled constitution"
     assert "bundled constitutions: default, helpful-only, medical-safety" in issue.hint
     assert "did you mean `helpful-only`?" in only_issue("helpfull-only").hint
+
+
+def test_guide_example_validates(tmp_path):
+    """The complete example in docs/constitutions.md is a valid constitution."""
+    guide = (Path(__file__).parents[2] / "docs" / "constitutions.md").read_text()
+    example = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
+    constitution = load_constitution(write(tmp_path, "support-bot.yaml", example))
+    assert constitution.name == "support-bot"
+    assert "humble-ai" not in constitution.principle_ids
+    assert constitution.principle("helpfulness").weight == 3
+    assert constitution.principle_ids[-2:] == ["no-invented-features", "customer-privacy"]
