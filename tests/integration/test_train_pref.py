@@ -1,0 +1,131 @@
+"""DPO, GRPO and RLOO wrappers run a few real steps on CPU with the tiny models."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from cai.records import PreferenceRow, stable_id
+from cai.testing.tiny import _WORDS
+
+pytestmark = pytest.mark.slow
+
+
+def _sentence(rng, n=6):
+    return " ".join(rng.choice(_WORDS) for _ in range(n))
+
+
+def _preferences(path, n=8):
+    rng = random.Random(0)
+    with path.open("w") as handle:
+        for i in range(n):
+            prompt = [{"role": "user", "content": _sentence(rng)}]
+            row = PreferenceRow(
+                prompt=prompt,
+                chosen=[{"role": "assistant", "content": _sentence(rng)}],
+                rejected=[{"role": "assistant", "content": _sentence(rng)}],
+                prompt_id=stable_id(prompt),
+                pair_id=stable_id(prompt, i),
+                prob_chosen=0.8,
+                principles=["harmless"],
+            )
+            handle.write(row.model_dump_json() + "\n")
+    return str(path)
+
+
+def _prompts(path, n=4):
+    rng = random.Random(1)
+    with path.open("w") as handle:
+        for _ in range(n):
+            handle.write(json.dumps({"prompt": _sentence(rng)}) + "\n")
+    return str(path)
+
+
+def _weights(directory):
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def _changed(before, after_dir) -> bool:
+    after = _weights(after_dir)
+    return any(not (before[k] == after[k]).all() for k in before)
+
+
+def test_dpo_trains_on_cai_preference_rows_and_resumes(tiny_model_dir, tmp_path):
+    from cai.train.preference import DPOTrainConfig, train_dpo
+
+    data = _preferences(tmp_path / "prefs.jsonl")
+    config = DPOTrainConfig(
+        model=str(tiny_model_dir),
+        output_dir=str(tmp_path / "dpo"),
+        train_data=data,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+        dtype="float32",
+    )
+    result = train_dpo(config)
+    assert result.global_step == 2 and "loss" in result.metrics
+    assert _changed(_weights(tiny_model_dir), tmp_path / "dpo")
+    assert (tmp_path / "dpo" / "checkpoint-2").is_dir()
+    resumed = train_dpo(config.model_copy(update={"max_steps": 3, "resume": True}))
+    assert resumed.global_step == 3 and resumed.resumed_from.endswith("checkpoint-2")
+
+
+def test_grpo_with_a_reward_model(tiny_model_dir, tiny_reward_dir, tmp_path):
+    from cai.train.preference import OnlineTrainConfig, train_grpo
+
+    config = OnlineTrainConfig(
+        model=str(tiny_model_dir),
+        output_dir=str(tmp_path / "grpo"),
+        prompts=_prompts(tmp_path / "prompts.jsonl"),
+        reward_models=[str(tiny_reward_dir)],
+        num_generations=2,
+        max_completion_length=8,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        save_steps=2,
+        logging_steps=1,
+        learning_rate=1e-3,
+        dtype="float32",
+    )
+    result = train_grpo(config)
+    assert result.global_step == 2
+    reward_keys = [k for k in result.metrics if k.startswith("rewards/")]
+    assert reward_keys, result.metrics
+    assert (tmp_path / "grpo" / "checkpoint-2").is_dir()
+    assert _changed(_weights(tiny_model_dir), tmp_path / "grpo")
+    assert (tmp_path / "grpo" / "README.md").read_text().startswith("# GRPO policy")
+
+
+@pytest.mark.vllm
+def test_rloo_with_the_constitutional_judge_as_reward(tiny_model_dir, vllm_backend, tmp_path):
+    """The judge (real vLLM engine, "assess" template, log-prob scoring) rewards each completion."""
+    from cai.train.preference import OnlineTrainConfig, train_rloo
+    from cai.train.rewards import JudgeRewardSpec
+
+    config = OnlineTrainConfig(
+        model=str(tiny_model_dir),
+        output_dir=str(tmp_path / "rloo"),
+        prompts=_prompts(tmp_path / "prompts.jsonl"),
+        judge=JudgeRewardSpec(constitution="default", principles_per_completion=2),
+        num_generations=2,
+        max_completion_length=8,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        save_steps=10,
+        logging_steps=1,
+        learning_rate=1e-3,
+        dtype="float32",
+    )
+    result = train_rloo(config, judge_backend=vllm_backend)
+    assert result.global_step == 2
+    judged = [v for k, v in result.metrics.items() if k.startswith("rewards/AssessReward")]
+    assert judged, result.metrics
+    mean = result.metrics["rewards/AssessReward/mean"]
+    assert 0.0 < mean < 1.0  # a probability from the judge, not a constant stand-in
