@@ -15,6 +15,7 @@ Judge rewards never invent a number: a request the backend cannot score gives `N
 from __future__ import annotations
 
 import logging
+from os import PathLike
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -208,11 +209,11 @@ class RewardModelScorer:
     """Scores whole conversations with a sequence-classification reward model (one logit)."""
 
     def __init__(self, model, tokenizer=None, batch_size: int = 16, max_length: int | None = None):
-        if isinstance(model, str):
+        if isinstance(model, str | PathLike):
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            model = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
+            model = AutoModelForSequenceClassification.from_pretrained(str(model), num_labels=1)
         if tokenizer is None:
             raise ValueError("RewardModelScorer needs a tokenizer when given a loaded model.")
         if tokenizer.pad_token is None:
