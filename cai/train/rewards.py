@@ -15,8 +15,8 @@ Judge rewards never invent a number: a request the backend cannot score gives `N
 from __future__ import annotations
 
 import logging
-from os import PathLike
 from collections.abc import Sequence
+from os import PathLike
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
