@@ -9,6 +9,7 @@ code runs on a CPU, one GPU, or several under `accelerate launch`.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -91,14 +92,28 @@ def precision_flags(dtype: str) -> dict[str, bool]:
     return table[dtype]
 
 
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The `checkpoint-N` directory with the largest N in output_dir, if any."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in out.iterdir()
+        if path.is_dir() and (match := _CHECKPOINT.match(path.name))
+    ]
+    return str(max(found)[1]) if found else None
+
+
 def resolve_resume(setting: str | bool | None, output_dir: str | Path) -> str | bool | None:
     """`resume` (False, True, "auto" or a checkpoint path) -> Trainer.train's argument."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     if setting in (None, False, "false", ""):
         return None
     out = Path(output_dir)
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    last = last_checkpoint(out)
     if setting == "auto":
         return last
     if setting is True or setting == "true":
