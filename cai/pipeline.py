@@ -466,9 +466,23 @@ def format_summary(result: PipelineResult) -> str:
             + ("n/a" if rate is None else f"{rate:.1%}"),
             "  mean confidence (prob_chosen): " + ("n/a" if mean is None else f"{mean:.3f}"),
         ]
+    made = []
+    if "sample" in stages:
+        made.append(f"{stages['sample']['prompts_sampled_now']} generation requests")
+    if "judge" in stages:
+        st = stages["judge"]
+        made.append(
+            f"{st['choice_requests_scored_now'] + st['rationales_generated_now']} judge requests"
+        )
+    if made:
+        lines.append("  model requests this run: " + ", ".join(made))
     for role, calls in (s.get("model_calls") or {}).items():
         if calls:
-            lines.append(f"  {role} model calls: {calls}")
+            served = calls.get("hits", 0)
+            sent = calls.get("misses", 0)
+            lines.append(
+                f"  {role} call cache: {sent} sent to the model, {served} served from cache"
+            )
     if result.dataset:
         lines.append(f"dataset: {result.dataset}")
     return "\n".join(lines)

@@ -147,3 +147,20 @@ def test_judge_only_run_reads_an_existing_samples_directory(tmp_path):
     )
     assert result.dataset.endswith("preferences.jsonl")
     assert result.summary["stages"]["judge"]["prompts"] == 6
+
+
+def test_summary_reports_calls_served_from_the_call_cache(tmp_path):
+    from cai.cache import CachedBackend, CallCache
+
+    path = write_config(tmp_path)
+    inner = ScriptedBackend(score=content_score, model_id="scripted-cache")
+    backend = CachedBackend(inner, CallCache(tmp_path / "calls.sqlite"))
+    first = run_pipeline(load_pipeline_config(path), policy_backend=backend)
+    calls_after_first = dict(inner.calls)
+    assert first.summary["model_calls"]["policy"]["hits"] == 0
+    again = run_pipeline(load_pipeline_config(path, ["overwrite=true"]), policy_backend=backend)
+    assert inner.calls == calls_after_first  # everything came from the cache
+    stats = again.summary["model_calls"]["policy"]
+    assert stats["hits"] > 0
+    assert "served from cache" in format_summary(again)
+    assert load_preferences(again.dataset).to_list() == load_preferences(first.dataset).to_list()
