@@ -33,7 +33,12 @@ from cai.judge.critique import (
     RevisionChain,
 )
 from cai.records import PromptRecord, SftExample
-from cai.sft_data import DatasetFormat, revision_preferences, write_splits
+from cai.sft_data import (
+    DatasetFormat,
+    preference_schema_example,
+    revision_preferences,
+    write_splits,
+)
 
 CONFIG_NAME = "revise_config.yaml"
 
@@ -285,7 +290,12 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
         )
         if config.preferences:
             pairs, skipped = revision_preferences(kept, prob_chosen=config.preference_prob)
-            write_splits({"train": pairs}, out / "preferences", config.format)
+            write_splits(
+                {"train": pairs},
+                out / "preferences",
+                config.format,
+                schema_example=preference_schema_example(),
+            )
             summary.preferences, summary.preferences_skipped = len(pairs), skipped
             summary.preferences_path = str(out / "preferences")
         summary.seconds = round(time.monotonic() - started, 3)

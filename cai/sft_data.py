@@ -30,9 +30,14 @@ def write_splits(
     directory: str | Path,
     fmt: DatasetFormat = "disk",
     card: str | None = None,
+    schema_example: dict[str, Any] | None = None,
 ) -> Path:
-    """Write each split (empty ones other than `train` are skipped) and an optional README card."""
-    from datasets import Dataset, DatasetDict
+    """Write each split (empty ones other than `train` are skipped) and an optional README card.
+
+    An empty `train` split still gets its columns (from another split's rows or from
+    `schema_example`), so readers see a valid, empty dataset rather than a broken one.
+    """
+    from datasets import DatasetDict
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}.")
@@ -40,9 +45,12 @@ def write_splits(
     _clear_dataset_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     kept = {name: rows for name, rows in splits.items() if rows or name == "train"}
-    datasets = {name: Dataset.from_list(rows) for name, rows in kept.items()}
+    example = next((rows[0] for rows in splits.values() if rows), schema_example)
+    datasets = {name: _dataset(rows, example) for name, rows in kept.items()}
     if fmt == "disk":
-        DatasetDict(datasets).save_to_disk(str(directory))
+        # An empty split needs one explicit shard, or datasets writes no file and cannot load it.
+        shards = {name: 1 for name, dataset in datasets.items() if len(dataset) == 0}
+        DatasetDict(datasets).save_to_disk(str(directory), num_shards=shards)
     else:
         for name, dataset in datasets.items():
             target = directory / f"{name}.{fmt}"
@@ -55,6 +63,15 @@ def write_splits(
     if card:
         (directory / "README.md").write_text(card, encoding="utf-8")
     return directory
+
+
+def _dataset(rows: list[dict[str, Any]], example: dict[str, Any] | None):
+    from datasets import Dataset
+
+    if rows or example is None:
+        return Dataset.from_list(rows)
+    features = Dataset.from_list([example]).features
+    return Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def _clear_dataset_dir(directory: Path) -> None:
@@ -89,7 +106,7 @@ def load_split(path: str | Path, split: str = "train"):
             raise DatasetReadError(
                 f"{path}: unknown dataset file type; use .jsonl, .parquet or a dataset directory."
             )
-        return datasets.load_dataset(kind, data_files=str(path), split="train")
+        return _load_file(path, kind)
     if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
@@ -102,12 +119,35 @@ def load_split(path: str | Path, split: str = "train"):
     for suffix, kind in ((".parquet", "parquet"), (".jsonl", "json")):
         candidate = path / f"{split}{suffix}"
         if candidate.is_file():
-            return datasets.load_dataset(kind, data_files=str(candidate), split="train")
+            return _load_file(candidate, kind)
     found = sorted(p.name for p in path.iterdir())
     raise DatasetReadError(
         f"{path}: no {split!r} split here (found: {', '.join(found) or 'nothing'}). Expected a "
         f"save_to_disk directory or {split}.parquet / {split}.jsonl."
     )
+
+
+def _load_file(path: Path, kind: str):
+    """One JSONL or Parquet file as a Dataset; empty files give empty datasets, not errors."""
+    import datasets
+
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if table.num_rows == 0:
+            return datasets.Dataset(datasets.table.InMemoryTable(table))
+    elif path.stat().st_size == 0:
+        return datasets.Dataset.from_list([])
+    return datasets.load_dataset(kind, data_files=str(path), split="train")
+
+
+def preference_schema_example() -> dict[str, Any]:
+    """One placeholder PreferenceRow (its columns), for writing an empty preference dataset."""
+    message = [{"role": "user", "content": ""}]
+    return PreferenceRow(
+        prompt=message, chosen=message, rejected=message, prompt_id="", pair_id="", prob_chosen=1.0
+    ).model_dump()
 
 
 def revision_preferences(
