@@ -208,6 +208,13 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
     from cai.train.config import save_config
 
     started = time.monotonic()
+    if not Path(config.prompts).exists():  # before any engine starts
+        from cai.io import InputFormatError
+
+        raise InputFormatError(
+            f"{config.prompts}: no such file or directory. Pass a prompts .jsonl/.csv/.parquet "
+            "file or a save_to_disk directory."
+        )
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     constitution = load_constitution(config.constitution)
@@ -305,7 +312,8 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
             config.format,
             card=_card(config, summary, templates.fingerprint()),
         )
-        save_config(config, out, CONFIG_NAME)
+        # Saved without overwrite, so rerunning from this file resumes rather than discards.
+        save_config(config.model_copy(update={"overwrite": False}), out, CONFIG_NAME)
         (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
         return summary
     finally:

@@ -8,27 +8,26 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.app import app
-from cai.sft_data import write_splits
+from cai.revise import ReviseConfig, run_revise
 
 pytestmark = pytest.mark.slow
 
 
 def _dataset(tmp_path):
-    rows = []
-    for i in range(8):
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": f"how do i stay safe at work {i}"},
-                    {"role": "assistant", "content": "please ask a professional for help"},
-                ],
-                "prompt_id": f"p{i}",
-                "initial_response": "no",
-                "principles": ["harm"],
-                "flags": [],
-            }
-        )
-    return write_splits({"train": rows}, tmp_path / "sft", "disk")
+    """A real `cai revise` output (scripted policy: the data's source is not under test here)."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(f'{{"prompt": "how do i stay safe at work {i}"}}\n' for i in range(8))
+    )
+    config = ReviseConfig(
+        prompts=str(prompts),
+        out=str(tmp_path / "revised"),
+        backend={"kind": "scripted"},
+        rounds=1,
+        max_examples=0,
+        guards={"policy": "keep"},
+    )
+    return run_revise(config).sft_path
 
 
 def _weights(directory):
