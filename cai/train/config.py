@@ -59,12 +59,65 @@ class TrainCommon(BaseModel):
     save_steps: int = Field(500, ge=1)
     save_total_limit: int | None = 2
     resume: bool | str = False
-    """True: continue from the newest checkpoint in output_dir; a path: from that checkpoint."""
+    """false: start fresh; true: continue from the newest checkpoint-* in output_dir (an error
+    if there is none); "auto": continue when one exists; a path: from that checkpoint."""
     dtype: str = "auto"
-    """auto | float32 | bfloat16 | float16."""
+    """auto (bf16 mixed precision where the GPU supports it, else float32) | float32 |
+    bfloat16 | float16."""
     gradient_checkpointing: bool = False
     report_to: list[str] = Field(default_factory=list)
     lora: LoraSettings = Field(default_factory=LoraSettings)
+
+
+def precision_flags(dtype: str) -> dict[str, bool]:
+    """Trainer mixed-precision flags for a dtype name; "auto" = bf16 only where hardware does it."""
+    if dtype == "auto":
+        import torch
+
+        return {
+            "bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+            "fp16": False,
+        }
+    table = {
+        "float32": {"bf16": False, "fp16": False},
+        "bfloat16": {"bf16": True, "fp16": False},
+        "float16": {"bf16": False, "fp16": True},
+    }
+    if dtype not in table:
+        raise ConfigError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16.")
+    return table[dtype]
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The checkpoint-N directory with the largest N in output_dir, or None."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    found = [
+        (int(path.name.split("-", 1)[1]), path)
+        for path in out.iterdir()
+        if path.is_dir() and path.name.startswith("checkpoint-") and path.name[11:].isdigit()
+    ]
+    return str(max(found)[1]) if found else None
+
+
+def resolve_resume(setting: bool | str | None, output_dir: str | Path) -> str | None:
+    """`resume` (false, true, "auto" or a checkpoint path) -> the checkpoint to resume from."""
+    if setting in (None, False, "false", ""):
+        return None
+    last = last_checkpoint(output_dir)
+    if setting == "auto":
+        return last
+    if setting is True or setting == "true":
+        if last is None:
+            raise ConfigError(
+                f"resume=true but {output_dir} holds no checkpoint-* directory. Start fresh "
+                "without it, or use resume=auto to continue only when a checkpoint exists."
+            )
+        return last
+    if not Path(str(setting)).is_dir():
+        raise ConfigError(f"resume: {setting} is not a checkpoint directory.")
+    return str(setting)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

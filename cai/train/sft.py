@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cai.train.config import TrainCommon, save_config
+from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 
 
 class SftTrainConfig(TrainCommon):
@@ -94,19 +94,6 @@ def _model_card(config: SftTrainConfig, result: SftResult, base_model: str) -> s
     )
 
 
-def _resume_target(config: SftTrainConfig) -> str | None:
-    if config.resume is False:
-        return None
-    if isinstance(config.resume, str):
-        if not Path(config.resume).is_dir():
-            raise FileNotFoundError(f"resume: no checkpoint directory {config.resume!r}.")
-        return config.resume
-    from transformers.trainer_utils import get_last_checkpoint
-
-    output = Path(config.output_dir)
-    return get_last_checkpoint(str(output)) if output.is_dir() else None
-
-
 def _peft_config(config: SftTrainConfig):
     if not config.lora.enabled:
         return None
@@ -141,13 +128,13 @@ def train_sft(config: SftTrainConfig) -> SftResult:
             f"model {config.model!r}: {base_model} is not a model directory (no config.json). "
             "Pass a local directory saved with save_pretrained or an embedded model name."
         )
+    resume_from = resolve_resume(config.resume, config.output_dir)  # fail before loading
     train_rows = prepare_rows(
         load_split(config.dataset, config.split), config.messages_column, config.loss_on
     )
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = "float32" if config.dtype == "auto" else config.dtype
     args = SFTConfig(
         output_dir=config.output_dir,
         seed=config.seed,
@@ -165,9 +152,8 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         max_length=config.max_length,
         packing=config.packing,
         completion_only_loss=config.loss_on == "completion",
-        model_init_kwargs={"dtype": dtype},
-        bf16=dtype == "bfloat16",
-        fp16=dtype == "float16",
+        model_init_kwargs={"dtype": "float32"},  # float32 master weights; AMP per dtype
+        **precision_flags(config.dtype),
     )
     trainer = SFTTrainer(
         model=base_model,
@@ -176,7 +162,6 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         processing_class=tokenizer,
         peft_config=_peft_config(config),
     )
-    resume_from = _resume_target(config)
     output = trainer.train(resume_from_checkpoint=resume_from)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     final_loss = losses[-1] if losses else output.training_loss

@@ -96,3 +96,32 @@ def test_saved_config_round_trips(tmp_path):
     assert saved.name == "cai_config.yaml"
     assert load_config(DemoConfig, saved) == config
     assert yaml.safe_load(saved.read_text())["lora"]["r"] == 2
+
+
+def test_resume_settings(tmp_path):
+    from cai.train.config import resolve_resume
+
+    assert resolve_resume(False, tmp_path) is None
+    assert resolve_resume("auto", tmp_path) is None
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        resolve_resume(True, tmp_path)
+    for step in (2, 10, 9):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-final").mkdir()
+    assert resolve_resume(True, tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume("auto", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume(str(tmp_path / "checkpoint-2"), tmp_path) == str(
+        tmp_path / "checkpoint-2"
+    )
+    with pytest.raises(ConfigError, match="not a checkpoint directory"):
+        resolve_resume(str(tmp_path / "missing"), tmp_path)
+
+
+def test_precision_flags():
+    from cai.train.config import precision_flags
+
+    assert precision_flags("bfloat16") == {"bf16": True, "fp16": False}
+    assert precision_flags("float16") == {"bf16": False, "fp16": True}
+    assert precision_flags("float32") == {"bf16": False, "fp16": False}
+    with pytest.raises(ConfigError, match="use auto, float32"):
+        precision_flags("fp8")
