@@ -154,3 +154,33 @@ def test_one_order_only_is_refused(tmp_path):
     config = _config(tmp_path, 2).model_copy(update={"judge_config": {"both_orders": False}})
     with pytest.raises(WinRateError, match="both answer orders"):
         run_win_rate(config, ScriptedBackend(), ScriptedBackend(), ScriptedBackend())
+
+
+def test_cli_winrate_runs_and_reports(tmp_path):
+    from typer.testing import CliRunner
+
+    from cai.cli.app import app
+
+    _write_prompts(tmp_path / "p.jsonl", 5)
+    out = tmp_path / "eval"
+    args = ["eval", "winrate", "--prompts", str(tmp_path / "p.jsonl"), "--backend", "scripted"]
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "--set", "bootstrap_resamples=100"])
+    assert result.exit_code == 0, result.output
+    assert "wins/ties/losses 0/5/0" in result.output  # the default scripted judge is indifferent
+    assert json.loads((out / "report.json").read_text())["summary"]["ties"] == 5
+
+    bad = CliRunner().invoke(app, [*args, "-o", str(out), "--set", "tie_margin=0.7"])
+    assert bad.exit_code == 2 and "tie_margin" in bad.output
+
+
+def test_cli_train_commands_reject_unknown_settings(tmp_path):
+    from typer.testing import CliRunner
+
+    from cai.cli.app import app
+
+    for command in ("reward", "dpo", "grpo", "rloo"):
+        result = CliRunner().invoke(
+            app, ["train", command, "--model", "m", "-o", str(tmp_path), "--set", "bogus=1"]
+        )
+        assert result.exit_code == 2, (command, result.output)
+        assert "bogus: unknown setting" in result.output
