@@ -1,0 +1,211 @@
+"""Reward functions: what PPO maximises, behind one callable interface.
+
+Anything with `__call__(RewardInputs) -> list[float]` plugs in: a trained reward model, the
+constitutional judge used pointwise, or a synthetic reward for tests and hardware checks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from cai.backends.base import Message
+
+
+@dataclass
+class RewardInputs:
+    """One rollout batch as the reward sees it."""
+
+    prompts: list[list[Message]]
+    responses: list[str]
+    """Decoded responses, special tokens (EOS) removed."""
+    response_ids: list[list[int]]
+    finished: list[bool]
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    def __call__(self, inputs: RewardInputs) -> list[float]:
+        """One finite score per response, higher is better."""
+
+
+class RewardError(RuntimeError):
+    """A reward function returned something PPO cannot use."""
+
+
+def checked_scores(scores: list[float], expected: int, name: str) -> list[float]:
+    """Refuse wrong-length or non-finite scores instead of training on them."""
+    scores = [float(s) for s in scores]
+    if len(scores) != expected:
+        raise RewardError(f"reward {name} returned {len(scores)} scores for {expected} responses")
+    bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
+    if bad:
+        raise RewardError(
+            f"reward {name} returned non-finite scores at positions {bad[:10]}; "
+            "fix the reward function (PPO cannot learn from NaN or inf)"
+        )
+    return scores
+
+
+class TokenFractionReward:
+    """Synthetic reward: the share of response tokens that are in `token_ids` (EOS excluded)."""
+
+    def __init__(self, token_ids: list[int], eos_ids: set[int] | None = None) -> None:
+        self.token_ids = set(token_ids)
+        self.eos_ids = eos_ids or set()
+
+    @classmethod
+    def from_strings(cls, tokenizer, tokens: list[str]) -> TokenFractionReward:
+        ids = []
+        for text in tokens:
+            encoded = tokenizer.encode(text, add_special_tokens=False)
+            if len(encoded) != 1:
+                raise ValueError(
+                    f"reward token {text!r} is {len(encoded)} tokens for this tokenizer "
+                    f"({encoded}); pick strings that are single tokens"
+                )
+            ids.append(encoded[0])
+        return cls(ids, {tokenizer.eos_token_id})
+
+    def __call__(self, inputs: RewardInputs) -> list[float]:
+        scores = []
+        for ids in inputs.response_ids:
+            body = [t for t in ids if t not in self.eos_ids]
+            scores.append(sum(t in self.token_ids for t in body) / max(len(body), 1))
+        return scores
+
+
+class RewardModelScorer:
+    """A sequence-classification reward model scoring prompt + response through its chat template."""
+
+    def __init__(
+        self, path: str, device=None, batch_size: int = 16, max_length: int = 1024
+    ) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        if self.model.config.num_labels != 1:
+            raise ValueError(
+                f"{path}: a reward model needs exactly one output (num_labels=1), "
+                f"it has {self.model.config.num_labels}"
+            )
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.device = device or torch.device("cpu")
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    def __call__(self, inputs: RewardInputs) -> list[float]:
+        import torch
+
+        texts = [
+            self.tokenizer.apply_chat_template(
+                [*prompt, {"role": "assistant", "content": response}], tokenize=False
+            )
+            for prompt, response in zip(inputs.prompts, inputs.responses, strict=True)
+        ]
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(
+                    texts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    add_special_tokens=False,
+                ).to(self.device)
+                scores.extend(self.model(**batch).logits[:, 0].float().tolist())
+        return scores
+
+
+class JudgeReward:
+    """The constitutional judge as a pointwise reward: mean over sampled principles of the
+    probability that the response follows the principle ("assess" template, label A)."""
+
+    def __init__(self, backend, constitution, templates, principles_per_response: int, seed=0):
+        self.backend = backend
+        self.constitution = constitution
+        self.templates = templates
+        self.k = principles_per_response
+        self.seed = seed
+
+    def __call__(self, inputs: RewardInputs) -> list[float]:
+        from cai.backends.base import ChoiceRequest
+        from cai.constitution import sample_principles
+        from cai.records import stable_id
+
+        requests, owners = [], []
+        for index, (prompt, response) in enumerate(
+            zip(inputs.prompts, inputs.responses, strict=True)
+        ):
+            key = stable_id(prompt, response)
+            for principle in sample_principles(self.constitution, key, self.k, self.seed):
+                rendered = self.templates.render(
+                    "assess",
+                    conversation=prompt,
+                    response=response,
+                    principle=principle,
+                    constitution=self.constitution,
+                )
+                requests.append(
+                    ChoiceRequest(
+                        messages=rendered.messages,
+                        assistant_prefix=rendered.assistant_prefix,
+                        choices=("A", "B"),
+                    )
+                )
+                owners.append(index)
+        totals = [0.0] * len(inputs.prompts)
+        counts = [0] * len(inputs.prompts)
+        for owner, score in zip(owners, self.backend.score_choices(requests), strict=True):
+            totals[owner] += score.probs[0]
+            counts[owner] += 1
+        return [t / c for t, c in zip(totals, counts, strict=True)]
+
+
+def build_reward(spec, tokenizer, device=None) -> RewardFunction:
+    """The reward function a config's `reward:` section describes."""
+    kind = spec.kind
+    if kind == "tokens":
+        return TokenFractionReward.from_strings(tokenizer, spec.tokens)
+    if kind == "model":
+        return RewardModelScorer(spec.path, device, spec.batch_size, spec.max_length)
+    if kind == "python":
+        module_name, _, attr = spec.target.partition(":")
+        try:
+            target = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(
+                f"reward target {spec.target!r}: cannot import {module_name}: {err}"
+            ) from err
+        for part in attr.split("."):
+            target = getattr(target, part, None)
+            if target is None:
+                raise ValueError(f"reward target {spec.target!r}: {module_name} has no {attr}")
+        if isinstance(target, type) or spec.kwargs:
+            target = target(**spec.kwargs)
+        if not callable(target):
+            raise ValueError(f"reward target {spec.target!r} is not callable")
+        return target
+    if kind == "judge":
+        from cai.backends import BackendSpec, make_backend
+        from cai.constitution import load_constitution
+        from cai.templates import TemplateSet
+
+        return JudgeReward(
+            make_backend(BackendSpec.model_validate(spec.backend)),
+            load_constitution(spec.constitution),
+            TemplateSet(spec.templates_dir),
+            spec.principles_per_response,
+            spec.seed,
+        )
+    raise ValueError(f"unknown reward kind {kind!r}")

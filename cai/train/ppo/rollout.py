@@ -1,0 +1,253 @@
+"""Rollout engines: turn prompt token ids into sampled response token ids.
+
+The trainer only sees the `RolloutEngine` protocol, so the sampler can be swapped:
+`TransformersRollout` calls `model.generate` on the live policy (works everywhere, nothing to
+sync); `VLLMRollout` samples with a colocated vLLM engine (much faster on a GPU) and receives
+the policy's new weights after every PPO step through `sync_weights`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Rollout:
+    """Sampled responses, token ids only (decoded text is the reward function's business)."""
+
+    query_ids: list[list[int]]
+    response_ids: list[list[int]]
+    finished: list[bool]
+    """True when the response ended with EOS (False: it hit max_new_tokens)."""
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    def generate(
+        self, queries: list[list[int]], max_new_tokens: int, temperature: float, seed: int
+    ) -> Rollout:
+        """Sample one response per query with the current policy weights."""
+
+    def sync_weights(self, policy: nn.Module) -> None:
+        """Make the engine sample from `policy`'s current weights (no-op when it shares them)."""
+
+
+def cut_at_eos(tokens: list[int], eos_ids: set[int], pad_id: int | None) -> tuple[list[int], bool]:
+    """Keep tokens up to and including the first EOS; drop trailing padding."""
+    out: list[int] = []
+    for token in tokens:
+        if token in eos_ids:
+            out.append(token)
+            return out, True
+        out.append(token)
+    if pad_id is not None and pad_id not in eos_ids:
+        while out and out[-1] == pad_id:
+            out.pop()
+    return out, False
+
+
+def eos_ids_of(tokenizer, extra: int | list[int] | None = None) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif extra:
+        ids.update(extra)
+    return ids
+
+
+class TransformersRollout:
+    """Sampling with `generate` on the policy being trained (pure ancestral sampling: no top-k,
+    no top-p, so the sampled distribution is exactly the one PPO's ratio uses)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        policy_context: Callable[[], contextlib.AbstractContextManager[nn.Module]],
+        device: torch.device,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.policy_context = policy_context
+        self.device = device
+
+    def sync_weights(self, policy: nn.Module) -> None:
+        """Nothing to do: generation runs on the live parameters."""
+
+    @torch.no_grad()
+    def generate(
+        self, queries: list[list[int]], max_new_tokens: int, temperature: float, seed: int
+    ) -> Rollout:
+        from transformers import GenerationConfig
+
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(q) for q in queries)
+        input_ids = torch.full((len(queries), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(queries), width), dtype=torch.long)
+        for row, query in enumerate(queries):
+            input_ids[row, width - len(query) :] = torch.tensor(query)
+            attention[row, width - len(query) :] = 1
+        with self.policy_context() as policy:
+            eos = eos_ids_of(self.tokenizer, policy.generation_config.eos_token_id)
+            config = GenerationConfig(
+                do_sample=True,
+                temperature=temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=sorted(eos),
+            )
+            output = policy.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                generation_config=config,
+            )
+        responses, finished = [], []
+        for row in output[:, width:].tolist():
+            tokens, done = cut_at_eos(row, eos, pad_id)
+            if not tokens:  # an empty response cannot carry a reward; keep one pad token
+                tokens = [pad_id]
+            responses.append(tokens)
+            finished.append(done)
+        return Rollout(
+            query_ids=[list(q) for q in queries], response_ids=responses, finished=finished
+        )
+
+
+class VLLMRollout:
+    """Sampling with a vLLM engine colocated with training; `sync_weights` pushes the policy's
+    parameters into the engine (`model.load_weights`, which maps HF names to vLLM's fused
+    layers) and drops the prefix cache, whose entries were computed with the old weights.
+
+    Weights reach the engine in-process when vLLM runs its engine core in this process
+    (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, which `create_colocated_engine` sets), else through
+    `LLM.apply_model`, which needs `VLLM_ALLOW_INSECURE_SERIALIZATION=1` in the engine's
+    environment.
+    """
+
+    def __init__(self, llm, tokenizer, sync_chunk_params: int = 64) -> None:
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.sync_chunk_params = sync_chunk_params
+        self.synced_versions = 0
+
+    @torch.no_grad()
+    def generate(
+        self, queries: list[list[int]], max_new_tokens: int, temperature: float, seed: int
+    ) -> Rollout:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        eos = eos_ids_of(self.tokenizer)
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=temperature,
+                top_p=1.0,
+                top_k=0,
+                max_tokens=max_new_tokens,
+                seed=seed + i,
+                stop_token_ids=sorted(eos),
+            )
+            for i in range(len(queries))
+        ]
+        prompts = [TokensPrompt(prompt_token_ids=list(q)) for q in queries]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        responses, finished = [], []
+        for out in outputs:
+            completion = out.outputs[0]
+            tokens = list(completion.token_ids)
+            done = completion.finish_reason == "stop"
+            if done and (not tokens or tokens[-1] not in eos):
+                tokens.append(self.tokenizer.eos_token_id)
+            tokens, _ = cut_at_eos(tokens, eos, None)
+            if not tokens:
+                tokens = [self.tokenizer.pad_token_id]
+            responses.append(tokens)
+            finished.append(done)
+        return Rollout(
+            query_ids=[list(q) for q in queries], response_ids=responses, finished=finished
+        )
+
+    def sync_weights(self, policy: nn.Module) -> None:
+        named = [(name, p.detach()) for name, p in policy.state_dict().items()]
+        target = _in_process_model(self.llm)
+        for start in range(0, len(named), self.sync_chunk_params):
+            chunk = named[start : start + self.sync_chunk_params]
+            if target is not None:
+                target.load_weights(iter(chunk))
+            else:
+                cpu_chunk = [(n, t.cpu()) for n, t in chunk]
+                self.llm.apply_model(_Loader(cpu_chunk))
+        self.llm.reset_prefix_cache()
+        self.synced_versions += 1
+
+
+class _Loader:
+    """Picklable callable run inside vLLM's workers by apply_model."""
+
+    def __init__(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        self.weights = weights
+
+    def __call__(self, model: nn.Module) -> None:
+        model.load_weights(iter(self.weights))
+
+
+def _in_process_model(llm) -> nn.Module | None:
+    """vLLM's model object when the engine core runs in this process, else None."""
+    engine = getattr(llm, "llm_engine", None)
+    for path in (
+        ("engine_core", "engine_core", "model_executor", "driver_worker", "worker", "model_runner"),
+        ("engine_core", "engine_core", "model_executor", "driver_worker", "model_runner"),
+        ("model_executor", "driver_worker", "worker", "model_runner"),
+        ("model_executor", "driver_worker", "model_runner"),
+    ):
+        node = engine
+        for attr in path:
+            node = getattr(node, attr, None)
+            if node is None:
+                break
+        if node is not None:
+            model = getattr(node, "model", None)
+            if model is not None:
+                return model.get_language_model() if hasattr(model, "get_language_model") else model
+    return None
+
+
+def create_colocated_engine(
+    model_path: str, gpu_memory_utilization: float, max_model_len: int, seed: int, dtype: str
+):
+    """A vLLM engine in this process, sharing the GPU with training (rollout_engine: vllm)."""
+    import os
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM
+
+    return LLM(
+        model_path,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        seed=seed,
+        dtype=dtype,
+        enable_prefix_caching=True,
+    )
+
+
+@contextlib.contextmanager
+def unwrapped_for_generation(accelerator, model: nn.Module) -> Iterator[nn.Module]:
+    """The bare policy for `generate`; under DeepSpeed ZeRO-3 its shards are gathered first."""
+    unwrapped = accelerator.unwrap_model(model)
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield unwrapped.policy
+    else:
+        yield unwrapped.policy

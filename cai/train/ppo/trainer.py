@@ -1,0 +1,472 @@
+"""The PPO loop on accelerate: rollouts, rewards, advantages, minibatch epochs, checkpoints.
+
+One code path for a laptop CPU and for `accelerate launch` on several GPUs (DDP or DeepSpeed
+ZeRO from the accelerate config): devices, wrapping, backward, gradient accumulation,
+gathering metrics and checkpoints (with every process's RNG state) all go through the
+Accelerator. Each process rolls out its own slice of the prompts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cai.backends.base import Message
+from cai.train.ppo import core
+from cai.train.ppo.config import PPOConfig
+from cai.train.ppo.logging import MetricsLogger
+from cai.train.ppo.models import load_actor_critic, load_reference, reference_logprobs
+from cai.train.ppo.rewards import RewardFunction, RewardInputs, build_reward, checked_scores
+from cai.train.ppo.rollout import (
+    Rollout,
+    RolloutEngine,
+    TransformersRollout,
+    VLLMRollout,
+    create_colocated_engine,
+    unwrapped_for_generation,
+)
+
+CHECKPOINTS = "checkpoints"
+
+
+class PPOSetupError(ValueError):
+    """The run cannot start as configured; the message says what to change."""
+
+
+class TrainerState:
+    """What besides weights, optimiser and RNG a resumed run needs (saved by save_state)."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.step = 0
+        self.kl_coef = kl_coef
+        self.moments = core.RunningMoments()
+
+    def state_dict(self) -> dict:
+        m = self.moments
+        return {"step": self.step, "kl_coef": self.kl_coef, "moments": [m.mean, m.var, m.count]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.kl_coef = float(state["kl_coef"])
+        self.moments = core.RunningMoments(*state["moments"])
+
+
+@dataclass
+class PPOResult:
+    output_dir: Path
+    final_model_dir: Path | None
+    metrics_path: Path
+    plot_path: Path | None
+    last_step: int
+    resumed_from: int
+
+
+@dataclass
+class _Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mask: torch.Tensor
+    """[B, T] float: 1 on real response tokens."""
+    start: int
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    root = Path(output_dir) / CHECKPOINTS
+    found = sorted(root.glob("step-*")) if root.is_dir() else []
+    complete = [p for p in found if (p / "DONE").exists()]
+    return complete[-1] if complete else None
+
+
+def load_prompt_messages(config: PPOConfig) -> list[list[Message]]:
+    from cai.io import iter_prompts
+
+    if config.prompts is None:
+        raise PPOSetupError("no prompts: set `prompts:` (a JSONL/CSV/Parquet file or dataset dir)")
+    return [
+        r.prompt for r in iter_prompts(config.prompts, config.prompt_column, config.max_prompts)
+    ]
+
+
+class PPOTrainer:
+    """PPO for a causal LM against any RewardFunction."""
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        reward_fn: RewardFunction | None = None,
+        prompts: list[list[Message]] | None = None,
+        rollout_engine: RolloutEngine | None = None,
+    ) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            mixed_precision=config.mixed_precision,
+        )
+        set_seed(config.seed)
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.tokenizer.eos_token_id is None:
+            raise PPOSetupError(f"{config.model}: the tokenizer has no EOS token; PPO needs one")
+
+        self.prompts = prompts if prompts is not None else load_prompt_messages(config)
+        if not self.prompts:
+            raise PPOSetupError("the prompt set is empty")
+        self.query_ids = [self._encode_prompt(p) for p in self.prompts]
+
+        device = self.accelerator.device
+        self.model = load_actor_critic(config.model, config.value_model, config.critic_init)
+        self.reference = load_reference(config.reference or config.model).to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay
+        )
+        total = config.steps * config.optimizer_steps_per_step
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: _lr_factor(i, config.warmup_steps, total, config.lr_schedule)
+        )
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        kl_ctl = (
+            core.AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon)
+            if config.adaptive_kl
+            else core.FixedKLController(config.kl_coef)
+        )
+        self.kl_ctl = kl_ctl
+        self.state = TrainerState(kl_ctl.value)
+        self.accelerator.register_for_checkpointing(self.scheduler, self.state)
+
+        if reward_fn is None:
+            if config.reward is None:
+                raise PPOSetupError(
+                    "no reward: set `reward:` in the config (model, tokens, python, judge)"
+                )
+            reward_fn = build_reward(config.reward, self.tokenizer, device)
+        self.reward_fn = reward_fn
+        self.rollout = rollout_engine or self._default_rollout()
+        self.logger = MetricsLogger(config.output_path, enabled=self.accelerator.is_main_process)
+
+    # ------------------------------------------------------------------ setup helpers
+    def _encode_prompt(self, messages: list[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-self.config.max_prompt_tokens :]
+
+    def _default_rollout(self) -> RolloutEngine:
+        if self.config.rollout_engine == "vllm":
+            longest = max(len(q) for q in self.query_ids) + self.config.max_new_tokens
+            llm = create_colocated_engine(
+                self.config.model,
+                self.config.vllm_gpu_memory_utilization,
+                max_model_len=longest,
+                seed=self.config.seed,
+                dtype="auto",
+            )
+            return VLLMRollout(llm, self.tokenizer)
+        return TransformersRollout(
+            self.tokenizer,
+            lambda: unwrapped_for_generation(self.accelerator, self.model),
+            self.accelerator.device,
+        )
+
+    def _prompt_indices(self, step: int) -> list[int]:
+        """This process's prompts for `step`: a seeded reshuffle per pass over the data, so a
+        resumed run draws exactly what the uninterrupted run would have drawn."""
+        n = len(self.prompts)
+        per_process = self.config.batch_size
+        global_batch = per_process * self.accelerator.num_processes
+        first = (step - 1) * global_batch + self.accelerator.process_index * per_process
+        out = []
+        for position in range(first, first + per_process):
+            epoch, offset = divmod(position, n)
+            gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+            out.append(int(torch.randperm(n, generator=gen)[offset]))
+        return out
+
+    def _resume(self) -> int:
+        config = self.config
+        checkpoint: Path | None = None
+        if isinstance(config.resume, str):
+            checkpoint = Path(config.resume)
+            if not (checkpoint / "DONE").exists():
+                raise PPOSetupError(f"{checkpoint}: not a complete PPO checkpoint (no DONE marker)")
+        elif config.resume:
+            checkpoint = latest_checkpoint(config.output_dir)
+        elif self.logger.jsonl.exists() and self.logger.jsonl.stat().st_size:
+            raise PPOSetupError(
+                f"{config.output_dir} already holds a PPO run; pass --resume to continue it or "
+                "choose another output_dir"
+            )
+        if checkpoint is None:
+            self.logger.truncate_after(0)
+            return 0
+        self.accelerator.load_state(str(checkpoint))
+        self.kl_ctl.value = self.state.kl_coef
+        self.logger.truncate_after(self.state.step)
+        with unwrapped_for_generation(self.accelerator, self.model) as policy:
+            self.rollout.sync_weights(policy)
+        return self.state.step
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> PPOResult:
+        from tqdm.auto import tqdm
+
+        config, acc = self.config, self.accelerator
+        resumed_from = self._resume()
+        bar = tqdm(
+            total=config.steps,
+            initial=resumed_from,
+            desc="ppo",
+            disable=not (config.progress and acc.is_local_main_process),
+        )
+        for step in range(resumed_from + 1, config.steps + 1):
+            metrics = self.step(step)
+            self.state.step = step
+            self.logger.log(metrics)
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl/mean']:.3f}")
+            if (config.save_every and step % config.save_every == 0) or step == config.steps:
+                self.save_checkpoint(step)
+        bar.close()
+        final_dir = self.save_final() if config.save_final_model else None
+        plot = self.logger.plot() if config.plot else None
+        acc.wait_for_everyone()
+        return PPOResult(
+            output_dir=config.output_path,
+            final_model_dir=final_dir,
+            metrics_path=self.logger.jsonl,
+            plot_path=plot,
+            last_step=self.state.step,
+            resumed_from=resumed_from,
+        )
+
+    def step(self, step: int) -> dict[str, float]:
+        """One PPO iteration; returns the metrics logged for it (means over all processes)."""
+        config, acc = self.config, self.accelerator
+        started = time.perf_counter()
+        indices = self._prompt_indices(step)
+        seed = config.seed * 1_000_003 + step * 10_007 + acc.process_index * 1_009
+        rollout = self.rollout.generate(
+            [self.query_ids[i] for i in indices], config.max_new_tokens, config.temperature, seed
+        )
+        rollout_s = time.perf_counter() - started
+        batch = self._tensors(rollout)
+        old_logprobs, old_values, ref_logprobs, entropy = self._score_rollout(batch)
+
+        texts = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
+        inputs = RewardInputs(
+            [self.prompts[i] for i in indices], texts, rollout.response_ids, rollout.finished
+        )
+        raw = checked_scores(self.reward_fn(inputs), len(indices), type(self.reward_fn).__name__)
+        raw_scores = torch.tensor(raw, dtype=torch.float32, device=acc.device)
+        finished = torch.tensor(rollout.finished, dtype=torch.bool, device=acc.device)
+        scores = self._normalise(self._penalise(raw_scores, finished))
+
+        mask = batch.mask
+        rewards, kl = core.kl_penalty_rewards(
+            scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value
+        )
+        advantages, returns = core.compute_gae(rewards, old_values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            advantages = core.masked_whiten(advantages, mask)
+
+        stats = self._optimise(batch, old_logprobs, old_values, advantages, returns)
+        with unwrapped_for_generation(acc, self.model) as policy:
+            self.rollout.sync_weights(policy)
+
+        seq_kl = kl.sum(1)
+        kl_coef_used = self.kl_ctl.value
+        mean_kl = acc.gather(seq_kl).mean().item()
+        self.state.kl_coef = self.kl_ctl.update(mean_kl, config.batch_size * acc.num_processes)
+
+        def gmean(t: torch.Tensor) -> float:
+            return acc.gather(t.detach().float().reshape(-1)).mean().item()
+
+        lengths = mask.sum(1)
+        return {
+            "step": step,
+            "reward/mean": gmean(raw_scores),
+            "reward/std": acc.gather(raw_scores).std().item() if raw_scores.numel() > 1 else 0.0,
+            "reward/penalised_normalised_mean": gmean(scores),
+            "kl/mean": mean_kl,
+            "kl/coef": kl_coef_used,
+            "policy/entropy": gmean(core.masked_mean(entropy, mask, dim=1)),
+            "policy/loss": stats["pg_loss"],
+            "policy/clip_fraction": stats["pg_clip"],
+            "policy/approx_kl": stats["approx_kl"],
+            "value/loss": stats["vf_loss"],
+            "value/clip_fraction": stats["vf_clip"],
+            "value/mean": gmean(core.masked_mean(old_values, mask, dim=1)),
+            "advantage/mean": gmean(core.masked_mean(advantages, mask, dim=1)),
+            "response/length": gmean(lengths),
+            "response/finished": gmean(finished),
+            "lr": self.scheduler.get_last_lr()[0],
+            "time/rollout_s": rollout_s,
+            "time/step_s": time.perf_counter() - started,
+        }
+
+    # ------------------------------------------------------------------ pieces of a step
+    def _tensors(self, rollout: Rollout) -> _Batch:
+        pad = self.tokenizer.pad_token_id
+        width_q = max(len(q) for q in rollout.query_ids)
+        width_r = max(len(r) for r in rollout.response_ids)
+        n = len(rollout.query_ids)
+        ids = torch.full((n, width_q + width_r), pad, dtype=torch.long)
+        attention = torch.zeros((n, width_q + width_r), dtype=torch.long)
+        for row, (q, r) in enumerate(zip(rollout.query_ids, rollout.response_ids, strict=True)):
+            ids[row, width_q - len(q) : width_q] = torch.tensor(q)
+            ids[row, width_q : width_q + len(r)] = torch.tensor(r)
+            attention[row, width_q - len(q) : width_q + len(r)] = 1
+        device = self.accelerator.device
+        mask = attention[:, width_q:].float()
+        return _Batch(ids.to(device), attention.to(device), mask.to(device), width_q)
+
+    @torch.no_grad()
+    def _score_rollout(self, batch: _Batch):
+        """Old log-probs, values and entropy of the policy, and reference log-probs."""
+        chunks = {"lp": [], "v": [], "ref": [], "ent": []}
+        size = self.config.forward_batch_size
+        temperature = self.config.temperature
+        for lo in range(0, batch.input_ids.shape[0], size):
+            ids, att = batch.input_ids[lo : lo + size], batch.attention_mask[lo : lo + size]
+            logits, values = self.model(ids, att, batch.start, temperature)
+            labels = ids[:, batch.start :]
+            chunks["lp"].append(core.logprobs_from_logits(logits, labels))
+            chunks["ent"].append(core.entropy_from_logits(logits))
+            chunks["v"].append(values.float())
+            chunks["ref"].append(
+                reference_logprobs(self.reference, ids, att, batch.start, temperature)
+            )
+        mask = batch.mask
+        return tuple(torch.cat(chunks[k]) * mask for k in ("lp", "v", "ref", "ent"))
+
+    def _penalise(self, scores: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
+        penalty = self.config.missing_eos_penalty
+        if penalty:
+            scores = torch.where(finished, scores, scores - penalty)
+        return scores
+
+    def _normalise(self, scores: torch.Tensor) -> torch.Tensor:
+        mode, acc = self.config.reward_normalization, self.accelerator
+        if mode == "running":
+            self.state.moments.update(acc.gather(scores))
+            m = self.state.moments
+            scores = (scores - m.mean) / (m.std + 1e-8) if m.count > 1 else scores - m.mean
+        elif mode == "batch":
+            everything = acc.gather(scores)
+            scores = (scores - everything.mean()) / (everything.std(unbiased=False) + 1e-8)
+        if self.config.reward_clip is not None:
+            scores = scores.clamp(-self.config.reward_clip, self.config.reward_clip)
+        return scores
+
+    def _optimise(self, batch: _Batch, old_logprobs, old_values, advantages, returns) -> dict:
+        config, acc = self.config, self.accelerator
+        n = batch.input_ids.shape[0]
+        sums = {"pg_loss": 0.0, "pg_clip": 0.0, "approx_kl": 0.0, "vf_loss": 0.0, "vf_clip": 0.0}
+        count = 0
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(n)
+            for mb_lo in range(0, n, config.mini_batch_size):
+                minibatch = order[mb_lo : mb_lo + config.mini_batch_size]
+                for mi_lo in range(0, len(minibatch), config.micro_batch_size):
+                    rows = minibatch[mi_lo : mi_lo + config.micro_batch_size].to(acc.device)
+                    with acc.accumulate(self.model):
+                        out = self._micro_step(
+                            batch, rows, old_logprobs, old_values, advantages, returns
+                        )
+                    for key, value in out.items():
+                        sums[key] += value
+                    count += 1
+        local = torch.tensor([sums[k] / count for k in sums], device=acc.device)
+        averaged = acc.gather(local.unsqueeze(0)).mean(0).tolist()
+        return dict(zip(sums, averaged, strict=True))
+
+    def _micro_step(self, batch, rows, old_logprobs, old_values, advantages, returns) -> dict:
+        config, acc = self.config, self.accelerator
+        ids, att = batch.input_ids[rows], batch.attention_mask[rows]
+        mask = batch.mask[rows]
+        logits, values = self.model(ids, att, batch.start, config.temperature)
+        logprobs = core.logprobs_from_logits(logits, ids[:, batch.start :])
+        pg = core.policy_loss(
+            logprobs, old_logprobs[rows], advantages[rows], mask, config.cliprange
+        )
+        vf = core.value_loss(
+            values.float(), old_values[rows], returns[rows], mask, config.cliprange_value
+        )
+        loss = pg.loss + config.vf_coef * vf.loss
+        if config.entropy_coef:
+            loss = loss - config.entropy_coef * core.masked_mean(
+                core.entropy_from_logits(logits), mask
+            )
+        acc.backward(loss)
+        if acc.sync_gradients and config.max_grad_norm is not None:
+            acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+        self.optimizer.step()
+        if acc.sync_gradients:
+            self.scheduler.step()
+        self.optimizer.zero_grad()
+        return {
+            "pg_loss": pg.loss.item(),
+            "pg_clip": pg.clip_fraction.item(),
+            "approx_kl": pg.approx_kl.item(),
+            "vf_loss": vf.loss.item(),
+            "vf_clip": vf.clip_fraction.item(),
+        }
+
+    # ------------------------------------------------------------------ saving
+    def save_checkpoint(self, step: int) -> Path:
+        acc = self.accelerator
+        root = self.config.output_path / CHECKPOINTS
+        target = root / f"step-{step:06d}"
+        acc.save_state(str(target))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (target / "DONE").write_text(str(step))
+            done = sorted(p for p in root.glob("step-*") if (p / "DONE").exists())
+            for old in done[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return target
+
+    def save_final(self) -> Path:
+        acc = self.accelerator
+        final = self.config.output_path / "final"
+        unwrapped = acc.unwrap_model(self.model)
+        state = acc.get_state_dict(self.model)
+        if acc.is_main_process:
+            final.mkdir(parents=True, exist_ok=True)
+            policy_state = {
+                k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")
+            }
+            unwrapped.policy.save_pretrained(final, state_dict=policy_state)
+            self.tokenizer.save_pretrained(final)
+            unwrapped.save_value_head(final)
+        acc.wait_for_everyone()
+        return final
+
+
+def _lr_factor(index: int, warmup: int, total: int, schedule: str) -> float:
+    if warmup and index < warmup:
+        return (index + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    remaining = max(total - index, 0) / max(total - warmup, 1)
+    return max(remaining, 0.0)
+
+
+def train_ppo(
+    config: PPOConfig,
+    reward_fn: RewardFunction | None = None,
+    prompts: list[list[Message]] | None = None,
+) -> PPOResult:
+    """Run (or resume) PPO as configured; the entry point of `cai train ppo`."""
+    return PPOTrainer(config, reward_fn, prompts).train()
