@@ -238,7 +238,7 @@ class DPOTrainConfig(RunConfig):
     beta: float = 0.1
     loss_type: str = "sigmoid"
     max_length: int | None = 1024
-    learning_rate: float = 1e-6
+    learning_rate: float = Field(1e-6, gt=0)
 
 
 def train_dpo(config: DPOTrainConfig) -> TrainResult:
@@ -286,8 +286,7 @@ class OnlineTrainConfig(RunConfig):
     max_completion_length: int = 128
     temperature: float = 1.0
     beta: float = 0.0
-    per_device_train_batch_size: int = 4
-    learning_rate: float = 1e-6
+    learning_rate: float = Field(1e-6, gt=0)
 
 
 OnlineAlgorithm = Literal["grpo", "rloo"]

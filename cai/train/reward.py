@@ -62,7 +62,7 @@ class RewardTrainConfig(RunConfig):
     source_weights: dict[str, float] = Field(default_factory=lambda: {"ai": 1.0, "human": 1.0})
     max_length: int | None = 1024
     center_rewards_coefficient: float | None = None
-    learning_rate: float = 1e-4
+    learning_rate: float = Field(1e-4, gt=0)
 
 
 def prepare_rows(dataset, labels: str, source_weights: dict[str, float], where: str):

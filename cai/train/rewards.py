@@ -157,13 +157,15 @@ class PairwiseReward:
                 f"pairwise judge reward needs a {self.reference_column!r} column in the prompt "
                 "dataset holding the reference answer to beat."
             )
+        ids = kwargs.get("prompt_id")
         items = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             conversation = _conversation(prompt)
             response = _text(completion)
             items.append(
                 PairToJudge(
-                    key=stable_id(conversation, response, i),
+                    # one key per prompt: every completion of a group meets the same principles
+                    key=str(ids[i]) if ids is not None else stable_id(conversation),
                     conversation=conversation,
                     response_a=response,
                     response_b=_text(references[i]),

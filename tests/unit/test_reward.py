@@ -182,3 +182,30 @@ def test_online_training_needs_a_reward(tmp_path):
     ok = config.model_copy(update={"reward_weights": [1.0, 0.5]})
     funcs = _online_reward_funcs(ok, judge_backend=ScriptedBackend())
     assert funcs[0] == str(tmp_path) and isinstance(funcs[1], AssessReward)
+
+
+def _slot(text: str, label: str) -> str:
+    return text.split(f"({label})\n<response>\n", 1)[1].split("\n</response>", 1)[0]
+
+
+def test_pairwise_reward_is_the_debiased_probability_of_beating_the_reference():
+    from cai.backends.scripted import ScriptedBackend
+    from cai.train.rewards import build_judge_reward
+
+    def prefers_good(request):
+        text = request.messages[-1]["content"]
+        return [float("good" in _slot(text, "A")), float("good" in _slot(text, "B"))]
+
+    backend = ScriptedBackend(score=prefers_good)
+    spec = JudgeRewardSpec(mode="pairwise", judge={"principles_per_pair": 1})
+    reward = build_judge_reward(spec, backend=backend)
+    prompts = [[{"role": "user", "content": "q"}]] * 3
+    completions = [[{"role": "assistant", "content": t}] for t in ("good", "meh", "")]
+    out = reward(prompts, completions, reference=["meh", "good", "good"], prompt_id=["p"] * 3)
+    p = 1 / (1 + math.exp(-1.0))
+    assert out[:2] == pytest.approx([p, 1 - p])
+    assert out[2] is None  # an empty completion is a recorded failure, not a score
+    assert reward.failures[0]["failures"][0].kind == "empty_response"
+    assert backend.calls["score"] == 4  # 2 judgeable pairs x 1 principle x 2 orders
+    with pytest.raises(ValueError, match="'reference' column"):
+        reward(prompts[:1], completions[:1])
