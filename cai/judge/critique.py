@@ -35,7 +35,7 @@ class CritiqueConfig(BaseModel):
     weighted: bool = False
     """Sample principles in proportion to their weight instead of uniformly."""
     max_examples: int = Field(2, ge=0)
-    """Few-shot examples from the constitution per prompt (the round's principle's first)."""
+    """Few-shot examples per prompt, from the round's principle's `examples`."""
     critique: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
     revision: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
 
@@ -87,19 +87,14 @@ class RevisionChain(BaseModel):
         ]
 
 
-def _examples_for(constitution: Any, principle: Any, limit: int) -> list[Any]:
-    """Few-shot examples with both a critique and a revision: this principle's first."""
-    if limit <= 0:
-        return []
-    ordered = [principle] + [p for p in constitution.principles if p.id != principle.id]
-    chosen = []
-    for candidate in ordered:
-        for example in candidate.examples or []:
-            if example.critique and example.revision:
-                chosen.append(example)
-                if len(chosen) == limit:
-                    return chosen
-    return chosen
+def _examples_for(principle: Any, limit: int) -> list[Any]:
+    """The principle's own worked examples that have both a critique and a revision.
+
+    Only its own: the templates show the round's critique and revision requests above each
+    example, so another principle's example would answer a request it was not written for.
+    """
+    usable = [e for e in principle.examples or [] if e.critique and e.revision]
+    return usable[: max(limit, 0)]
 
 
 def _chat(rendered: Any, template: str) -> list[Message]:
@@ -175,9 +170,7 @@ class CritiqueReviser:
             if not active:
                 break
             principles = [self.principle_for(c.key, round_index) for c in active]
-            examples = [
-                _examples_for(self.constitution, p, self.config.max_examples) for p in principles
-            ]
+            examples = [_examples_for(p, self.config.max_examples) for p in principles]
             critique_prompts = [
                 _chat(
                     self.templates.render(
