@@ -80,3 +80,20 @@ def test_a_crash_mid_run_resumes_to_the_same_samples(tmp_path):
         ScriptedBackend(respond=steady), records(), tmp_path / "ref", config, chunk_size=2
     )
     assert responses(tmp_path / "crash") == responses(tmp_path / "ref")
+
+
+def test_shared_seed_mode_sends_one_batched_call_per_chunk(tmp_path):
+    backend = ScriptedBackend()
+    batches = []
+    original = backend.generate_chat
+
+    def spy(conversations, params):
+        batches.append((len(conversations), params.seed))
+        return original(conversations, params)
+
+    backend.generate_chat = spy
+    sample_prompts(
+        backend, records(), tmp_path, SampleConfig(seed=4, seed_mode="shared"), chunk_size=3
+    )
+    assert batches == [(3, 4), (3, 4), (1, 4)]
+    assert {s.seed for s in iter_samples(tmp_path)} == {4}
