@@ -9,8 +9,8 @@ and, for chain of thought, `{% set answer_prefix = "..." %}`.
 Rendering is sandboxed, and everything passed in (prompts, responses, critiques, principle
 text) is data: Jinja never evaluates it, and before rendering we defuse the few strings that
 could change a prompt's structure: our message markers, the fence tags the templates put
-around user text (`<response>`, `<conversation>`, ...), and chat special tokens such as
-`<|im_start|>`. A response that contains `{{ 7*7 }}`, `</response>` or "(B)" stays text.
+around user text (`<response>`, `<conversation>`, ...), and chat control strings such as
+`<|im_start|>`, `[INST]` or `<end_of_turn>` that a tokenizer would read as special tokens. A response that contains `{{ 7*7 }}`, `</response>` or "(B)" stays text.
 """
 
 from __future__ import annotations
@@ -41,9 +41,14 @@ FENCE_TAGS = (
 )
 """Tag names the bundled templates fence user text with; they are defused inside data."""
 _FENCE_IN_DATA = re.compile(
-    r"<(\s*/?\s*(?:" + "|".join(FENCE_TAGS) + r")\b[^<>\n]{0,40})>", re.IGNORECASE
+    r"<(\s*/?\s*(?:" + "|".join(FENCE_TAGS) + r")\b[^<>]{0,40})>", re.IGNORECASE
 )
 _SPECIAL_TOKEN = re.compile(r"<\|([^<>|\n]{1,40})\|>")
+# Other chat-format control strings that tokenizers turn into special tokens when they
+# appear in text (Llama 2 / Mistral, Gemma, sentencepiece BOS/EOS).
+_CONTROL_TEXT = re.compile(
+    r"(\[)(/?INST\])|(<)(/?s>|<?/?SYS>>|start_of_turn>|end_of_turn>|bos>|eos>)"
+)
 
 
 class TemplateError(ValueError):
@@ -82,6 +87,7 @@ def as_data(text: str) -> str:
     """Defuse the strings in user text that could pass for prompt structure; keep the rest."""
     text = _MARKER_IN_DATA.sub(r"[ [\1] ]", text)
     text = _SPECIAL_TOKEN.sub(r"< |\1| >", text)
+    text = _CONTROL_TEXT.sub(lambda m: f"{m[1] or m[3]} {m[2] or m[4]}", text)
     return _FENCE_IN_DATA.sub(r"‹\1›", text)
 
 

@@ -43,6 +43,10 @@ class ConstitutionError(ValueError):
         head = f"{count} problem{'s' if count != 1 else ''} in constitution"
         super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues))
 
+    def __reduce__(self):
+        # Keep the issues when the error crosses a process boundary (multiprocessing).
+        return (type(self), (self.issues,))
+
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """' (did you mean `x`?)'-style suggestion text, or '' when nothing is close."""

@@ -401,6 +401,15 @@ def test_all_errors_of_a_file_at_once_sorted_by_line(tmp_path):
     assert "c.yaml:14:5: principles[1].weight: must be >= 0.0, got -1" in text
 
 
+def test_error_survives_pickling(tmp_path):
+    import pickle
+
+    with pytest.raises(ConstitutionError) as info:
+        load_constitution(write(tmp_path, "c.yaml", "name: x\nprinciples: []\n"))
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert copy.issues == info.value.issues and str(copy) == str(info.value)
+
+
 def test_unknown_path_or_name(tmp_path):
     issue = only_issue(str(tmp_path / "missing.yaml"))
     assert issue.message == "no such file or bundled constitution"
