@@ -357,7 +357,6 @@ def _preferences_stage(ctx: RunContext) -> dict[str, Any]:
         provenance=prov,
         details={
             "templates": provenance.get("templates"),
-            "policy model": ctx.config.policy.model,
             "sampling": ctx.config.sample.model_dump(mode="json"),
             "judge": ctx.config.judge.model_dump(mode="json"),
             "filters": config.model_dump(mode="json", exclude={"push_to_hub", "private"}),

@@ -74,6 +74,7 @@ class PreferenceCounts(BaseModel):
     pairs_with_both_orders: int = 0
     pairs_orders_disagree: int = 0
     mean_prob_chosen: float | None = None
+    policy_models: list[str] = Field(default_factory=list)
 
     @property
     def position_disagreement_rate(self) -> float | None:
@@ -253,6 +254,8 @@ def build_preferences(
             filtered_handle = stack.enter_context(Path(filtered_path).open("w", encoding="utf-8"))
         for item in judged:
             counts.prompts += 1
+            if item.policy_model not in counts.policy_models:
+                counts.policy_models.append(item.policy_model)
             if item.pair is not None:
                 _tally_judgment(counts, item.pair)
             if item.ranking is not None:
@@ -420,6 +423,7 @@ def dataset_card(
         "## Provenance",
         f"- judge model: `{provenance.judge_model}`",
         f"- constitution: `{provenance.constitution_name}` (sha256 `{provenance.constitution_hash}`)",
+        f"- policy model(s) that wrote the responses: {', '.join(f'`{m}`' for m in counts.policy_models) or 'n/a'}",
     ]
     for key, value in details.items():
         lines.append(f"- {key}: `{json.dumps(value, sort_keys=True, default=str)}`")

@@ -168,6 +168,7 @@ def test_written_dataset_round_trips_in_every_format(tmp_path, fmt):
     card_path = written / "README.md" if fmt == "save_to_disk" else tmp_path / f"{name}.README.md"
     text = card_path.read_text()
     assert "abc" in text and "rows written: 2" in text and '"tie": 1' in text
+    assert "`policy`" in text
 
 
 def test_empty_dataset_still_writes_with_the_schema(tmp_path):
