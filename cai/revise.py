@@ -43,10 +43,31 @@ from cai.sft_data import (
 CONFIG_NAME = "revise_config.yaml"
 
 
-class ReviseConfig(BaseModel):
-    """Everything `cai revise` (or a `revise` pipeline stage) needs."""
+class ReviseSettings(BaseModel):
+    """The stage's own knobs: what a pipeline config's `revise:` section holds."""
 
     model_config = ConfigDict(extra="forbid")
+
+    rounds: int | None = Field(None, ge=1, le=MAX_ROUNDS)
+    """Critique -> revision rounds; None = the constitution's default."""
+    seed: int = 0
+    weighted_principles: bool | None = None
+    """Sample principles by weight; None = the constitution's default."""
+    max_examples: int = Field(2, ge=0)
+    """Few-shot examples per prompt, from the round's principle."""
+    response: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    critique: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    revision: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
+    guards: GuardConfig = Field(default_factory=GuardConfig)
+    format: DatasetFormat = "disk"
+    preferences: bool = False
+    """Also write revised-vs-initial preference pairs (method="revision")."""
+    preference_prob: float = Field(1.0, ge=0.5, le=1.0)
+    """prob_chosen recorded for those pairs: an assumption, no judge compared them."""
+
+
+class ReviseConfig(ReviseSettings):
+    """Everything `cai revise` needs: the inputs and outputs, plus the stage's settings."""
 
     prompts: str
     """JSONL / CSV / Parquet file or save_to_disk directory of prompts."""
@@ -60,23 +81,14 @@ class ReviseConfig(BaseModel):
     backend: BackendSpec = Field(default_factory=BackendSpec)
     cache: bool = True
     """Cache model calls in out/calls.sqlite when the backend spec names no cache_path."""
-    rounds: int | None = Field(None, ge=1, le=MAX_ROUNDS)
-    """Critique -> revision rounds; None = the constitution's default."""
-    seed: int = 0
-    weighted_principles: bool | None = None
-    """Sample principles by weight; None = the constitution's default."""
-    max_examples: int = Field(2, ge=0)
-    response: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
-    critique: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
-    revision: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
-    guards: GuardConfig = Field(default_factory=GuardConfig)
-    format: DatasetFormat = "disk"
-    preferences: bool = False
-    """Also write revised-vs-initial preference pairs (method="revision")."""
-    preference_prob: float = Field(1.0, ge=0.5, le=1.0)
-    """prob_chosen recorded for those pairs: an assumption, no judge compared them."""
     chunk_size: int = Field(64, ge=1)
     overwrite: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: ReviseSettings, **inputs: Any) -> ReviseConfig:
+        """A full config from a pipeline's `revise:` section plus the pipeline's shared inputs
+        (prompts, out, prompt_column, limit, constitution, templates, backend, ...)."""
+        return cls.model_validate({**settings.model_dump(mode="json"), **inputs})
 
 
 class ReviseSummary(BaseModel):

@@ -268,3 +268,18 @@ def test_rounds_default_to_the_constitution(tmp_path, constitution):
         _config(tmp_path, constitution, rounds=None), backend=BatchRecordingBackend()
     )
     assert summary.rounds == constitution.defaults.critique_rounds
+
+
+def test_pipeline_settings_build_a_full_config(tmp_path, constitution):
+    from cai.revise import ReviseSettings
+
+    settings = ReviseSettings(rounds=3, guards={"policy": "keep"}, revision={"max_tokens": 9})
+    config = ReviseConfig.from_settings(
+        settings,
+        prompts="p.jsonl",
+        out=str(tmp_path),
+        constitution=str(constitution.source_path),
+        backend={"kind": "scripted"},
+    )
+    assert (config.rounds, config.guards.policy, config.revision.max_tokens) == (3, "keep", 9)
+    assert config.backend.kind == "scripted" and config.prompts == "p.jsonl"
