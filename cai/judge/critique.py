@@ -9,7 +9,7 @@ batch and the prefix cache can share what the prompts have in common.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -21,6 +21,10 @@ from cai.backends.base import (
     Message,
 )
 from cai.records import RevisionRound
+
+if TYPE_CHECKING:
+    from cai.constitution import Constitution, FewShotExample, Principle
+    from cai.templates import RenderedPrompt, TemplateSet
 
 MAX_ROUNDS = 16
 
@@ -87,7 +91,7 @@ class RevisionChain(BaseModel):
         ]
 
 
-def _examples_for(principle: Any, limit: int) -> list[Any]:
+def _examples_for(principle: Principle, limit: int) -> list[FewShotExample]:
     """The principle's own worked examples that have both a critique and a revision.
 
     Only its own: the templates show the round's critique and revision requests above each
@@ -97,7 +101,7 @@ def _examples_for(principle: Any, limit: int) -> list[Any]:
     return usable[: max(limit, 0)]
 
 
-def _chat(rendered: Any, template: str) -> list[Message]:
+def _chat(rendered: RenderedPrompt, template: str) -> list[Message]:
     if getattr(rendered, "assistant_prefix", ""):
         raise ValueError(
             f"the {template!r} template sets an assistant_prefix, but critiques and revisions are "
@@ -110,14 +114,20 @@ def _chat(rendered: Any, template: str) -> list[Message]:
 class CritiqueReviser:
     """Runs r critique -> revision rounds over a batch of answers through one backend."""
 
-    def __init__(self, backend: Backend, constitution: Any, templates: Any, config: CritiqueConfig):
+    def __init__(
+        self,
+        backend: Backend,
+        constitution: Constitution,
+        templates: TemplateSet,
+        config: CritiqueConfig,
+    ):
         self.backend = backend
         self.constitution = constitution
         self.templates = templates
         self.config = config
         self.stats = {"critique_calls": 0, "revision_calls": 0, "overflows": 0}
 
-    def principle_for(self, key: str, round_index: int) -> Any:
+    def principle_for(self, key: str, round_index: int) -> Principle:
         """The principle of one round, deterministic in (constitution, key, round, seed)."""
         from cai.constitution import sample_principles
 
