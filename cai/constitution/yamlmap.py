@@ -63,11 +63,16 @@ def parse_yaml(text: str) -> ParsedYaml:
     duplicates: list[Loc] = []
     if node is not None:
         marks[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        _walk(node, (), marks, duplicates)
+        _walk(node, (), marks, duplicates, set())
     return ParsedYaml(data, marks, duplicates)
 
 
-def _walk(node: yaml.Node, loc: Loc, marks: dict, duplicates: list) -> None:
+def _walk(node: yaml.Node, loc: Loc, marks: dict, duplicates: list, seen_nodes: set) -> None:
+    # An alias reuses its anchor's node: walk each node once, so nested aliases (a "billion
+    # laughs" file) cannot make this exponential.
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -82,9 +87,9 @@ def _walk(node: yaml.Node, loc: Loc, marks: dict, duplicates: list) -> None:
                 continue
             seen.add(key)
             marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk(value_node, child, marks, duplicates)
+            _walk(value_node, child, marks, duplicates, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*loc, index)
             marks[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _walk(item, child, marks, duplicates)
+            _walk(item, child, marks, duplicates, seen_nodes)

@@ -426,3 +426,18 @@ def test_guide_example_validates(tmp_path):
     assert "humble-ai" not in constitution.principle_ids
     assert constitution.principle("helpfulness").weight == 3
     assert constitution.principle_ids[-2:] == ["no-invented-features", "customer-privacy"]
+
+
+def test_nested_yaml_aliases_are_not_expanded_while_mapping_lines(tmp_path):
+    import time
+
+    levels = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for prev, name in zip("abcdef", "bcdefg", strict=True):
+        anchor = f" &{name}" if name != "g" else ""
+        levels.append(f"{name}:{anchor} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    path = write(tmp_path, "bomb.yaml", "\n".join(levels) + "\nname: x\n")
+    start = time.perf_counter()
+    issues = issues_of(path)
+    assert time.perf_counter() - start < 5
+    assert [i.field for i in issues] == list("abcdefg")
+    assert all("unknown field" in i.message for i in issues)
