@@ -4,13 +4,15 @@ A template is a `.jinja` file whose output is split into messages at marker line
 (`[[system]]`, `[[user]]`, `[[assistant]]`); text before the first marker is not allowed,
 and a template without markers is one user message. Prefixes the model should continue
 from are set as template variables: `{% set assistant_prefix = "The better response is (" %}`
-and, for chain of thought, `{% set answer_prefix = "..." %}`.
+and, for chain of thought, `{% set answer_prefix = "..." %}`; a template that picks its own
+option labels exports them as `{% set choice_labels = [...] %}`.
 
 Rendering is sandboxed, and everything passed in (prompts, responses, critiques, principle
 text) is data: Jinja never evaluates it, and before rendering we defuse the few strings that
 could change a prompt's structure: our message markers, the fence tags the templates put
 around user text (`<response>`, `<conversation>`, ...), and chat control strings such as
-`<|im_start|>`, `[INST]` or `<end_of_turn>` that a tokenizer would read as special tokens. A response that contains `{{ 7*7 }}`, `</response>` or "(B)" stays text.
+`<|im_start|>`, `[INST]` or `<end_of_turn>` that a tokenizer would read as special tokens.
+A response that contains `{{ 7*7 }}`, `</response>` or "(B)" stays text.
 """
 
 from __future__ import annotations
