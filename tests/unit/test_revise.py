@@ -283,3 +283,28 @@ def test_pipeline_settings_build_a_full_config(tmp_path, constitution):
     )
     assert (config.rounds, config.guards.policy, config.revision.max_tokens) == (3, "keep", 9)
     assert config.backend.kind == "scripted" and config.prompts == "p.jsonl"
+
+
+def test_a_template_with_an_assistant_prefix_is_refused(tmp_path, constitution):
+    custom = tmp_path / "templates"
+    custom.mkdir()
+    source = (TemplateSet().source_path("critique")).read_text()
+    (custom / "critique.jinja").write_text('{% set assistant_prefix = "Critique:" %}' + source)
+    reviser = CritiqueReviser(
+        BatchRecordingBackend(), constitution, TemplateSet(custom), CritiqueConfig()
+    )
+    with pytest.raises(ValueError, match="sets an assistant_prefix"):
+        reviser.revise(_starts(1))
+
+
+def test_weighted_sampling_never_picks_a_zero_weight_principle(tmp_path):
+    principles = PRINCIPLE.format(i=0) + "    weight: 0\n" + PRINCIPLE.format(i=1)
+    path = tmp_path / "weighted.yaml"
+    path.write_text(CONSTITUTION.format(principles=principles))
+    reviser = CritiqueReviser(
+        BatchRecordingBackend(),
+        load_constitution(path),
+        TemplateSet(),
+        CritiqueConfig(rounds=2, weighted=True),
+    )
+    assert {p for c in reviser.revise(_starts(10)) for p in c.principles} == {"p1"}
