@@ -132,11 +132,24 @@ class Constitution(BaseModel):
         """The resolved constitution as a self-contained YAML file (no `extends`)."""
         import yaml
 
-        return yaml.safe_dump(
+        class _Dumper(yaml.SafeDumper):
+            pass
+
+        def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+            # Long or multi-line text as a folded / literal block, as people write it by hand.
+            if "\n" in value:
+                return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+            if len(value) > 60 and value == value.strip() and "  " not in value:
+                return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=">")
+            return dumper.represent_str(value)
+
+        _Dumper.add_representer(str, _text)
+        return yaml.dump(
             self.canonical(),
+            Dumper=_Dumper,
             sort_keys=False,
             allow_unicode=True,
-            width=100,
+            width=92,
             default_flow_style=False,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -441,3 +442,21 @@ def test_nested_yaml_aliases_are_not_expanded_while_mapping_lines(tmp_path):
     assert time.perf_counter() - start < 5
     assert [i.field for i in issues] == list("abcdefg")
     assert all("unknown field" in i.message for i in issues)
+
+
+def test_to_yaml_round_trips_tricky_text(tmp_path):
+    tricky = [
+        "Which: response? # not a comment, 'quoted' and \"double\" and a very long line that folds",
+        "- looks like a list item, then {braces} & *star and |pipe and >gt, long enough to fold",
+        "Line one\n  indented line two\n\nline four after a blank",
+        "ünïcödé — 日本語 ✓",
+    ]
+    body = "".join(
+        f"  - id: p{i}\n    critique_request: {json.dumps(text)}\n"
+        f"    revision_request: r\n    comparison_question: q\n"
+        for i, text in enumerate(tricky)
+    )
+    original = load_constitution(write(tmp_path, "t.yaml", "name: t\nprinciples:\n" + body))
+    assert [p.critique_request for p in original.principles] == [t.strip() for t in tricky]
+    again = load_constitution(write(tmp_path, "again.yaml", original.to_yaml()))
+    assert again.canonical() == original.canonical()
