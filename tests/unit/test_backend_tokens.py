@@ -1,0 +1,94 @@
+"""Prompt token sequences, single-token choices and context checks shared by all backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError
+from cai.backends.tokens import (
+    ChoiceTokenError,
+    chat_prompt_ids,
+    check_context,
+    choice_token_ids,
+    request_prompt_ids,
+)
+
+
+class WordTokenizer:
+    """Whitespace-word tokenizer with a ChatML-like template and a BOS token (id 0)."""
+
+    chat_template = "chatml"
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {"<bos>": 0}
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [self.vocab.setdefault(w, len(self.vocab)) for w in text.split()]
+        return ([0] if add_special_tokens else []) + ids
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert tokenize is False
+        text = "<bos> " + " ".join(f"<{m['role']}> {m['content']} <end>" for m in messages)
+        return text + (" <assistant>" if add_generation_prompt else "")
+
+
+def encoder(tok):
+    return lambda text, special: tok.encode(text, add_special_tokens=special)
+
+
+def test_chat_prompt_has_one_bos_and_prefix_after_generation_prompt():
+    tok = WordTokenizer()
+    ids = chat_prompt_ids(tok, encoder(tok), [{"role": "user", "content": "hi"}], "Answer: (")
+    assert ids.count(0) == 1 and ids[0] == 0
+    words = {v: k for k, v in tok.vocab.items()}
+    assert [words[i] for i in ids] == [
+        "<bos>",
+        "<user>",
+        "hi",
+        "<end>",
+        "<assistant>",
+        "Answer:",
+        "(",
+    ]
+
+
+def test_text_request_gets_bos_once_and_prefix_appended():
+    tok = WordTokenizer()
+    ids = request_prompt_ids(tok, encoder(tok), ChoiceRequest(text="q", assistant_prefix=" ("))
+    assert ids[0] == 0 and ids.count(0) == 1 and len(ids) == 3
+
+
+def test_request_without_prompt_is_rejected():
+    tok = WordTokenizer()
+    with pytest.raises(BackendError, match="needs `messages` or `text`"):
+        request_prompt_ids(tok, encoder(tok), ChoiceRequest())
+
+
+def test_tokenizer_without_chat_template_is_a_clear_error():
+    tok = WordTokenizer()
+    tok.chat_template = None
+    with pytest.raises(BackendError, match="no chat template"):
+        chat_prompt_ids(tok, encoder(tok), [{"role": "user", "content": "hi"}])
+
+
+def test_choice_ids_single_tokens_only():
+    tok = WordTokenizer()
+    enc = encoder(tok)
+    assert choice_token_ids(enc, ["A", "B"]) == [tok.vocab["A"], tok.vocab["B"]]
+    with pytest.raises(ChoiceTokenError, match="'A B' is 2 tokens"):
+        choice_token_ids(enc, ["A B", "C"])
+    with pytest.raises(ChoiceTokenError, match="distinct"):
+        choice_token_ids(enc, ["A", "A"])
+    with pytest.raises(ChoiceTokenError, match="at least two"):
+        choice_token_ids(enc, ["A"])
+    with pytest.raises(ChoiceTokenError, match="same token ids"):
+        choice_token_ids(enc, ["A", " A"])
+
+
+def test_context_check_names_every_offending_prompt():
+    check_context([10, 20], 5, None)
+    check_context([10, 20], 5, 25)
+    with pytest.raises(ContextOverflowError) as err:
+        check_context([10, 30, 21, 5], 5, 25)
+    assert err.value.indices == [1, 2]
+    assert "context window of 25 tokens" in str(err.value)
