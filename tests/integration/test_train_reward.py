@@ -17,7 +17,7 @@ WORDS = [w for w in _WORDS if w not in ("safe", "unsafe")]
 
 
 def _rows(n: int, seed: int, source_every: int = 4) -> list[dict]:
-    """The chosen answer always contains FEATURE somewhere; nothing else tells them apart."""
+    """The chosen answer contains FEATURE somewhere; length and everything else are random."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -25,6 +25,7 @@ def _rows(n: int, seed: int, source_every: int = 4) -> list[dict]:
         good = [rng.choice(WORDS) for _ in range(8)]
         good.insert(rng.randrange(len(good) + 1), FEATURE)
         bad = [rng.choice(WORDS) for _ in range(8)]
+        bad.insert(rng.randrange(len(bad) + 1), rng.choice(WORDS))  # same length as good
         human = i % source_every == 0
         row = PreferenceRow(
             prompt=prompt,
@@ -54,7 +55,7 @@ def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tm
     from cai.train.reward import RewardTrainConfig, train_reward_model
     from cai.train.rewards import RewardModelScorer
 
-    train = _write(tmp_path / "train.jsonl", _rows(256, seed=0))
+    train = _write(tmp_path / "train.jsonl", _rows(128, seed=0))
     human = _write(tmp_path / "human.jsonl", _rows(64, seed=1, source_every=1))
     config = RewardTrainConfig(
         model=str(tiny_reward_dir),
@@ -62,7 +63,7 @@ def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tm
         train_data=train,
         human_eval_data=human,
         source_weights={"ai": 1.0, "human": 2.0},
-        learning_rate=1e-3,
+        learning_rate=2e-3,
         num_train_epochs=2,
         per_device_train_batch_size=16,
         save_steps=1000,
@@ -76,8 +77,8 @@ def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tm
     untrained = preference_accuracy(before, held_out)["accuracy"]
 
     result = train_reward_model(config)
-    assert result.global_step == 32
-    assert result.metrics["human_accuracy"] >= 0.9 > untrained + 0.2
+    assert result.global_step == 16  # 128 rows / 16 per batch x 2 epochs
+    assert result.metrics["human_accuracy"] >= max(0.9, untrained + 0.2)
     assert result.metrics["human_n"] == 64
 
     # the saved model scores like the trained one, independently reloaded
@@ -86,7 +87,7 @@ def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tm
     card = (tmp_path / "rm" / "README.md").read_text()
     assert "rows_by_source" in card and "human_accuracy" in card
     facts = json.loads((tmp_path / "rm" / "cai_training.json").read_text())
-    assert facts["rows_by_source"] == {"human": 64, "ai": 192}
+    assert facts["rows_by_source"] == {"human": 32, "ai": 96}
     assert (tmp_path / "rm" / "cai_config.yaml").is_file()
 
 
