@@ -130,3 +130,40 @@ def test_reward_training_resumes_from_its_checkpoint_via_the_cli(tiny_reward_dir
         app, ["train", "reward", "-c", str(tmp_path / "rm.yaml"), "--set", "labels=fuzzy"]
     )
     assert bad.exit_code == 2 and "labels" in bad.output
+
+
+def test_soft_labels_shrug_off_unsure_wrong_labels_that_hard_labels_learn(
+    tiny_reward_dir, tmp_path
+):
+    """35% of AI labels point the wrong way but the judge was unsure (p in 0.5-0.6)."""
+    from cai.train.reward import RewardTrainConfig, train_reward_model
+
+    rng = random.Random(5)
+    rows = _rows(192, seed=0, source_every=10**9)
+    for row in rows:
+        if rng.random() < 0.35:
+            row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+            row["prob_chosen"] = rng.uniform(0.5, 0.6)
+        else:
+            row["prob_chosen"] = rng.uniform(0.85, 1.0)
+    train = _write(tmp_path / "noisy.jsonl", rows)
+    human = _write(tmp_path / "human.jsonl", _rows(64, seed=1, source_every=1))
+    accuracy = {}
+    for labels in ("soft", "hard"):
+        result = train_reward_model(
+            RewardTrainConfig(
+                model=str(tiny_reward_dir),
+                output_dir=str(tmp_path / labels),
+                train_data=train,
+                human_eval_data=human,
+                labels=labels,
+                learning_rate=2e-3,
+                num_train_epochs=2,
+                per_device_train_batch_size=16,
+                save_steps=1000,
+                dtype="float32",
+            )
+        )
+        accuracy[labels] = result.metrics["human_accuracy"]
+    assert accuracy["soft"] >= 0.95
+    assert accuracy["soft"] > accuracy["hard"], accuracy
