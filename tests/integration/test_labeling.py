@@ -175,3 +175,21 @@ def test_cai_run_cli_end_to_end(tiny_model_dir, tmp_path):
     resolved = yaml.safe_load((tmp_path / "out" / "config.resolved.yaml").read_text())
     assert resolved["prompts"]["limit"] == 4 and resolved["sample"]["max_tokens"] == 8
     assert len(load_preferences(dataset_path)) == summary["stages"]["preferences"]["rows_written"]
+
+
+def test_shared_seed_batches_are_reproducible_per_prompt_on_vllm(vllm_backend, tmp_path):
+    """vLLM seeds each request of a batch separately: chunking does not change responses."""
+    from cai.records import PromptRecord
+    from cai.sample import SampleConfig, iter_samples, sample_prompts
+
+    records = [
+        PromptRecord(prompt_id=f"p{i}", prompt=[{"role": "user", "content": text}])
+        for i, text in enumerate(PROMPTS[:5])
+    ]
+    config = SampleConfig(n=2, max_tokens=8, seed=11, seed_mode="shared")
+    for name, size in (("two", 2), ("five", 5)):
+        sample_prompts(vllm_backend, records, tmp_path / name, config, chunk_size=size)
+    two = [s.responses for s in iter_samples(tmp_path / "two")]
+    five = [s.responses for s in iter_samples(tmp_path / "five")]
+    assert two == five
+    assert len({r for pair in two for r in pair}) > 2
