@@ -191,7 +191,7 @@ def preference_accuracy(scorer, dataset) -> dict[str, float]:
     correct = decided = 0
     bce = 0.0
     for a, b, row in zip(rc, rr, rows, strict=True):
-        p = float(row.get(PROB_COLUMN, 1.0) if row.get(PROB_COLUMN) is not None else 1.0)
+        p = 1.0 if row.get(PROB_COLUMN) is None else float(row[PROB_COLUMN])
         d = a - b
         bce += -(p * _log_sigmoid(d) + (1 - p) * _log_sigmoid(-d))
         if p != 0.5:

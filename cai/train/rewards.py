@@ -238,6 +238,7 @@ class RewardModelScorer:
     def score(self, conversations: Sequence[list[Message] | str]) -> list[float]:
         """One reward per conversation (chat template applied as in training)."""
         import torch
+        from tqdm import tqdm
 
         texts = self._texts(conversations)
         device = next(self.model.parameters()).device
@@ -246,7 +247,8 @@ class RewardModelScorer:
         scores: list[float] = []
         try:
             with torch.no_grad():
-                for start in range(0, len(texts), self.batch_size):
+                starts = range(0, len(texts), self.batch_size)
+                for start in tqdm(starts, desc="reward model", disable=len(starts) < 8):
                     batch = self.tokenizer(
                         texts[start : start + self.batch_size],
                         return_tensors="pt",
