@@ -152,7 +152,15 @@ def load_table(path: str | Path, split: str | None = None):
                 f"{path}: unknown dataset format {path.suffix!r}; use a save_to_disk "
                 "directory, .parquet, .jsonl or .csv."
             )
-        dataset = load_dataset(kind, data_files=str(path), split="train")
+        if path.stat().st_size == 0:
+            raise TrainingDataError(f"{path}: the dataset is empty.")
+        try:
+            dataset = load_dataset(kind, data_files=str(path), split="train")
+        except Exception as err:  # datasets raises many types for one cause: bad content
+            raise TrainingDataError(
+                f"{path}: could not be read as {kind} ({type(err).__name__}: {err}). Check the "
+                "file is complete; cai writes one JSON object per line for .jsonl."
+            ) from err
     if isinstance(dataset, DatasetDict):
         name = split or ("train" if "train" in dataset else next(iter(dataset.keys())))
         if name not in dataset:

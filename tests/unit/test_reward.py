@@ -209,3 +209,27 @@ def test_pairwise_reward_is_the_debiased_probability_of_beating_the_reference():
     assert backend.calls["score"] == 4  # 2 judgeable pairs x 1 principle x 2 orders
     with pytest.raises(ValueError, match="'reference' column"):
         reward(prompts[:1], completions[:1])
+
+
+def test_load_table_reads_every_format_cai_writes(tmp_path):
+    from cai.train.preference import load_table
+
+    rows = _rows(prob_chosen=[0.8, 0.6, 0.9], source=["ai", "human", "ai"])
+    rows.save_to_disk(str(tmp_path / "prefs"))
+    rows.to_parquet(str(tmp_path / "prefs.parquet"))
+    rows.to_json(str(tmp_path / "prefs.jsonl"))
+    for name in ("prefs", "prefs.parquet", "prefs.jsonl"):
+        loaded = load_table(tmp_path / name)
+        assert loaded["prob_chosen"] == pytest.approx([0.8, 0.6, 0.9]), name
+        assert loaded[1]["chosen"] == [{"role": "assistant", "content": "c"}]
+    with pytest.raises(TrainingDataError, match="no such file"):
+        load_table(tmp_path / "missing.jsonl")
+    (tmp_path / "prefs.txt").write_text("x")
+    with pytest.raises(TrainingDataError, match="unknown dataset format"):
+        load_table(tmp_path / "prefs.txt")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(TrainingDataError):
+        load_table(tmp_path / "empty.jsonl")
+    (tmp_path / "broken.jsonl").write_text('{"chosen": [1, 2\n')
+    with pytest.raises(TrainingDataError, match="could not be read as json"):
+        load_table(tmp_path / "broken.jsonl")
