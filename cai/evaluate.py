@@ -142,6 +142,12 @@ class PairOutcome(BaseModel):
     failures: list[dict[str, Any]] = Field(default_factory=list)
 
 
+_ONE_ORDER = (
+    "the win rate needs both answer orders (judge both_orders=true): small judges prefer "
+    "whichever answer comes first, which one order alone would report as a result."
+)
+
+
 def judge_responses(
     judge,
     prompt_ids: Sequence[str],
@@ -153,10 +159,7 @@ def judge_responses(
     from cai.judge.compare import PairToJudge
 
     if not getattr(judge.config, "both_orders", True):
-        raise WinRateError(
-            "the win rate needs both answer orders (judge both_orders=true): small judges "
-            "prefer whichever answer comes first, which one order alone turns into a result."
-        )
+        raise WinRateError(_ONE_ORDER)
     lengths = {len(prompt_ids), len(prompts), len(policy_responses), len(baseline_responses)}
     if len(lengths) != 1:
         raise WinRateError("prompts, policy and baseline responses must be the same length.")
@@ -262,22 +265,37 @@ def run_win_rate(
     if not records:
         raise WinRateError(f"{config.prompts}: no prompts to evaluate on.")
     judge_config = JudgeConfig(**{"seed": config.seed, **config.judge_config})
+    if not judge_config.both_orders:
+        raise WinRateError(_ONE_ORDER)  # before any model is loaded
     constitution = load_constitution(config.constitution)
     templates = TemplateSet(config.templates)
 
-    policy = policy or make_backend(BackendSpec.model_validate(config.policy))
-    baseline = baseline or make_backend(BackendSpec.model_validate(config.baseline))
-    judge_backend = judge_backend or make_backend(BackendSpec.model_validate(config.judge))
     params = GenerationParams(
         n=1, temperature=config.temperature, max_tokens=config.max_tokens, seed=config.seed
     )
     prompts = [r.prompt for r in records]
-    policy_texts = _generate(policy, prompts, params)
-    baseline_texts = _generate(baseline, prompts, params)
+
+    def answers(given: Backend | None, spec: dict[str, Any]) -> tuple[list[str], str]:
+        """One model at a time: an engine built here is closed before the next one starts."""
+        backend = given or make_backend(BackendSpec.model_validate(spec))
+        try:
+            return _generate(backend, prompts, params), backend.model_id
+        finally:
+            if given is None:
+                backend.close()
+
+    policy_texts, policy_id = answers(policy, config.policy)
+    baseline_texts, baseline_id = answers(baseline, config.baseline)
+    owns_judge = judge_backend is None
+    judge_backend = judge_backend or make_backend(BackendSpec.model_validate(config.judge))
     judge = PairwiseJudge(judge_backend, constitution, templates, judge_config)
-    outcomes = judge_responses(
-        judge, [r.prompt_id for r in records], prompts, policy_texts, baseline_texts
-    )
+    try:
+        outcomes = judge_responses(
+            judge, [r.prompt_id for r in records], prompts, policy_texts, baseline_texts
+        )
+    finally:
+        if owns_judge:
+            judge_backend.close()
     summary = summarize(
         [o.prob_policy for o in outcomes],
         [o.orders_agree for o in outcomes],
@@ -287,8 +305,8 @@ def run_win_rate(
         seed=config.seed,
     )
     report = WinRateReport(
-        policy=policy.model_id,
-        baseline=baseline.model_id,
+        policy=policy_id,
+        baseline=baseline_id,
         judge=judge_backend.model_id,
         constitution=constitution.name,
         constitution_hash=getattr(constitution, "content_hash", None),
