@@ -217,27 +217,33 @@ class PPOTrainer:
         return self.state.step
 
     # ------------------------------------------------------------------ the loop
-    def train(self) -> PPOResult:
+    def train(self, stop_after_steps: int | None = None) -> PPOResult:
+        """Run to `config.steps`, or only `stop_after_steps` more steps (time-limited jobs:
+        the next call with resume continues from the checkpoint written when stopping)."""
         from tqdm.auto import tqdm
 
         config, acc = self.config, self.accelerator
         resumed_from = self._resume()
+        last = config.steps
+        if stop_after_steps is not None:
+            last = min(config.steps, resumed_from + stop_after_steps)
         bar = tqdm(
             total=config.steps,
             initial=resumed_from,
             desc="ppo",
             disable=not (config.progress and acc.is_local_main_process),
         )
-        for step in range(resumed_from + 1, config.steps + 1):
+        for step in range(resumed_from + 1, last + 1):
             metrics = self.step(step)
             self.state.step = step
             self.logger.log(metrics)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl/mean']:.3f}")
-            if (config.save_every and step % config.save_every == 0) or step == config.steps:
+            if (config.save_every and step % config.save_every == 0) or step == last:
                 self.save_checkpoint(step)
         bar.close()
-        final_dir = self.save_final() if config.save_final_model else None
+        finished = self.state.step >= config.steps
+        final_dir = self.save_final() if config.save_final_model and finished else None
         plot = self.logger.plot() if config.plot else None
         acc.wait_for_everyone()
         return PPOResult(
