@@ -73,6 +73,7 @@ class HttpPool:
         self._down_until = [0.0] * len(self.base_urls)
         self._lock = threading.Lock()
         self.retries = 0
+        self._closed = threading.Event()
 
     def _pick(self) -> int:
         with self._lock:
@@ -98,6 +99,8 @@ class HttpPool:
         """Send one request, retrying transient failures; returns the decoded JSON."""
         last_error = ""
         for attempt in range(self.max_retries + 1):
+            if self._closed.is_set():
+                raise BackendError("The HTTP backend was closed while requests were pending.")
             index = self._pick()
             base = self.base_urls[index]
             url = (self.root(base) if at_root else base) + path
@@ -116,7 +119,7 @@ class HttpPool:
                     self._raise_client_error(response.status_code, url, message)
             if attempt < self.max_retries:
                 self.retries += 1
-                time.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt))
+                self._closed.wait(min(self.max_backoff_s, self.backoff_s * 2**attempt))
         raise ServerUnavailableError(
             f"No answer from {', '.join(self.base_urls)} after {self.max_retries + 1} attempts; "
             f"last error: {last_error}. Is the server running (`cai serve MODEL`) and is the "
@@ -136,4 +139,5 @@ class HttpPool:
         raise RequestRejectedError(f"{url} rejected the request (HTTP {status}): {message}")
 
     def close(self) -> None:
+        self._closed.set()
         self.client.close()
