@@ -340,11 +340,13 @@ class EngineObserver:
     served (RequestOutput.num_cached_tokens), without changing what runs.
     """
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, keep_prompts: bool = False) -> None:
         self._engine = engine
+        self.keep_prompts = keep_prompts
         self.reset()
 
     def reset(self) -> None:
+        self.prompts: list[list[int]] = []
         self.generate_seconds = 0.0
         self.generate_calls = 0
         self.requests = 0
@@ -367,10 +369,31 @@ class EngineObserver:
             self.requests += 1
             self.prompt_tokens += len(out.prompt_token_ids or [])
             self.cached_tokens += int(out.num_cached_tokens or 0)
+            if self.keep_prompts:
+                self.prompts.append(list(out.prompt_token_ids or []))
 
     @property
     def cached_share(self) -> float | None:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
+def reusable_prefix_tokens(prompts: list[list[int]], block_size: int = 1) -> int:
+    """Prompt tokens a perfect prefix cache could serve, in whole blocks of `block_size`.
+
+    For each prompt: its longest common prefix with any earlier prompt, never the last
+    token (its logits must be computed), rounded down to whole blocks.
+    """
+    total = 0
+    for index, prompt in enumerate(prompts):
+        best = 0
+        for earlier in prompts[:index]:
+            limit = min(len(prompt) - 1, len(earlier))
+            n = 0
+            while n < limit and prompt[n] == earlier[n]:
+                n += 1
+            best = max(best, n)
+        total += best // block_size * block_size
+    return total
 
 
 # ---- the judge path, shared by the engine benchmarks ---------------------------------------------

@@ -93,7 +93,8 @@ BREAKDOWN = [
     ("  tokenizing prompts", "cai/backends/tokens.py", "request_prompt_ids"),
     ("  choice token ids", "cai/backends/tokens.py", "choice_token_ids"),
     ("  principle sampling", "cai/judge/compare.py", "principles_for"),
-    ("  judged records to JSON", "cai/judge/stage.py", "process"),
+    ("  assembling judgments", "cai/judge/compare.py", "_assemble"),
+    ("  call cache lookups and writes", "cai/cache.py", "_cached"),
     ("  chunk commits (fsync)", "cai/jobs.py", "_atomic_write_lines"),
     ("preferences stage (dataset + card)", "cai/pipeline.py", "_preferences_stage"),
 ]
@@ -212,7 +213,8 @@ def main() -> None:
             f"{cai_t:.2f} s ({engine_t / cai_t:.0%}); the rest is cai (rendering, "
             "tokenizing, records, chunk commits, the preference dataset) and vLLM calls split "
             f"into {engine_calls['cai']} `generate` calls (one per 16-prompt chunk) where the "
-            "raw script makes one.",
+            f"raw script makes one; with the call cache, {engine_calls['cai_cache']} calls "
+            "(the cache sends at most 64 requests per call) and a SQLite write per batch.",
             f"- Same prompts: the largest difference between cai's and the raw script's label "
             f"log-probs is {max_diff:.2e}.",
         ]
@@ -220,12 +222,12 @@ def main() -> None:
         if r_e2e < 0.9 or args.profile:
             engine.reset_prefix_cache()
             breakdown, report = profile_breakdown(
-                lambda: run_cai(engine, model_dir, samples, root / "profiled", cache=False)
+                lambda: run_cai(engine, model_dir, samples, root / "profiled", cache=True)
             )
             print(report)
             section = [
                 "",
-                "Where the time of one cai run goes (cache off, under cProfile, which slows "
+                "Where the time of one cai run goes (fresh call cache, under cProfile, which slows "
                 "Python code, so shares matter more than seconds):",
                 "",
                 table(["step", "cumulative seconds"], breakdown),

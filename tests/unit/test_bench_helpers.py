@@ -165,3 +165,12 @@ def test_run_all_commands():
     assert run_all.commands(["resume"], quick=False)[0][-1].endswith("resume.py")
     with pytest.raises(SystemExit, match="unknown"):
         run_all.commands(["nope"], quick=True)
+
+
+def test_reusable_prefix_tokens():
+    prompts = [[1, 2, 3, 4, 5], [1, 2, 3, 9, 9], [1, 2, 3, 4, 5], [7, 8]]
+    # second shares 3 with the first; third repeats the first (all but its last token: 4).
+    assert common.reusable_prefix_tokens(prompts) == 3 + 4
+    assert common.reusable_prefix_tokens(prompts, block_size=2) == 2 + 4
+    assert common.reusable_prefix_tokens(prompts, block_size=8) == 0
+    assert common.reusable_prefix_tokens([]) == 0
