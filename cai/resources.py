@@ -1,13 +1,14 @@
 """Where the bundled `constitutions/` and `prompts/` directories live.
 
 They sit at the repository root next to the `cai` package, which is where an editable
-install (and a source checkout) finds them. `CAI_RESOURCES_DIR` points elsewhere when the
-package is installed without them (for example into a container image).
+install (and a source checkout) finds them; a wheel installs them as data files under
+`<prefix>/share/cai/`. `CAI_RESOURCES_DIR` points elsewhere when neither applies.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 _ENV = "CAI_RESOURCES_DIR"
@@ -18,7 +19,11 @@ def resources_root() -> Path:
     override = os.environ.get(_ENV)
     if override:
         return Path(override).expanduser().resolve()
-    return Path(__file__).resolve().parent.parent
+    source_checkout = Path(__file__).resolve().parent.parent
+    if (source_checkout / "constitutions").is_dir():
+        return source_checkout
+    installed = Path(sys.prefix) / "share" / "cai"
+    return installed if (installed / "constitutions").is_dir() else source_checkout
 
 
 def _bundled(kind: str) -> Path:
