@@ -56,8 +56,8 @@ class RunConfig(TrainCommon):
         kwargs.update(self.trl)
         return kwargs
 
-    def peft_config(self):
-        """A peft LoraConfig when `lora.enabled`, else None."""
+    def peft_config(self, task_type: str = "CAUSAL_LM"):
+        """A peft LoraConfig when `lora.enabled`, else None (SEQ_CLS also trains the head)."""
         if not self.lora.enabled:
             return None
         try:
@@ -72,6 +72,7 @@ class RunConfig(TrainCommon):
             lora_alpha=self.lora.alpha,
             lora_dropout=self.lora.dropout,
             target_modules=self.lora.target_modules,
+            task_type=task_type,
         )
 
 
@@ -214,6 +215,17 @@ def write_card(
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def save_trained_model(trainer, config: RunConfig) -> None:
+    """Save model + tokenizer; a LoRA adapter is merged first when `lora.merge` asks for it."""
+    if not (config.lora.enabled and getattr(config.lora, "merge", False)):
+        trainer.save_model(config.output_dir)  # collective under FSDP / DeepSpeed
+        return
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.is_world_process_zero():
+        model.merge_and_unload().save_pretrained(config.output_dir)
+        trainer.processing_class.save_pretrained(config.output_dir)
 
 
 def final_metrics(trainer) -> dict[str, float]:
@@ -380,7 +392,7 @@ def _run(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> Train
     if trainer.is_world_process_zero():
         save_config(config, config.output_dir)
     trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(config.output_dir)
+    save_trained_model(trainer, config)
     metrics = final_metrics(trainer)
     if trainer.is_world_process_zero():
         write_card(

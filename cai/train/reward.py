@@ -27,6 +27,7 @@ from cai.train.preference import (
     load_table,
     require_columns,
     resolve_resume,
+    save_trained_model,
     write_card,
 )
 
@@ -238,13 +239,13 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
         args=args,
         train_dataset=train,
         eval_dataset=evald,
-        peft_config=config.peft_config(),
+        peft_config=config.peft_config(task_type="SEQ_CLS"),
     )
     resume = resolve_resume(config.resume, config.output_dir)
     if trainer.is_world_process_zero():
         save_config(config, config.output_dir)
     trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(config.output_dir)
+    save_trained_model(trainer, config)
 
     metrics = final_metrics(trainer)
     if evald is not None:
