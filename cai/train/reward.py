@@ -108,8 +108,22 @@ def _source_counts(dataset) -> dict[str, int]:
     return dict(counts)
 
 
+_LAZY = ("SoftPreferenceCollator", "SoftLabelRewardTrainer")
+
+
+def __getattr__(name: str):
+    """`from cai.train.reward import SoftLabelRewardTrainer` builds the TRL classes on demand."""
+    if name in _LAZY:
+        _trainer_class()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _trainer_class():
-    """Built on first use so importing cai stays free of torch and TRL."""
+    """Built on first use so importing this module stays free of torch and TRL; the classes
+    are then module globals, so pickling (dataloader workers under spawn) finds them."""
+    if "SoftLabelRewardTrainer" in globals():
+        return globals()["SoftLabelRewardTrainer"]
     import torch
     from trl import RewardTrainer
     from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -178,6 +192,10 @@ def _trainer_class():
                 self._metrics[mode]["margin"].append(margin)
             return (loss, outputs) if return_outputs else loss
 
+    for cls in (SoftPreferenceCollator, SoftLabelRewardTrainer):
+        cls.__module__ = __name__
+        cls.__qualname__ = cls.__name__
+        globals()[cls.__name__] = cls
     return SoftLabelRewardTrainer
 
 

@@ -167,3 +167,25 @@ def test_soft_labels_shrug_off_unsure_wrong_labels_that_hard_labels_learn(
         accuracy[labels] = result.metrics["human_accuracy"]
     assert accuracy["soft"] >= 0.95
     assert accuracy["soft"] > accuracy["hard"], accuracy
+
+
+def test_collator_carries_targets_and_weights_and_pickles():
+    import pickle
+
+    from cai.train.reward import SoftPreferenceCollator
+
+    collator = pickle.loads(pickle.dumps(SoftPreferenceCollator(pad_token_id=0)))
+    batch = collator(
+        [
+            {
+                "chosen_ids": [5, 6, 7],
+                "rejected_ids": [8],
+                "prob_chosen": 0.7,
+                "sample_weight": 2.0,
+            },
+            {"chosen_ids": [9], "rejected_ids": [3, 4], "prob_chosen": 1.0, "sample_weight": 1.0},
+        ]
+    )
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [9, 0, 0], [8, 0, 0], [3, 4, 0]]
+    assert batch["prob_chosen"].tolist() == pytest.approx([0.7, 1.0])
+    assert batch["sample_weight"].tolist() == [2.0, 1.0]
