@@ -100,17 +100,20 @@ class TransformersBackend(Backend):
         eos = self.tokenizer.eos_token_id
         for row in out[:, len(ids) :].tolist():
             if eos is not None and eos in row:
-                row = row[: row.index(eos)]
+                generated = row.index(eos) + 1  # the EOS counts as generated, as in vLLM
+                row = row[: generated - 1]
                 reason = "stop"
             else:
-                reason = "length" if len(row) >= params.max_tokens else "stop"
+                pad = self.tokenizer.pad_token_id
+                generated = len(row) if pad in (None, eos) else len([t for t in row if t != pad])
+                reason = "length" if generated >= params.max_tokens else "stop"
             text = self.tokenizer.decode(row, skip_special_tokens=True)
             for stop in params.stop:
                 if stop in text:
                     text, reason = text[: text.index(stop)], "stop"
             texts.append(text)
             reasons.append(reason)
-            lengths.append(len(row))
+            lengths.append(generated)
         return Generation(
             texts=texts, finish_reasons=reasons, prompt_tokens=len(ids), completion_tokens=lengths
         )

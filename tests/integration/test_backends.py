@@ -42,7 +42,7 @@ def _check_generations(generations, count, n, max_tokens):
         assert max(generations[0].completion_tokens) <= max_tokens
 
 
-@pytest.mark.parametrize("backend_name", ["vllm_backend", "server_backend"])
+@pytest.mark.parametrize("backend_name", ["vllm_backend", "server_backend", "transformers_backend"])
 def test_generation_n_samples_seeded(backend_name, request):
     backend = request.getfixturevalue(backend_name)
     params = GenerationParams(n=3, temperature=1.0, max_tokens=12, seed=11)
