@@ -9,6 +9,7 @@ step; the engine runs in float32 unless told otherwise, because bf16 quantises l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,22 @@ _FINISH = {"stop": "stop", "length": "length"}
 
 
 def _check_model_path(model: str) -> None:
-    """A clear error for a local path that is not a model directory (vLLM's is cryptic)."""
+    """A clear error for a model that is neither a model directory nor a hub id.
+
+    vLLM's own error for a bad path is a long traceback about the hub; a hub id
+    ("org/name") is passed through for machines that have one.
+    """
     path = Path(model).expanduser()
-    looks_local = model.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not (path / "config.json").is_file():
-        raise BackendError(
-            f"Model path {model!r} is not a model directory (no config.json there). Pass a "
-            "directory saved with save_pretrained, or an embedded model name such as "
-            "'smollm2-135m-instruct' (see `cai models list`)."
-        )
+    if path.is_dir() and (path / "config.json").is_file():
+        return
+    if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not model.startswith("."):
+        return
+    raise BackendError(
+        f"Model path {model!r} is not a model directory ("
+        + ("no config.json there" if path.exists() else "it does not exist")
+        + "). Pass a directory saved with save_pretrained, or an embedded model name such "
+        "as 'smollm2-135m-instruct' (see `cai models list`)."
+    )
 
 
 class VLLMOfflineBackend(Backend):
