@@ -24,6 +24,16 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The tiny model's matrices are too small for intra-op threads to pay: one thread is as fast
+    on an idle machine and many times faster on a busy one (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _config(model_dir, out, **overrides) -> PPOConfig:
     settings = dict(
         model=str(model_dir),

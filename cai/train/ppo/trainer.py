@@ -224,6 +224,10 @@ class PPOTrainer:
 
         config, acc = self.config, self.accelerator
         resumed_from = self._resume()
+        if acc.is_main_process:
+            from cai.train.config import save_config
+
+            save_config(config, config.output_path)
         last = config.steps
         if stop_after_steps is not None:
             last = min(config.steps, resumed_from + stop_after_steps)
