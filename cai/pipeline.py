@@ -267,6 +267,9 @@ def _sample_stage(ctx: RunContext) -> dict[str, Any]:
 
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
+    # Read the first prompt and count rows before starting an engine: bad input fails fast.
+    next(iter_prompts(source.path, source.column, 1), None)
+    total = count_rows(source.path, source.limit)
     stats = sample_prompts(
         ctx.policy(),
         iter_prompts(source.path, source.column, source.limit),
@@ -277,11 +280,11 @@ def _sample_stage(ctx: RunContext) -> dict[str, Any]:
             "column": source.column,
             "limit": source.limit,
         },
-        total=count_rows(source.path, source.limit),
+        total=total,
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
     )
-    return stats.model_dump()
+    return {**stats.model_dump(), "samples_dir": str(ctx.samples_dir)}
 
 
 def _judge_stage(ctx: RunContext) -> dict[str, Any]:
@@ -291,15 +294,16 @@ def _judge_stage(ctx: RunContext) -> dict[str, Any]:
     from cai.sample import count_samples, iter_samples
     from cai.templates import TemplateSet
 
+    # Inputs first, engine last: a wrong path fails before a model is loaded.
+    samples_identity = _samples_identity(ctx.samples_dir)
     constitution = load_constitution(ctx.config.constitution)
-    judge = PairwiseJudge(
-        ctx.judge(), constitution, TemplateSet(ctx.config.templates), ctx.config.judge
-    )
+    templates = TemplateSet(ctx.config.templates)
+    judge = PairwiseJudge(ctx.judge(), constitution, templates, ctx.config.judge)
     stats = judge_samples(
         judge,
         iter_samples(ctx.samples_dir),
         ctx.judgments_dir,
-        source={"samples": _samples_identity(ctx.samples_dir)},
+        source={"samples": samples_identity},
         total=count_samples(ctx.samples_dir),
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
@@ -360,7 +364,9 @@ def _preferences_stage(ctx: RunContext) -> dict[str, Any]:
             "sampling": ctx.config.sample.model_dump(mode="json"),
             "judge": ctx.config.judge.model_dump(mode="json"),
             "filters": config.model_dump(mode="json", exclude={"push_to_hub", "private"}),
-            "prompts": ctx.config.prompts.model_dump(mode="json"),
+            "inputs": ctx.config.prompts.model_dump(mode="json")
+            if ctx.config.prompts is not None
+            else {"samples": str(ctx.samples_dir)},
         },
     )
     destination = write_dataset(rows_path, ctx.dataset_path, config.format, card=card)
@@ -482,6 +488,8 @@ def format_summary(result: PipelineResult) -> str:
             lines.append(
                 f"  {role} call cache: {sent} sent to the model, {served} served from cache"
             )
+    if "sample" in stages and "judge" not in stages:
+        lines.append(f"samples: {stages['sample']['samples_dir']}")
     if result.dataset:
         lines.append(f"dataset: {result.dataset}")
     return "\n".join(lines)

@@ -164,3 +164,33 @@ def test_summary_reports_calls_served_from_the_call_cache(tmp_path):
     assert stats["hits"] > 0
     assert "served from cache" in format_summary(again)
     assert load_preferences(again.dataset).to_list() == load_preferences(first.dataset).to_list()
+
+
+def test_cli_sample_then_judge_on_the_scripted_backend(tmp_path):
+    """The two commands wire their flags into the same pipeline (scripted scores are uniform,
+    so every pair is an exact tie: counted and written to filtered.jsonl, no rows)."""
+    from typer.testing import CliRunner
+
+    from cai.cli.app import app
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", count=3)
+    runner = CliRunner()
+    out = tmp_path / "run"
+    sampled = runner.invoke(
+        app, ["sample", str(prompts), "--out", str(out), "--backend", "scripted", "--n", "2"]
+    )
+    assert sampled.exit_code == 0, sampled.output
+    assert f"samples: {out / 'samples'}" in sampled.output
+    judged = runner.invoke(
+        app,
+        ["judge", str(out / "samples"), "--out", str(out), "--backend", "scripted",
+         "--format", "jsonl", "--principles", "1"],
+    )  # fmt: skip
+    assert judged.exit_code == 0, judged.output
+    assert "pairs written: 0" in judged.output and "'tie': 3" in judged.output
+    assert len((out / "filtered.jsonl").read_text().splitlines()) == 3
+    missing = runner.invoke(app, ["judge", str(tmp_path / "nope"), "--out", str(out)])
+    assert missing.exit_code == 2 and "no samples there" in missing.output
+    # Bad input fails before any engine starts (the default backend here is vLLM).
+    no_prompts = runner.invoke(app, ["sample", str(tmp_path / "nope.jsonl"), "--out", str(out)])
+    assert no_prompts.exit_code == 2 and "no such file" in no_prompts.output
