@@ -125,16 +125,15 @@ class VLLMRollout:
     parameters into the engine (`model.load_weights`, which maps HF names to vLLM's fused
     layers) and drops the prefix cache, whose entries were computed with the old weights.
 
-    Weights reach the engine in-process when vLLM runs its engine core in this process
-    (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, which `create_colocated_engine` sets), else through
-    `LLM.apply_model`, which needs `VLLM_ALLOW_INSECURE_SERIALIZATION=1` in the engine's
-    environment.
+    With the engine core in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, which
+    `create_colocated_engine` sets) tensors are handed over by reference; otherwise they
+    travel through a safetensors directory the engine reloads from.
     """
 
-    def __init__(self, llm, tokenizer, sync_chunk_params: int = 64) -> None:
+    def __init__(self, llm, tokenizer, sync_dir: str | None = None) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
-        self.sync_chunk_params = sync_chunk_params
+        self.sync_dir = sync_dir
         self.synced_versions = 0
 
     @torch.no_grad()
@@ -176,54 +175,38 @@ class VLLMRollout:
         )
 
     def sync_weights(self, policy: nn.Module) -> None:
-        named = [(name, p.detach()) for name, p in policy.state_dict().items()]
-        target = _in_process_model(self.llm)
-        for start in range(0, len(named), self.sync_chunk_params):
-            chunk = named[start : start + self.sync_chunk_params]
-            if target is not None:
-                target.load_weights(iter(chunk))
-            else:
-                cpu_chunk = [(n, t.cpu()) for n, t in chunk]
-                self.llm.apply_model(_Loader(cpu_chunk))
+        """Reload the engine's weights in place through vLLM's `reload_weights` worker method,
+        then drop stale prefix-cache entries.
+
+        In-process engines get the policy's tensors by reference. An engine in another process
+        cannot receive tensors through its RPC channel, so the weights go through a safetensors
+        directory (`sync_dir`, rewritten on every sync) that the engine reloads from.
+        """
+        if self._in_process():
+            weights = [(name, t.detach()) for name, t in policy.state_dict().items()]
+            kwargs = {"weights_iterator": weights, "is_checkpoint_format": True}
+        else:
+            if self.sync_dir is None:
+                import tempfile
+
+                self.sync_dir = tempfile.mkdtemp(prefix="cai-vllm-sync-")
+            policy.save_pretrained(self.sync_dir, safe_serialization=True)
+            kwargs = {"weights_path": self.sync_dir, "is_checkpoint_format": True}
+        self.llm.collective_rpc("reload_weights", kwargs=kwargs)
         self.llm.reset_prefix_cache()
         self.synced_versions += 1
 
-
-class _Loader:
-    """Picklable callable run inside vLLM's workers by apply_model."""
-
-    def __init__(self, weights: list[tuple[str, torch.Tensor]]) -> None:
-        self.weights = weights
-
-    def __call__(self, model: nn.Module) -> None:
-        model.load_weights(iter(self.weights))
-
-
-def _in_process_model(llm) -> nn.Module | None:
-    """vLLM's model object when the engine core runs in this process, else None."""
-    engine = getattr(llm, "llm_engine", None)
-    for path in (
-        ("engine_core", "engine_core", "model_executor", "driver_worker", "worker", "model_runner"),
-        ("engine_core", "engine_core", "model_executor", "driver_worker", "model_runner"),
-        ("model_executor", "driver_worker", "worker", "model_runner"),
-        ("model_executor", "driver_worker", "model_runner"),
-    ):
-        node = engine
-        for attr in path:
-            node = getattr(node, attr, None)
-            if node is None:
-                break
-        if node is not None:
-            model = getattr(node, "model", None)
-            if model is not None:
-                return model.get_language_model() if hasattr(model, "get_language_model") else model
-    return None
+    def _in_process(self) -> bool:
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(getattr(engine, "engine_core", None), "engine_core", None)
+        return core is not None
 
 
 def create_colocated_engine(
     model_path: str, gpu_memory_utilization: float, max_model_len: int, seed: int, dtype: str
 ):
-    """A vLLM engine in this process, sharing the GPU with training (rollout_engine: vllm)."""
+    """A vLLM engine in this process, sharing the GPU with training (rollout_engine: vllm):
+    in-process, weight syncs pass tensors by reference instead of serialising them."""
     import os
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
