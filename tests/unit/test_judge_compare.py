@@ -164,7 +164,9 @@ def test_truncated_rationale_fails_unless_allowed():
     [result] = judge.judge_pairs([pair()])
     assert not result.ok
     assert result.failures[0].kind == "truncated_rationale"
-    judge.config = JudgeConfig(chain_of_thought=True, cot_max_tokens=10, allow_truncated_rationale=True)
+    judge.config = JudgeConfig(
+        chain_of_thought=True, cot_max_tokens=10, allow_truncated_rationale=True
+    )
     [allowed] = judge.judge_pairs([pair()])
     assert allowed.ok
 

@@ -32,8 +32,12 @@ def test_consistent_soft_outcomes_recover_the_true_strengths():
 
 
 def test_order_of_comparisons_and_direction_do_not_matter():
-    forward = bradley_terry(3, [Comparison(0, 1, 0.8), Comparison(1, 2, 0.6), Comparison(0, 2, 0.9)])
-    flipped = bradley_terry(3, [Comparison(2, 0, 0.1), Comparison(2, 1, 0.4), Comparison(1, 0, 0.2)])
+    forward = bradley_terry(
+        3, [Comparison(0, 1, 0.8), Comparison(1, 2, 0.6), Comparison(0, 2, 0.9)]
+    )
+    flipped = bradley_terry(
+        3, [Comparison(2, 0, 0.1), Comparison(2, 1, 0.4), Comparison(1, 0, 0.2)]
+    )
     assert forward == pytest.approx(flipped, abs=1e-7)
 
 
