@@ -232,3 +232,11 @@ def test_kwise_ranking_orders_responses_by_quality():
 def test_config_rejects_a_band_that_excludes_one_half():
     with pytest.raises(ValueError, match="cot_band"):
         JudgeConfig(cot_band=(0.6, 0.8))
+
+
+def test_single_order_keeps_the_position_bias_and_reports_no_agreement():
+    judge = judge_with(lambda r: [0.0, -2.0], both_orders=False)
+    [result] = judge.judge_pairs([pair()])
+    assert result.prob_a == pytest.approx(sigmoid(2.0))
+    assert result.per_order == {"AB": pytest.approx(sigmoid(2.0))}
+    assert result.orders_agree is None and result.n_judgments == 1
