@@ -63,3 +63,43 @@ def test_vllm_rollout_samples_and_syncs_weights(vllm_engine, tiny_model_dir):
     assert rollout.generate(queries, 8, temperature=1e-6, seed=0).response_ids == greedy_before
     assert rollout.generate(queries, 8, temperature=1.0, seed=3).response_ids == first.response_ids
     assert rollout.synced_versions == 2
+
+
+def test_trainer_rolls_out_with_vllm_and_syncs_after_every_step(
+    vllm_engine, tiny_model_dir, tmp_path
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cai.train.ppo.config import PPOConfig
+    from cai.train.ppo.logging import read_metrics
+    from cai.train.ppo.rewards import TokenFractionReward
+    from cai.train.ppo.trainer import PPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rollout = VLLMRollout(vllm_engine, tokenizer)
+    config = PPOConfig(
+        model=str(tiny_model_dir),
+        output_dir=str(tmp_path / "run"),
+        steps=2,
+        batch_size=4,
+        mini_batch_size=4,
+        ppo_epochs=1,
+        max_new_tokens=6,
+        learning_rate=1e-3,
+        save_final_model=False,
+        plot=False,
+        progress=False,
+    )
+    prompts = [[{"role": "user", "content": f"say something kind {i}"}] for i in range(4)]
+    reward = TokenFractionReward(list(range(0, len(tokenizer), 4)), {tokenizer.eos_token_id})
+    try:
+        result = PPOTrainer(config, reward, prompts, rollout_engine=rollout).train()
+        rows = read_metrics(result.metrics_path)
+        assert [r["step"] for r in rows] == [1, 2]
+        assert rollout.synced_versions == 2
+        # one epoch, one minibatch: the update starts exactly at the rollout policy (ratio 1),
+        # so nothing can be clipped on the first and only pass
+        assert all(r["policy/clip_fraction"] == 0.0 for r in rows)
+        assert all(1 <= r["response/length"] <= 6 for r in rows)
+    finally:
+        rollout.sync_weights(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
