@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cai.judge.ranking import win_probability
 from cai.judge.stage import JudgedSample
-from cai.records import PreferenceRow, stable_id
+from cai.records import PreferenceRow, pair_key
 
 OutputFormat = Literal["save_to_disk", "parquet", "jsonl"]
 KwiseMode = Literal["best_vs_worst", "all_pairs"]
@@ -187,7 +187,7 @@ def rows_for(
         direct = by_pair.get((min(win, lose), max(win, lose)))
         agree = direct.orders_agree if direct else None
         p = win_probability(scores[win], scores[lose])
-        key = stable_id(ranking.key, win, lose)
+        key = pair_key(judged.prompt, judged.responses[win], judged.responses[lose])
         reason = "tie" if win == lose else _confidence_reason(p, agree, config)
         if reason:
             filtered.append(

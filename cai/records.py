@@ -25,6 +25,11 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def pair_key(prompt: list[Message], response_a: str, response_b: str) -> str:
+    """Order-insensitive id of a preference pair: the same for AI labels, human labels and mixes."""
+    return stable_id(prompt, sorted([response_a, response_b]))
+
+
 class PromptRecord(BaseModel):
     """One input prompt: the conversation up to (and including) the last user turn."""
 

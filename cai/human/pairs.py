@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cai import records
 from cai.backends.base import Message
-from cai.records import stable_id
 
 ROLES = ("system", "user", "assistant")
 
@@ -79,7 +79,7 @@ def assistant(text: str) -> list[Message]:
 
 def pair_key(prompt: Any, a: str, b: str) -> str:
     """Order-insensitive id of the pair: `stable_id(prompt, sorted([a, b]))`."""
-    return stable_id(prompt_messages(prompt), sorted([a, b]))
+    return records.pair_key(prompt_messages(prompt), a, b)
 
 
 def row_key(row: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from cai.judge.compare import (
     combine_ranking,
     ranking_pairs,
 )
-from cai.records import Sample, stable_id
+from cai.records import Sample, pair_key, stable_id
 
 SkipReason = Literal["too_few_responses", "identical_responses"]
 
@@ -42,10 +42,6 @@ class JudgedSample(BaseModel):
     ranking: RankingJudgment | None = None
 
 
-def pair_id(prompt_id: str, response_a: str, response_b: str) -> str:
-    return stable_id(prompt_id, response_a, response_b)
-
-
 def judge_chunk(judge: PairwiseJudge, samples: list[Sample]) -> list[JudgedSample]:
     """Judge one chunk of samples with a single batch of pairs."""
     flat: list[PairToJudge] = []
@@ -59,7 +55,7 @@ def judge_chunk(judge: PairwiseJudge, samples: list[Sample]) -> list[JudgedSampl
         elif len(sample.responses) == 2:
             a, b = sample.responses
             pair = PairToJudge(
-                key=pair_id(sample.prompt_id, a, b),
+                key=pair_key(sample.prompt, a, b),
                 conversation=sample.prompt,
                 response_a=a,
                 response_b=b,

@@ -179,3 +179,42 @@ def test_empty_dataset_still_writes_with_the_schema(tmp_path):
     written = write_dataset(tmp_path / "rows.jsonl", tmp_path / "ds", "save_to_disk")
     dataset = load_preferences(written)
     assert len(dataset) == 0 and "prob_chosen" in dataset.column_names
+
+
+def test_pair_ids_match_the_human_label_key_whatever_the_order():
+    """AI rows, human imports and mixing must name the same pair the same way."""
+    from cai.human.pairs import row_key
+    from cai.judge.stage import judge_chunk
+    from cai.records import Sample, pair_key
+
+    assert pair_key(PROMPT, "x", "y") == pair_key(PROMPT, "y", "x")
+    rows, _ = rows_for(ranking_sample([0.1, 1.0, -1.1]), PreferenceConfig(kwise="all_pairs"), PROV)
+    for row in rows:
+        assert row.pair_id == row_key(row.model_dump())
+
+    class FirstWins:
+        config = type("C", (), {"ranking_prior": 0.0})()
+
+        def judge_pairs(self, items):
+            return [
+                PairJudgment(
+                    key=i.key,
+                    ok=True,
+                    prob_a=0.8,
+                    principles=["p"],
+                    orders_agree=True,
+                    n_judgments=2,
+                )
+                for i in items
+            ]
+
+    sample = Sample(
+        prompt_id="q",
+        prompt=PROMPT,
+        responses=["b text", "a text"],
+        finish_reasons=["stop", "stop"],
+        policy_model="policy",
+    )
+    [judged] = judge_chunk(FirstWins(), [sample])
+    [row], _ = rows_for(judged, PreferenceConfig(), PROV)
+    assert judged.pair_id == row.pair_id == row_key(row.model_dump())
