@@ -289,6 +289,7 @@ class PPOTrainer:
         if config.whiten_advantages:
             advantages = core.masked_whiten(advantages, mask)
 
+        lr = self.scheduler.get_last_lr()[0]
         stats = self._optimise(batch, old_logprobs, old_values, advantages, returns)
         with unwrapped_for_generation(acc, self.model) as policy:
             self.rollout.sync_weights(policy)
@@ -319,7 +320,7 @@ class PPOTrainer:
             "advantage/mean": gmean(core.masked_mean(advantages, mask, dim=1)),
             "response/length": gmean(lengths),
             "response/finished": gmean(finished),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": lr,
             "time/rollout_s": rollout_s,
             "time/step_s": time.perf_counter() - started,
         }
