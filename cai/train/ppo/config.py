@@ -79,6 +79,9 @@ class PPOConfig(_Strict):
     initialised from `critic_init` (usually better on large models; twice the memory)."""
     critic_init: str | None = None
     """Trunk for a separate critic; None = the policy (a reward model directory also works)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights of policy, critic and reference. float32 is exact; bfloat16 halves memory on GPUs
+    (log-probs are still computed in float32)."""
     reward: RewardSpec | None = None
     prompts: str | None = None
     """JSONL / CSV / Parquet / save_to_disk directory of prompts (`cai.io.iter_prompts`)."""

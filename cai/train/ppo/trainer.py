@@ -123,8 +123,10 @@ class PPOTrainer:
         self.query_ids = [self._encode_prompt(p) for p in self.prompts]
 
         device = self.accelerator.device
-        self.model = load_actor_critic(config.model, config.value_model, config.critic_init)
-        self.reference = load_reference(config.reference or config.model).to(device)
+        self.model = load_actor_critic(
+            config.model, config.value_model, config.critic_init, config.dtype
+        )
+        self.reference = load_reference(config.reference or config.model, config.dtype).to(device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay
