@@ -36,6 +36,7 @@ from cai.backends import BackendSpec
 from cai.backends.base import Backend
 from cai.judge.compare import JudgeConfig
 from cai.preferences import PreferenceConfig
+from cai.revise import ReviseSettings
 from cai.sample import SampleConfig
 
 
@@ -72,6 +73,9 @@ class PipelineConfig(BaseModel):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     preferences: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    revise: ReviseSettings = Field(
+        default_factory=ReviseSettings, description="SL-CAI critique -> revision stage"
+    )
     chunk_size: int = Field(16, ge=1, description="prompts per resumable chunk")
     overwrite: bool = Field(False, description="discard earlier results in output_dir")
 
@@ -87,9 +91,10 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _inputs_present(self) -> PipelineConfig:
-        if "sample" in self.stages and self.prompts is None:
+        needs_prompts = [s for s in ("sample", "revise") if s in self.stages]
+        if needs_prompts and self.prompts is None:
             raise ValueError(
-                "the sample stage needs prompts: set prompts.path (a .jsonl/.csv/.parquet "
+                f"the {' and '.join(needs_prompts)} stage needs prompts: set prompts.path (a .jsonl/.csv/.parquet "
                 "file or a save_to_disk directory)"
             )
         return self
@@ -395,9 +400,31 @@ def _provenance_from_job(judgments_dir: Path) -> dict[str, Any]:
     }
 
 
+def _revise_stage(ctx: RunContext) -> dict[str, Any]:
+    """SL-CAI: critique -> revision chains into output_dir/revise (SFT data, optional pairs)."""
+    from cai.revise import ReviseConfig, run_revise
+
+    source = ctx.config.prompts
+    assert source is not None  # checked by PipelineConfig
+    config = ReviseConfig.from_settings(
+        ctx.config.revise,
+        prompts=source.path,
+        prompt_column=source.column,
+        limit=source.limit,
+        out=str(ctx.output_dir / "revise"),
+        constitution=ctx.config.constitution,
+        templates=ctx.config.templates,
+        backend=ctx.config.policy,
+        chunk_size=ctx.config.chunk_size,
+        overwrite=ctx.config.overwrite,
+    )
+    return run_revise(config, backend=ctx.policy()).model_dump(mode="json")
+
+
 register_stage("sample", _sample_stage)
 register_stage("judge", _judge_stage)
 register_stage("preferences", _preferences_stage)
+register_stage("revise", _revise_stage)
 
 
 class PipelineResult(BaseModel):
@@ -457,6 +484,12 @@ def format_summary(result: PipelineResult) -> str:
         lines.append(
             f"  judged: {st['prompts']} prompts ({st['prompts_resumed']} resumed), "
             f"{st['choice_requests_scored_now']} answer scorings this run"
+        )
+    if "revise" in stages:
+        st = stages["revise"]
+        lines.append(
+            f"  revised: {st['prompts']} prompts ({st['resumed']} resumed), {st['rounds']} "
+            f"round(s); SFT data at {st['sft_path']}"
         )
     if "preferences" in stages:
         st = stages["preferences"]

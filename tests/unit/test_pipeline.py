@@ -194,3 +194,19 @@ def test_cli_sample_then_judge_on_the_scripted_backend(tmp_path):
     # Bad input fails before any engine starts (the default backend here is vLLM).
     no_prompts = runner.invoke(app, ["sample", str(tmp_path / "nope.jsonl"), "--out", str(out)])
     assert no_prompts.exit_code == 2 and "no such file" in no_prompts.output
+
+
+def test_revise_stage_runs_from_the_pipeline_file(tmp_path):
+    """SL-CAI as a pipeline stage: prompts -> critique -> revision -> SFT data beside the run."""
+    from cai.revise import iter_chains
+
+    path = write_config(tmp_path, stages=["revise"], revise={"rounds": 2})
+    backend = ScriptedBackend(score=content_score, model_id="scripted-revise")
+    result = run_pipeline(load_pipeline_config(path), policy_backend=backend)
+    stage = result.summary["stages"]["revise"]
+    assert stage["prompts"] == 6 and stage["rounds"] == 2
+    chains = list(iter_chains(tmp_path / "out" / "revise"))
+    assert len(chains) == 6
+    assert "revised: 6 prompts" in format_summary(result)
+    # initial answer + 2 x (critique, revision) per prompt
+    assert backend.calls["generate"] == 6 * 5
