@@ -32,13 +32,20 @@ from common import (
     start_engine,
     synthetic_samples,
     table,
+    timed,
     token_prompts,
     write_jsonl,
 )
 
 
 def run_cai(
-    engine, model_dir: Path, samples: Path, work: Path, cache: bool, fresh: bool = True
+    engine,
+    model_dir: Path,
+    samples: Path,
+    work: Path,
+    cache: bool,
+    fresh: bool = True,
+    chunk_size: int | None = None,
 ) -> dict:
     """One `cai judge` run into `work` (emptied first when `fresh`), call cache in `work`."""
     from cai.backends.vllm_offline import VLLMOfflineBackend
@@ -60,9 +67,7 @@ def run_cai(
             f"samples={samples}",
             f"output_dir={work / 'out'}",
             "constitution=default",
-            # Only the dataset card reads this; without it the preferences stage of this
-            # commit fails on `prompts` being None (see bench/README.md, known issues).
-            f"prompts.path={samples}",
+            *([f"chunk_size={chunk_size}"] if chunk_size else []),
         ],
     )
     try:
@@ -94,7 +99,7 @@ BREAKDOWN = [
     ("  choice token ids", "cai/backends/tokens.py", "choice_token_ids"),
     ("  principle sampling", "cai/judge/compare.py", "principles_for"),
     ("  assembling judgments", "cai/judge/compare.py", "_assemble"),
-    ("  call cache lookups and writes", "cai/cache.py", "_cached"),
+    ("  call cache (lookups, writes and the engine calls it makes)", "cai/cache.py", "_cached"),
     ("  chunk commits (fsync)", "cai/jobs.py", "_atomic_write_lines"),
     ("preferences stage (dataset + card)", "cai/pipeline.py", "_preferences_stage"),
 ]
@@ -143,22 +148,31 @@ def main() -> None:
             f"overhead: {args.pairs} pairs, {len(prompts)} scored prompts, "
             f"{tokens / len(prompts):.0f} tokens each on average"
         )
+        # cai's own work measured alone, without the engine: the judge's rendering and
+        # bookkeeping (a recording backend answers), and tokenizing the prompts.
+        render_t = median([timed(lambda: record_choice_requests(samples))[0] for _ in range(3)])
+        tokenizer = engine.get_tokenizer()
+        tokenize_t = median(
+            [timed(lambda: token_prompts(tokenizer, requests))[0] for _ in range(3)]
+        )
         # Warm up both paths once (imports, first-call setup), then measure interleaved.
         raw_score(engine, prompts[:8], choices[:8])
         run_cai(engine, model_dir, samples, root / "warm", cache=False)
 
         results: dict[str, object] = {}
-        engine_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": []}
+        engine_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": [], "cai_big": []}
         engine_calls: dict[str, int] = {}
-        stage_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": []}
+        stage_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": [], "cai_big": []}
 
         def before(name: str) -> None:
             engine.reset_prefix_cache()
             engine.reset()
 
-        def cai_variant(name: str, cache: bool):
+        def cai_variant(name: str, cache: bool, chunk_size: int | None = None):
             def go():
-                summary = run_cai(engine, model_dir, samples, root / name, cache)
+                summary = run_cai(
+                    engine, model_dir, samples, root / name, cache, chunk_size=chunk_size
+                )
                 engine_seconds[name].append(engine.generate_seconds)
                 engine_calls[name] = engine.generate_calls
                 stage_seconds[name].append(summary["stages"]["judge"]["seconds"])
@@ -171,11 +185,14 @@ def main() -> None:
                 "raw": lambda: results.__setitem__("raw", raw_score(engine, prompts, choices)),
                 "cai": cai_variant("cai", cache=False),
                 "cai_cache": cai_variant("cai_cache", cache=True),
+                "cai_big": cai_variant("cai_big", cache=False, chunk_size=args.pairs),
             },
             args.repeats,
             before_each=before,
         )
-        raw_t, cai_t, cache_t = (median(times[n]) for n in ("raw", "cai", "cai_cache"))
+        raw_t, cai_t, cache_t, big_t = (
+            median(times[n]) for n in ("raw", "cai", "cai_cache", "cai_big")
+        )
         stage_t = median(stage_seconds["cai"])
         engine_t = median(engine_seconds["cai"])
         cai_logprobs = label_logprobs(root / "cai" / "out")
@@ -194,6 +211,12 @@ def main() -> None:
                 f"{cache_t:.2f}",
                 f"{args.pairs / cache_t:.1f}",
                 fmt_ratio(r_cache),
+            ],
+            [
+                f"cai judge, cache off, chunk_size={args.pairs} (one engine batch)",
+                f"{big_t:.2f}",
+                f"{args.pairs / big_t:.1f}",
+                fmt_ratio(raw_t / big_t),
             ],
             [
                 "judge stage only (cache off)",
@@ -215,6 +238,11 @@ def main() -> None:
             f"into {engine_calls['cai']} `generate` calls (one per 16-prompt chunk) where the "
             f"raw script makes one; with the call cache, {engine_calls['cai_cache']} calls "
             "(the cache sends at most 64 requests per call) and a SQLite write per batch.",
+            f"- Inside `LLM.generate` with chunk_size={args.pairs} (the whole set in one "
+            f"batch, like the raw script): {median(engine_seconds['cai_big']):.2f} s of "
+            f"{big_t:.2f} s.",
+            f"- cai's own work measured alone (no engine): rendering and judge bookkeeping "
+            f"{render_t:.2f} s, tokenizing the {len(prompts)} prompts {tokenize_t:.2f} s.",
             f"- Same prompts: the largest difference between cai's and the raw script's label "
             f"log-probs is {max_diff:.2e}.",
         ]
@@ -242,6 +270,10 @@ def main() -> None:
                     ["cai judge / raw LLM.generate throughput (cache off)", fmt_ratio(r_e2e)],
                     ["cai judge / raw throughput (fresh call cache)", fmt_ratio(r_cache)],
                     ["judge stage only / raw throughput", fmt_ratio(r_stage)],
+                    [
+                        f"cai judge, chunk_size={args.pairs} / raw throughput",
+                        fmt_ratio(raw_t / big_t),
+                    ],
                 ],
                 "details": "\n".join(details),
                 "raw": {
@@ -249,6 +281,8 @@ def main() -> None:
                     "stage_seconds": stage_seconds,
                     "engine_seconds": engine_seconds,
                     "max_logprob_diff": max_diff,
+                    "render_seconds": render_t,
+                    "tokenize_seconds": tokenize_t,
                 },
             },
         )
