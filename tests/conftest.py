@@ -84,3 +84,17 @@ def server_backend(vllm_server):
     )
     yield backend
     backend.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps process-wide singletons; a trainer in one test must not fix the
+    mixed-precision settings of the next (each CLI run is its own process in real use)."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
