@@ -9,13 +9,17 @@ code runs on a CPU, one GPU, or several under `accelerate launch`.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cai.train.config import TrainCommon, save_config
+from cai.train.config import (
+    TrainCommon,
+    precision_flags,
+    resolve_resume,
+    save_config,
+)
 from cai.train.rewards import JudgeRewardSpec
 
 
@@ -74,60 +78,6 @@ class RunConfig(TrainCommon):
             target_modules=self.lora.target_modules,
             task_type=task_type,
         )
-
-
-def precision_flags(dtype: str) -> dict[str, bool]:
-    """Mixed-precision flags for a dtype name; "auto" = bf16 only where hardware does it."""
-    if dtype == "auto":
-        import torch
-
-        bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        return {"bf16": bf16, "fp16": False}
-    table = {
-        "float32": {"bf16": False, "fp16": False},
-        "bfloat16": {"bf16": True, "fp16": False},
-        "float16": {"bf16": False, "fp16": True},
-    }
-    if dtype not in table:
-        raise TrainingDataError(f"dtype {dtype!r}: use auto, float32, bfloat16 or float16.")
-    return table[dtype]
-
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The `checkpoint-N` directory with the largest N in output_dir, if any."""
-    out = Path(output_dir)
-    if not out.is_dir():
-        return None
-    found = [
-        (int(match.group(1)), path)
-        for path in out.iterdir()
-        if path.is_dir() and (match := _CHECKPOINT.match(path.name))
-    ]
-    return str(max(found)[1]) if found else None
-
-
-def resolve_resume(setting: str | bool | None, output_dir: str | Path) -> str | bool | None:
-    """`resume` (False, True, "auto" or a checkpoint path) -> Trainer.train's argument."""
-    if setting in (None, False, "false", ""):
-        return None
-    out = Path(output_dir)
-    last = last_checkpoint(out)
-    if setting == "auto":
-        return last
-    if setting is True or setting == "true":
-        if last is None:
-            raise TrainingDataError(
-                f"resume=true but {out} holds no checkpoint-* directory. Start fresh "
-                "without it, or use resume=auto to continue only when a checkpoint exists."
-            )
-        return last
-    path = Path(str(setting))
-    if not path.is_dir():
-        raise TrainingDataError(f"resume: {path} is not a checkpoint directory.")
-    return str(path)
 
 
 def load_table(path: str | Path, split: str | None = None):

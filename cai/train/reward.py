@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cai.train.config import save_config
+from cai.train.config import resolve_resume, save_config
 from cai.train.preference import (
     RunConfig,
     TrainingDataError,
@@ -26,7 +26,6 @@ from cai.train.preference import (
     final_metrics,
     load_table,
     require_columns,
-    resolve_resume,
     save_trained_model,
     write_card,
 )

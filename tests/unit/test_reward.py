@@ -8,12 +8,12 @@ import pytest
 
 from cai.backends.base import BackendError
 from cai.backends.scripted import ScriptedBackend
+from cai.train.config import ConfigError
 from cai.train.preference import (
     DPOTrainConfig,
     OnlineTrainConfig,
     TrainingDataError,
     _online_reward_funcs,
-    resolve_resume,
 )
 from cai.train.reward import prepare_rows, soft_label_loss
 from cai.train.rewards import AssessReward, JudgeRewardSpec
@@ -139,20 +139,6 @@ def test_assess_reward_records_failures_as_none_never_a_number():
 # --- run plumbing ----------------------------------------------------------------------------
 
 
-def test_resume_resolution(tmp_path):
-    assert resolve_resume(False, tmp_path) is None
-    assert resolve_resume("auto", tmp_path) is None
-    with pytest.raises(TrainingDataError, match="no checkpoint"):
-        resolve_resume(True, tmp_path)
-    for step in (5, 12):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-    assert resolve_resume(True, tmp_path).endswith("checkpoint-12")
-    assert resolve_resume("auto", tmp_path).endswith("checkpoint-12")
-    assert resolve_resume(str(tmp_path / "checkpoint-5"), tmp_path).endswith("checkpoint-5")
-    with pytest.raises(TrainingDataError, match="not a checkpoint"):
-        resolve_resume(str(tmp_path / "nope"), tmp_path)
-
-
 def test_trl_kwargs_map_shared_settings_and_pass_extras_through():
     config = DPOTrainConfig(
         model="m", output_dir="o", train_data="d", dtype="float32", trl={"eval_steps": 7}
@@ -163,7 +149,7 @@ def test_trl_kwargs_map_shared_settings_and_pass_extras_through():
     assert DPOTrainConfig(model="m", output_dir="o", train_data="d", dtype="bfloat16").trl_kwargs()[
         "bf16"
     ]
-    with pytest.raises(TrainingDataError, match="dtype"):
+    with pytest.raises(ConfigError, match="dtype"):
         DPOTrainConfig(model="m", output_dir="o", train_data="d", dtype="int8").trl_kwargs()
 
 

@@ -78,7 +78,8 @@ class TokenFractionReward:
 
 
 class RewardModelScorer:
-    """A sequence-classification reward model scoring prompt + response through its chat template."""
+    """A sequence-classification reward model scoring prompt + response through its chat
+    template: the shared scorer of `cai.train.rewards`, frozen on the rollout device."""
 
     def __init__(
         self, path: str, device=None, batch_size: int = 16, max_length: int = 1024
@@ -86,90 +87,50 @@ class RewardModelScorer:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        if self.model.config.num_labels != 1:
+        from cai.train.rewards import RewardModelScorer as SharedScorer
+
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+        if model.config.num_labels != 1:
             raise ValueError(
                 f"{path}: a reward model needs exactly one output (num_labels=1), "
-                f"it has {self.model.config.num_labels}"
+                f"it has {model.config.num_labels}"
             )
-        if self.model.config.pad_token_id is None:
-            self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device or torch.device("cpu")
-        self.model.to(self.device).eval().requires_grad_(False)
-        self.batch_size = batch_size
-        self.max_length = max_length
+        model.to(device or torch.device("cpu")).eval().requires_grad_(False)
+        self.scorer = SharedScorer(
+            model, AutoTokenizer.from_pretrained(path), batch_size=batch_size, max_length=max_length
+        )
 
     def __call__(self, inputs: RewardInputs) -> list[float]:
-        import torch
-
-        texts = [
-            self.tokenizer.apply_chat_template(
-                [*prompt, {"role": "assistant", "content": response}], tokenize=False
-            )
-            for prompt, response in zip(inputs.prompts, inputs.responses, strict=True)
-        ]
-        scores: list[float] = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(
-                    texts[start : start + self.batch_size],
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    add_special_tokens=False,
-                ).to(self.device)
-                scores.extend(self.model(**batch).logits[:, 0].float().tolist())
-        return scores
+        return self.scorer.score(
+            [
+                [*prompt, {"role": "assistant", "content": response}]
+                for prompt, response in zip(inputs.prompts, inputs.responses, strict=True)
+            ]
+        )
 
 
 class JudgeReward:
     """The constitutional judge as a pointwise reward: mean over sampled principles of the
-    probability that the response follows the principle ("assess" template, label A)."""
+    probability that the response follows the principle (`cai.train.rewards.AssessReward`).
+    A response the judge cannot score stops the run: PPO must not learn from a made-up reward."""
 
     def __init__(self, backend, constitution, templates, principles_per_response: int, seed=0):
-        self.backend = backend
-        self.constitution = constitution
-        self.templates = templates
-        self.k = principles_per_response
-        self.seed = seed
+        from cai.train.rewards import AssessReward
+
+        self.assess = AssessReward(
+            backend, constitution, templates, k=principles_per_response, seed=seed
+        )
 
     def __call__(self, inputs: RewardInputs) -> list[float]:
-        from cai.backends.base import ChoiceRequest
-        from cai.constitution import sample_principles
-        from cai.records import stable_id
-
-        requests, owners = [], []
-        for index, (prompt, response) in enumerate(
-            zip(inputs.prompts, inputs.responses, strict=True)
-        ):
-            key = stable_id(prompt, response)
-            for principle in sample_principles(self.constitution, key, self.k, self.seed):
-                rendered = self.templates.render(
-                    "assess",
-                    conversation=prompt,
-                    response=response,
-                    principle=principle,
-                    constitution=self.constitution,
-                )
-                requests.append(
-                    ChoiceRequest(
-                        messages=rendered.messages,
-                        assistant_prefix=rendered.assistant_prefix,
-                        choices=("A", "B"),
-                    )
-                )
-                owners.append(index)
-        totals = [0.0] * len(inputs.prompts)
-        counts = [0] * len(inputs.prompts)
-        for owner, score in zip(owners, self.backend.score_choices(requests), strict=True):
-            totals[owner] += score.probs[0]
-            counts[owner] += 1
-        return [t / c for t, c in zip(totals, counts, strict=True)]
+        scores = self.assess(inputs.prompts, inputs.responses)
+        missing = [i for i, score in enumerate(scores) if score is None]
+        if missing:
+            raise RewardError(
+                f"the judge could not score {len(missing)} of {len(scores)} responses "
+                f"(last failure: {self.assess.failures[-1] if self.assess.failures else 'unknown'}); "
+                "check the judge backend, or shorten max_new_tokens if prompts overflow its context"
+            )
+        return [float(score) for score in scores]
 
 
 def build_reward(spec, tokenizer, device=None) -> RewardFunction:
