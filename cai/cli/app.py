@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# (module, attribute, group name or None for top-level commands registered by the module)
+# Each module's `register(app)` adds its commands or command group; imports stay light.
 _GROUPS: list[tuple[str, str]] = [
     ("cai.cli.doctor", "register"),
     ("cai.cli.constitution", "register"),
@@ -49,13 +49,7 @@ def _root(
 
 
 for module_name, attr in _GROUPS:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name != module_name:
-            raise
-        continue
-    getattr(module, attr)(app)
+    getattr(importlib.import_module(module_name), attr)(app)
 
 
 def main() -> None:

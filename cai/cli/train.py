@@ -27,13 +27,7 @@ def _register_commands() -> None:
     if _registered:
         return
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
-        module.register(train_app)
+        importlib.import_module(module_name).register(train_app)
     _registered = True
 
 
