@@ -1,10 +1,11 @@
 """Policy sampling: n responses per prompt, streamed, chunked and resumable.
 
-By default each prompt gets its own seed derived from (seed, prompt_id), so a prompt's
-responses depend only on the run seed and the prompt itself: not on the chunk it fell in, the
-prompts around it, or whether the run was interrupted and resumed. `seed_mode: shared`
-batches a whole chunk into one request instead (much faster on vLLM, which seeds every
-request of a batch separately).
+A prompt's responses depend only on the run seed and the prompt itself: not on the chunk it
+fell in, the prompts around it, or whether the run was interrupted and resumed. Every backend
+applies a seed per request (vLLM seeds each request of a batch on its own), so the default
+`seed_mode: shared` sends a whole chunk as one batched request with the run seed.
+`seed_mode: per_prompt` sends one request per prompt with a seed derived from (seed,
+prompt_id), for servers that seed per batch; it is several times slower.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class SampleConfig(BaseModel):
     max_tokens: int = Field(256, ge=1)
     seed: int = 0
     seed_mode: Literal["per_prompt", "shared"] = Field(
-        "per_prompt",
-        description="per_prompt: one request per prompt, seeded from (seed, prompt_id), on any "
-        "backend. shared: the whole chunk in one batched request with `seed`; vLLM seeds each "
-        "request of a batch on its own, so responses still depend only on (seed, prompt), "
-        "and batching is much faster on CPU.",
+        "shared",
+        description="shared: the whole chunk in one batched request with `seed`; cai's "
+        "backends seed each request on its own, so responses depend only on (seed, prompt). "
+        "per_prompt: one request per prompt, seeded from (seed, prompt_id), for servers that "
+        "seed per batch (several times slower).",
     )
     system_prompt: str | None = Field(
         None, description="prepended as a system turn when the prompt has none"
