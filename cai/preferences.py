@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.judge.compare import PairJudgment
 from cai.judge.ranking import win_probability
 from cai.judge.stage import JudgedSample
 from cai.records import PreferenceRow, pair_key
@@ -96,7 +97,10 @@ def _row(
     principles: list[str],
     method: str,
     score_margin: float | None = None,
+    judgment: PairJudgment | None = None,
+    chosen_is_a: bool = True,
 ) -> PreferenceRow:
+    by_order, by_principle = _chosen_views(judgment, chosen_is_a)
     return PreferenceRow(
         prompt=judged.prompt,
         chosen=[{"role": "assistant", "content": chosen}],
@@ -113,7 +117,32 @@ def _row(
         source="ai",
         method=method,
         score_margin=score_margin,
+        prob_chosen_by_order=by_order,
+        prob_chosen_by_principle=by_principle,
     )
+
+
+def _chosen_views(
+    judgment: PairJudgment | None, chosen_is_a: bool
+) -> tuple[list[float] | None, list[float | None] | None]:
+    """Per-order and per-principle probabilities, turned to read "chosen wins".
+
+    Orders come out as [chosen shown first, chosen shown second], so a position-biased judge
+    shows up as a large first value and a small second one.
+    """
+    if judgment is None:
+        return None, None
+
+    def flip(p: float) -> float:
+        return p if chosen_is_a else 1.0 - p
+
+    first, second = ("AB", "BA") if chosen_is_a else ("BA", "AB")
+    by_order = [flip(judgment.per_order[o]) for o in (first, second) if o in judgment.per_order]
+    by_id = {pj.principle: pj.prob_a for pj in judgment.per_principle}
+    by_principle = [
+        None if by_id.get(pid) is None else flip(by_id[pid]) for pid in judgment.principles
+    ]
+    return by_order or None, by_principle or None
 
 
 def _confidence_reason(p: float, orders_agree: bool | None, config: PreferenceConfig) -> str | None:
@@ -162,6 +191,8 @@ def rows_for(
             orders_agree=judgment.orders_agree,
             principles=judgment.principles,
             method="pairwise",
+            judgment=judgment,
+            chosen_is_a=chosen == a,
         )
         return [row], []
     ranking = judged.ranking
@@ -207,6 +238,8 @@ def rows_for(
                 principles=principles,
                 method=config.kwise,
                 score_margin=scores[win] - scores[lose],
+                judgment=direct,
+                chosen_is_a=win < lose,
             )
         )
     return rows, filtered
@@ -296,6 +329,8 @@ def preference_features():
             "constitution_hash": Value("string"),
             "source": Value("string"),
             "method": Value("string"),
+            "prob_chosen_by_order": List(Value("float64")),
+            "prob_chosen_by_principle": List(Value("float64")),
             "score_margin": Value("float64"),
             "rater_id": Value("string"),
         }

@@ -67,6 +67,10 @@ class PreferenceRow(BaseModel):
     source: Source = "ai"
     method: str = "pairwise"
     """pairwise | best_vs_worst | all_pairs | revision | human-import."""
+    prob_chosen_by_order: list[float] | None = None
+    """P(chosen wins) read from each answer order ([chosen shown first, chosen shown second])."""
+    prob_chosen_by_principle: list[float | None] | None = None
+    """P(chosen wins) under each entry of `principles` (None where that principle failed)."""
     score_margin: float | None = None
     """Bradley-Terry score difference for k-wise rankings (not TRL's `margin`)."""
     rater_id: str | None = None

@@ -6,8 +6,8 @@ Orientation: for kappa, each pair's responses are ordered alphabetically ("first
 reference: confidence = the AI's prob_chosen, outcome = the human probability that the AI's
 chosen response is better (a tie counts as 0.5, several raters are averaged).
 
-Optional AI columns used when present: `prob_a_orders` (one probability per answer order
-that the chosen response wins) and `prob_principles` (one per entry of `principles`).
+Optional AI columns used when present: `prob_chosen_by_order` (one probability per answer order
+that the chosen response wins) and `prob_chosen_by_principle` (one per entry of `principles`).
 Without them, position disagreement falls back to `orders_agree` and per-principle agreement
 to the pair's overall label.
 """
@@ -107,7 +107,7 @@ class PrincipleAgreement(BaseModel):
     """Pairs that used this principle and have a decisive human label."""
     accuracy: float | None
     basis: str
-    """"principle probability" (from prob_principles) or "pair label"."""
+    """"principle probability" (from prob_chosen_by_principle) or "pair label"."""
 
 
 class InterRater(BaseModel):
@@ -141,10 +141,10 @@ class AgreementReport(BaseModel):
 
 
 def orders_disagree(row: dict[str, Any]) -> bool | None:
-    """Whether the AI's answer orders disagreed: `orders_agree`, else `prob_a_orders`."""
+    """Whether the AI's answer orders disagreed: `orders_agree`, else `prob_chosen_by_order`."""
     if row.get("orders_agree") is not None:
         return not bool(row["orders_agree"])
-    orders = row.get("prob_a_orders") or []
+    orders = row.get("prob_chosen_by_order") or []
     if len(orders) >= 2:
         return any(p > 0.5 for p in orders) and any(p < 0.5 for p in orders)
     return None
@@ -200,7 +200,7 @@ def compute_agreement(
         confidence.append(max(p_chosen, 1.0 - p_chosen))
         outcome.append(y_chosen if p_chosen >= 0.5 else 1.0 - y_chosen)
         principles = list(ai.get("principles") or [])
-        per_p = ai.get("prob_principles")
+        per_p = ai.get("prob_chosen_by_principle")
         use_probs = per_p is not None and len(per_p) == len(principles) and principles
         has_principle_probs |= bool(use_probs)
         human_on_chosen = label_of(y_chosen)  # "first" here means: the AI's chosen wins
@@ -219,7 +219,7 @@ def compute_agreement(
             PrincipleAgreement(principle=principle, n=n, accuracy=acc, basis=basis)
         )
     if not has_principle_probs and principle_votes:
-        notes.append("no prob_principles column: per-principle agreement uses each pair's label")
+        notes.append("no prob_chosen_by_principle column: per-principle agreement uses each pair's label")
 
     multi = [
         [label_of(prob_first(r)) for r in rows] for rows in human_by_key.values() if len(rows) >= 2

@@ -2,8 +2,8 @@
 
 Each AI row gets an uncertainty score from three signals, each in [0, 1]:
 - probability: 1 - 2|prob_chosen - 0.5| (1 at a coin flip, 0 at certainty);
-- orders: spread (max - min) of `prob_a_orders`, else 1 when `orders_agree` is false;
-- principles: 2 * min(share for, share against) over `prob_principles` (1 at an even split).
+- orders: spread (max - min) of `prob_chosen_by_order`, else 1 when `orders_agree` is false;
+- principles: 2 * min(share for, share against) over `prob_chosen_by_principle` (1 at an even split).
 The weighted sum ranks the pairs; the top `budget` become labelling items with stable ids
 (`item_id` = pair_key), responses shown in a seeded random order so the AI's choice does not
 anchor the rater. Answers come back through the table importer, which checks each item_id.
@@ -57,12 +57,12 @@ def uncertainty(row: dict[str, Any], config: RoutingConfig) -> RoutedPair:
     """The uncertainty signals of one AI row and their weighted score."""
     p = float(row["prob_chosen"])
     u_prob = 1.0 - 2.0 * abs(p - 0.5)
-    orders = [float(x) for x in (row.get("prob_a_orders") or [])]
+    orders = [float(x) for x in (row.get("prob_chosen_by_order") or [])]
     if len(orders) >= 2:
         u_orders = max(orders) - min(orders)
     else:
         u_orders = 1.0 if row.get("orders_agree") is False else 0.0
-    per_principle = [float(x) for x in (row.get("prob_principles") or [])]
+    per_principle = [float(x) for x in (row.get("prob_chosen_by_principle") or [])]
     above = sum(x > 0.5 for x in per_principle)
     below = sum(x < 0.5 for x in per_principle)
     u_principles = 2.0 * min(above, below) / (above + below) if above + below else 0.0

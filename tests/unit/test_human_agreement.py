@@ -99,8 +99,8 @@ def test_compute_agreement_matches_hand_computed_values():
 
 def test_optional_per_order_and_per_principle_columns_are_used():
     ai = [dict(row) for row in AI]
-    ai[0]["prob_principles"] = [0.9, 0.3]  # under "honest" the judge preferred b1
-    ai[5] = {**ai[5], "prob_a_orders": [0.9, 0.2]}  # orders point opposite ways
+    ai[0]["prob_chosen_by_principle"] = [0.9, 0.3]  # under "honest" the judge preferred b1
+    ai[5] = {**ai[5], "prob_chosen_by_order": [0.9, 0.2]}  # orders point opposite ways
     report = compute_agreement(ai, HUMAN)
     per = {p.principle: p for p in report.per_principle}
     assert per["honest"].accuracy == pytest.approx(2 / 3)

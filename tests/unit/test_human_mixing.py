@@ -35,7 +35,7 @@ def test_human_overrides_ai_and_duplicates_are_removed():
         pref("q1", "b", "a", 0.6, n_judgments=4),  # same pair, more judgments: kept
         pref("q2", "x", "y", 0.9, n_judgments=2),  # overridden, agrees with people
         pref("q3", "m", "n", 0.8, n_judgments=2),  # overridden, people disagree
-        pref("q4", "s", "t", 0.8, n_judgments=2, prob_a_orders=[0.8, 0.8]),
+        pref("q4", "s", "t", 0.8, n_judgments=2, prob_chosen_by_order=[0.8, 0.8]),
     ]
     human = [
         pref("q2", "y", "x", 0.0, "human", rater_id="r1"),  # prob 0 for y: x wins
@@ -56,7 +56,7 @@ def test_human_overrides_ai_and_duplicates_are_removed():
     assert merged["source"] == "human" and _content(merged, "chosen") == "n"
     assert merged["prob_chosen"] == pytest.approx(2 / 3)
     assert merged["n_judgments"] == 3 and merged["rater_id"] == "r1,r2,r3"
-    assert by_prompt["q4"]["prob_a_orders"] == [0.8, 0.8]  # extra columns survive
+    assert by_prompt["q4"]["prob_chosen_by_order"] == [0.8, 0.8]  # extra columns survive
     for row in rows:
         PreferenceRow.model_validate(row)
         assert row["pair_id"] == pair_key(
@@ -113,12 +113,12 @@ def test_bad_configs_are_refused():
 
 @pytest.mark.parametrize("name", ["mixed.jsonl", "mixed.parquet", "mixed_dir"])
 def test_mixed_rows_write_and_read_back(tmp_path, name):
-    ai = [pref("q1", "a", "b", 0.7, principles=["harm"], prob_a_orders=[0.6, 0.8])]
+    ai = [pref("q1", "a", "b", 0.7, principles=["harm"], prob_chosen_by_order=[0.6, 0.8])]
     human = [pref("q2", "x", "y", 1.0, "human", rater_id="r1")]
     rows, _ = mix(ai, human, MixConfig(shuffle=False))
     back = read_rows(write_rows(rows, tmp_path / name))
     assert len(back) == 2
     by_source = {r["source"]: r for r in back}
-    assert by_source["ai"]["prob_a_orders"] == [0.6, 0.8]
-    assert by_source["human"]["prob_a_orders"] is None and by_source["human"]["rater_id"] == "r1"
+    assert by_source["ai"]["prob_chosen_by_order"] == [0.6, 0.8]
+    assert by_source["human"]["prob_chosen_by_order"] is None and by_source["human"]["rater_id"] == "r1"
     assert by_source["human"]["chosen"] == [{"role": "assistant", "content": "x"}]

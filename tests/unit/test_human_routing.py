@@ -35,8 +35,8 @@ AI = [
     pref("sure", "yes", "no", 1.0, orders_agree=True),  # score 0
     pref("coin", "heads", "tails", 0.5, orders_agree=True),  # 1.0
     pref("flip", "left", "right", 0.9, orders_agree=False),  # 0.2 + 1 = 1.2
-    pref("orders", "up", "down", 0.8, prob_a_orders=[0.9, 0.2]),  # 0.4 + 0.7 = 1.1
-    pref("split", "red", "blue", 0.7, prob_principles=[0.8, 0.2, 0.9, 0.1]),  # 0.6 + 1 = 1.6
+    pref("orders", "up", "down", 0.8, prob_chosen_by_order=[0.9, 0.2]),  # 0.4 + 0.7 = 1.1
+    pref("split", "red", "blue", 0.7, prob_chosen_by_principle=[0.8, 0.2, 0.9, 0.1]),  # 0.6 + 1 = 1.6
 ]
 AI[1]["prompt"] = MULTI_TURN
 AI[1]["pair_id"] = pair_key(MULTI_TURN, "heads", "tails")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cai.judge.compare import PairJudgment, RankingJudgment
+from cai.judge.compare import PairJudgment, PrincipleJudgment, RankingJudgment
 from cai.judge.parse import JudgeFailure
 from cai.judge.stage import JudgedSample
 from cai.preferences import (
@@ -218,3 +218,18 @@ def test_pair_ids_match_the_human_label_key_whatever_the_order():
     [judged] = judge_chunk(FirstWins(), [sample])
     [row], _ = rows_for(judged, PreferenceConfig(), PROV)
     assert judged.pair_id == row.pair_id == row_key(row.model_dump())
+
+
+def test_rows_keep_per_order_and_per_principle_numbers_as_chosen_wins():
+    """The numbers routing and agreement reports read, oriented to the chosen response."""
+    judged = judged_pair(0.2, agree=False)  # per_order AB 0.9, BA 0.3 -> b ("second") is chosen
+    judged.pair.per_principle = [
+        PrincipleJudgment(principle="harmless", prob_a=0.2),
+    ]
+    [row], _ = rows_for(judged, PreferenceConfig(), PROV)
+    assert row.chosen[0]["content"] == "second"
+    # chosen (b) shown first is order BA: P(b wins) = 1 - 0.3; shown second is AB: 1 - 0.9
+    assert row.prob_chosen_by_order == pytest.approx([0.7, 0.1])
+    assert row.prob_chosen_by_principle == pytest.approx([0.8])
+    [row_a], _ = rows_for(judged_pair(0.8), PreferenceConfig(), PROV)
+    assert row_a.prob_chosen_by_order == pytest.approx([0.9, 0.6])
