@@ -444,13 +444,21 @@ def token_prompts(tokenizer, requests) -> tuple[list[list[int]], list[list[int]]
     return prompts, choices
 
 
-def raw_score(engine, prompts: list[list[int]], choices: list[list[int]]) -> list[list[float]]:
-    """The minimal script: one LLM.generate call, max_tokens=1, log-probs of the label tokens."""
+def raw_score(
+    engine, prompts: list[list[int]], choices: list[list[int]], tuned: bool = False
+) -> list[list[float]]:
+    """The minimal script: one LLM.generate call, max_tokens=1, log-probs of the label tokens.
+
+    `tuned` adds the two settings cai's backend uses (no detokenizing of the sampled token,
+    no deep copy of the parameters per request), so cai's own overhead can be read alone."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    extra = {"detokenize": False, "skip_clone": True} if tuned else {}
     params = [
-        SamplingParams(max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=ids)
+        SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=ids, **extra
+        )
         for ids in choices
     ]
     outputs = engine.generate(

@@ -157,9 +157,13 @@ class CallStats:
 
 
 class CachedBackend(Backend):
-    """Wraps a backend so that only calls absent from the cache reach it."""
+    """Wraps a backend so that only calls absent from the cache reach it.
 
-    def __init__(self, backend: Backend, cache: CallCache, chunk_size: int = 64) -> None:
+    Misses go to the engine in batches of `chunk_size` and each batch is committed as one
+    transaction: large enough that the engine batches well, small enough that a kill loses
+    little. (Stages commit their own chunks too, so their chunk size bounds the loss first.)"""
+
+    def __init__(self, backend: Backend, cache: CallCache, chunk_size: int = 1024) -> None:
         self.inner = backend
         self.cache = cache
         self.chunk_size = chunk_size

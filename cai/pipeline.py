@@ -76,7 +76,9 @@ class PipelineConfig(BaseModel):
     revise: ReviseSettings = Field(
         default_factory=ReviseSettings, description="SL-CAI critique -> revision stage"
     )
-    chunk_size: int = Field(16, ge=1, description="prompts per resumable chunk")
+    chunk_size: int = Field(
+        64, ge=1, description="prompts per resumable chunk (and per engine batch)"
+    )
     overwrite: bool = Field(False, description="discard earlier results in output_dir")
 
     @field_validator("stages")

@@ -17,6 +17,7 @@ A response that contains `{{ 7*7 }}`, `</response>` or "(B)" stays text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -85,8 +86,12 @@ class RenderedPrompt(BaseModel):
         return ChoiceRequest(messages=self.messages, assistant_prefix=prefix, choices=picked)
 
 
+@functools.lru_cache(maxsize=8192)
 def as_data(text: str) -> str:
-    """Defuse the strings in user text that could pass for prompt structure; keep the rest."""
+    """Defuse the strings in user text that could pass for prompt structure; keep the rest.
+
+    Memoised: a judge renders the same conversation and responses for every order and
+    principle of a pair."""
     text = _MARKER_IN_DATA.sub(r"[ [\1] ]", text)
     text = _SPECIAL_TOKEN.sub(r"< |\1| >", text)
     text = _CONTROL_TEXT.sub(lambda m: f"{m[1] or m[3]} {m[2] or m[4]}", text)
@@ -113,7 +118,23 @@ def _to_data(value: Any) -> Any:
     )
 
 
+_MODEL_DATA: dict[int, tuple[BaseModel, dict[str, Any]]] = {}
+
+
 def _model_data(model: BaseModel) -> dict[str, Any]:
+    """Template data of a pydantic model, memoised per object: constitutions and principles
+    are passed to thousands of renders unchanged. (Holding the object keeps its id unique.)"""
+    found = _MODEL_DATA.get(id(model))
+    if found is not None and found[0] is model:
+        return found[1]
+    data = _convert_model(model)
+    if len(_MODEL_DATA) >= 1024:
+        _MODEL_DATA.clear()
+    _MODEL_DATA[id(model)] = (model, data)
+    return data
+
+
+def _convert_model(model: BaseModel) -> dict[str, Any]:
     from cai.constitution import Constitution
 
     if isinstance(model, Constitution):

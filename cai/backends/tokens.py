@@ -69,6 +69,44 @@ def request_prompt_ids(tokenizer, encode: Encode, request: ChoiceRequest) -> lis
     return text_prompt_ids(encode, request.text + request.assistant_prefix)
 
 
+def batch_request_prompt_ids(tokenizer, requests: Sequence[ChoiceRequest]) -> list[list[int]]:
+    """`request_prompt_ids` for a whole batch, identical ids, with one tokenizer call per kind
+    of text: fast tokenizers encode a batch in parallel, and assistant prefixes repeat."""
+    bodies: list[tuple[str, bool]] = []
+    for request in requests:
+        if request.messages is not None:
+            bodies.append((render_chat(tokenizer, request.messages), False))
+        elif request.text is None:
+            raise BackendError("A ChoiceRequest needs `messages` or `text`; both are empty.")
+        else:
+            bodies.append((request.text + request.assistant_prefix, True))
+    encoded: list[list[int] | None] = [None] * len(bodies)
+    for special in (False, True):
+        picked = [i for i, (_, flag) in enumerate(bodies) if flag is special]
+        if picked:
+            ids = _encode_many(tokenizer, [bodies[i][0] for i in picked], special)
+            for i, row in zip(picked, ids, strict=True):
+                encoded[i] = row
+    prefixes = sorted(
+        {r.assistant_prefix for r in requests if r.messages is not None and r.assistant_prefix}
+    )
+    prefix_ids = dict(zip(prefixes, _encode_many(tokenizer, prefixes, False), strict=True))
+    out = []
+    for request, row in zip(requests, encoded, strict=True):
+        assert row is not None
+        if request.messages is not None and request.assistant_prefix:
+            row = row + prefix_ids[request.assistant_prefix]
+        out.append(row)
+    return out
+
+
+def _encode_many(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    if not texts:
+        return []
+    batch = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False)
+    return [list(ids) for ids in batch["input_ids"]]
+
+
 def choice_token_ids(encode: Encode, choices: Sequence[str]) -> list[int]:
     """The single token id of each choice, or ChoiceTokenError naming the culprit."""
     if len(choices) < 2:

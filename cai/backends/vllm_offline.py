@@ -23,11 +23,11 @@ from cai.backends.base import (
     Message,
 )
 from cai.backends.tokens import (
+    batch_request_prompt_ids,
     chat_prompt_ids,
     check_context,
     choice_token_ids,
     hf_encoder,
-    request_prompt_ids,
     text_prompt_ids,
 )
 
@@ -111,6 +111,7 @@ class VLLMOfflineBackend(Backend):
 
     # generation -----------------------------------------------------------------------
     def _sampling_params(self, params: GenerationParams):
+        """Fresh per request (skip_clone spares vLLM a deep copy of a shared one)."""
         from vllm import SamplingParams
 
         return SamplingParams(
@@ -120,6 +121,7 @@ class VLLMOfflineBackend(Backend):
             max_tokens=params.max_tokens,
             stop=list(params.stop) or None,
             seed=params.seed,
+            skip_clone=True,
         )
 
     def _generate_ids(self, prompts: list[list[int]], params: GenerationParams) -> list[Generation]:
@@ -130,7 +132,7 @@ class VLLMOfflineBackend(Backend):
 
         outputs = self.engine.generate(
             [TokensPrompt(prompt_token_ids=ids) for ids in prompts],
-            self._sampling_params(params),
+            [self._sampling_params(params) for _ in prompts],
             use_tqdm=self.show_progress and len(prompts) > 1,
         )
         results = []
@@ -164,12 +166,23 @@ class VLLMOfflineBackend(Backend):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts = [request_prompt_ids(self.tokenizer, self._encode, r) for r in requests]
+        prompts = batch_request_prompt_ids(self.tokenizer, requests)
         check_context([len(p) for p in prompts], 1, self.max_model_len)
-        choice_ids = [choice_token_ids(self._encode, r.choices) for r in requests]
+        ids_by_choices: dict[tuple[str, ...], list[int]] = {}
+        for request in requests:
+            if request.choices not in ids_by_choices:
+                ids_by_choices[request.choices] = choice_token_ids(self._encode, request.choices)
+        choice_ids = [ids_by_choices[r.choices] for r in requests]
+        # A fresh SamplingParams per request with skip_clone: vLLM would otherwise deep-copy a
+        # shared one for every request, which costs more than the forward pass on small models.
         sampling = [
             SamplingParams(
-                max_tokens=1, temperature=0.0, logprobs=len(ids), logprob_token_ids=list(ids)
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=len(ids),
+                logprob_token_ids=list(ids),
+                detokenize=False,  # only the label log-probs are read
+                skip_clone=True,
             )
             for ids in choice_ids
         ]

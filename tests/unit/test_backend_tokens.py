@@ -92,3 +92,26 @@ def test_context_check_names_every_offending_prompt():
         check_context([10, 30, 21, 5], 5, 25)
     assert err.value.indices == [1, 2]
     assert "context window of 25 tokens" in str(err.value)
+
+
+def test_batched_prompt_ids_equal_one_by_one_on_a_real_bpe_tokenizer(tmp_path):
+    """The scoring fast path must score exactly the tokens the per-request path would."""
+    from transformers import AutoTokenizer
+
+    from cai.backends.tokens import batch_request_prompt_ids, hf_encoder
+    from cai.testing import build_tokenizer
+
+    build_tokenizer(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    chat = [{"role": "user", "content": "Which answer is kinder?"}]
+    requests = [
+        ChoiceRequest(messages=chat, assistant_prefix="The better response is ("),
+        ChoiceRequest(messages=[*chat, {"role": "assistant", "content": "Hi"}]),
+        ChoiceRequest(text="Question: safe? Answer: (", assistant_prefix=""),
+        ChoiceRequest(messages=chat, assistant_prefix=" Let me think. So ("),
+        ChoiceRequest(messages=chat, assistant_prefix="The better response is ("),
+    ]
+    one_by_one = [request_prompt_ids(tok, hf_encoder(tok), r) for r in requests]
+    assert batch_request_prompt_ids(tok, requests) == one_by_one
+    with pytest.raises(BackendError, match="needs `messages` or `text`"):
+        batch_request_prompt_ids(tok, [ChoiceRequest()])
