@@ -46,11 +46,12 @@ def prepare_vllm_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """Set the variables vLLM's CPU build needs unless the user already chose values.
 
     Without VLLM_CPU_KVCACHE_SPACE the CPU worker refuses to start; reserving no CPU lets it
-    use every core of a small machine. Returns the environment (os.environ by default).
+    use every core of a small machine. TOKENIZERS_PARALLELISM is left alone on purpose: the
+    judge tokenizes whole batches while the engine waits, and the Rust tokenizer uses every
+    core for that (it turns itself off in forked children). Returns the environment.
     """
     target = os.environ if env is None else env
     if is_vllm_cpu_build():
         target.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         target.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    target.setdefault("TOKENIZERS_PARALLELISM", "false")
     return target
