@@ -58,6 +58,20 @@ def call_key(model_id: str, kind: str, request: Any, params: Any = None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _retry_while_locked(action: Callable[[], Any], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class CacheSummary(BaseModel):
     """What `cai cache stats` prints."""
 
@@ -78,9 +92,11 @@ class CallCache:
             self.path, timeout=60.0, isolation_level=None, check_same_thread=False
         )
         self._conn.execute("PRAGMA busy_timeout = 60000")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL and creating the schema need a lock that SQLite does not wait for
+        # (no busy handler), so two processes opening a new cache at once must retry.
+        _retry_while_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
         self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(_SCHEMA)
+        _retry_while_locked(lambda: self._conn.executescript(_SCHEMA))
 
     def get_many(self, keys: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}

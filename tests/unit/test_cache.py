@@ -177,3 +177,24 @@ def test_cached_backend_exposes_the_inner_backend():
     cached = CachedBackend(inner, CallCache(":memory:"))
     assert cached.model_id == "abc"
     assert cached.calls is inner.calls
+
+
+def test_many_processes_can_create_the_same_new_cache_at_once(tmp_path):
+    """Opening a new cache switches it to WAL, which SQLite does not wait for: must retry."""
+    code = (
+        "import sys; from cai.cache import CallCache; c = CallCache(sys.argv[1]); "
+        "c.put_many('m', 'chat', [(sys.argv[2], 'x')])"
+    )
+    for trial in range(4):
+        path = tmp_path / f"new-{trial}.sqlite"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, str(path), f"key-{i}"],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(6)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+        assert CallCache(path).summary().entries == 6
