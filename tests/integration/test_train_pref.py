@@ -2,45 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import random
-
 import pytest
 
-from cai.records import PreferenceRow, stable_id
-from cai.testing.tiny import _WORDS
+from cai.testing.data import write_random_preferences, write_random_prompts
 
 pytestmark = pytest.mark.slow
-
-
-def _sentence(rng, n=6):
-    return " ".join(rng.choice(_WORDS) for _ in range(n))
-
-
-def _preferences(path, n=8):
-    rng = random.Random(0)
-    with path.open("w") as handle:
-        for i in range(n):
-            prompt = [{"role": "user", "content": _sentence(rng)}]
-            row = PreferenceRow(
-                prompt=prompt,
-                chosen=[{"role": "assistant", "content": _sentence(rng)}],
-                rejected=[{"role": "assistant", "content": _sentence(rng)}],
-                prompt_id=stable_id(prompt),
-                pair_id=stable_id(prompt, i),
-                prob_chosen=0.8,
-                principles=["harmless"],
-            )
-            handle.write(row.model_dump_json() + "\n")
-    return str(path)
-
-
-def _prompts(path, n=4):
-    rng = random.Random(1)
-    with path.open("w") as handle:
-        for _ in range(n):
-            handle.write(json.dumps({"prompt": _sentence(rng)}) + "\n")
-    return str(path)
 
 
 def _weights(directory):
@@ -57,7 +23,7 @@ def _changed(before, after_dir) -> bool:
 def test_dpo_trains_on_cai_preference_rows_and_resumes(tiny_model_dir, tmp_path):
     from cai.train.preference import DPOTrainConfig, train_dpo
 
-    data = _preferences(tmp_path / "prefs.jsonl")
+    data = write_random_preferences(tmp_path / "prefs.jsonl", principles=["harmless"])
     config = DPOTrainConfig(
         model=str(tiny_model_dir),
         output_dir=str(tmp_path / "dpo"),
@@ -83,7 +49,7 @@ def test_grpo_with_a_reward_model(tiny_model_dir, tiny_reward_dir, tmp_path):
     config = OnlineTrainConfig(
         model=str(tiny_model_dir),
         output_dir=str(tmp_path / "grpo"),
-        prompts=_prompts(tmp_path / "prompts.jsonl"),
+        prompts=write_random_prompts(tmp_path / "prompts.jsonl", n=4),
         reward_models=[str(tiny_reward_dir)],
         num_generations=2,
         max_completion_length=8,
@@ -112,7 +78,7 @@ def test_rloo_with_the_constitutional_judge_as_reward(tiny_model_dir, vllm_backe
     config = OnlineTrainConfig(
         model=str(tiny_model_dir),
         output_dir=str(tmp_path / "rloo"),
-        prompts=_prompts(tmp_path / "prompts.jsonl"),
+        prompts=write_random_prompts(tmp_path / "prompts.jsonl", n=4),
         judge=JudgeRewardSpec(constitution="default", principles_per_completion=2),
         num_generations=2,
         max_completion_length=8,

@@ -3,43 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
-from cai.records import PreferenceRow, stable_id
-from cai.testing.tiny import _WORDS
+from cai.testing.data import write_random_preferences, write_random_prompts
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-
-
-def _sentence(rng, n=6):
-    return " ".join(rng.choice(_WORDS) for _ in range(n))
-
-
-def _preferences(path, n=8):
-    rng = random.Random(0)
-    with path.open("w") as handle:
-        for i in range(n):
-            prompt = [{"role": "user", "content": _sentence(rng)}]
-            row = PreferenceRow(
-                prompt=prompt,
-                chosen=[{"role": "assistant", "content": _sentence(rng)}],
-                rejected=[{"role": "assistant", "content": _sentence(rng)}],
-                prompt_id=stable_id(prompt),
-                pair_id=stable_id(prompt, i),
-                prob_chosen=0.8,
-            )
-            handle.write(row.model_dump_json() + "\n")
-    return str(path)
-
-
-def _prompts(path, n):
-    rng = random.Random(1)
-    with path.open("w") as handle:
-        for _ in range(n):
-            handle.write(json.dumps({"prompt": _sentence(rng)}) + "\n")
-    return str(path)
 
 
 def test_dpo_policy_win_rate_against_its_base(tiny_model_dir, vllm_backend, tmp_path):
@@ -54,7 +23,7 @@ def test_dpo_policy_win_rate_against_its_base(tiny_model_dir, vllm_backend, tmp_
         DPOTrainConfig(
             model=str(tiny_model_dir),
             output_dir=str(tmp_path / "dpo"),
-            train_data=_preferences(tmp_path / "prefs.jsonl"),
+            train_data=write_random_preferences(tmp_path / "prefs.jsonl"),
             max_steps=2,
             per_device_train_batch_size=4,
             learning_rate=1e-2,
@@ -63,7 +32,7 @@ def test_dpo_policy_win_rate_against_its_base(tiny_model_dir, vllm_backend, tmp_
     )
     policy = TransformersBackend(str(tmp_path / "dpo"), device="cpu", show_progress=False)
     config = WinRateConfig(
-        prompts=_prompts(tmp_path / "prompts.jsonl", n=6),
+        prompts=write_random_prompts(tmp_path / "prompts.jsonl", n=6),
         policy={"kind": "transformers", "model": str(tmp_path / "dpo")},
         baseline={"kind": "vllm", "model": str(tiny_model_dir)},
         judge={"kind": "vllm", "model": str(tiny_model_dir)},
