@@ -17,10 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.base import Backend, GenerationParams, Message
+from cai.errors import CaiError
 from cai.records import stable_id
 
 
-class WinRateError(ValueError):
+class WinRateError(CaiError, ValueError):
     """The win-rate settings or inputs cannot produce a meaningful number."""
 
 

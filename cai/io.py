@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cai.errors import CaiError
 from cai.records import PromptRecord, stable_id
 
 TEXT_COLUMNS = ("prompt", "text", "instruction", "question", "input")
 MESSAGE_COLUMNS = ("messages", "conversation", "prompt")
 
 
-class InputFormatError(ValueError):
+class InputFormatError(CaiError, ValueError):
     """A prompts file could not be read as prompts."""
 
 

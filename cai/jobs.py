@@ -1,16 +1,29 @@
-"""Chunked, resumable stage runner: a kill at any point loses nothing and duplicates nothing.
+"""Chunked, resumable stage runner: a kill, a rerun or a changed input never mixes results.
 
-Items stream in a deterministic order and are processed in fixed-size chunks. Each finished
-chunk is committed atomically (written to a temporary file, fsynced, renamed) as
-`work_dir/chunks/NNNNNNNN.jsonl`. A rerun skips committed chunks and redoes only the chunk
-that was in flight; model calls inside it are served from the call cache where they were
-already made. Memory stays flat: only one chunk is held at a time.
+Items stream in a deterministic order and are processed in fixed-size chunks. Each chunk's
+resume identity has two parts:
+- the job's **settings fingerprint** (model identity, seed, constitution and template hashes,
+  parameters), kept in `job.json`: a rerun with different settings is refused with the names
+  of the changed keys and the two ways forward (`--overwrite`, or a new `--out`);
+- the chunk's **input digest**, a hash of the content of the items in it (prompt ids and
+  texts, or the samples a judge chunk is built from), kept in the chunk's file name
+  `chunks/NNNNNNNN-<digest>.jsonl`. Name and content are committed by one atomic rename.
+
+On a rerun a chunk is reused only when its index *and* input digest match; a chunk whose
+inputs changed is recomputed, and chunks past the new end are dropped, so the result equals a
+fresh run on the new inputs (model calls already made come from the call cache). Digests
+chain stage to stage because a stage's items are the previous stage's rows.
+
+`job.json` records whether the last run finished and which chunk files make up the result;
+`iter_results` reads exactly those and refuses an unfinished job, so a later stage never reads
+a half-written one. The work directory is locked while a job is open.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,11 +31,20 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cai.errors import CaiError
+from cai.files import DirectoryLock, atomic_write_json, atomic_write_lines
+
 T = TypeVar("T")
+JOB_FILE = "job.json"
+_CHUNK_NAME = re.compile(r"^(\d{8})(?:-([0-9a-f]{16}))?\.jsonl$")
 
 
-class JobConfigMismatchError(RuntimeError):
+class JobConfigMismatchError(CaiError, RuntimeError):
     """The work directory holds a job made with different settings."""
+
+
+class JobIncompleteError(CaiError, RuntimeError):
+    """A stage's results are read before the stage finished."""
 
 
 @dataclass
@@ -31,26 +53,110 @@ class JobStats:
     items_done_before: int = 0
     items_processed: int = 0
     chunks_committed: int = 0
+    chunks_dropped: int = 0
     seconds: float = 0.0
 
 
-def _atomic_write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def item_content(item: Any) -> Any:
+    """What identifies an item's content: a pydantic model's JSON dump, or the value itself."""
+    dump = getattr(item, "model_dump", None)
+    return dump(mode="json") if callable(dump) else item
+
+
+def chunk_digest(items: Iterable[Any]) -> str:
+    """A 16-hex-digit hash of the content of a chunk's items, in order."""
+    digest = hashlib.sha256()
+    for item in items:
+        blob = json.dumps(item_content(item), sort_keys=True, ensure_ascii=False, default=str)
+        digest.update(blob.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two fingerprints (nested dicts walked)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_keys(a, b, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def read_job_file(work_dir: str | Path) -> dict[str, Any] | None:
+    """The parsed job.json of a work directory, None when there is none."""
+    path = Path(work_dir) / JOB_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise JobConfigMismatchError(
+            f"cannot read the job record ({err})",
+            file=path,
+            fix="The directory was damaged outside cai; rerun with --overwrite to start the "
+            "stage again, or use another --out.",
+        ) from err
+    if not isinstance(data, dict) or not isinstance(data.get("fingerprint"), dict):
+        raise JobConfigMismatchError(
+            "is not a cai job record",
+            file=path,
+            fix="Rerun with --overwrite to start the stage again, or use another --out.",
+        )
+    return data
+
+
+def check_fingerprint(
+    work_dir: str | Path,
+    fingerprint: dict[str, Any],
+    chunk_size: int,
+    ignore: Iterable[str] = (),
+) -> None:
+    """Refuse (before any work) when `work_dir` holds a job with other settings.
+
+    `ignore` names top-level keys not known yet (e.g. a model identity that needs the engine);
+    the job checks them again when it opens.
+    """
+    existing = read_job_file(work_dir)
+    if existing is None:
+        return
+    skip = set(ignore)
+    old = {k: v for k, v in existing["fingerprint"].items() if k not in skip}
+    new = {k: v for k, v in _canonical(fingerprint).items() if k not in skip}
+    changed = changed_keys(old, new)
+    if existing.get("chunk_size") != chunk_size:
+        changed.append("chunk_size")
+    if changed:
+        raise JobConfigMismatchError(
+            f"holds results made with different settings (changed: {', '.join(changed)}); "
+            "resuming would mix them",
+            file=work_dir,
+            fix="Restore those settings to resume, pass --overwrite to discard the old results, "
+            "or write to a new directory with --out.",
+        )
+
+
+def _chunk_files(chunks_dir: Path) -> dict[int, list[Path]]:
+    """Committed chunk files by index (an index may have stale files from older inputs)."""
+    found: dict[int, list[Path]] = {}
+    if chunks_dir.is_dir():
+        for path in chunks_dir.iterdir():
+            match = _CHUNK_NAME.match(path.name)
+            if match:
+                found.setdefault(int(match.group(1)), []).append(path)
+    return found
 
 
 class ChunkedJob:
-    """One stage's resumable work directory.
-
-    `fingerprint` is every setting that changes the output (model, seed, constitution hash,
-    parameters). A rerun with a different fingerprint refuses to mix results; pass
-    `overwrite=True` (CLI `--overwrite`) to start again.
-    """
+    """One stage's resumable work directory; use as a context manager (it holds a lock)."""
 
     def __init__(
         self,
@@ -62,36 +168,46 @@ class ChunkedJob:
         self.work_dir = Path(work_dir)
         self.chunks_dir = self.work_dir / "chunks"
         self.chunk_size = chunk_size
-        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
-        meta_path = self.work_dir / "job.json"
-        if overwrite and self.chunks_dir.exists():
-            for stale in self.chunks_dir.iterdir():
-                stale.unlink()
-        self.chunks_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"fingerprint": self.fingerprint, "chunk_size": chunk_size}
-        if meta_path.exists() and not overwrite:
-            existing = json.loads(meta_path.read_text())
-            if existing != meta:
-                changed = sorted(
-                    k
-                    for k in set(existing.get("fingerprint", {})) | set(self.fingerprint)
-                    if existing.get("fingerprint", {}).get(k) != self.fingerprint.get(k)
-                )
-                if existing.get("chunk_size") != chunk_size:
-                    changed.append("chunk_size")
-                raise JobConfigMismatchError(
-                    f"{self.work_dir} holds results made with different settings "
-                    f"(changed: {', '.join(changed)}). Resuming would mix them. Use another "
-                    "output directory, restore the settings, or pass --overwrite to start again."
-                )
+        self.fingerprint = _canonical(fingerprint)
+        self._lock = DirectoryLock(self.work_dir, "stage directory").acquire()
+        try:
+            self._open(overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, overwrite: bool) -> None:
+        if overwrite:
+            for files in _chunk_files(self.chunks_dir).values():
+                for path in files:
+                    path.unlink()
+            (self.work_dir / JOB_FILE).unlink(missing_ok=True)
         else:
-            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+            check_fingerprint(self.work_dir, self.fingerprint, self.chunk_size)
+        self.chunks_dir.mkdir(parents=True, exist_ok=True)
+        existing = read_job_file(self.work_dir)
+        self._complete = existing.get("complete") if existing else None
+        if existing is None:
+            self._write_meta(None)
 
-    def _chunk_path(self, index: int) -> Path:
-        return self.chunks_dir / f"{index:08d}.jsonl"
+    def _write_meta(self, complete: dict[str, Any] | None) -> None:
+        meta = {"fingerprint": self.fingerprint, "chunk_size": self.chunk_size, "complete": complete}
+        atomic_write_json(self.work_dir / JOB_FILE, meta)
+        self._complete = complete
 
-    def committed_chunks(self) -> list[int]:
-        return sorted(int(p.stem) for p in self.chunks_dir.glob("*.jsonl"))
+    # context management -----------------------------------------------------------------------
+    def close(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> ChunkedJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # running ----------------------------------------------------------------------------------
+    def _chunk_path(self, index: int, digest: str) -> Path:
+        return self.chunks_dir / f"{index:08d}-{digest}.jsonl"
 
     def run(
         self,
@@ -101,12 +217,15 @@ class ChunkedJob:
         desc: str = "working",
         unit: str = "item",
     ) -> JobStats:
-        """Process every uncommitted chunk of `items` with `process` (a batch function)."""
+        """Process every chunk of `items` not already committed for the same inputs."""
         from tqdm.auto import tqdm
 
         started = time.monotonic()
-        done = set(self.committed_chunks())
+        if self._complete is not None:
+            self._write_meta(None)  # results are in flux until this run finishes
+        existing = _chunk_files(self.chunks_dir)
         stats = JobStats(items_total=total or 0)
+        names: list[str] = []
         iterator = iter(items)
         bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, smoothing=0.1)
         index = 0
@@ -114,25 +233,88 @@ class ChunkedJob:
             chunk = list(islice(iterator, self.chunk_size))
             if not chunk:
                 break
-            if index in done:
+            path = self._chunk_path(index, chunk_digest(chunk))
+            stale = [p for p in existing.get(index, []) if p != path]
+            if path.is_file():
                 stats.items_done_before += len(chunk)
-                bar.update(len(chunk))
             else:
                 rows = process(chunk)
-                _atomic_write_lines(self._chunk_path(index), rows)
+                atomic_write_lines(path, rows)
                 stats.items_processed += len(chunk)
                 stats.chunks_committed += 1
-                bar.update(len(chunk))
+            for old in stale:  # written for inputs that changed since
+                old.unlink(missing_ok=True)
+            names.append(path.name)
+            bar.update(len(chunk))
             index += 1
         bar.close()
+        for past_end in [i for i in existing if i >= index]:
+            for old in existing[past_end]:
+                old.unlink(missing_ok=True)
+            stats.chunks_dropped += 1
         stats.items_total = stats.items_done_before + stats.items_processed
+        self._write_meta({"chunks": names, "items": stats.items_total})
         stats.seconds = time.monotonic() - started
         return stats
 
     def iter_results(self) -> Iterator[dict[str, Any]]:
-        """Every committed row, in input order."""
-        for index in self.committed_chunks():
-            with self._chunk_path(index).open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
+        """Every row of the finished job, in input order."""
+        return iter_job_results(self.work_dir)
+
+
+def job_is_complete(work_dir: str | Path) -> bool:
+    meta = read_job_file(work_dir)
+    return bool(meta and meta.get("complete"))
+
+
+def job_fingerprint(work_dir: str | Path) -> dict[str, Any] | None:
+    meta = read_job_file(work_dir)
+    return meta["fingerprint"] if meta else None
+
+
+def job_item_count(work_dir: str | Path) -> int:
+    meta = read_job_file(work_dir)
+    if not meta or not meta.get("complete"):
+        return 0
+    return int(meta["complete"].get("items", 0))
+
+
+def iter_job_results(work_dir: str | Path, what: str = "stage") -> Iterator[dict[str, Any]]:
+    """The rows of a finished job, reading exactly the chunk files its last run committed."""
+    work_dir = Path(work_dir)
+    meta = read_job_file(work_dir)
+    if meta is None:
+        raise JobIncompleteError(
+            f"holds no {what} results (no {JOB_FILE})",
+            file=work_dir,
+            fix=f"Run the {what} stage first, or point at the directory it wrote.",
+        )
+    complete = meta.get("complete")
+    if not complete:
+        raise JobIncompleteError(
+            f"the {what} stage that writes here has not finished (interrupted, or running now)",
+            file=work_dir,
+            fix=f"Rerun the {what} stage (the same command resumes it) before using its results.",
+        )
+    for name in complete.get("chunks", []):
+        path = work_dir / "chunks" / name
+        try:
+            handle = path.open(encoding="utf-8")
+        except FileNotFoundError as err:
+            raise JobIncompleteError(
+                f"chunk {name} of the finished {what} stage is missing",
+                file=work_dir,
+                fix="The directory was changed outside cai; rerun the stage with --overwrite.",
+            ) from err
+        with handle:
+            for number, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
                         yield json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise JobIncompleteError(
+                            f"damaged chunk file ({err.msg})",
+                            file=path,
+                            line=number,
+                            fix="Delete that chunk file and rerun the stage to recompute it.",
+                        ) from err

@@ -16,7 +16,6 @@ Layout of `output_dir`:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,13 +33,14 @@ from pydantic import (
 
 from cai.backends import BackendSpec
 from cai.backends.base import Backend
+from cai.errors import CaiError
 from cai.judge.compare import JudgeConfig
 from cai.preferences import PreferenceConfig
 from cai.revise import ReviseSettings
 from cai.sample import SampleConfig
 
 
-class PipelineConfigError(ValueError):
+class PipelineConfigError(CaiError, ValueError):
     """The pipeline config (file or overrides) is invalid; the message says where and why."""
 
 
@@ -148,52 +148,128 @@ def _resolve_input(value: str | None, base: Path | None) -> str | None:
     return str(beside) if beside.exists() else value
 
 
+def _read_yaml_file(path: Path):
+    """Parse a settings file into data plus key positions; every failure is one CaiError."""
+    from cai.constitution.yamlmap import YamlSyntaxError, parse_yaml
+
+    if not path.is_file():
+        raise PipelineConfigError(
+            "no such pipeline config file", file=path, fix="Check the path (see examples/*.yaml)."
+        )
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise PipelineConfigError(
+            f"not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r})",
+            file=path,
+            fix="Save the file as UTF-8.",
+        ) from None
+    except OSError as err:
+        raise PipelineConfigError(f"cannot read it ({err.strerror})", file=path) from None
+    try:
+        parsed = parse_yaml(text)
+    except YamlSyntaxError as err:
+        raise PipelineConfigError(
+            err.message, file=path, line=err.line, fix="Fix the YAML syntax there."
+        ) from None
+    except RecursionError:
+        raise PipelineConfigError(
+            "nested too deeply to be a settings file", file=path, fix="Flatten the YAML."
+        ) from None
+    if parsed.data is not None and not isinstance(parsed.data, dict):
+        raise PipelineConfigError(
+            "the top level must be a mapping of settings (key: value lines)", file=path, line=1
+        )
+    return parsed
+
+
 def load_pipeline_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> PipelineConfig:
-    """Read YAML (optional), apply overrides, validate; errors name the bad key."""
-    import yaml
-
+    """Read YAML (optional), apply overrides, validate; errors name the file, line and key."""
     data: dict[str, Any] = {}
     base = None
+    parsed = None
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise PipelineConfigError(f"{path}: no such pipeline config file.")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise PipelineConfigError(f"{path}: not valid YAML ({err}).") from err
-        if loaded is not None and not isinstance(loaded, dict):
-            raise PipelineConfigError(f"{path}: the top level must be a mapping of settings.")
-        data = loaded or {}
+        parsed = _read_yaml_file(path)
+        data = parsed.data or {}
         base = path.resolve().parent
     data = apply_overrides(data, list(overrides or []))
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<top>'}: {e['msg']}" for e in err.errors()
-        )
-        where = f"{path}" if path is not None else "pipeline config"
-        raise PipelineConfigError(f"{where}: {problems}") from err
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        key = ".".join(str(p) for p in loc) or "<top>"
+        line = parsed.position(loc)[0] if parsed is not None and loc else None
+        more = len(err.errors()) - 1
+        message = first["msg"] + (f" (and {more} more problem(s))" if more else "")
+        fix = "See the settings reference in docs/labeling.md."
+        if first["type"] == "extra_forbidden":
+            from cai.constitution.errors import did_you_mean
+
+            known = _known_keys(loc[:-1])
+            hint = did_you_mean(str(loc[-1]), known)
+            fix = (hint[0].upper() + hint[1:] + " " if hint else "") + (
+                f"Known keys here: {', '.join(known)}." if known else fix
+            )
+        raise PipelineConfigError(
+            message, file=path if path is not None else None, line=line, key=key, fix=fix
+        ) from None
     if config.prompts is not None:
         config.prompts.path = _resolve_input(config.prompts.path, base) or config.prompts.path
     config.samples = _resolve_input(config.samples, base)
     config.templates = _resolve_input(config.templates, base)
     if config.constitution.endswith((".yaml", ".yml")):
         config.constitution = _resolve_input(config.constitution, base) or config.constitution
+    for spec in (config.policy, config.judge_backend):
+        if spec is not None and spec.kind in ("vllm", "transformers"):
+            spec.model = _resolve_input(spec.model, base) or spec.model
     return config
 
 
+def _known_keys(loc: tuple) -> list[str]:
+    """The field names allowed at `loc` of a PipelineConfig (for did-you-mean hints)."""
+    model: Any = PipelineConfig
+    for part in loc:
+        field_info = getattr(model, "model_fields", {}).get(part)
+        if field_info is None:
+            return []
+        annotation = field_info.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if hasattr(c, "model_fields")), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+RESOLVED_CONFIG = "config.resolved.yaml"
+SUMMARY_FILE = "summary.json"
+
+
 def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
+    """The settings that made this directory's data, with paths relative to the directory.
+
+    Loading it again resolves relative paths beside the file, so `cai run DIR/config.resolved.yaml
+    --out DIR` reruns (and resumes) the same job; no absolute local path leaves the machine.
+    """
     import yaml
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / "config.resolved.yaml"
-    data = config.model_dump(mode="json", exclude={"overwrite"})
-    target.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return target
+    from cai.files import atomic_write_text, relative_to_run
+
+    data = config.model_dump(mode="json", exclude={"overwrite", "output_dir"})
+    if data.get("prompts"):
+        data["prompts"]["path"] = relative_to_run(data["prompts"]["path"], output_dir)
+    for key in ("samples", "templates", "constitution"):
+        data[key] = relative_to_run(data.get(key), output_dir)
+    for role in ("policy", "judge_backend"):
+        spec = data.get(role)
+        if spec:
+            spec["model"] = relative_to_run(spec.get("model"), output_dir)
+            spec["cache_path"] = relative_to_run(spec.get("cache_path"), output_dir)
+    text = "# output_dir: the directory holding this file\n" + yaml.safe_dump(data, sort_keys=False)
+    return atomic_write_text(output_dir / RESOLVED_CONFIG, text)
 
 
 # ---- the run context ------------------------------------------------------------------------
@@ -206,6 +282,8 @@ class RunContext:
     policy_backend: Backend | None = None
     judge_backend: Backend | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    loaded: dict[str, Any] = field(default_factory=dict)
     _owned: list[Backend] = field(default_factory=list)
 
     def policy(self) -> Backend:
@@ -249,12 +327,21 @@ class RunContext:
 
 
 Stage = Callable[[RunContext], dict[str, Any]]
+StageCheck = Callable[[RunContext], None]
 STAGES: dict[str, Stage] = {}
+STAGE_CHECKS: dict[str, StageCheck] = {}
 
 
-def register_stage(name: str, stage: Stage) -> None:
-    """Make `name` usable in a config's `stages:` list."""
+def register_stage(name: str, stage: Stage, check: StageCheck | None = None) -> None:
+    """Make `name` usable in a config's `stages:` list.
+
+    `check` runs for every listed stage before any stage starts or any model loads: it
+    validates the stage's inputs and refuses settings that differ from the results already in
+    the output directory, so a doomed run fails in seconds and writes nothing.
+    """
     STAGES[name] = stage
+    if check is not None:
+        STAGE_CHECKS[name] = check
 
 
 def _backend_calls(backend: Backend) -> dict[str, Any] | None:
@@ -268,50 +355,124 @@ def _backend_calls(backend: Backend) -> dict[str, Any] | None:
     return {k: v for k, v in vars(stats).items() if not k.startswith("_")}
 
 
+def _rel(ctx: RunContext, path: str | Path | None) -> str | None:
+    from cai.files import relative_to_run
+
+    return relative_to_run(path, ctx.output_dir)
+
+
+# ---- sample ---------------------------------------------------------------------------------
+def _check_sample(ctx: RunContext) -> None:
+    from cai.files import is_inside
+    from cai.io import InputFormatError, iter_prompts
+    from cai.jobs import check_fingerprint
+    from cai.sample import sample_fingerprint
+
+    if not is_inside(ctx.samples_dir, ctx.output_dir):
+        raise PipelineConfigError(
+            f"the sample stage would write into {ctx.samples_dir}, outside the output "
+            f"directory {ctx.output_dir}; a run writes only inside its own directory",
+            key="samples",
+            fix="Drop `samples:` (samples then go to output_dir/samples), or drop the sample "
+            "stage to judge those samples as they are.",
+        )
+    source = ctx.config.prompts
+    assert source is not None  # checked by PipelineConfig
+    count = sum(1 for _ in iter_prompts(source.path, source.column, source.limit))
+    if count == 0:
+        raise InputFormatError(
+            "holds no prompts",
+            file=source.path,
+            fix="Add prompts (one JSON object per line, or one CSV row each), or fix the path.",
+        )
+    ctx.counts["prompts"] = count
+    if not ctx.config.overwrite:
+        fingerprint = sample_fingerprint("", ctx.config.sample)
+        check_fingerprint(
+            ctx.samples_dir, fingerprint, ctx.config.chunk_size, ignore=["policy_model"]
+        )
+
+
 def _sample_stage(ctx: RunContext) -> dict[str, Any]:
-    from cai.io import count_rows, iter_prompts
+    from cai.io import iter_prompts
     from cai.sample import sample_prompts
 
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
-    # Read the first prompt and count rows before starting an engine: bad input fails fast.
-    next(iter_prompts(source.path, source.column, 1), None)
-    total = count_rows(source.path, source.limit)
     stats = sample_prompts(
         ctx.policy(),
         iter_prompts(source.path, source.column, source.limit),
         ctx.samples_dir,
         ctx.config.sample,
-        source={
-            "path": str(Path(source.path).resolve()),
-            "column": source.column,
-            "limit": source.limit,
-        },
-        total=total,
+        total=ctx.counts.get("prompts"),
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
     )
-    return {**stats.model_dump(), "samples_dir": str(ctx.samples_dir)}
+    return {**stats.model_dump(), "samples_dir": _rel(ctx, ctx.samples_dir)}
+
+
+# ---- judge ----------------------------------------------------------------------------------
+def _check_judge(ctx: RunContext) -> None:
+    from cai.constitution import load_constitution
+    from cai.jobs import JOB_FILE, check_fingerprint, job_is_complete
+    from cai.judge.stage import judge_fingerprint_settings
+    from cai.samples_input import validate_samples
+    from cai.templates import TemplateSet
+
+    constitution = load_constitution(ctx.config.constitution)
+    templates = TemplateSet(ctx.config.templates)
+    ctx.loaded["constitution"], ctx.loaded["templates"] = constitution, templates
+    samples = ctx.samples_dir
+    will_sample = "sample" in ctx.config.stages
+    if not will_sample:
+        if (samples / JOB_FILE).is_file():
+            if not job_is_complete(samples):
+                raise PipelineConfigError(
+                    "the samples there are unfinished (the sample stage was interrupted or is "
+                    "running)",
+                    key="samples",
+                    fix=f"Rerun the sample stage to finish {samples} first.",
+                )
+        elif not samples.exists():
+            raise PipelineConfigError(
+                f"{samples}: no samples there",
+                key="samples",
+                fix="Run the `sample` stage first (cai sample / cai run), or set `samples:` to a "
+                "samples directory or a .jsonl/.csv/.parquet file of responses.",
+            )
+        else:
+            ctx.counts["samples"] = validate_samples(samples)
+    if not ctx.config.overwrite:
+        fingerprint = judge_fingerprint_settings(
+            "", constitution, templates, ctx.config.judge
+        )
+        check_fingerprint(
+            ctx.judgments_dir, fingerprint, ctx.config.chunk_size, ignore=["judge_model"]
+        )
 
 
 def _judge_stage(ctx: RunContext) -> dict[str, Any]:
-    from cai.constitution import load_constitution
     from cai.judge.compare import PairwiseJudge
     from cai.judge.stage import judge_samples
     from cai.sample import count_samples, iter_samples
-    from cai.templates import TemplateSet
 
-    # Inputs first, engine last: a wrong path fails before a model is loaded.
-    samples_identity = _samples_identity(ctx.samples_dir)
-    constitution = load_constitution(ctx.config.constitution)
-    templates = TemplateSet(ctx.config.templates)
+    constitution = ctx.loaded["constitution"]
+    templates = ctx.loaded["templates"]
+    total = ctx.counts.get("samples")
+    if total is None:
+        total = count_samples(ctx.samples_dir)
+    if total == 0:
+        raise PipelineConfigError(
+            "there are no samples to judge",
+            key="samples",
+            fix=f"Check {_rel(ctx, ctx.samples_dir)}: it holds no rows.",
+        )
     judge = PairwiseJudge(ctx.judge(), constitution, templates, ctx.config.judge)
     stats = judge_samples(
         judge,
         iter_samples(ctx.samples_dir),
         ctx.judgments_dir,
-        source={"samples": samples_identity},
-        total=count_samples(ctx.samples_dir),
+        total=total,
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
     )
@@ -331,17 +492,16 @@ def _judge_stage(ctx: RunContext) -> dict[str, Any]:
     }
 
 
-def _samples_identity(path: Path) -> Any:
-    """What identifies the samples being judged (for the judging job's resume check)."""
-    if (path / "job.json").is_file():
-        return json.loads((path / "job.json").read_text())["fingerprint"]
-    if path.is_file():
-        info = path.stat()
-        return {"path": str(path.resolve()), "bytes": info.st_size, "mtime": info.st_mtime}
-    raise PipelineConfigError(
-        f"{path}: no samples there. Run the `sample` stage first (cai sample / cai run), "
-        "or set `samples:` to a samples directory or .jsonl file."
-    )
+# ---- preferences ----------------------------------------------------------------------------
+def _check_preferences(ctx: RunContext) -> None:
+    from cai.jobs import job_is_complete
+
+    if "judge" not in ctx.config.stages and not job_is_complete(ctx.judgments_dir):
+        raise PipelineConfigError(
+            f"{_rel(ctx, ctx.judgments_dir)} holds no finished judgments",
+            key="stages",
+            fix="Add the `judge` stage (or run `cai judge`) before `preferences`.",
+        )
 
 
 def _preferences_stage(ctx: RunContext) -> dict[str, Any]:
@@ -362,6 +522,12 @@ def _preferences_stage(ctx: RunContext) -> dict[str, Any]:
     counts = build_preferences(
         iter_judged(ctx.judgments_dir), config, prov, rows_path, filtered_path
     )
+    inputs: dict[str, Any]
+    if ctx.config.prompts is not None and "sample" in ctx.config.stages:
+        inputs = ctx.config.prompts.model_dump(mode="json")
+        inputs["path"] = _rel(ctx, inputs["path"])
+    else:
+        inputs = {"samples": _rel(ctx, ctx.samples_dir)}
     card = dataset_card(
         title=ctx.config.name,
         counts=counts,
@@ -371,9 +537,7 @@ def _preferences_stage(ctx: RunContext) -> dict[str, Any]:
             "sampling": ctx.config.sample.model_dump(mode="json"),
             "judge": ctx.config.judge.model_dump(mode="json"),
             "filters": config.model_dump(mode="json", exclude={"push_to_hub", "private"}),
-            "inputs": ctx.config.prompts.model_dump(mode="json")
-            if ctx.config.prompts is not None
-            else {"samples": str(ctx.samples_dir)},
+            "inputs": inputs,
         },
     )
     destination = write_dataset(rows_path, ctx.dataset_path, config.format, card=card)
@@ -381,19 +545,20 @@ def _preferences_stage(ctx: RunContext) -> dict[str, Any]:
         push_to_hub(rows_path, config.push_to_hub, card, private=config.private)
     out = counts.model_dump()
     out["position_disagreement_rate"] = counts.position_disagreement_rate
-    out["dataset"] = str(destination)
-    out["filtered_file"] = str(filtered_path) if filtered_path else None
+    out["dataset"] = _rel(ctx, destination)
+    out["filtered_file"] = _rel(ctx, filtered_path) if filtered_path else None
     return out
 
 
 def _provenance_from_job(judgments_dir: Path) -> dict[str, Any]:
     """Provenance of a finished judging job (when `preferences` runs without `judge`)."""
-    job = judgments_dir / "job.json"
-    if not job.exists():
+    from cai.jobs import job_fingerprint
+
+    fingerprint = job_fingerprint(judgments_dir)
+    if fingerprint is None:
         raise PipelineConfigError(
             f"{judgments_dir} holds no judgments; run the `judge` stage first."
         )
-    fingerprint = json.loads(job.read_text())["fingerprint"]
     return {
         "judge_model": fingerprint.get("judge_model"),
         "constitution_name": fingerprint.get("constitution"),
@@ -402,13 +567,13 @@ def _provenance_from_job(judgments_dir: Path) -> dict[str, Any]:
     }
 
 
-def _revise_stage(ctx: RunContext) -> dict[str, Any]:
-    """SL-CAI: critique -> revision chains into output_dir/revise (SFT data, optional pairs)."""
-    from cai.revise import ReviseConfig, run_revise
+# ---- revise ---------------------------------------------------------------------------------
+def _revise_config(ctx: RunContext):
+    from cai.revise import ReviseConfig
 
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
-    config = ReviseConfig.from_settings(
+    return ReviseConfig.from_settings(
         ctx.config.revise,
         prompts=source.path,
         prompt_column=source.column,
@@ -420,13 +585,28 @@ def _revise_stage(ctx: RunContext) -> dict[str, Any]:
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
     )
-    return run_revise(config, backend=ctx.policy()).model_dump(mode="json")
 
 
-register_stage("sample", _sample_stage)
-register_stage("judge", _judge_stage)
-register_stage("preferences", _preferences_stage)
-register_stage("revise", _revise_stage)
+def _check_revise(ctx: RunContext) -> None:
+    from cai.revise import check_revise_inputs
+
+    check_revise_inputs(_revise_config(ctx))
+
+
+def _revise_stage(ctx: RunContext) -> dict[str, Any]:
+    """SL-CAI: critique -> revision chains into output_dir/revise (SFT data, optional pairs)."""
+    from cai.revise import run_revise
+
+    summary = run_revise(_revise_config(ctx), backend=ctx.policy()).model_dump(mode="json")
+    for key in ("sft_path", "flagged_path", "preferences_path"):
+        summary[key] = _rel(ctx, summary.get(key))
+    return summary
+
+
+register_stage("sample", _sample_stage, _check_sample)
+register_stage("judge", _judge_stage, _check_judge)
+register_stage("preferences", _preferences_stage, _check_preferences)
+register_stage("revise", _revise_stage, _check_revise)
 
 
 class PipelineResult(BaseModel):
@@ -435,43 +615,71 @@ class PipelineResult(BaseModel):
     summary: dict[str, Any]
 
 
+def _discard_run_files(output_dir: Path) -> None:
+    """--overwrite: the old summary and config describe data about to be replaced."""
+    for name in (SUMMARY_FILE, RESOLVED_CONFIG):
+        (output_dir / name).unlink(missing_ok=True)
+
+
 def run_pipeline(
     config: PipelineConfig,
     *,
     policy_backend: Backend | None = None,
     judge_backend: Backend | None = None,
 ) -> PipelineResult:
-    """Run the configured stages; pass backends to reuse engines you already hold."""
+    """Run the configured stages; pass backends to reuse engines you already hold.
+
+    Order: lock the output directory, check every stage's inputs and settings (no model is
+    loaded, nothing is written), then write the resolved config, run, and write the summary.
+    """
+    from cai.files import DirectoryLock, atomic_write_json
+
     started = time.monotonic()
     output_dir = Path(config.output_dir)
-    save_resolved_config(config, output_dir)
-    ctx = RunContext(config, output_dir, policy_backend=policy_backend, judge_backend=judge_backend)
-    try:
-        stages: dict[str, Any] = {}
+    with DirectoryLock(output_dir):
+        ctx = RunContext(
+            config, output_dir, policy_backend=policy_backend, judge_backend=judge_backend
+        )
         for name in config.stages:
-            stages[name] = STAGES[name](ctx)
-        calls = {}
-        if ctx.policy_backend is not None:
-            calls["policy"] = _backend_calls(ctx.policy_backend)
-        if ctx.judge_backend is not None and ctx.judge_backend is not ctx.policy_backend:
-            calls["judge"] = _backend_calls(ctx.judge_backend)
-    finally:
-        ctx.close()
-    summary = {
-        "name": config.name,
-        "stages": stages,
-        "model_calls": calls,
-        "wall_seconds": round(time.monotonic() - started, 3),
-    }
-    if "provenance" in ctx.summary:
-        summary["provenance"] = ctx.summary["provenance"]
-    (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            check = STAGE_CHECKS.get(name)
+            if check is not None:
+                check(ctx)
+        if config.overwrite:
+            _discard_run_files(output_dir)
+        save_resolved_config(config, output_dir)
+        try:
+            stages: dict[str, Any] = {}
+            for name in config.stages:
+                stages[name] = STAGES[name](ctx)
+            calls = {}
+            if ctx.policy_backend is not None:
+                calls["policy"] = _backend_calls(ctx.policy_backend)
+            if ctx.judge_backend is not None and ctx.judge_backend is not ctx.policy_backend:
+                calls["judge"] = _backend_calls(ctx.judge_backend)
+        finally:
+            ctx.close()
+        summary = {
+            "name": config.name,
+            "stages": stages,
+            "model_calls": calls,
+            "wall_seconds": round(time.monotonic() - started, 3),
+        }
+        if "provenance" in ctx.summary:
+            summary["provenance"] = ctx.summary["provenance"]
+        atomic_write_json(output_dir / SUMMARY_FILE, summary)
     dataset = stages.get("preferences", {}).get("dataset")
+    if dataset is not None:
+        dataset = str(output_dir / dataset)
     return PipelineResult(output_dir=str(output_dir), dataset=dataset, summary=summary)
 
 
 def format_summary(result: PipelineResult) -> str:
-    """The human-readable end-of-run report."""
+    """The human-readable end-of-run report (paths as the user can open them)."""
+    import os
+
+    def shown(path: str | None) -> str:
+        return os.path.normpath(os.path.join(result.output_dir, path)) if path else "n/a"
+
     s = result.summary
     lines = [f"cai run {s['name']}: done in {s['wall_seconds']:.1f} s"]
     stages = s["stages"]
@@ -491,7 +699,7 @@ def format_summary(result: PipelineResult) -> str:
         st = stages["revise"]
         lines.append(
             f"  revised: {st['prompts']} prompts ({st['resumed']} resumed), {st['rounds']} "
-            f"round(s); SFT data at {st['sft_path']}"
+            f"round(s); SFT data at {shown(st['sft_path'])}"
         )
     if "preferences" in stages:
         st = stages["preferences"]
@@ -500,7 +708,7 @@ def format_summary(result: PipelineResult) -> str:
         lines += [
             f"  pairs written: {st['rows_written']}",
             f"  filtered: {st['filtered'] or 'none'}"
-            + (f" (see {st['filtered_file']})" if st.get("filtered_file") else ""),
+            + (f" (see {shown(st['filtered_file'])})" if st.get("filtered_file") else ""),
             f"  judge failures: {st['judge_failures_by_kind'] or 'none'}",
             "  position disagreement (orders prefer different responses): "
             + ("n/a" if rate is None else f"{rate:.1%}"),
@@ -524,7 +732,7 @@ def format_summary(result: PipelineResult) -> str:
                 f"  {role} call cache: {sent} sent to the model, {served} served from cache"
             )
     if "sample" in stages and "judge" not in stages:
-        lines.append(f"samples: {stages['sample']['samples_dir']}")
+        lines.append(f"samples: {shown(stages['sample']['samples_dir'])}")
     if result.dataset:
         lines.append(f"dataset: {result.dataset}")
     return "\n".join(lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -372,38 +371,45 @@ def write_dataset(
     save_to_disk -> a directory; parquet -> a .parquet file; jsonl -> a .jsonl file. The
     dataset card goes into the directory, or beside the file as <name>.README.md.
     """
+    from cai.files import replace_dataset, temp_path_beside
+
     rows_path = Path(rows_path)
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(destination.name + ".tmp")
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
-    elif tmp.exists():
-        tmp.unlink()
-    if fmt == "jsonl":
-        shutil.copyfile(rows_path, tmp)
-    else:
-        import tempfile
-
-        # A fresh cache each time: datasets would otherwise reuse a stale Arrow file for
-        # the same rows path after the rows changed.
-        cache = Path(
-            tempfile.mkdtemp(prefix=".datasets-cache-", dir=cache_dir or destination.parent)
-        )
-        dataset = load_rows_dataset(rows_path, cache)
-        if fmt == "save_to_disk":
-            # num_shards=1 keeps an empty dataset loadable (zero shards cannot be read back).
-            dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)
-            if card is not None:
-                (tmp / "README.md").write_text(card, encoding="utf-8")
+    tmp = temp_path_beside(destination)  # unique: two writers never share a temp name
+    try:
+        if fmt == "jsonl":
+            tmp.rmdir()
+            shutil.copyfile(rows_path, tmp)
         else:
-            dataset.to_parquet(str(tmp))
-        shutil.rmtree(cache, ignore_errors=True)
-    if destination.is_dir():
-        shutil.rmtree(destination)
-    os.replace(tmp, destination)
+            import tempfile
+
+            # A fresh cache each time: datasets would otherwise reuse a stale Arrow file for
+            # the same rows path after the rows changed.
+            cache = Path(
+                tempfile.mkdtemp(prefix=".datasets-cache-", dir=cache_dir or destination.parent)
+            )
+            try:
+                dataset = load_rows_dataset(rows_path, cache)
+                if fmt == "save_to_disk":
+                    # num_shards=1 keeps an empty dataset loadable (zero shards cannot be read).
+                    dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)
+                    if card is not None:
+                        (tmp / "README.md").write_text(card, encoding="utf-8")
+                else:
+                    tmp.rmdir()
+                    dataset.to_parquet(str(tmp))
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+        replace_dataset(tmp, destination)
+    except BaseException:
+        from cai.files import remove_path
+
+        remove_path(tmp)
+        raise
     if card is not None and fmt != "save_to_disk":
-        destination.with_name(destination.name + ".README.md").write_text(card, encoding="utf-8")
+        from cai.files import atomic_write_text
+
+        atomic_write_text(destination.with_name(destination.name + ".README.md"), card)
     return destination
 
 

@@ -217,16 +217,9 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
     from cai.io import count_rows, iter_prompts
     from cai.jobs import ChunkedJob
     from cai.templates import TemplateSet
-    from cai.train.config import save_config
 
     started = time.monotonic()
-    if not Path(config.prompts).exists():  # before any engine starts
-        from cai.io import InputFormatError
-
-        raise InputFormatError(
-            f"{config.prompts}: no such file or directory. Pass a prompts .jsonl/.csv/.parquet "
-            "file or a save_to_disk directory."
-        )
+    check_revise_inputs(config)  # before any engine starts
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     constitution = load_constitution(config.constitution)
@@ -263,33 +256,32 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
         )
         fingerprint = {
             "stage": "revise",
-            "prompts": str(Path(config.prompts).resolve()),
-            "prompt_column": config.prompt_column,
             "model": backend.model_id,
             "constitution_hash": constitution.content_hash,
             "templates": templates.fingerprint(),
             "critique": critique_config.model_dump(mode="json"),
             "response": response_params.model_dump(mode="json"),
         }
-        job = ChunkedJob(out / "work", fingerprint, config.chunk_size, overwrite=config.overwrite)
 
         def process(records: list[PromptRecord]) -> list[dict[str, Any]]:
             chains = revise_batch(reviser, records, response_params)
             return [c.model_dump(mode="json") for c in chains]
 
-        stats = job.run(
-            iter_prompts(config.prompts, config.prompt_column, config.limit),
-            process,
-            total=count_rows(config.prompts, config.limit),
-            desc="revise",
-            unit="prompt",
-        )
+        work = out / "work"
+        with ChunkedJob(work, fingerprint, config.chunk_size, overwrite=config.overwrite) as job:
+            stats = job.run(
+                iter_prompts(config.prompts, config.prompt_column, config.limit),
+                process,
+                total=count_rows(config.prompts, config.limit),
+                desc="revise",
+                unit="prompt",
+            )
         provenance = {
             "policy_model": backend.model_id,
             "constitution_name": constitution.name,
             "constitution_hash": constitution.content_hash,
         }
-        chains = (RevisionChain.model_validate(r) for r in job.iter_results())
+        chains = iter_chains(out)
         rows = [chain_row(c, config.guards, provenance) for c in chains]
         failed_chains = sum(1 for r in rows if r["failure"])
         kept, flagged, report = route(rows, config.guards.policy)
@@ -325,12 +317,33 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
             card=_card(config, summary, templates.fingerprint()),
         )
         # Saved without overwrite, so rerunning from this file resumes rather than discards.
-        save_config(config.model_copy(update={"overwrite": False}), out, CONFIG_NAME)
-        (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
+        _save_run_files(config, summary, out)
         return summary
     finally:
         if owned:
             backend.close()
+
+
+def _save_run_files(config: ReviseConfig, summary: ReviseSummary, out: Path) -> None:
+    """The resolved config and summary, with paths relative to `out` (they travel with the data).
+
+    Saved without overwrite, so rerunning from the config file resumes rather than discards.
+    """
+    import yaml
+
+    from cai.files import atomic_write_json, atomic_write_text, relative_to_run
+
+    data = config.model_dump(mode="json", exclude={"overwrite"})
+    data["out"] = "."
+    for key in ("prompts", "templates", "constitution"):
+        data[key] = relative_to_run(data.get(key), out)
+    data["backend"]["model"] = relative_to_run(data["backend"].get("model"), out)
+    data["backend"]["cache_path"] = relative_to_run(data["backend"].get("cache_path"), out)
+    atomic_write_text(out / CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))
+    written = summary.model_dump(mode="json")
+    for key in ("sft_path", "flagged_path", "preferences_path"):
+        written[key] = relative_to_run(written.get(key), out)
+    atomic_write_json(out / "summary.json", written)
 
 
 def read_summary(out: str | Path) -> dict[str, Any]:
@@ -339,9 +352,29 @@ def read_summary(out: str | Path) -> dict[str, Any]:
 
 
 def iter_chains(out: str | Path) -> Iterable[RevisionChain]:
-    """The raw chains stored by a run (committed chunks, in input order)."""
-    for chunk in sorted((Path(out) / "work" / "chunks").glob("*.jsonl")):
-        with chunk.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield RevisionChain.model_validate_json(line)
+    """The raw chains stored by a finished run, in input order."""
+    from cai.jobs import iter_job_results
+
+    for row in iter_job_results(Path(out) / "work", "revise"):
+        yield RevisionChain.model_validate(row)
+
+
+def check_revise_inputs(config: ReviseConfig) -> int:
+    """Validate every prompt, the constitution and the templates before a model loads.
+
+    Returns the number of prompts; an empty prompts file is an error, not a run of nothing.
+    """
+    from cai.constitution import load_constitution
+    from cai.io import InputFormatError, iter_prompts
+    from cai.templates import TemplateSet
+
+    count = sum(1 for _ in iter_prompts(config.prompts, config.prompt_column, config.limit))
+    if count == 0:
+        raise InputFormatError(
+            "holds no prompts",
+            file=config.prompts,
+            fix="Add prompts (one JSON object per line, or one CSV row each), or fix the path.",
+        )
+    load_constitution(config.constitution)
+    TemplateSet(config.templates)
+    return count

@@ -11,7 +11,6 @@ prompt_id), for servers that seed per batch; it is several times slower.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.base import Backend, GenerationParams
-from cai.jobs import ChunkedJob, JobStats
+from cai.jobs import JOB_FILE, ChunkedJob, JobStats, iter_job_results, job_item_count
 from cai.records import PromptRecord, Sample
 
 
@@ -100,34 +99,33 @@ def sample_chunk(
     return out
 
 
+def sample_fingerprint(policy_model: str, config: SampleConfig) -> dict:
+    """The sampling job's settings; the prompts themselves are covered per chunk by content."""
+    return {"stage": "sample", "policy_model": policy_model, "config": config.model_dump(mode="json")}
+
+
 def sample_prompts(
     backend: Backend,
     prompts: Iterable[PromptRecord],
     work_dir: str | Path,
     config: SampleConfig,
     *,
-    source: dict | None = None,
     total: int | None = None,
     chunk_size: int = 16,
     overwrite: bool = False,
 ) -> SampleStats:
     """Sample every prompt into `work_dir` (resumable; rerun skips finished chunks).
 
-    `source` describes where the prompts came from (path, column, limit); it is part of the
-    resume fingerprint so a different prompt file never mixes into old results.
+    Each chunk is keyed by the content of its prompts (ids and messages), so a prompts file
+    edited, shrunk or grown between runs recomputes exactly the chunks that changed.
     """
-    fingerprint = {
-        "stage": "sample",
-        "policy_model": backend.model_id,
-        "config": config.model_dump(mode="json"),
-        "source": source or {},
-    }
-    job = ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite)
+    fingerprint = sample_fingerprint(backend.model_id, config)
 
     def process(chunk: list[PromptRecord]) -> list[dict]:
         return [s.model_dump(mode="json") for s in sample_chunk(backend, chunk, config)]
 
-    stats: JobStats = job.run(prompts, process, total=total, desc="sampling", unit="prompt")
+    with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
+        stats: JobStats = job.run(prompts, process, total=total, desc="sampling", unit="prompt")
     responses = truncated = 0
     for sample in iter_samples(work_dir):
         responses += len(sample.responses)
@@ -143,40 +141,25 @@ def sample_prompts(
 
 
 def iter_samples(path: str | Path) -> Iterator[Sample]:
-    """Stream samples from a sampling work directory or a samples JSONL file."""
+    """Stream samples from a sampling work directory, or from any table of responses.
+
+    Besides cai's own samples (a `cai sample` directory or its JSONL rows), a file or
+    save_to_disk dataset may hold `prompt` (text or messages) plus `responses`, or a TRL / HH
+    preference dataset (`chosen` / `rejected`) to relabel; see `cai.samples_input`.
+    """
+    from cai.samples_input import iter_sample_rows
+
     path = Path(path)
-    if path.is_dir():
-        if not (path / "job.json").exists():
-            raise FileNotFoundError(
-                f"{path} is not a samples directory (no job.json). Point at the output "
-                "directory of `cai sample`, or at a samples .jsonl file."
-            )
-        for index in sorted((path / "chunks").glob("*.jsonl")):
-            with index.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        yield Sample.model_validate_json(line)
+    if path.is_dir() and (path / JOB_FILE).exists():
+        for row in iter_job_results(path, "sample"):
+            yield Sample.model_validate(row)
         return
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such samples file or directory.")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield Sample.model_validate(json.loads(line))
-            except (json.JSONDecodeError, ValueError) as err:
-                raise ValueError(
-                    f"{path}:{number}: not a sample row ({err}). Each line needs prompt_id, "
-                    "prompt (messages), responses, finish_reasons, policy_model."
-                ) from err
+    yield from iter_sample_rows(path)
 
 
 def count_samples(path: str | Path) -> int:
+    """How many samples `iter_samples(path)` yields (a finished job knows; files are read)."""
     path = Path(path)
-    files = sorted((path / "chunks").glob("*.jsonl")) if path.is_dir() else [path]
-    total = 0
-    for file in files:
-        with file.open(encoding="utf-8") as handle:
-            total += sum(1 for line in handle if line.strip())
-    return total
+    if path.is_dir() and (path / JOB_FILE).exists():
+        return job_item_count(path)
+    return sum(1 for _ in iter_samples(path))

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Thread
 
+from cai.errors import CaiError
 from cai.platform import prepare_vllm_env
 
 
-class ServerStartError(RuntimeError):
+class ServerStartError(CaiError, RuntimeError):
     """The server exited or did not become healthy in time."""
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from cai.errors import CaiError
+from cai.files import clear_dataset_dir
 from cai.records import PreferenceRow, stable_id
 
 DatasetFormat = Literal["disk", "parquet", "jsonl"]
@@ -21,7 +23,7 @@ FORMATS: tuple[str, ...] = ("disk", "parquet", "jsonl")
 NO_PAIR_FLAGS = frozenset({"empty_revision", "unchanged_revision", "generation_failed"})
 
 
-class DatasetReadError(ValueError):
+class DatasetReadError(CaiError, ValueError):
     """A path does not hold an SFT or preference dataset that cai wrote or can read."""
 
 
@@ -42,7 +44,7 @@ def write_splits(
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}.")
     directory = Path(directory)
-    _clear_dataset_dir(directory)
+    clear_dataset_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     kept = {name: rows for name, rows in splits.items() if rows or name == "train"}
     example = next((rows[0] for rows in splits.values() if rows), schema_example)
@@ -72,25 +74,6 @@ def _dataset(rows: list[dict[str, Any]], example: dict[str, Any] | None):
         return Dataset.from_list(rows)
     features = Dataset.from_list([example]).features
     return Dataset.from_dict({name: [] for name in features}, features=features)
-
-
-def _clear_dataset_dir(directory: Path) -> None:
-    """Remove a previous dataset here (a rewrite never mixes two); refuse to touch other files."""
-    import shutil
-
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise ValueError(f"{directory} is a file; the dataset needs a directory there.")
-    ours = {"dataset_dict.json", "README.md"}
-    for entry in directory.iterdir():
-        is_split_dir = entry.is_dir() and (entry / "dataset_info.json").is_file()
-        if not (entry.name in ours or entry.suffix in (".parquet", ".jsonl") or is_split_dir):
-            raise ValueError(
-                f"{directory} holds {entry.name!r}, which is not part of a dataset written by cai; "
-                "choose an empty or new output directory."
-            )
-    shutil.rmtree(directory)
 
 
 def load_split(path: str | Path, split: str = "train"):

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cai.backends.base import ChoiceRequest, Message
+from cai.errors import CaiError
 
 ROLES = ("system", "user", "assistant")
 _MARKER_LINE = re.compile(r"^[ \t]*\[\[(system|user|assistant)\]\][ \t]*$", re.MULTILINE)
@@ -54,7 +55,7 @@ _CONTROL_TEXT = re.compile(
 )
 
 
-class TemplateError(ValueError):
+class TemplateError(CaiError, ValueError):
     """A template is missing, broken, or was rendered with the wrong variables."""
 
 

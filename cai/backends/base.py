@@ -13,13 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cai.errors import CaiError
+
 Message = dict[str, str]
 """A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
 
 FinishReason = Literal["stop", "length", "error"]
 
 
-class BackendError(RuntimeError):
+class BackendError(CaiError, RuntimeError):
     """A model call failed in a way the caller cannot fix by retrying (bad model, bad request)."""
 
 

@@ -4,11 +4,20 @@ Several base URLs are used round-robin; a URL that refused a connection sits out
 cool-down while others are healthy. Timeouts, refused or dropped connections, 429 and 5xx
 are retried with exponential backoff (the server may be restarting); other 4xx are the
 caller's mistake and raise at once with the server's message.
+
+Every request has a total deadline (`timeout_s`) across all its attempts and backoff
+sleeps, so a server that never answers is reported after about `timeout_s`, not after
+retries x timeout. Inside it, connecting may take `connect_timeout_s` (a few seconds: a live
+server accepts at once) and each attempt may wait `read_timeout_s` for the answer.
+
+`discover` is the first contact: it fails fast (no retries) on a URL nobody listens on, and
+finds the OpenAI routes under `/v1` when the user gave the bare server address.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from typing import Any
@@ -17,12 +26,18 @@ import httpx
 
 from cai.backends.base import BackendError, ContextOverflowError
 
+log = logging.getLogger(__name__)
+
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _OVERFLOW_HINTS = ("maximum context length", "context length", "too long", "max_model_len")
 
 
 class ServerUnavailableError(BackendError):
     """No server answered after every retry."""
+
+
+class ServerTimeoutError(ServerUnavailableError):
+    """A request got no answer within its total deadline."""
 
 
 class RequestRejectedError(BackendError):
@@ -33,7 +48,7 @@ def _error_text(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:1000]
+        return " ".join(response.text.split())[:300]
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
@@ -43,7 +58,7 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class HttpPool:
-    """POST/GET JSON against one of several base URLs with retries and backoff."""
+    """GET/POST JSON against one of several base URLs with retries, backoff and a deadline."""
 
     def __init__(
         self,
@@ -55,19 +70,25 @@ class HttpPool:
         max_backoff_s: float = 10.0,
         cooldown_s: float = 2.0,
         max_connections: int = 16,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float | None = None,
     ) -> None:
         if not base_urls:
-            raise BackendError("No server URL given; pass at least one base URL ending in /v1.")
+            raise BackendError(
+                "No server URL given",
+                fix="Pass at least one base URL ending in /v1, e.g. http://127.0.0.1:8000/v1",
+            )
         self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.cooldown_s = cooldown_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections * 2),
+            headers=headers, limits=httpx.Limits(max_connections=max_connections * 2)
         )
         self._cycle = itertools.cycle(range(len(self.base_urls)))
         self._down_until = [0.0] * len(self.base_urls)
@@ -88,6 +109,11 @@ class HttpPool:
         with self._lock:
             self._down_until[index] = time.monotonic() + self.cooldown_s
 
+    def _timeout(self, remaining: float) -> httpx.Timeout:
+        """This attempt's timeouts: the configured ones, cut to what the deadline leaves."""
+        read = min(self.read_timeout_s or remaining, remaining)
+        return httpx.Timeout(read, connect=min(self.connect_timeout_s, remaining))
+
     @staticmethod
     def root(base_url: str) -> str:
         """The server root of a /v1 URL (vLLM's /tokenize and /health live there)."""
@@ -96,34 +122,57 @@ class HttpPool:
     def request(
         self, method: str, path: str, payload: dict[str, Any] | None = None, at_root: bool = False
     ) -> Any:
-        """Send one request, retrying transient failures; returns the decoded JSON."""
-        last_error = ""
+        """Send one request, retrying transient failures until the deadline; returns the JSON."""
+        deadline = time.monotonic() + self.timeout_s
+        last_error, url = "", ""
         for attempt in range(self.max_retries + 1):
             if self._closed.is_set():
-                raise BackendError("The HTTP backend was closed while requests were pending.")
+                raise BackendError("The HTTP backend was closed while requests were pending")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             index = self._pick()
             base = self.base_urls[index]
             url = (self.root(base) if at_root else base) + path
             try:
-                response = self.client.request(method, url, json=payload)
+                response = self.client.request(
+                    method, url, json=payload, timeout=self._timeout(remaining)
+                )
             except (httpx.TimeoutException, httpx.TransportError) as err:
-                last_error = f"{type(err).__name__} from {url}: {err}"
+                last_error = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
                 self._mark_down(index)
             else:
                 if response.status_code < 400:
                     return response.json()
                 message = _error_text(response)
-                if response.status_code in _RETRY_STATUS:
-                    last_error = f"HTTP {response.status_code} from {url}: {message}"
-                else:
+                if response.status_code not in _RETRY_STATUS:
                     self._raise_client_error(response.status_code, url, message)
+                last_error = f"HTTP {response.status_code}: {message}"
             if attempt < self.max_retries:
                 self.retries += 1
-                self._closed.wait(min(self.max_backoff_s, self.backoff_s * 2**attempt))
-        raise ServerUnavailableError(
-            f"No answer from {', '.join(self.base_urls)} after {self.max_retries + 1} attempts; "
-            f"last error: {last_error}. Is the server running (`cai serve MODEL`) and is the "
-            "URL right (it ends in /v1)?"
+                pause = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+                self._closed.wait(max(0.0, min(pause, deadline - time.monotonic())))
+        raise self._gave_up(method, url, attempt + 1, last_error, deadline)
+
+    def _gave_up(
+        self, method: str, url: str, attempts: int, last_error: str, deadline: float
+    ) -> ServerUnavailableError:
+        """The error for a request that ran out of time or retries, naming what to check."""
+        where = url or self.base_urls[0]
+        check = (
+            f"Check that the server at {where} is running and not overloaded (`curl "
+            f"{self.root(self.base_urls[0])}/health`), or raise timeout_s for long generations"
+        )
+        if time.monotonic() >= deadline:
+            return ServerTimeoutError(
+                f"No answer to {method} {where} within the {self.timeout_s:g} s deadline "
+                f"({attempts} attempts; last error: {last_error})",
+                fix=check,
+            )
+        return ServerUnavailableError(
+            f"No answer to {method} {where} after {attempts} attempts (last error: "
+            f"{last_error})",
+            fix=check + " or max_retries",
         )
 
     @staticmethod
@@ -133,11 +182,98 @@ class HttpPool:
             raise ContextOverflowError(f"{url}: {message}")
         if status in (401, 403):
             raise RequestRejectedError(
-                f"{url} refused the API key (HTTP {status}): {message}. Set the key in the "
-                "environment variable named by api_key_env."
+                f"{url} refused the API key (HTTP {status}): {message}",
+                fix="Set the key in the environment variable named by api_key_env",
             )
         raise RequestRejectedError(f"{url} rejected the request (HTTP {status}): {message}")
+
+    # first contact ---------------------------------------------------------------------
+    def discover(self) -> list[list[dict[str, Any]]]:
+        """The models each base URL serves; fixes a base URL given without its `/v1`.
+
+        Runs before any real work, so a URL with nothing listening fails at once with its
+        address instead of being retried, and a bare `http://host:port` that answers 404 for
+        `/models` is tried again with `/v1` appended (a log line says so).
+        """
+        return [self._discover_one(index) for index in range(len(self.base_urls))]
+
+    def _discover_one(self, index: int) -> list[dict[str, Any]]:
+        base = self.base_urls[index]
+        status, body = self._probe(base + "/models")
+        if status == 404 and not base.endswith("/v1"):
+            fixed = base + "/v1"
+            fixed_status, fixed_body = self._probe(fixed + "/models")
+            if fixed_status == 200:
+                log.warning("%s has no /models; using %s (add /v1 to the URL)", base, fixed)
+                self.base_urls[index] = fixed
+                return _model_list(fixed, fixed_body)
+        if status == 404:
+            raise BackendError(
+                f"{base}/models answered HTTP 404: this is not the base URL of an "
+                "OpenAI-compatible API",
+                key="base_urls",
+                fix=f"Give the URL that ends in /v1, e.g. {self.root(base)}/v1 for `cai serve`",
+            )
+        if status != 200:
+            return _model_list(base, self.request_at(index, "/models"))
+        return _model_list(base, body)
+
+    def _probe(self, url: str) -> tuple[int, Any]:
+        """One GET with no retries: (status, JSON body or None); refused connections raise."""
+        timeout = httpx.Timeout(
+            min(self.read_timeout_s or self.timeout_s, self.timeout_s),
+            connect=min(self.connect_timeout_s, self.timeout_s),
+        )
+        try:
+            response = self.client.get(url, timeout=timeout)
+        except httpx.ConnectError as err:
+            raise ServerUnavailableError(
+                f"Cannot connect to {url} ({err or 'connection refused'})",
+                key="base_urls",
+                fix="Is the server running (start one with `cai serve MODEL`), and are the host "
+                "and port right?",
+            ) from err
+        except httpx.TimeoutException as err:
+            raise ServerTimeoutError(
+                f"No answer to GET {url} within {self.timeout_s:g} s ({type(err).__name__})",
+                key="base_urls",
+                fix="Check that the server is up and not overloaded, or raise timeout_s",
+            ) from err
+        except httpx.TransportError as err:
+            raise ServerUnavailableError(
+                f"GET {url} failed: {type(err).__name__}: {err}",
+                key="base_urls",
+                fix="Check the URL and that an OpenAI-compatible server answers there",
+            ) from err
+        if response.status_code in (401, 403):
+            self._raise_client_error(response.status_code, url, _error_text(response))
+        try:
+            return response.status_code, response.json()
+        except ValueError:
+            return response.status_code, None
+
+    def request_at(self, index: int, path: str) -> Any:
+        """GET `path` from one base URL with the usual retries (for a server still starting)."""
+        single = HttpPool.__new__(HttpPool)
+        single.__dict__.update(self.__dict__)
+        single.base_urls = [self.base_urls[index]]
+        single._cycle = itertools.cycle([0])
+        single._down_until = [0.0]
+        single._lock = threading.Lock()
+        return single.request("GET", path)
 
     def close(self) -> None:
         self._closed.set()
         self.client.close()
+
+
+def _model_list(url: str, body: Any) -> list[dict[str, Any]]:
+    """The `data` list of a /models answer, or an error saying the server is not OpenAI's API."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise BackendError(
+            f"{url}/models did not answer with an OpenAI model list",
+            key="base_urls",
+            fix="Give the /v1 URL of an OpenAI-compatible server (such as `cai serve`)",
+        )
+    return [m for m in data if isinstance(m, dict)]

@@ -7,6 +7,7 @@ import importlib
 import typer
 
 from cai import __version__
+from cai.cli.errors import guard_all, set_debug
 
 app = typer.Typer(
     name="cai",
@@ -44,12 +45,17 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", "-v", help="Show tracebacks of cai's own errors (for bug reports)."
+    ),
 ) -> None:
     """cai: write a constitution, label with an AI judge, train on the labels."""
+    set_debug(debug)
 
 
 for module_name, attr in _GROUPS:
     getattr(importlib.import_module(module_name), attr)(app)
+guard_all(app)
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cai.errors import CaiError
+
 
 class ConstitutionIssue(BaseModel):
     """One problem in one file."""
@@ -34,7 +36,7 @@ class ConstitutionIssue(BaseModel):
         return f"{where}:{field} {self.message}{hint}"
 
 
-class ConstitutionError(ValueError):
+class ConstitutionError(CaiError, ValueError):
     """A constitution could not be loaded; `issues` lists every problem found."""
 
     def __init__(self, issues: Iterable[ConstitutionIssue]):

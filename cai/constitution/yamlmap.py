@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from cai.errors import CaiError
+
 Loc = tuple[str | int, ...]
 
 
@@ -33,7 +35,7 @@ class ParsedYaml:
             loc = loc[:-1]
 
 
-class YamlSyntaxError(ValueError):
+class YamlSyntaxError(CaiError, ValueError):
     def __init__(self, message: str, line: int | None, column: int | None):
         super().__init__(message)
         self.line = line

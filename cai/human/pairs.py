@@ -12,11 +12,12 @@ from typing import Any
 
 from cai import records
 from cai.backends.base import Message
+from cai.errors import CaiError
 
 ROLES = ("system", "user", "assistant")
 
 
-class PairDataError(ValueError):
+class PairDataError(CaiError, ValueError):
     """A value cannot be read as a prompt or a response."""
 
 

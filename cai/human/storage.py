@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cai.errors import CaiError
+
 FORMATS = ".jsonl, .json, .csv, .parquet or a save_to_disk directory"
 
 
-class DatasetFileError(ValueError):
+class DatasetFileError(CaiError, ValueError):
     """A dataset path cannot be read or written."""
 
 
-class RowError(ValueError):
+class RowError(CaiError, ValueError):
     """One line of a file is not a row (e.g. invalid JSON); carries its row number."""
 
     def __init__(self, row: int, message: str):

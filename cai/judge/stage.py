@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from cai.backends.base import Message
-from cai.jobs import ChunkedJob, JobStats
+from cai.jobs import ChunkedJob, JobStats, iter_job_results
 from cai.judge.compare import (
     PairJudgment,
     PairToJudge,
@@ -93,37 +93,44 @@ def judge_chunk(judge: PairwiseJudge, samples: list[Sample]) -> list[JudgedSampl
     return out
 
 
+def judge_fingerprint_settings(judge_model: str, constitution, templates, config) -> dict:
+    """The judging job's settings; the samples themselves are covered per chunk by content."""
+    return {
+        "stage": "judge",
+        "judge_model": judge_model,
+        "constitution": constitution.name,
+        "constitution_hash": constitution.content_hash,
+        "templates": templates.fingerprint(),
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def judge_fingerprint(judge: PairwiseJudge) -> dict:
+    return judge_fingerprint_settings(
+        judge.backend.model_id, judge.constitution, judge.templates, judge.config
+    )
+
+
 def judge_samples(
     judge: PairwiseJudge,
     samples: Iterable[Sample],
     work_dir: str | Path,
     *,
-    source: dict | None = None,
     total: int | None = None,
     chunk_size: int = 16,
     overwrite: bool = False,
 ) -> JobStats:
-    """Judge every sample into `work_dir`; a rerun skips finished chunks."""
-    fingerprint = {
-        "stage": "judge",
-        "judge_model": judge.backend.model_id,
-        "constitution": judge.constitution.name,
-        "constitution_hash": judge.constitution.content_hash,
-        "templates": judge.templates.fingerprint(),
-        "config": judge.config.model_dump(mode="json"),
-        "source": source or {},
-    }
-    job = ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite)
+    """Judge every sample into `work_dir`; a rerun skips chunks whose samples are unchanged."""
 
     def process(chunk: list[Sample]) -> list[dict]:
         return [j.model_dump(mode="json") for j in judge_chunk(judge, chunk)]
 
-    return job.run(samples, process, total=total, desc="judging", unit="prompt")
+    fingerprint = judge_fingerprint(judge)
+    with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
+        return job.run(samples, process, total=total, desc="judging", unit="prompt")
 
 
 def iter_judged(work_dir: str | Path) -> Iterator[JudgedSample]:
-    for index in sorted((Path(work_dir) / "chunks").glob("*.jsonl")):
-        with index.open(encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield JudgedSample.model_validate_json(line)
+    """The judged records of a finished judging job, in input order."""
+    for row in iter_job_results(work_dir, "judge"):
+        yield JudgedSample.model_validate(row)

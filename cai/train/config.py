@@ -14,12 +14,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cai.errors import CaiError
+
 M = TypeVar("M", bound=BaseModel)
 
 RESOLVED_CONFIG_NAME = "cai_config.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(CaiError, ValueError):
     """A config file, override or value is invalid; the message says where and how to fix it."""
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cai.errors import CaiError
 from cai.train.config import (
     TrainCommon,
     precision_flags,
@@ -23,7 +24,7 @@ from cai.train.config import (
 from cai.train.rewards import JudgeRewardSpec
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(CaiError, ValueError):
     """A training dataset is missing, unreadable, or lacks the columns a trainer needs."""
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cai.errors import CaiError
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 
 
@@ -39,7 +40,7 @@ class SftResult(BaseModel):
     seconds: float
 
 
-class SftDataError(ValueError):
+class SftDataError(CaiError, ValueError):
     """The dataset cannot be used for SFT (missing column, no final assistant turn, empty)."""
 
 

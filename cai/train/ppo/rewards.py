@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cai.backends.base import Message
+from cai.errors import CaiError
 
 
 @dataclass
@@ -31,7 +32,7 @@ class RewardFunction(Protocol):
         """One finite score per response, higher is better."""
 
 
-class RewardError(RuntimeError):
+class RewardError(CaiError, RuntimeError):
     """A reward function returned something PPO cannot use."""
 
 

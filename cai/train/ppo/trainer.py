@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from cai.backends.base import Message
+from cai.errors import CaiError
 from cai.train.ppo import core
 from cai.train.ppo.config import PPOConfig
 from cai.train.ppo.logging import MetricsLogger
@@ -33,7 +34,7 @@ from cai.train.ppo.rollout import (
 CHECKPOINTS = "checkpoints"
 
 
-class PPOSetupError(ValueError):
+class PPOSetupError(CaiError, ValueError):
     """The run cannot start as configured; the message says what to change."""
 
 
