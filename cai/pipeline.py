@@ -209,6 +209,7 @@ def load_pipeline_config(
         if first["type"] == "extra_forbidden":
             from cai.constitution.errors import did_you_mean
 
+            message = "unknown setting" + message[len(first["msg"]) :]
             known = _known_keys(loc[:-1])
             hint = did_you_mean(str(loc[-1]), known)
             fix = (hint[0].upper() + hint[1:] + " " if hint else "") + (

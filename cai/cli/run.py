@@ -25,31 +25,11 @@ def flag_overrides(options: dict[str, Any]) -> list[str]:
 
 
 def execute(config_path: Path | None, overrides: list[str]) -> None:
-    """Load, run and report; bad input becomes one clear error line and exit code 2."""
-    from cai.backends import BackendError
-    from cai.constitution import ConstitutionError
-    from cai.io import InputFormatError
-    from cai.jobs import JobConfigMismatchError
-    from cai.pipeline import (
-        PipelineConfigError,
-        format_summary,
-        load_pipeline_config,
-        run_pipeline,
-    )
+    """Load, run and report (cai's own errors become one line and exit code 2 in the CLI)."""
+    from cai.pipeline import format_summary, load_pipeline_config, run_pipeline
 
-    try:
-        config = load_pipeline_config(config_path, overrides)
-        result = run_pipeline(config)
-    except (
-        PipelineConfigError,
-        ConstitutionError,
-        InputFormatError,
-        JobConfigMismatchError,
-        BackendError,
-        FileNotFoundError,
-    ) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from err
+    config = load_pipeline_config(config_path, overrides)
+    result = run_pipeline(config)
     typer.echo(format_summary(result))
 
 
