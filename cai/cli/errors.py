@@ -19,7 +19,6 @@ import typer
 
 from cai.errors import CaiError
 
-REPORT_URL = "https://github.com/cai-project/cai/issues"
 _state = {"debug": False}
 
 
@@ -64,8 +63,8 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             traceback.print_exc()
             typer.echo(
                 f"cai hit an unexpected error ({type(err).__name__}); this is a bug in cai. Please "
-                f"report it at {REPORT_URL} with the command you ran and the traceback above "
-                "(cai --debug shows more).",
+                "report it on the cai issue tracker with the command you ran, the output of "
+                "`cai --version` and the traceback above.",
                 err=True,
             )
             sys.stderr.flush()
