@@ -1,0 +1,70 @@
+"""One error policy for every command: cai's errors are one line (exit 2), bugs keep a traceback."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from cai.cli.app import app
+from cai.cli.errors import guard_all, set_debug
+from cai.errors import CaiError, InputError
+
+
+def _toy_app() -> typer.Typer:
+    toy = typer.Typer()
+
+    @toy.command()
+    def bad_input() -> None:
+        raise InputError("not a prompt", file="p.jsonl", row=3, key="prompt", fix="Fix row 3.")
+
+    @toy.command()
+    def bug() -> None:
+        raise ZeroDivisionError("boom")
+
+    guard_all(toy)
+    return toy
+
+
+def test_a_cai_error_is_one_line_with_where_and_fix_and_exit_2():
+    set_debug(False)
+    result = CliRunner().invoke(_toy_app(), ["bad-input"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: p.jsonl row 3 [prompt]: not a prompt. Fix row 3."
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback_of_a_cai_error():
+    set_debug(True)
+    try:
+        result = CliRunner().invoke(_toy_app(), ["bad-input"])
+    finally:
+        set_debug(False)
+    assert result.exit_code == 2
+    assert "Traceback" in result.output and "error: p.jsonl row 3" in result.output
+
+
+def test_an_unexpected_exception_keeps_its_traceback_and_says_how_to_report_it():
+    result = CliRunner().invoke(_toy_app(), ["bug"])
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "ZeroDivisionError: boom" in result.output
+    assert "this is a bug in cai" in result.output
+
+
+def test_every_registered_command_is_guarded():
+    def commands(typer_app):
+        for info in typer_app.registered_commands:
+            yield info.callback
+        for group in typer_app.registered_groups:
+            yield from commands(group.typer_instance)
+
+    callbacks = list(commands(app))
+    assert len(callbacks) > 20
+    assert all(getattr(cb, "_cai_guarded", False) for cb in callbacks)
+
+
+def test_error_fields_survive_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(InputError("m", file="f", line=2, key="k", fix="x")))
+    assert isinstance(err, CaiError) and (err.file, err.line, err.key) == ("f", 2, "k")
+    assert str(err) == "f:2 [k]: m. x"
