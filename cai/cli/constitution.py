@@ -16,7 +16,7 @@ group = typer.Typer(
 def validate(
     files: list[str] = typer.Argument(..., help="Constitution files or bundled names."),
 ) -> None:
-    """Check constitutions; list every problem with file:line and exit 1 if any."""
+    """Check constitutions; list every problem with file:line and exit 2 if any."""
     from cai.constitution import ConstitutionError, load_constitution
 
     failed = 0
@@ -35,7 +35,7 @@ def validate(
         )
     if failed:
         typer.echo(f"{failed} of {len(files)} file(s) failed", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
 
 
 @group.command()
@@ -46,13 +46,9 @@ def show(
     """Print a constitution resolved (extends applied) with its content hash."""
     import json
 
-    from cai.constitution import ConstitutionError, load_constitution
+    from cai.constitution import load_constitution
 
-    try:
-        constitution = load_constitution(file)
-    except ConstitutionError as err:
-        typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+    constitution = load_constitution(file)
     if as_json:
         payload = {**constitution.canonical(), "content_hash": constitution.content_hash}
         payload["extends"] = constitution.extends
@@ -82,19 +78,19 @@ def new(
     path = out or Path(f"{name}.yaml")
     if path.exists() and not force:
         typer.echo(f"{path} already exists; pick another --out or pass --force", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     try:
         text = starter_constitution(name, path.name, extends=extends)
     except ValueError as err:
         typer.echo(str(err), err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     try:
         load_constitution(path)
     except ConstitutionError as err:
         typer.echo(f"wrote {path}, but it does not validate yet:\n{err}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
     typer.echo(f"wrote {path}; edit it, then run: cai constitution validate {path}")
 
 
@@ -107,7 +103,7 @@ def list_() -> None:
     names = bundled_constitution_names()
     if not names:
         typer.echo("no bundled constitutions found", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     for name in names:
         try:
             constitution = load_constitution(name)

@@ -16,7 +16,7 @@ def test_validate_ok_and_failures_with_every_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ndescripton: d\nprinciples:\n  - id: a\n    weight: heavy\n")
     result = runner.invoke(app, ["constitution", "validate", "default", str(bad)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "ok   default: default v1.0, 16 principles" in result.stdout
     assert "FAIL" in result.stderr and "3 problem(s)" in result.stderr
     assert ":2:1: descripton: unknown field `descripton`" in result.stderr
@@ -40,7 +40,7 @@ def test_show_prints_resolved_yaml_with_hash():
     assert payload["content_hash"] == expected.content_hash
     assert [p["id"] for p in payload["principles"]] == expected.principle_ids
     missing = runner.invoke(app, ["constitution", "show", "defualt"])
-    assert missing.exit_code == 1 and "did you mean `default`?" in missing.stderr
+    assert missing.exit_code == 2 and "did you mean `default`?" in missing.stderr
 
 
 def test_new_writes_a_commented_starter_that_validates(tmp_path):
@@ -52,7 +52,7 @@ def test_new_writes_a_commented_starter_that_validates(tmp_path):
     constitution = load_constitution(out)
     assert constitution.name == "mine" and len(constitution.principles) == 1
     again = runner.invoke(app, ["constitution", "new", "mine", "--out", str(out)])
-    assert again.exit_code == 1 and "already exists" in again.stderr
+    assert again.exit_code == 2 and "already exists" in again.stderr
 
     child = tmp_path / "child.yaml"
     extended = runner.invoke(
@@ -61,7 +61,7 @@ def test_new_writes_a_commented_starter_that_validates(tmp_path):
     assert extended.exit_code == 0, extended.output
     assert len(load_constitution(child).principles) == 17
     bad_name = runner.invoke(app, ["constitution", "new", "bad name", "--out", str(tmp_path / "b")])
-    assert bad_name.exit_code == 1 and "invalid constitution name" in bad_name.stderr
+    assert bad_name.exit_code == 2 and "invalid constitution name" in bad_name.stderr
 
 
 def test_list_shows_bundled():
