@@ -28,6 +28,7 @@ class CaiError(Exception):
         file: str | Path | None = None,
         row: int | None = None,
         line: int | None = None,
+        column: int | None = None,
         key: str | None = None,
         fix: str | None = None,
     ) -> None:
@@ -35,6 +36,7 @@ class CaiError(Exception):
         self.file = str(file) if file is not None else None
         self.row = row
         self.line = line
+        self.column = column
         self.key = key
         self.fix = fix
         super().__init__(self._render())
@@ -45,26 +47,27 @@ class CaiError(Exception):
             where = self.file
             if self.line is not None:
                 where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
             if self.row is not None:
                 where += f" row {self.row}"
-        if self.key:
-            where = f"{where} [{self.key}]" if where else f"[{self.key}]"
-        text = f"{where}: {self.message}" if where else self.message
+        parts = [p for p in (where, self.key) if p]
+        text = ": ".join([*parts, self.message])
         if self.fix:
             text = f"{text.rstrip('.')}. {self.fix}"
         return text
 
     def __reduce__(self):
         # Survive pickling across process boundaries (multiprocessing, Ray) with its fields.
-        return (
-            _rebuild,
-            (type(self), self.message, self.file, self.row, self.line, self.key, self.fix),
-        )
+        fields = (self.file, self.row, self.line, self.column, self.key, self.fix)
+        return (_rebuild, (type(self), self.message, *fields))
 
 
-def _rebuild(cls, message, file, row, line, key, fix):
+def _rebuild(cls, message, file, row, line, column, key, fix):
     err = cls.__new__(cls)
-    CaiError.__init__(err, message, file=file, row=row, line=line, key=key, fix=fix)
+    CaiError.__init__(
+        err, message, file=file, row=row, line=line, column=column, key=key, fix=fix
+    )
     return err
 
 

@@ -26,22 +26,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from cai.backends import BackendSpec
 from cai.backends.base import Backend
-from cai.errors import CaiError
+from cai.config import RESOLVED_CONFIG, ConfigError, load_config, resolve_beside, save_resolved
 from cai.judge.compare import JudgeConfig
 from cai.preferences import PreferenceConfig
 from cai.revise import ReviseSettings
 from cai.sample import SampleConfig
 
-
-class PipelineConfigError(CaiError, ValueError):
-    """The pipeline config (file or overrides) is invalid; the message says where and why."""
+PipelineConfigError = ConfigError
+"""The pipeline's settings or inputs are invalid (the one `cai.config.ConfigError`)."""
 
 
 class PromptSource(BaseModel):
@@ -102,151 +100,41 @@ class PipelineConfig(BaseModel):
         return self
 
 
-# ---- loading and overrides ------------------------------------------------------------------
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'judge.chain_of_thought=true' -> (['judge', 'chain_of_thought'], True) (YAML value)."""
-    import yaml
-
-    if "=" not in text:
-        raise PipelineConfigError(
-            f"override {text!r} must look like key.path=value, e.g. sample.n=4"
-        )
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise PipelineConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise PipelineConfigError(f"override {text!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def _resolve_input(value: str | None, base: Path | None) -> str | None:
-    """A relative input path that exists beside the config file is taken from there."""
-    if value is None or base is None:
-        return value
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return value
-    beside = base / path
-    return str(beside) if beside.exists() else value
-
-
-def _read_yaml_file(path: Path):
-    """Parse a settings file into data plus key positions; every failure is one CaiError."""
-    from cai.constitution.yamlmap import YamlSyntaxError, parse_yaml
-
-    if not path.is_file():
-        raise PipelineConfigError(
-            "no such pipeline config file", file=path, fix="Check the path (see examples/*.yaml)."
-        )
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise PipelineConfigError(
-            f"not UTF-8 text (byte {err.start} is {err.object[err.start:err.start + 1]!r})",
-            file=path,
-            fix="Save the file as UTF-8.",
-        ) from None
-    except OSError as err:
-        raise PipelineConfigError(f"cannot read it ({err.strerror})", file=path) from None
-    try:
-        parsed = parse_yaml(text)
-    except YamlSyntaxError as err:
-        raise PipelineConfigError(
-            err.message, file=path, line=err.line, fix="Fix the YAML syntax there."
-        ) from None
-    except RecursionError:
-        raise PipelineConfigError(
-            "nested too deeply to be a settings file", file=path, fix="Flatten the YAML."
-        ) from None
-    if parsed.data is not None and not isinstance(parsed.data, dict):
-        raise PipelineConfigError(
-            "the top level must be a mapping of settings (key: value lines)", file=path, line=1
-        )
-    return parsed
-
-
+# ---- loading --------------------------------------------------------------------------------
 def load_pipeline_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Read YAML (optional), apply overrides, validate; errors name the file, line and key."""
-    data: dict[str, Any] = {}
-    base = None
-    parsed = None
-    if path is not None:
-        path = Path(path)
-        parsed = _read_yaml_file(path)
-        data = parsed.data or {}
-        base = path.resolve().parent
-    data = apply_overrides(data, list(overrides or []))
-    try:
-        config = PipelineConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(first["loc"])
-        key = ".".join(str(p) for p in loc) or "<top>"
-        line = parsed.position(loc)[0] if parsed is not None and loc else None
-        more = len(err.errors()) - 1
-        message = first["msg"] + (f" (and {more} more problem(s))" if more else "")
-        fix = "See the settings reference in docs/labeling.md."
-        if first["type"] == "extra_forbidden":
-            from cai.constitution.errors import did_you_mean
+    """YAML file < typed flags (`options`, None = not given) < `--set` overrides, validated.
 
-            message = "unknown setting" + message[len(first["msg"]) :]
-            known = _known_keys(loc[:-1])
-            hint = did_you_mean(str(loc[-1]), known)
-            fix = (hint[0].upper() + hint[1:] + " " if hint else "") + (
-                f"Known keys here: {', '.join(known)}." if known else fix
-            )
-        raise PipelineConfigError(
-            message, file=path if path is not None else None, line=line, key=key, fix=fix
-        ) from None
+    Relative input paths that exist beside the YAML file are taken from there.
+    """
+    config = load_config(PipelineConfig, path, options, overrides or [])
+    base = Path(path).resolve().parent if path is not None else None
     if config.prompts is not None:
-        config.prompts.path = _resolve_input(config.prompts.path, base) or config.prompts.path
-    config.samples = _resolve_input(config.samples, base)
-    config.templates = _resolve_input(config.templates, base)
+        config.prompts.path = resolve_beside(config.prompts.path, base) or config.prompts.path
+    config.samples = resolve_beside(config.samples, base)
+    config.templates = resolve_beside(config.templates, base)
     if config.constitution.endswith((".yaml", ".yml")):
-        config.constitution = _resolve_input(config.constitution, base) or config.constitution
+        config.constitution = resolve_beside(config.constitution, base) or config.constitution
     for spec in (config.policy, config.judge_backend):
         if spec is not None and spec.kind in ("vllm", "transformers"):
-            spec.model = _resolve_input(spec.model, base) or spec.model
+            spec.model = resolve_beside(spec.model, base) or spec.model
     return config
 
 
-def _known_keys(loc: tuple) -> list[str]:
-    """The field names allowed at `loc` of a PipelineConfig (for did-you-mean hints)."""
-    model: Any = PipelineConfig
-    for part in loc:
-        field_info = getattr(model, "model_fields", {}).get(part)
-        if field_info is None:
-            return []
-        annotation = field_info.annotation
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        model = next((c for c in candidates if hasattr(c, "model_fields")), None)
-        if model is None:
-            return []
-    return list(getattr(model, "model_fields", {}))
-
-
-RESOLVED_CONFIG = "config.resolved.yaml"
 SUMMARY_FILE = "summary.json"
+_PATH_KEYS = (
+    "prompts.path",
+    "samples",
+    "templates",
+    "constitution",
+    "policy.model",
+    "policy.cache_path",
+    "judge_backend.model",
+    "judge_backend.cache_path",
+)
 
 
 def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
@@ -255,22 +143,10 @@ def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
     Loading it again resolves relative paths beside the file, so `cai run DIR/config.resolved.yaml
     --out DIR` reruns (and resumes) the same job; no absolute local path leaves the machine.
     """
-    import yaml
-
-    from cai.files import atomic_write_text, relative_to_run
-
     data = config.model_dump(mode="json", exclude={"overwrite", "output_dir"})
-    if data.get("prompts"):
-        data["prompts"]["path"] = relative_to_run(data["prompts"]["path"], output_dir)
-    for key in ("samples", "templates", "constitution"):
-        data[key] = relative_to_run(data.get(key), output_dir)
-    for role in ("policy", "judge_backend"):
-        spec = data.get(role)
-        if spec:
-            spec["model"] = relative_to_run(spec.get("model"), output_dir)
-            spec["cache_path"] = relative_to_run(spec.get("cache_path"), output_dir)
-    text = "# output_dir: the directory holding this file\n" + yaml.safe_dump(data, sort_keys=False)
-    return atomic_write_text(output_dir / RESOLVED_CONFIG, text)
+    return save_resolved(
+        data, output_dir, _PATH_KEYS, header="output_dir: the directory holding this file"
+    )
 
 
 # ---- the run context ------------------------------------------------------------------------

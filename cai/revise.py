@@ -10,7 +10,7 @@ Output directory layout:
     calls.sqlite   the call cache (unless the backend spec names another)
     sft/           the SFT dataset: split `train` (+ `flagged` under the split policy)
     preferences/   optional: final revision (chosen) vs initial answer (rejected)
-    summary.json   counts, guard report, paths; revise_config.yaml the resolved config
+    summary.json   counts, guard report, paths; config.resolved.yaml the resolved config
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ from cai.sft_data import (
     revision_preferences,
     write_splits,
 )
-
-CONFIG_NAME = "revise_config.yaml"
 
 
 class ReviseSettings(BaseModel):
@@ -329,17 +327,15 @@ def _save_run_files(config: ReviseConfig, summary: ReviseSummary, out: Path) -> 
 
     Saved without overwrite, so rerunning from the config file resumes rather than discards.
     """
-    import yaml
-
-    from cai.files import atomic_write_json, atomic_write_text, relative_to_run
+    from cai.config import save_resolved
+    from cai.files import atomic_write_json, relative_to_run
 
     data = config.model_dump(mode="json", exclude={"overwrite"})
-    data["out"] = "."
-    for key in ("prompts", "templates", "constitution"):
-        data[key] = relative_to_run(data.get(key), out)
-    data["backend"]["model"] = relative_to_run(data["backend"].get("model"), out)
-    data["backend"]["cache_path"] = relative_to_run(data["backend"].get("cache_path"), out)
-    atomic_write_text(out / CONFIG_NAME, yaml.safe_dump(data, sort_keys=False))
+    save_resolved(
+        data,
+        out,
+        ("prompts", "templates", "constitution", "out", "backend.model", "backend.cache_path"),
+    )
     written = summary.model_dump(mode="json")
     for key in ("sft_path", "flagged_path", "preferences_path"):
         written[key] = relative_to_run(written.get(key), out)

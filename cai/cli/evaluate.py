@@ -31,8 +31,8 @@ def winrate(
     ),
 ) -> None:
     """Generate with policy and baseline, judge each pair in both orders, report with a CI."""
+    from cai.config import ConfigError, load_config
     from cai.evaluate import WinRateConfig, WinRateError, run_win_rate
-    from cai.train.config import ConfigError, load_config
 
     options = {
         "prompts": prompts,

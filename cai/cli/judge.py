@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
     ) -> None:
         """Label sample pairs with the judge against a constitution (resumable)."""
-        from cai.cli.run import execute, flag_overrides
+        from cai.cli.run import execute
 
         options = {
             "stages": ["judge", "preferences"],
@@ -55,4 +55,4 @@ def register(app: typer.Typer) -> None:
             "preferences.push_to_hub": push_to_hub,
             "overwrite": overwrite,
         }
-        execute(config, flag_overrides(options) + list(overrides))
+        execute(config, options, list(overrides))

@@ -44,10 +44,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Critique and revise the policy's answers against constitution principles."""
         from cai.backends import BackendError
+        from cai.config import ConfigError, load_config
         from cai.io import InputFormatError
         from cai.jobs import JobConfigMismatchError
         from cai.revise import ReviseConfig, run_revise
-        from cai.train.config import ConfigError, load_config
 
         options = {
             "prompts": prompts,

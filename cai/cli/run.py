@@ -1,7 +1,7 @@
 """`cai run pipeline.yaml`: sample -> judge -> preference dataset in one command.
 
-Every setting lives in the pipeline config; flags here are shortcuts that become
-`dotted.key=value` overrides, applied after the YAML (so flags win), as does `--set`.
+Every setting lives in the pipeline config; flags here are typed shortcuts for dotted keys,
+applied after the YAML (so flags win), and `--set` overrides win over both.
 """
 
 from __future__ import annotations
@@ -12,23 +12,13 @@ from typing import Any
 import typer
 
 
-def flag_overrides(options: dict[str, Any]) -> list[str]:
-    """Turn the flags a user actually gave (not None) into override strings."""
-    import json
-
-    out = []
-    for key, value in options.items():
-        if value is None:
-            continue
-        out.append(f"{key}={json.dumps(value)}")
-    return out
-
-
-def execute(config_path: Path | None, overrides: list[str]) -> None:
-    """Load, run and report (cai's own errors become one line and exit code 2 in the CLI)."""
+def execute(
+    config_path: Path | None, options: dict[str, Any], overrides: list[str]
+) -> None:
+    """Load (file < typed flags < --set), run and report."""
     from cai.pipeline import format_summary, load_pipeline_config, run_pipeline
 
-    config = load_pipeline_config(config_path, overrides)
+    config = load_pipeline_config(config_path, overrides, options)
     result = run_pipeline(config)
     typer.echo(format_summary(result))
 
@@ -77,4 +67,4 @@ def register(app: typer.Typer) -> None:
             "preferences.format": fmt,
             "overwrite": overwrite,
         }
-        execute(pipeline, flag_overrides(options) + list(overrides))
+        execute(pipeline, options, list(overrides))

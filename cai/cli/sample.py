@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
     ) -> None:
         """Sample responses from the policy model (rerun to resume an interrupted run)."""
-        from cai.cli.run import execute, flag_overrides
+        from cai.cli.run import execute
 
         options = {
             "stages": ["sample"],
@@ -51,4 +51,4 @@ def register(app: typer.Typer) -> None:
             "chunk_size": chunk_size,
             "overwrite": overwrite,
         }
-        execute(config, flag_overrides(options) + list(overrides))
+        execute(config, options, list(overrides))

@@ -45,8 +45,8 @@ def register(train_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Optimise a policy with PPO under a KL penalty to its starting point."""
+        from cai.config import ConfigError, load_config
         from cai.io import InputFormatError
-        from cai.train.config import ConfigError, load_config
         from cai.train.ppo.config import PPOConfig
         from cai.train.ppo.rewards import RewardError
         from cai.train.ppo.trainer import PPOSetupError, train_ppo

@@ -33,7 +33,7 @@ def register(train_app: typer.Typer) -> None:
         overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
     ) -> None:
         """Direct preference optimisation on a cai preference dataset (TRL DPOTrainer)."""
-        from cai.train.config import ConfigError, load_config
+        from cai.config import ConfigError, load_config
         from cai.train.preference import DPOTrainConfig, TrainingDataError, train_dpo
 
         options = {
@@ -80,7 +80,7 @@ def register(train_app: typer.Typer) -> None:
             seed: int | None = typer.Option(None),
             overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
         ) -> None:
-            from cai.train.config import ConfigError, load_config
+            from cai.config import ConfigError, load_config
             from cai.train.preference import OnlineTrainConfig, TrainingDataError, train_online
 
             options = {

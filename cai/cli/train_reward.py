@@ -41,7 +41,7 @@ def register(train_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a reward model on AI, human or mixed preferences (soft labels by default)."""
-        from cai.train.config import ConfigError, load_config
+        from cai.config import ConfigError, load_config
         from cai.train.preference import TrainingDataError
         from cai.train.reward import RewardTrainConfig, train_reward_model
 

@@ -32,8 +32,8 @@ def register(train_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Fine-tune a policy on an SL-CAI dataset with TRL's SFTTrainer."""
+        from cai.config import ConfigError, load_config
         from cai.sft_data import DatasetReadError
-        from cai.train.config import ConfigError, load_config
         from cai.train.sft import SftDataError, SftTrainConfig, train_sft
 
         options = {

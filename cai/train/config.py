@@ -1,28 +1,26 @@
-"""YAML config + CLI overrides -> one validated pydantic model per trainer (or stage).
+"""Settings every trainer shares: common knobs, LoRA, precision and resume.
 
-Every trainer takes the same path: a YAML file (optional), then typed CLI options the user
-actually passed, then `--set dotted.key=value` overrides, validated by the trainer's
-pydantic model; the resolved config is saved beside the output so a run can be reproduced
-from its own directory. Errors name the file, the key and how to fix it.
+Loading goes through the one config loader (`cai.config.load_config`: YAML < typed flags <
+`--set`), re-exported here for the trainers; the resolved settings are saved as
+`config.resolved.yaml` in the output directory like every other command's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cai.errors import CaiError
+from cai.config import (  # noqa: F401  (the one loader, re-exported for trainers)
+    ConfigError,
+    load_config,
+    parse_override,
+    save_resolved,
+    set_dotted,
+)
 
 M = TypeVar("M", bound=BaseModel)
-
-RESOLVED_CONFIG_NAME = "cai_config.yaml"
-
-
-class ConfigError(CaiError, ValueError):
-    """A config file, override or value is invalid; the message says where and how to fix it."""
 
 
 class LoraSettings(BaseModel):
@@ -122,111 +120,22 @@ def resolve_resume(setting: bool | str | None, output_dir: str | Path) -> str | 
     return str(setting)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(f"{where}: not valid YAML ({problem}).") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: the top level must be a mapping of settings (key: value), "
-            f"not a {type(data).__name__}."
-        )
-    return data
+def save_config(config: BaseModel, directory: str | Path) -> Path:
+    """Write a trainer's resolved settings as `config.resolved.yaml` in its output directory."""
+    data = config.model_dump(mode="json")
+    return save_resolved(data, directory, _TRAIN_PATH_KEYS)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b=3' -> (['a', 'b'], 3). The value is read as YAML, so 3, true, [x, y] are typed."""
-    import yaml
-
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(
-            f"override {text!r} is not of the form key=value (dotted keys for nested settings, "
-            "for example --set lora.r=8)."
-        )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
-    """Set data[a][b]... = value, creating mappings on the way; refuses to descend into a scalar."""
-    node = data
-    for depth, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif isinstance(child, BaseModel):
-            child = node[part] = child.model_dump()
-        elif not isinstance(child, dict):
-            where = ".".join(path[: depth + 1])
-            raise ConfigError(
-                f"cannot set {'.'.join(path)}: {where} is a {type(child).__name__}, not a mapping."
-            )
-        node = child
-    node[path[-1]] = value
-
-
-def _format_validation(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    lines = [f"invalid {model.__name__} settings ({source}):"]
-    for problem in err.errors():
-        key = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        message = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            known = ", ".join(sorted(model.model_fields))
-            message = f"unknown setting (known top-level settings: {known})"
-        elif problem["type"] == "missing":
-            message = "required; set it in the YAML file or on the command line"
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
-
-
-def load_config(
-    model: type[M],
-    path: str | Path | None = None,
-    options: Mapping[str, Any] | None = None,
-    overrides: Iterable[str] = (),
-) -> M:
-    """Build a validated `model` from YAML < typed options (None = not given) < `--set` overrides.
-
-    Option keys may be dotted ("lora.enabled") to reach nested settings.
-    """
-    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
-    source = str(path) if path is not None else "command line"
-    for key, value in (options or {}).items():
-        if value is not None:
-            set_dotted(data, key.split("."), value)
-    for text in overrides:
-        keys, value = parse_override(text)
-        set_dotted(data, keys, value)
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation(err, model, source)) from None
-
-
-def save_config(config: BaseModel, directory: str | Path, name: str = RESOLVED_CONFIG_NAME) -> Path:
-    """Write the resolved config as YAML into `directory` (created if needed)."""
-    import yaml
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    target.write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
-    )
-    return target
+#: Settings of trainer configs that hold local paths (written relative to the output dir).
+_TRAIN_PATH_KEYS = (
+    "model",
+    "ref_model",
+    "reward_model",
+    "train_data",
+    "eval_data",
+    "human_eval_data",
+    "dataset",
+    "prompts",
+    "constitution",
+    "output_dir",
+)

@@ -89,7 +89,7 @@ def _model_card(config: SftTrainConfig, result: SftResult, base_model: str) -> s
             f"batch {config.per_device_train_batch_size} x {config.gradient_accumulation_steps}",
             f"- loss on: {config.loss_on}; final training loss: {result.final_loss}",
             f"- seed: {config.seed}; resumed from: {result.resumed_from or 'no checkpoint'}",
-            "- full settings: `cai_config.yaml` beside this card",
+            "- full settings: `config.resolved.yaml` beside this card",
             "",
         ]
     )

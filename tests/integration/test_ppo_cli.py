@@ -59,7 +59,7 @@ def test_cli_trains_against_a_reward_model_with_a_separate_critic(
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["kl/coef"] == 0.1 for r in rows)
-    saved = yaml.safe_load((out / "cai_config.yaml").read_text())
+    saved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert saved["reward"] == {
         "kind": "model",
         "path": str(tiny_reward_dir),

@@ -88,7 +88,7 @@ def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tm
     assert "rows_by_source" in card and "human_accuracy" in card
     facts = json.loads((tmp_path / "rm" / "cai_training.json").read_text())
     assert facts["rows_by_source"] == {"human": 32, "ai": 96}
-    assert (tmp_path / "rm" / "cai_config.yaml").is_file()
+    assert (tmp_path / "rm" / "config.resolved.yaml").is_file()
 
 
 def test_reward_training_resumes_from_its_checkpoint_via_the_cli(tiny_reward_dir, tmp_path):

@@ -73,7 +73,7 @@ def test_full_sft_trains_checkpoints_resumes_and_reloads(tmp_path, tiny_model_di
     assert tokens.shape[-1] == model.config.vocab_size
     card = (out / "README.md").read_text()
     assert "3 steps" in card and "resumed from" in card and "checkpoint-2" in card
-    assert "max_length: 64" in (out / "cai_config.yaml").read_text()
+    assert "max_length: 64" in (out / "config.resolved.yaml").read_text()
 
 
 def _tokens(directory):

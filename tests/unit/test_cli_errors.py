@@ -29,7 +29,7 @@ def test_a_cai_error_is_one_line_with_where_and_fix_and_exit_2():
     set_debug(False)
     result = CliRunner().invoke(_toy_app(), ["bad-input"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: p.jsonl row 3 [prompt]: not a prompt. Fix row 3."
+    assert result.output.strip() == "error: p.jsonl row 3: prompt: not a prompt. Fix row 3."
     assert "Traceback" not in result.output
 
 
@@ -67,4 +67,4 @@ def test_error_fields_survive_pickling():
 
     err = pickle.loads(pickle.dumps(InputError("m", file="f", line=2, key="k", fix="x")))
     assert isinstance(err, CaiError) and (err.file, err.line, err.key) == ("f", 2, "k")
-    assert str(err) == "f:2 [k]: m. x"
+    assert str(err) == "f:2: k: m. x"

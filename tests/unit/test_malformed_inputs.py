@@ -130,7 +130,7 @@ CASES = [
     Case("pipeline deeply nested", {"c.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n"},
          _run("c.yaml"), ["c.yaml"]),
     Case("pipeline bad override", {"c.yaml": PIPELINE, "prompts.jsonl": GOOD_PROMPTS},
-         _run("c.yaml", "--set", "sample.n"), ["sample.n", "key.path=value"]),
+         _run("c.yaml", "--set", "sample.n"), ["sample.n", "key=value"]),
     Case("pipeline missing templates dir",
          {"c.yaml": PIPELINE + "templates: no-such-templates\n", "prompts.jsonl": GOOD_PROMPTS},
          _run("c.yaml"), ["no-such-templates"]),

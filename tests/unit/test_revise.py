@@ -218,7 +218,7 @@ def test_stage_writes_sft_rows_flagged_split_and_preferences(tmp_path, constitut
     assert prefs[0]["chosen"][0]["content"] == final
     assert prefs[0]["rejected"][0]["content"] == "A0(question 0)"
     assert read_summary(config.out)["guards"]["flagged"] == 1
-    assert (tmp_path / "out" / "revise_config.yaml").is_file()
+    assert (tmp_path / "out" / "config.resolved.yaml").is_file()
     assert (tmp_path / "out" / "sft" / "README.md").is_file()
 
 

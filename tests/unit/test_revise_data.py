@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from cai.errors import OutputDirError
-
 from cai.sft_data import (
     DatasetReadError,
     load_split,
@@ -58,7 +57,7 @@ def test_rewrite_replaces_but_refuses_foreign_files(tmp_path):
     write_splits({"train": [_row(0, "a")]}, target, "parquet")
     assert not (target / "train.jsonl").exists() and len(load_split(target)) == 1
     (target / "notes.txt").write_text("mine")
-    with pytest.raises(OutputDirError, match="notes.txt.*which cai did not write"):
+    with pytest.raises(OutputDirError, match=r"notes\.txt.*which cai did not write"):
         write_splits({"train": []}, target, "jsonl")
     assert (target / "notes.txt").read_text() == "mine"
 

@@ -93,7 +93,7 @@ def test_saved_config_round_trips(tmp_path):
         DemoConfig, None, options={"model": "m", "output_dir": "o", "dataset": "d", "lora.r": 2}
     )
     saved = save_config(config, tmp_path / "run")
-    assert saved.name == "cai_config.yaml"
+    assert saved.name == "config.resolved.yaml"
     assert load_config(DemoConfig, saved) == config
     assert yaml.safe_load(saved.read_text())["lora"]["r"] == 2
 
