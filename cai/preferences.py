@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from cai.judge.compare import PairJudgment
 from cai.judge.ranking import win_probability
@@ -76,6 +76,7 @@ class PreferenceCounts(BaseModel):
     mean_prob_chosen: float | None = None
     policy_models: list[str] = Field(default_factory=list)
 
+    @computed_field
     @property
     def position_disagreement_rate(self) -> float | None:
         if not self.pairs_with_both_orders:

@@ -39,6 +39,7 @@ from cai.sft_data import (
     revision_preferences,
     write_splits,
 )
+from cai.stage_summary import Shown, StageSummary, shown_from
 
 
 class ReviseSettings(BaseModel):
@@ -89,12 +90,12 @@ class ReviseConfig(ReviseSettings):
         return cls.model_validate({**settings.model_dump(mode="json"), **inputs})
 
 
-class ReviseSummary(BaseModel):
+class ReviseSummary(StageSummary):
     """What a run did: counts, guard decisions, where the data went."""
 
     prompts: int
-    processed_now: int
-    resumed: int
+    prompts_processed_now: int
+    prompts_resumed: int
     rounds: int
     failed_chains: int
     guards: GuardReport
@@ -108,19 +109,19 @@ class ReviseSummary(BaseModel):
     preferences_path: str | None = None
     seconds: float
 
-    def lines(self) -> list[str]:
+    def lines(self, shown: Shown = shown_from(None)) -> list[str]:
         out = [
-            f"{self.prompts} prompts ({self.processed_now} now, {self.resumed} resumed), "
+            f"revised: {self.prompts} prompts ({self.prompts_processed_now} now, {self.prompts_resumed} resumed), "
             f"{self.rounds} round(s), {self.failed_chains} chain(s) stopped early",
             *self.guards.lines(),
-            f"sft dataset: {self.sft_path}",
+            f"sft dataset: {shown(self.sft_path)}",
         ]
         if self.flagged_path:
-            out.append(f"flagged split: {self.flagged_path} (split 'flagged')")
+            out.append(f"flagged split: {shown(self.flagged_path)} (split 'flagged')")
         if self.preferences_path:
             out.append(
                 f"preferences: {self.preferences} pairs ({self.preferences_skipped} skipped) "
-                f"-> {self.preferences_path}"
+                f"-> {shown(self.preferences_path)}"
             )
         return out
 
@@ -285,8 +286,8 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
         kept, flagged, report = route(rows, config.guards.policy)
         summary = ReviseSummary(
             prompts=len(rows),
-            processed_now=stats.items_processed,
-            resumed=stats.items_done_before,
+            prompts_processed_now=stats.items_processed,
+            prompts_resumed=stats.items_done_before,
             rounds=rounds,
             failed_chains=failed_chains,
             guards=report,

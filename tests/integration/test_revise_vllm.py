@@ -87,7 +87,7 @@ def test_revise_on_vllm_end_to_end_and_served_from_cache(tmp_path, vllm_backend)
     again = CachedBackend(vllm_backend, CallCache(cache_path))
     rerun = run_revise(_config(tmp_path, overwrite=True), backend=again)
     assert (again.stats.hits, again.stats.misses) == (15, 0)
-    assert rerun.processed_now == 3
+    assert rerun.prompts_processed_now == 3
     assert load_split(rerun.sft_path)["messages"] == rows["messages"]
     backend.cache.close()
     again.cache.close()

@@ -194,7 +194,7 @@ def test_stage_writes_sft_rows_flagged_split_and_preferences(tmp_path, constitut
     config = _config(tmp_path, constitution, preferences=True)
     summary = run_revise(config, backend=backend)
 
-    assert summary.prompts == 5 and summary.processed_now == 5 and summary.rounds == 2
+    assert summary.prompts == 5 and summary.prompts_processed_now == 5 and summary.rounds == 2
     assert summary.guards.flagged == 1 and summary.guards.split == 1
     assert summary.guards.by_flag == {"empty_revision": 1}
     train = load_split(summary.sft_path, "train")
@@ -232,7 +232,7 @@ def test_rerun_resumes_without_model_calls_and_reroutes_by_policy(tmp_path, cons
         _config(tmp_path, constitution, guards={"policy": "drop"}, format="jsonl"), backend=again
     )
     assert again.calls["generate"] == 0
-    assert summary.resumed == 5 and summary.processed_now == 0
+    assert summary.prompts_resumed == 5 and summary.prompts_processed_now == 0
     assert summary.guards.dropped == 1 and summary.flagged_path is None
     assert len(load_split(summary.sft_path, "train")) == 4
     assert (tmp_path / "out" / "sft" / "train.jsonl").is_file()
@@ -250,7 +250,7 @@ def test_resume_after_a_crash_redoes_only_the_unfinished_chunk(tmp_path, constit
         run_revise(_config(tmp_path, constitution), backend=CrashOnce())
     resumed = BatchRecordingBackend()
     summary = run_revise(_config(tmp_path, constitution), backend=resumed)
-    assert summary.resumed == 2 and summary.processed_now == 3
+    assert summary.prompts_resumed == 2 and summary.prompts_processed_now == 3
     prompts_seen = {c[-1]["content"] for c in resumed.batches[0]}
     assert prompts_seen == {"question 2", "question 3"}
 

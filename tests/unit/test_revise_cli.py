@@ -30,7 +30,7 @@ def test_cli_runs_the_stage_with_yaml_options_and_overrides(tmp_path):
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "3 prompts (3 now, 0 resumed), 2 round(s)" in result.output
+    assert "revised: 3 prompts (3 now, 0 resumed), 2 round(s)" in result.output
     assert "guards (drop)" in result.output
     saved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert saved["rounds"] == 2  # the option beat the YAML file

@@ -1,0 +1,43 @@
+"""`cai run pipeline.yaml`: sample -> judge -> preference dataset (and revise) from one file.
+
+    config.py     the settings (one pydantic model) and how they load and are saved
+    context.py    what one run's stages share (paths, backends built on first use)
+    stages.py     the constant stage table: each stage's check, work, inputs and outputs
+    summaries.py  each stage's typed result and its lines in the report
+    run.py        lock -> check every stage -> resolved config -> run -> summary
+
+Layout of `output_dir`:
+  samples/            resumable sampling job (one Sample per prompt)
+  judgments/          resumable judging job (one judged record per prompt)
+  preferences/        the dataset (or preferences.parquet / preferences.jsonl) + card
+  filtered.jsonl      every pair that was not written, with its reason
+  revise/             SL-CAI chains and SFT data, when `revise` is a stage
+  config.resolved.yaml, summary.json
+"""
+
+from cai.pipeline.config import (
+    STAGE_NAMES,
+    PipelineConfig,
+    PipelineConfigError,
+    PromptSource,
+    load_pipeline_config,
+    save_resolved_config,
+)
+from cai.pipeline.context import RunContext
+from cai.pipeline.run import PipelineResult, format_summary, run_pipeline
+from cai.pipeline.stages import STAGES, Stage
+
+__all__ = [
+    "STAGES",
+    "STAGE_NAMES",
+    "PipelineConfig",
+    "PipelineConfigError",
+    "PipelineResult",
+    "PromptSource",
+    "RunContext",
+    "Stage",
+    "format_summary",
+    "load_pipeline_config",
+    "run_pipeline",
+    "save_resolved_config",
+]

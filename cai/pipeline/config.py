@@ -1,0 +1,132 @@
+"""The pipeline's settings: one pydantic model, loaded by the one config loader.
+
+`load_pipeline_config` reads YAML < typed flags < `--set` (see `cai.config`), then looks up
+relative input paths beside the YAML file; `save_resolved_config` writes what a run used,
+with paths relative to the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cai.backends import BackendSpec
+from cai.config import ConfigError, load_config, resolve_beside, save_resolved
+from cai.judge.compare import JudgeConfig
+from cai.preferences import PreferenceConfig
+from cai.revise import ReviseSettings
+from cai.sample import SampleConfig
+
+PipelineConfigError = ConfigError
+"""The pipeline's settings or inputs are invalid (the one `cai.config.ConfigError`)."""
+
+#: The stages a config may list, in the order they usually run (`cai.pipeline.stages`).
+STAGE_NAMES = ("sample", "judge", "preferences", "revise")
+
+
+class PromptSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    column: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class PipelineConfig(BaseModel):
+    """Everything a run needs. Relative input paths are looked up beside the YAML file first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "cai-preferences"
+    output_dir: str = "runs/preferences"
+    stages: list[str] = Field(default_factory=lambda: ["sample", "judge", "preferences"])
+    prompts: PromptSource | None = Field(None, description="needed by the sample stage")
+    samples: str | None = Field(
+        None, description="samples to judge (directory or .jsonl); default output_dir/samples"
+    )
+    constitution: str = "default"
+    templates: str | None = Field(None, description="directory overriding bundled templates")
+    policy: BackendSpec = Field(default_factory=BackendSpec)
+    judge_backend: BackendSpec | None = Field(
+        None, description="the judge model; None = the policy backend (one engine, reused)"
+    )
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    preferences: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    revise: ReviseSettings = Field(
+        default_factory=ReviseSettings, description="SL-CAI critique -> revision stage"
+    )
+    chunk_size: int = Field(
+        64, ge=1, description="prompts per resumable chunk (and per engine batch)"
+    )
+    overwrite: bool = Field(False, description="discard earlier results in output_dir")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in STAGE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; known stages: {list(STAGE_NAMES)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"stages {value} lists a stage twice")
+        return value
+
+    @model_validator(mode="after")
+    def _inputs_present(self) -> PipelineConfig:
+        needs_prompts = [s for s in ("sample", "revise") if s in self.stages]
+        if needs_prompts and self.prompts is None:
+            raise ValueError(
+                f"the {' and '.join(needs_prompts)} stage needs prompts: set prompts.path (a .jsonl/.csv/.parquet "
+                "file or a save_to_disk directory)"
+            )
+        return self
+
+
+def load_pipeline_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    options: dict[str, Any] | None = None,
+) -> PipelineConfig:
+    """YAML file < typed flags (`options`, None = not given) < `--set` overrides, validated.
+
+    Relative input paths that exist beside the YAML file are taken from there.
+    """
+    config = load_config(PipelineConfig, path, options, overrides or [])
+    base = Path(path).resolve().parent if path is not None else None
+    if config.prompts is not None:
+        config.prompts.path = resolve_beside(config.prompts.path, base) or config.prompts.path
+    config.samples = resolve_beside(config.samples, base)
+    config.templates = resolve_beside(config.templates, base)
+    if config.constitution.endswith((".yaml", ".yml")):
+        config.constitution = resolve_beside(config.constitution, base) or config.constitution
+    for spec in (config.policy, config.judge_backend):
+        if spec is not None and spec.kind in ("vllm", "transformers"):
+            spec.model = resolve_beside(spec.model, base) or spec.model
+    return config
+
+
+SUMMARY_FILE = "summary.json"
+_PATH_KEYS = (
+    "prompts.path",
+    "samples",
+    "templates",
+    "constitution",
+    "policy.model",
+    "policy.cache_path",
+    "judge_backend.model",
+    "judge_backend.cache_path",
+)
+
+
+def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
+    """The settings that made this directory's data, with paths relative to the directory.
+
+    Loading it again resolves relative paths beside the file, so `cai run DIR/config.resolved.yaml
+    --out DIR` reruns (and resumes) the same job; no absolute local path leaves the machine.
+    """
+    data = config.model_dump(mode="json", exclude={"overwrite", "output_dir"})
+    return save_resolved(
+        data, output_dir, _PATH_KEYS, header="output_dir: the directory holding this file"
+    )

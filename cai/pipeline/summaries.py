@@ -1,0 +1,65 @@
+"""Typed results of the pipeline's stages, and how each reads in the end-of-run report.
+
+Each stage returns one of these; `summary.json` holds their JSON, and `format_summary` turns
+them back into text through `lines()`, so a key is spelled in one place. Paths are relative
+to the run directory; `shown(path)` makes one openable from where the user ran cai.
+"""
+
+from __future__ import annotations
+
+from cai.preferences import PreferenceCounts
+from cai.stage_summary import Shown, StageSummary
+
+
+class SampleSummary(StageSummary):
+    prompts: int
+    prompts_sampled_now: int
+    prompts_resumed: int
+    responses: int
+    truncated_responses: int
+    seconds: float
+    samples_dir: str | None = None
+
+    def lines(self, shown: Shown) -> list[str]:
+        return [
+            f"sampled: {self.prompts} prompts ({self.prompts_resumed} resumed), "
+            f"{self.responses} responses, {self.truncated_responses} hit max_tokens"
+        ]
+
+    def requests_made(self) -> str:
+        return f"{self.prompts_sampled_now} generation requests"
+
+
+class JudgeSummary(StageSummary):
+    prompts: int
+    prompts_judged_now: int
+    prompts_resumed: int
+    choice_requests_scored_now: int
+    rationales_generated_now: int
+    seconds: float
+
+    def lines(self, shown: Shown) -> list[str]:
+        return [
+            f"judged: {self.prompts} prompts ({self.prompts_resumed} resumed), "
+            f"{self.choice_requests_scored_now} answer scorings this run"
+        ]
+
+    def requests_made(self) -> str:
+        return f"{self.choice_requests_scored_now + self.rationales_generated_now} judge requests"
+
+
+class PreferencesSummary(PreferenceCounts, StageSummary):
+    dataset: str | None = None
+    filtered_file: str | None = None
+
+    def lines(self, shown: Shown) -> list[str]:
+        rate, mean = self.position_disagreement_rate, self.mean_prob_chosen
+        see = f" (see {shown(self.filtered_file)})" if self.filtered_file else ""
+        return [
+            f"pairs written: {self.rows_written}",
+            f"filtered: {self.filtered or 'none'}{see}",
+            f"judge failures: {self.judge_failures_by_kind or 'none'}",
+            "position disagreement (orders prefer different responses): "
+            + ("n/a" if rate is None else f"{rate:.1%}"),
+            "mean confidence (prob_chosen): " + ("n/a" if mean is None else f"{mean:.3f}"),
+        ]
