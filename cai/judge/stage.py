@@ -9,8 +9,9 @@ silently losing it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -42,54 +43,90 @@ class JudgedSample(BaseModel):
     ranking: RankingJudgment | None = None
 
 
-def judge_chunk(judge: PairwiseJudge, samples: list[Sample]) -> list[JudgedSample]:
+class PairJudge(Protocol):
+    """The seam for judge methods: anything that labels a batch of pairs.
+
+    `PairwiseJudge` is one; a panel of judges or another method plugs in here, and the stage,
+    the k-wise expansion and the row builder stay as they are.
+    """
+
+    config: Any
+
+    def judge_pairs(self, pairs: list[PairToJudge]) -> list[PairJudgment]: ...
+
+
+@dataclass
+class _Plan:
+    """How one sample is judged: skipped, one pair, or all pairs of a k-wise ranking."""
+
+    sample: Sample
+    skip: SkipReason | None = None
+    start: int = 0
+    """Index of this sample's first pair in the chunk's flat batch."""
+    pair: PairToJudge | None = None
+    ranking: ResponsesToRank | None = None
+    ranking_pairs: list[tuple[int, int, PairToJudge]] = field(default_factory=list)
+
+
+def _plan(sample: Sample, start: int) -> _Plan:
+    responses = sample.responses
+    if len(responses) < 2:
+        return _Plan(sample, skip="too_few_responses")
+    if len(set(responses)) < 2:
+        return _Plan(sample, skip="identical_responses")
+    if len(responses) == 2:
+        a, b = responses
+        pair = PairToJudge(
+            key=pair_key(sample.prompt, a, b),
+            conversation=sample.prompt,
+            response_a=a,
+            response_b=b,
+        )
+        return _Plan(sample, start=start, pair=pair)
+    item = ResponsesToRank(
+        key=stable_id(sample.prompt_id, *responses), conversation=sample.prompt, responses=responses
+    )
+    return _Plan(sample, start=start, ranking=item, ranking_pairs=ranking_pairs(item))
+
+
+def _pairs_of(plan: _Plan) -> list[PairToJudge]:
+    if plan.pair is not None:
+        return [plan.pair]
+    return [p for _, _, p in plan.ranking_pairs]
+
+
+def judge_chunk(judge: PairJudge, samples: list[Sample]) -> list[JudgedSample]:
     """Judge one chunk of samples with a single batch of pairs."""
+    plans: list[_Plan] = []
     flat: list[PairToJudge] = []
-    plans: list[tuple[Sample, str, object]] = []
     for sample in samples:
-        distinct = set(sample.responses)
-        if len(sample.responses) < 2:
-            plans.append((sample, "skip:too_few_responses", None))
-        elif len(distinct) < 2:
-            plans.append((sample, "skip:identical_responses", None))
-        elif len(sample.responses) == 2:
-            a, b = sample.responses
-            pair = PairToJudge(
-                key=pair_key(sample.prompt, a, b),
-                conversation=sample.prompt,
-                response_a=a,
-                response_b=b,
-            )
-            plans.append((sample, "pair", (len(flat), pair)))
-            flat.append(pair)
-        else:
-            item = ResponsesToRank(
-                key=stable_id(sample.prompt_id, *sample.responses),
-                conversation=sample.prompt,
-                responses=sample.responses,
-            )
-            pairs = ranking_pairs(item)
-            plans.append((sample, "ranking", (len(flat), item, pairs)))
-            flat.extend(p for _, _, p in pairs)
+        plan = _plan(sample, len(flat))
+        plans.append(plan)
+        flat.extend(_pairs_of(plan))
     judged = judge.judge_pairs(flat)
     out = []
-    for sample, kind, plan in plans:
+    for plan in plans:
         base = {
-            "prompt_id": sample.prompt_id,
-            "prompt": sample.prompt,
-            "responses": sample.responses,
-            "policy_model": sample.policy_model,
+            "prompt_id": plan.sample.prompt_id,
+            "prompt": plan.sample.prompt,
+            "responses": plan.sample.responses,
+            "policy_model": plan.sample.policy_model,
         }
-        if kind.startswith("skip:"):
-            out.append(JudgedSample(**base, kind="skipped", skip_reason=kind[5:]))
-        elif kind == "pair":
-            start, pair = plan  # type: ignore[misc]
-            out.append(JudgedSample(**base, kind="pair", pair_id=pair.key, pair=judged[start]))
+        if plan.skip is not None:
+            out.append(JudgedSample(**base, kind="skipped", skip_reason=plan.skip))
+        elif plan.pair is not None:
+            out.append(
+                JudgedSample(**base, kind="pair", pair_id=plan.pair.key, pair=judged[plan.start])
+            )
         else:
-            start, item, pairs = plan  # type: ignore[misc]
-            results = [(i, j, judged[start + n]) for n, (i, j, _) in enumerate(pairs)]
-            ranking = combine_ranking(item, results, judge.config.ranking_prior)
-            out.append(JudgedSample(**base, kind="ranking", pair_id=item.key, ranking=ranking))
+            assert plan.ranking is not None
+            results = [
+                (i, j, judged[plan.start + n]) for n, (i, j, _) in enumerate(plan.ranking_pairs)
+            ]
+            ranking = combine_ranking(plan.ranking, results, judge.config.ranking_prior)
+            out.append(
+                JudgedSample(**base, kind="ranking", pair_id=plan.ranking.key, ranking=ranking)
+            )
     return out
 
 
