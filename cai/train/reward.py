@@ -5,7 +5,7 @@ Constitutional AI and RLAIF papers found training the preference model against t
 probability works better than thresholding it, so the loss here is the binary cross-entropy
 of sigmoid(r_chosen - r_rejected) against `prob_chosen` (a hard label is the special case
 prob_chosen = 1). Rows can be weighted by their `source` (AI vs human), so a mixed dataset
-from `cai human mix` trains as is. Everything else (tokenisation, checkpoints, resume,
+from `cai mix` trains as is. Everything else (tokenisation, checkpoints, resume,
 `accelerate launch`) is TRL's and transformers' own machinery.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -107,95 +107,13 @@ def _source_counts(dataset) -> dict[str, int]:
     return dict(counts)
 
 
-_LAZY = ("SoftPreferenceCollator", "SoftLabelRewardTrainer")
-
-
 def __getattr__(name: str):
-    """`from cai.train.reward import SoftLabelRewardTrainer` builds the TRL classes on demand."""
-    if name in _LAZY:
-        _trainer_class()
-        return globals()[name]
+    """`from cai.train.reward import SoftLabelRewardTrainer` still works (imports TRL then)."""
+    if name in ("SoftPreferenceCollator", "SoftLabelRewardTrainer"):
+        from cai.train import reward_trainer
+
+        return getattr(reward_trainer, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _trainer_class():
-    """Built on first use so importing this module stays free of torch and TRL; the classes
-    are then module globals, so pickling (dataloader workers under spawn) finds them."""
-    if "SoftLabelRewardTrainer" in globals():
-        return globals()["SoftLabelRewardTrainer"]
-    import torch
-    from trl import RewardTrainer
-    from trl.trainer.reward_trainer import DataCollatorForPreference
-
-    class SoftPreferenceCollator(DataCollatorForPreference):
-        """TRL's collator plus the per-row target probability and weight."""
-
-        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-            stripped = [
-                {k: v for k, v in e.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN, "margin")}
-                for e in examples
-            ]
-            out = super().torch_call(stripped)
-            out[PROB_COLUMN] = torch.tensor(
-                [float(e.get(PROB_COLUMN, 1.0)) for e in examples], dtype=torch.float32
-            )
-            out[WEIGHT_COLUMN] = torch.tensor(
-                [float(e.get(WEIGHT_COLUMN, 1.0)) for e in examples], dtype=torch.float32
-            )
-            return out
-
-    class SoftLabelRewardTrainer(RewardTrainer):
-        """RewardTrainer whose loss is the weighted BCE against `prob_chosen`."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            if not isinstance(self.data_collator, SoftPreferenceCollator):
-                self.data_collator = SoftPreferenceCollator(
-                    pad_token_id=self.processing_class.pad_token_id,
-                    pad_to_multiple_of=self.args.pad_to_multiple_of,
-                )
-
-        def _set_signature_columns_if_needed(self):
-            if self._signature_columns is None:
-                self._signature_columns = ["chosen_ids", "rejected_ids", PROB_COLUMN, WEIGHT_COLUMN]
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            mode = "train" if self.model.training else "eval"
-            batch = {k: v for k, v in inputs.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN)}
-            batch["use_cache"] = False
-            outputs = model(**batch)
-            r_chosen, r_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
-            n = r_chosen.shape[0]
-            prob = inputs.get(PROB_COLUMN)
-            prob = torch.ones(n, device=r_chosen.device) if prob is None else prob
-            weights = inputs.get(WEIGHT_COLUMN)
-            loss = soft_label_loss(r_chosen, r_rejected, prob, weights)
-            if self.args.center_rewards_coefficient is not None:
-                loss = loss + self.args.center_rewards_coefficient * torch.mean(
-                    (r_chosen + r_rejected) ** 2
-                )
-            if mode == "train":
-                tokens = self.accelerator.gather_for_metrics(batch["attention_mask"].sum()).sum()
-                self._total_train_tokens += tokens.item() // self._tp_size
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
-            with torch.no_grad():
-                rewards = self.accelerator.gather(outputs.logits)
-                self._metrics[mode]["mean_reward"].append(rewards.mean().item())
-                diff = r_chosen - r_rejected
-                decided = prob != 0.5
-                agree = ((diff > 0) == (prob > 0.5)).float()
-                accuracy = agree[decided].mean() if decided.any() else agree.new_tensor(0.5)
-                accuracy = self.accelerator.gather_for_metrics(accuracy).mean().item()
-                self._metrics[mode]["accuracy"].append(accuracy)
-                margin = self.accelerator.gather_for_metrics(diff.mean()).mean().item()
-                self._metrics[mode]["margin"].append(margin)
-            return (loss, outputs) if return_outputs else loss
-
-    for cls in (SoftPreferenceCollator, SoftLabelRewardTrainer):
-        cls.__module__ = __name__
-        cls.__qualname__ = cls.__name__
-        globals()[cls.__name__] = cls
-    return SoftLabelRewardTrainer
 
 
 def preference_accuracy(scorer, dataset) -> dict[str, float]:
@@ -251,7 +169,9 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
         kwargs.setdefault("eval_strategy", "steps")
         kwargs.setdefault("eval_steps", config.save_steps)
     args = RewardConfig(**kwargs)
-    trainer = _trainer_class()(
+    from cai.train.reward_trainer import SoftLabelRewardTrainer
+
+    trainer = SoftLabelRewardTrainer(
         model=config.model,
         args=args,
         train_dataset=train,

@@ -172,7 +172,7 @@ def test_soft_labels_shrug_off_unsure_wrong_labels_that_hard_labels_learn(
 def test_collator_carries_targets_and_weights_and_pickles():
     import pickle
 
-    from cai.train.reward import SoftPreferenceCollator
+    from cai.train.reward_trainer import SoftPreferenceCollator
 
     collator = pickle.loads(pickle.dumps(SoftPreferenceCollator(pad_token_id=0)))
     batch = collator(
