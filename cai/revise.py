@@ -210,117 +210,148 @@ def _card(config: ReviseConfig, summary: ReviseSummary, templates_fingerprint: s
     )
 
 
-def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSummary:
-    """Run (or resume) the stage and write its datasets; `backend` overrides `config.backend`."""
+class _RevisePlan(BaseModel):
+    """What a run resolved before any model loads: the principles, templates and parameters."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    constitution: Any
+    templates: Any
+    critique: CritiqueConfig
+    response: GenerationParams
+
+
+def _plan(config: ReviseConfig) -> _RevisePlan:
     from cai.constitution import load_constitution
-    from cai.io import count_rows, iter_prompts
-    from cai.jobs import ChunkedJob
     from cai.templates import TemplateSet
 
-    started = time.monotonic()
-    check_revise_inputs(config)  # before any engine starts
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     constitution = load_constitution(config.constitution)
-    templates = TemplateSet(config.templates)
-    rounds = config.rounds or constitution.defaults.critique_rounds
     weighted = (
         constitution.defaults.weighted_sampling
         if config.weighted_principles is None
         else config.weighted_principles
     )
-    owned = backend is None
-    if backend is None:
-        from cai.backends import make_backend
+    critique = CritiqueConfig(
+        rounds=config.rounds or constitution.defaults.critique_rounds,
+        seed=config.seed,
+        weighted=weighted,
+        max_examples=config.max_examples,
+        critique=config.critique,
+        revision=config.revision,
+    )
+    seed = config.response.seed if config.response.seed is not None else config.seed
+    response = config.response.model_copy(update={"n": 1, "seed": seed})
+    return _RevisePlan(
+        constitution=constitution,
+        templates=TemplateSet(config.templates),
+        critique=critique,
+        response=response,
+    )
 
-        spec = config.backend
-        if config.cache and spec.cache_path is None:
-            spec = spec.model_copy(update={"cache_path": str(out / "calls.sqlite")})
-        backend = make_backend(spec)
-    try:
-        critique_config = CritiqueConfig(
-            rounds=rounds,
-            seed=config.seed,
-            weighted=weighted,
-            max_examples=config.max_examples,
-            critique=config.critique,
-            revision=config.revision,
-        )
-        reviser = CritiqueReviser(backend, constitution, templates, critique_config)
-        response_params = config.response.model_copy(
-            update={
-                "n": 1,
-                "seed": config.response.seed if config.response.seed is not None else config.seed,
-            }
-        )
-        fingerprint = {
-            "stage": "revise",
-            "model": backend.model_id,
-            "constitution_hash": constitution.content_hash,
-            "templates": templates.fingerprint(),
-            "critique": critique_config.model_dump(mode="json"),
-            "response": response_params.model_dump(mode="json"),
-        }
 
-        def process(records: list[PromptRecord]) -> list[dict[str, Any]]:
-            chains = revise_batch(reviser, records, response_params)
-            return [c.model_dump(mode="json") for c in chains]
+def _fingerprint(plan: _RevisePlan, model_id: str) -> dict[str, Any]:
+    """The chains' settings; the prompts are covered per chunk by content."""
+    return {
+        "stage": "revise",
+        "model": model_id,
+        "constitution_hash": plan.constitution.content_hash,
+        "templates": plan.templates.fingerprint(),
+        "critique": plan.critique.model_dump(mode="json"),
+        "response": plan.response.model_dump(mode="json"),
+    }
 
-        work = out / "work"
-        with ChunkedJob(work, fingerprint, config.chunk_size, overwrite=config.overwrite) as job:
-            stats = job.run(
-                iter_prompts(config.prompts, config.prompt_column, config.limit),
-                process,
-                total=count_rows(config.prompts, config.limit),
-                desc="revise",
-                unit="prompt",
-            )
-        provenance = {
-            "policy_model": backend.model_id,
-            "constitution_name": constitution.name,
-            "constitution_hash": constitution.content_hash,
-        }
-        chains = iter_chains(out)
-        rows = [chain_row(c, config.guards, provenance) for c in chains]
-        failed_chains = sum(1 for r in rows if r["failure"])
-        kept, flagged, report = route(rows, config.guards.policy)
-        summary = ReviseSummary(
-            prompts=len(rows),
-            prompts_processed_now=stats.items_processed,
-            prompts_resumed=stats.items_done_before,
-            rounds=rounds,
-            failed_chains=failed_chains,
-            guards=report,
-            policy_model=backend.model_id,
-            constitution=constitution.name,
-            constitution_hash=constitution.content_hash,
-            sft_path=str(out / "sft"),
-            flagged_path=str(out / "sft") if flagged else None,
-            seconds=0.0,
+
+def _backend_spec(config: ReviseConfig, out: Path) -> BackendSpec:
+    spec = config.backend
+    if config.cache and spec.cache_path is None:
+        spec = spec.model_copy(update={"cache_path": str(out / "calls.sqlite")})
+    return spec
+
+
+def _run_chains(config: ReviseConfig, plan: _RevisePlan, backend: Backend, out: Path):
+    """Critique -> revision chains for every prompt, in resumable chunks under out/work."""
+    from cai.io import count_rows, iter_prompts
+    from cai.jobs import ChunkedJob
+
+    reviser = CritiqueReviser(backend, plan.constitution, plan.templates, plan.critique)
+
+    def process(records: list[PromptRecord]) -> list[dict[str, Any]]:
+        return [c.model_dump(mode="json") for c in revise_batch(reviser, records, plan.response)]
+
+    fingerprint = _fingerprint(plan, backend.model_id)
+    with ChunkedJob(out / "work", fingerprint, config.chunk_size, config.overwrite) as job:
+        return job.run(
+            iter_prompts(config.prompts, config.prompt_column, config.limit),
+            process,
+            total=count_rows(config.prompts, config.limit),
+            desc="revise",
+            unit="prompt",
         )
-        if config.preferences:
-            pairs, skipped = revision_preferences(kept, prob_chosen=config.preference_prob)
-            write_splits(
-                {"train": pairs},
-                out / "preferences",
-                config.format,
-                schema_example=preference_schema_example(),
-            )
-            summary.preferences, summary.preferences_skipped = len(pairs), skipped
-            summary.preferences_path = str(out / "preferences")
-        summary.seconds = round(time.monotonic() - started, 3)
+
+
+def _write_datasets(
+    config: ReviseConfig, plan: _RevisePlan, model_id: str, out: Path, stats, started: float
+) -> ReviseSummary:
+    """Guards, the SFT dataset, the optional pairs, the card, the resolved config, the summary."""
+    provenance = {
+        "policy_model": model_id,
+        "constitution_name": plan.constitution.name,
+        "constitution_hash": plan.constitution.content_hash,
+    }
+    rows = [chain_row(c, config.guards, provenance) for c in iter_chains(out)]
+    kept, flagged, report = route(rows, config.guards.policy)
+    summary = ReviseSummary(
+        prompts=len(rows),
+        prompts_processed_now=stats.items_processed,
+        prompts_resumed=stats.items_done_before,
+        rounds=plan.critique.rounds,
+        failed_chains=sum(1 for r in rows if r["failure"]),
+        guards=report,
+        policy_model=model_id,
+        constitution=plan.constitution.name,
+        constitution_hash=plan.constitution.content_hash,
+        sft_path=str(out / "sft"),
+        flagged_path=str(out / "sft") if flagged else None,
+        seconds=0.0,
+    )
+    if config.preferences:
+        pairs, skipped = revision_preferences(kept, prob_chosen=config.preference_prob)
         write_splits(
-            {"train": kept, "flagged": flagged},
-            out / "sft",
+            {"train": pairs},
+            out / "preferences",
             config.format,
-            card=_card(config, summary, templates.fingerprint()),
+            schema_example=preference_schema_example(),
         )
-        # Saved without overwrite, so rerunning from this file resumes rather than discards.
-        _save_run_files(config, summary, out)
-        return summary
-    finally:
-        if owned:
-            backend.close()
+        summary.preferences, summary.preferences_skipped = len(pairs), skipped
+        summary.preferences_path = str(out / "preferences")
+    summary.seconds = round(time.monotonic() - started, 3)
+    card = _card(config, summary, plan.templates.fingerprint())
+    write_splits({"train": kept, "flagged": flagged}, out / "sft", config.format, card=card)
+    _save_run_files(config, summary, out)
+    return summary
+
+
+def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSummary:
+    """Run (or resume) the stage and write its datasets; `backend` overrides `config.backend`.
+
+    Inputs and settings are checked before any model loads; the output directory is locked
+    for the run.
+    """
+    from cai.backends.owned import backend_for
+    from cai.files import DirectoryLock
+    from cai.jobs import check_fingerprint
+
+    started = time.monotonic()
+    out = Path(config.out)
+    with DirectoryLock(out, "revise output directory"):
+        check_revise_inputs(config)
+        plan = _plan(config)
+        if not config.overwrite:
+            fingerprint = _fingerprint(plan, "")
+            check_fingerprint(out / "work", fingerprint, config.chunk_size, ignore=["model"])
+        with backend_for(_backend_spec(config, out), backend) as model:
+            stats = _run_chains(config, plan, model, out)
+            return _write_datasets(config, plan, model.model_id, out, stats, started)
 
 
 def _save_run_files(config: ReviseConfig, summary: ReviseSummary, out: Path) -> None:
