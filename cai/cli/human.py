@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-
-@contextmanager
-def _clear_errors() -> Iterator[None]:
-    """Bad files and bad options end the command with one readable line, not a traceback."""
-    from cai.human.pairs import PairDataError
-    from cai.human.storage import DatasetFileError
-
-    try:
-        yield
-    except (DatasetFileError, PairDataError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+from cai.errors import InputError
 
 
 def _write_import(rows, report, out: Path, strict: bool) -> None:
+    """Print the summary, write the JSON report beside `out`, then the rows: nothing is
+    written when no row was importable (an error) or, with --strict, when any row was bad."""
     from cai.human.storage import write_rows
 
     typer.echo(report.summary())
     sidecar = out.parent / f"{out.name}.import-report.json"
     sidecar.parent.mkdir(parents=True, exist_ok=True)
     sidecar.write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    report.require_rows(f"Every row and why it was not imported: {sidecar}.")
     if strict and report.errors:
         typer.echo(
             f"not written: {len(report.errors)} malformed row(s) and --strict; see {sidecar}"
@@ -49,10 +39,22 @@ def _parse_weights(values: list[str]) -> dict[str, float] | None:
         except ValueError:
             sep = ""
         if not sep:
-            raise typer.BadParameter(
-                f"{value!r}: write SOURCE=WEIGHT, e.g. human=2", param_hint="--weight"
+            raise InputError(
+                f"cannot read {value!r}", key="--weight", fix="Write SOURCE=WEIGHT, e.g. human=2."
             )
     return weights
+
+
+def _mix_config(human_fraction: float | None, weight: list[str], seed: int):
+    from pydantic import ValidationError
+
+    from cai.human.mixing import MixConfig
+
+    try:
+        return MixConfig(human_fraction=human_fraction, weights=_parse_weights(weight), seed=seed)
+    except ValidationError as err:
+        message = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InputError(message, key="--weight/--human-fraction") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -72,10 +74,11 @@ def register(app: typer.Typer) -> None:
         from cai.human.imports import import_human
 
         if format not in ("auto", "trl", "hh", "table"):
-            raise typer.BadParameter("use auto, trl, hh or table", param_hint="--format")
-        with _clear_errors():
-            rows, report = import_human(source, format=format, rater_id=rater_id, progress=True)
-            _write_import(rows, report, out, strict)
+            raise InputError(
+                f"unknown format {format!r}", key="--format", fix="Use auto, trl, hh or table."
+            )
+        rows, report = import_human(source, format=format, rater_id=rater_id, progress=True)
+        _write_import(rows, report, out, strict)
 
     @app.command("agree")
     def agree_cmd(
@@ -87,11 +90,12 @@ def register(app: typer.Typer) -> None:
         """How well the AI judge agrees with people: accuracy, kappa, calibration, per principle."""
         from cai.human.agreement import compute_agreement
         from cai.human.report import write_report
-        from cai.human.storage import read_rows
+        from cai.human.storage import read_preference_rows
 
-        with _clear_errors():
-            report = compute_agreement(read_rows(ai), read_rows(human), n_bins=bins)
-            paths = write_report(report, out)
+        ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
+        names = (f"AI dataset {ai}", f"human dataset {human}")
+        report = compute_agreement(ai_rows, human_rows, n_bins=bins, names=names)
+        paths = write_report(report, out)
         acc = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
         typer.echo(f"{report.n_pairs} shared pairs, accuracy {acc}; report: {paths['html']}")
 
@@ -114,17 +118,13 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seeds the order the two responses are shown in."),
     ) -> None:
         """Export the most uncertain pairs for labelling (fill `label` with a, b or tie)."""
-        from cai.human.routing import RoutingConfig, export_for_labelling
-        from cai.human.storage import read_rows
+        from cai.human.routing import RoutingConfig, check_sheet_path, export_for_labelling
+        from cai.human.storage import read_preference_rows
 
-        if out.suffix.lower() not in (".jsonl", ".csv"):
-            raise typer.BadParameter(
-                "the labelling sheet must be .jsonl or .csv", param_hint="--out"
-            )
+        check_sheet_path(out)
         config = RoutingConfig(budget=budget, min_score=min_score, seed=seed)
-        with _clear_errors():
-            labelled = [row for path in exclude for row in read_rows(path)]
-            report = export_for_labelling(read_rows(ai), out, config, labelled)
+        labelled = [row for path in exclude for row in read_preference_rows(path, required=False)]
+        report = export_for_labelling(read_preference_rows(ai), out, config, labelled)
         report_path = out.parent / f"{out.name}.routing.json"
         report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
         typer.echo(
@@ -142,9 +142,8 @@ def register(app: typer.Typer) -> None:
         """Import a filled labelling sheet as human preference rows."""
         from cai.human.routing import import_labels
 
-        with _clear_errors():
-            rows, report = import_labels(sheet, rater_id=rater_id)
-            _write_import(rows, report, out, strict)
+        rows, report = import_labels(sheet, rater_id=rater_id)
+        _write_import(rows, report, out, strict)
 
     @app.command("mix")
     def mix_cmd(
@@ -158,17 +157,12 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
     ) -> None:
         """Mix AI and human preferences: dedupe pairs, human labels override AI ones."""
-        from cai.human.mixing import MixConfig, mix
-        from cai.human.storage import read_rows, write_rows
+        from cai.human.mixing import mix
+        from cai.human.storage import read_preference_rows, write_rows
 
-        try:
-            config = MixConfig(
-                human_fraction=human_fraction, weights=_parse_weights(weight), seed=seed
-            )
-        except ValueError as err:
-            raise typer.BadParameter(str(err)) from None
-        with _clear_errors():
-            rows, report = mix(read_rows(ai), read_rows(human), config)
-            write_rows(rows, out)
+        config = _mix_config(human_fraction, weight, seed)
+        ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
+        rows, report = mix(ai_rows, human_rows, config, names=(str(ai), str(human)))
+        write_rows(rows, out)
         typer.echo(report.summary())
         typer.echo(f"wrote {report.n_output} rows to {out}")

@@ -15,11 +15,21 @@ to the pair's overall label.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cai.human.pairs import check_preference_rows, prob_first, response_text, row_key
+from cai.errors import InputError
+from cai.human.pairs import (
+    check_preference_rows,
+    prob_first,
+    prompt_messages,
+    response_text,
+    row_key,
+)
+from cai.io import counted
+from cai.records import stable_id
 
 Label = str  # "first" | "second" | "tie"
 
@@ -161,12 +171,71 @@ def _ai_chosen_is_first(row: dict[str, Any]) -> bool:
     return response_text(row["chosen"]) <= response_text(row["rejected"])
 
 
+class NoSharedPairsError(InputError):
+    """The AI and human datasets have no pair in common, so there is nothing to compare."""
+
+
+def _squeeze(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _loose_key(row: dict[str, Any]) -> str:
+    """A pair key that ignores whitespace and line endings (to explain a failed match)."""
+    prompt = [
+        {"role": m["role"], "content": _squeeze(m["content"])}
+        for m in prompt_messages(row["prompt"])
+    ]
+    texts = sorted(_squeeze(response_text(row[c])) for c in ("chosen", "rejected"))
+    return stable_id(prompt, texts)
+
+
+def _prompt_key(row: dict[str, Any]) -> str:
+    return stable_id(prompt_messages(row["prompt"]))
+
+
+def _no_shared_pairs(
+    ai_rows: list[dict[str, Any]],
+    human_rows: list[dict[str, Any]],
+    names: tuple[str, str],
+    notes: Sequence[str] = (),
+) -> NoSharedPairsError:
+    """Why no pair matched: how many pairs and prompts each side has, how many prompts both
+    share, and whether ignoring whitespace would have matched some."""
+    ai_pairs = {row_key(r) for r in ai_rows}
+    human_pairs = {row_key(r) for r in human_rows}
+    ai_prompts = {_prompt_key(r) for r in ai_rows}
+    shared_prompts = ai_prompts & {_prompt_key(r) for r in human_rows}
+    loose = {_loose_key(r) for r in ai_rows} & {_loose_key(r) for r in human_rows}
+    parts = [
+        f"no pair is in both datasets: the {names[0]} has {counted(len(ai_pairs), 'pair')}, "
+        f"the {names[1]} {counted(len(human_pairs), 'pair')}",
+        f"{counted(len(shared_prompts), 'prompt')} in both, but never with the same two responses"
+        if shared_prompts
+        else "no prompt appears in both",
+    ]
+    if loose:
+        parts.append(
+            f"{counted(len(loose), 'pair')} would match if whitespace and line endings were ignored"
+        )
+    parts.extend(notes)
+    return NoSharedPairsError(
+        "; ".join(parts),
+        fix="A pair id is computed from the prompt and both responses, so the texts must be "
+        "identical: check whitespace and line endings, the prompt format (a plain string is one "
+        "user turn), and that people labelled the samples of this AI dataset.",
+    )
+
+
 def compute_agreement(
-    ai_rows: list[dict[str, Any]], human_rows: list[dict[str, Any]], n_bins: int = 5
+    ai_rows: list[dict[str, Any]],
+    human_rows: list[dict[str, Any]],
+    n_bins: int = 5,
+    names: tuple[str, str] = ("AI dataset", "human dataset"),
 ) -> AgreementReport:
-    """All agreement metrics between an AI-labelled and a human-labelled dataset."""
-    check_preference_rows(ai_rows, "AI dataset")
-    check_preference_rows(human_rows, "human dataset")
+    """All agreement metrics between an AI-labelled and a human-labelled dataset (`names`
+    name them in errors). Raises `NoSharedPairsError` when no pair carries both labels."""
+    check_preference_rows(ai_rows, names[0])
+    check_preference_rows(human_rows, names[1])
     notes: list[str] = []
     human_in_ai = [row for row in ai_rows if row.get("source") == "human"]
     if human_in_ai:
@@ -182,6 +251,8 @@ def compute_agreement(
         human_by_key[row_key(row)].append(row)
 
     joined = [k for k in ai_by_key if k in human_by_key]
+    if not joined:
+        raise _no_shared_pairs(ai_rows, human_rows, names, notes)
     label_pairs: list[tuple[Label, Label]] = []
     split: dict[bool, list[tuple[Label, Label]]] = {True: [], False: []}
     confidence, outcome = [], []
@@ -219,17 +290,14 @@ def compute_agreement(
             PrincipleAgreement(principle=principle, n=n, accuracy=acc, basis=basis)
         )
     if not has_principle_probs and principle_votes:
-        notes.append("no prob_chosen_by_principle column: per-principle agreement uses each pair's label")
+        notes.append(
+            "no prob_chosen_by_principle column: per-principle agreement uses each pair's label"
+        )
 
     multi = [
         [label_of(prob_first(r)) for r in rows] for rows in human_by_key.values() if len(rows) >= 2
     ]
     kappa_f, observed = fleiss_kappa(multi)
-    if not joined:
-        notes.append(
-            "no pair carries both an AI and a human label: check that both datasets "
-            "hold the same prompts and responses"
-        )
     return AgreementReport(
         n_ai_rows=len(ai_rows),
         n_human_rows=len(human_rows),

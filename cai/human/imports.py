@@ -7,9 +7,15 @@
 - `table`: one rating per row: prompt, response_a, response_b and label in {a, b, tie} or a
   probability that a is better (`prob_a` / `probability`); optional `rater_id`, `item_id`.
 
-Nothing is lost silently: malformed rows become errors with their row numbers, and rows
-whose chosen equals rejected, whose prompts cannot be aligned, or that carry no label yet are
-flagged and counted. Good rows are imported either way.
+Columns may go by their usual other names (`rater`, `annotator`, `worker_id` for `rater_id`;
+`preferred` / `dispreferred` for chosen / rejected; `answer_a` for `response_a`, ...; case,
+spaces and dashes do not matter): `COLUMN_ALIASES` lists them per format, and the report says
+which name was read as which column.
+
+Nothing is lost silently: malformed rows become errors with their row numbers, rows whose
+chosen equals rejected, whose prompts cannot be aligned, or that carry no label yet are
+flagged and counted, and columns no format uses are listed as ignored. Good rows are
+imported either way; a file with no importable row at all is an error (`require_rows`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.backends.base import Message
+from cai.errors import InputError
 from cai.human.pairs import (
     PairDataError,
     assistant,
@@ -29,13 +36,96 @@ from cai.human.pairs import (
     prompt_messages,
     response_text,
 )
-from cai.human.storage import RowError, iter_rows
+from cai.io import RowError, iter_table_records
 from cai.records import PreferenceRow, stable_id
 
 Format = Literal["auto", "trl", "hh", "table"]
 FLAG_KINDS = ("chosen_equals_rejected", "unalignable_prompt", "unlabelled")
 PROB_COLUMNS = ("prob_a", "probability")
-TIE_LABELS = {"tie", "t", "=", "equal", "same"}
+TIE_LABELS = {"tie", "t", "=", "equal", "same", "tie (bothbad)", "both", "neither"}
+A_LABELS = {"a", "response_a", "model_a", "answer_a"}
+B_LABELS = {"b", "response_b", "model_b", "answer_b"}
+
+_RATER = (
+    "rater", "annotator", "annotator_id", "labeler", "labeler_id", "labeller", "labeller_id",
+    "worker", "worker_id",
+)  # fmt: skip
+_PROMPT = ("question", "instruction", "query", "input", "context")
+_CHOSEN = (
+    "preferred", "chosen_response", "response_chosen", "better", "better_response", "accepted",
+)  # fmt: skip
+_REJECTED = (
+    "dispreferred", "rejected_response", "response_rejected", "worse", "worse_response", "loser",
+)  # fmt: skip
+_SIDE_WORDS = ("answer", "completion", "output")
+
+
+def _side(letter: str, number: int) -> tuple[str, ...]:
+    """Other names of response_<letter>: answer_a, completion_a, ..., response_1, answer_1."""
+    words = (f"{w}_{letter}" for w in _SIDE_WORDS)
+    return (*words, *(f"{w}_{number}" for w in ("response", *_SIDE_WORDS)))
+
+
+COLUMN_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "table": {
+        "prompt": _PROMPT,
+        "response_a": _side("a", 1),
+        "response_b": _side("b", 2),
+        "label": ("preference", "choice", "winner", "human_label", "preferred"),
+        "prob_a": ("p_a", "prob_response_a"),
+        "probability": (),
+        "rater_id": _RATER,
+        "item_id": (),
+        "comment": ("comments", "note", "notes"),
+    },
+    "trl": {
+        "prompt": _PROMPT,
+        "chosen": (*_CHOSEN, "winner"),
+        "rejected": _REJECTED,
+        "prob_chosen": ("chosen_prob", "p_chosen"),
+        "rater_id": _RATER,
+    },
+    "hh": {"chosen": (*_CHOSEN, "winner"), "rejected": _REJECTED, "rater_id": _RATER},
+}
+"""Per format: each column it reads and the other names it accepts for it. `winner` and
+`preferred` are the label (a / b / tie) in a table, the chosen text elsewhere."""
+
+
+def _normal(name: Any) -> str:
+    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
+
+
+_LOOKUP = {
+    fmt: {_normal(n): column for column, names in table.items() for n in (column, *names)}
+    for fmt, table in COLUMN_ALIASES.items()
+}
+
+
+class Columns(BaseModel):
+    """A row with its columns under the names a format reads (`row`), which other names
+    were read as which column (`mapped`), and the columns the format does not use."""
+
+    row: dict[str, Any]
+    mapped: dict[str, str] = Field(default_factory=dict)
+    unknown: list[str] = Field(default_factory=list)
+
+
+def canonical_columns(row: dict[str, Any], fmt: str) -> Columns:
+    """`row` with each known column under its own name. A column already under its own name
+    wins over another name for it; a second name for the same column is left unknown."""
+    lookup = _LOOKUP[fmt]
+    out: dict[str, Any] = {name: row[name] for name in row if name in COLUMN_ALIASES[fmt]}
+    mapped, unknown = {}, []
+    for name, value in row.items():
+        if name in out and name in COLUMN_ALIASES[fmt]:
+            continue
+        column = lookup.get(_normal(name))
+        if column is None or column in out:
+            unknown.append(str(name))
+        else:
+            out[column] = value
+            mapped[str(name)] = column
+    return Columns(row=out, mapped=mapped, unknown=unknown)
 
 
 class RowProblem(ValueError):
@@ -48,9 +138,16 @@ class RowProblem(ValueError):
 
 class RowIssue(BaseModel):
     row: int
+    line: int | None = None
+    """The line the row starts on, for text files."""
     kind: str
     detail: str
     raw: dict[str, Any] | None = None
+
+    def where(self) -> str:
+        """ "row 3", or "row 3 (line 4)" when the row starts on another line of the file."""
+        line = f" (line {self.line})" if self.line not in (None, self.row) else ""
+        return f"row {self.row}{line}"
 
 
 class ImportReport(BaseModel):
@@ -63,22 +160,76 @@ class ImportReport(BaseModel):
     n_ties: int = 0
     errors: list[RowIssue] = Field(default_factory=list)
     flagged: list[RowIssue] = Field(default_factory=list)
+    columns_mapped: dict[str, str] = Field(default_factory=dict)
+    """Columns read under another name: {name in the file: column}."""
+    unknown_columns: dict[str, int] = Field(default_factory=dict)
+    """Columns the format does not use (ignored): {name: rows that had it}."""
 
     def flag_counts(self) -> dict[str, int]:
         return dict(Counter(issue.kind for issue in self.flagged))
+
+    def note_columns(self, columns: Columns) -> None:
+        self.columns_mapped.update(columns.mapped)
+        for name in columns.unknown:
+            self.unknown_columns[name] = self.unknown_columns.get(name, 0) + 1
+
+    def _column_lines(self) -> list[str]:
+        lines = []
+        if self.columns_mapped:
+            pairs = ", ".join(f"{k} -> {v}" for k, v in self.columns_mapped.items())
+            lines.append(f"  columns read as: {pairs}")
+        if self.unknown_columns:
+            names = ", ".join(f"{k} ({v} rows)" for k, v in self.unknown_columns.items())
+            lines.append(f"  columns ignored (the {self.format} format does not use them): {names}")
+        return lines
 
     def summary(self, max_listed: int = 10) -> str:
         lines = [
             f"{self.source_path} ({self.format}): {self.n_rows} rows read, {self.n_imported} "
             f"imported ({self.n_ties} ties), {len(self.errors)} malformed, "
-            f"{len(self.flagged)} flagged {self.flag_counts() or ''}".rstrip()
+            f"{len(self.flagged)} flagged {self.flag_counts() or ''}".rstrip(),
+            *self._column_lines(),
         ]
         for issue in (self.errors + self.flagged)[:max_listed]:
-            lines.append(f"  row {issue.row}: {issue.kind}: {issue.detail}")
+            lines.append(f"  {issue.where()}: {issue.kind}: {issue.detail}")
         hidden = len(self.errors) + len(self.flagged) - max_listed
         if hidden > 0:
             lines.append(f"  ... and {hidden} more (see the JSON report)")
         return "\n".join(lines)
+
+    def require_rows(self, details: str | None = None) -> None:
+        """Raise `NothingImportedError` when no row could be imported, with the reasons by
+        kind and one example each; `details` says where the full report is."""
+        if self.n_imported:
+            return
+        if not self.n_rows:
+            raise NothingImportedError(
+                "the file holds no rows",
+                file=self.source_path,
+                fix="Check the path; the labels file has a header or JSON lines but no rows.",
+            )
+        raise NothingImportedError(
+            self._why_nothing(),
+            file=self.source_path,
+            fix=details or "Check the format (--format) and the column names.",
+        )
+
+    def _why_nothing(self) -> str:
+        issues = self.errors + self.flagged
+        examples: dict[str, RowIssue] = {}
+        for issue in issues:
+            examples.setdefault(issue.kind, issue)
+        reasons = "; ".join(
+            f"{n} {kind} (e.g. {examples[kind].where()}: {examples[kind].detail})"
+            for kind, n in Counter(issue.kind for issue in issues).most_common()
+        )
+        if self.n_rows == 1:
+            return f"its one row could not be imported: {reasons}"
+        return f"none of its {self.n_rows} rows could be imported: {reasons}"
+
+
+class NothingImportedError(InputError):
+    """A labels file yielded no preference row at all."""
 
 
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ ]?")
@@ -127,11 +278,16 @@ def split_shared_prompt(
     return prompt_c, chosen[-1]["content"], rejected[-1]["content"]
 
 
+def _preview(value: Any, width: int = 40) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _as_probability(value: Any, column: str) -> float:
     try:
         p = float(value)
-    except (TypeError, ValueError):
-        raise RowProblem("malformed", f"{column}={value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RowProblem("malformed", f"{column}={_preview(value)} is not a number") from None
     if not 0.0 <= p <= 1.0:
         raise RowProblem("malformed", f"{column}={p} is outside [0, 1]")
     return p
@@ -183,6 +339,7 @@ def _message(value: Any) -> Message:
 
 
 def convert_trl(row: dict[str, Any], rater: str | None = None) -> dict[str, Any]:
+    row = canonical_columns(row, "trl").row
     _require(row, "chosen", "rejected")
     p = _as_probability(row["prob_chosen"], "prob_chosen") if "prob_chosen" in row else 1.0
     if row.get("prompt") is None:
@@ -205,6 +362,7 @@ def convert_trl(row: dict[str, Any], rater: str | None = None) -> dict[str, Any]
 
 
 def convert_hh(row: dict[str, Any], rater: str | None = None) -> dict[str, Any]:
+    row = canonical_columns(row, "hh").row
     _require(row, "chosen", "rejected")
     prompt, c, r = split_shared_prompt(
         parse_hh_transcript(row["chosen"]), parse_hh_transcript(row["rejected"])
@@ -217,9 +375,9 @@ def table_probability(row: dict[str, Any]) -> float:
     label = row.get("label")
     if not _is_blank(label):
         text = str(label).strip().lower()
-        if text in ("a", "response_a"):
+        if text in A_LABELS:
             return 1.0
-        if text in ("b", "response_b"):
+        if text in B_LABELS:
             return 0.0
         if text in TIE_LABELS:
             return 0.5
@@ -240,6 +398,7 @@ def _lf(text: str) -> str:
 
 
 def convert_table(row: dict[str, Any], rater: str | None = None) -> dict[str, Any]:
+    row = canonical_columns(row, "table").row
     _require(row, "prompt", "response_a", "response_b")
     try:
         prompt = prompt_messages(row["prompt"])
@@ -267,12 +426,14 @@ CONVERTERS = {"trl": convert_trl, "hh": convert_hh, "table": convert_table}
 
 
 def detect_format(row: dict[str, Any]) -> str:
-    """Guess the format from one row's columns."""
-    if "response_a" in row and "response_b" in row:
+    """Guess the format from one row's columns (under any of their accepted names)."""
+    table = canonical_columns(row, "table").row
+    if "response_a" in table and "response_b" in table:
         return "table"
-    if "chosen" in row and "rejected" in row:
-        hh = isinstance(row["chosen"], str) and "Human:" in row["chosen"]
-        return "hh" if hh and row.get("prompt") is None else "trl"
+    trl = canonical_columns(row, "trl").row
+    if "chosen" in trl and "rejected" in trl:
+        hh = isinstance(trl["chosen"], str) and "Human:" in trl["chosen"]
+        return "hh" if hh and trl.get("prompt") is None else "trl"
     raise RowProblem(
         "malformed",
         f"cannot tell the format from columns {list(row)}: expected prompt/chosen/rejected "
@@ -280,31 +441,46 @@ def detect_format(row: dict[str, Any]) -> str:
     )
 
 
+def convert_row(
+    row: dict[str, Any], format: str = "auto", rater: str | None = None
+) -> dict[str, Any]:
+    """One PreferenceRow dict from one row of any supported format (raises RowProblem)."""
+    fmt = detect_format(row) if format == "auto" else format
+    return CONVERTERS[fmt](row, rater)
+
+
+def _issue(record, kind: str, detail: str, raw: dict[str, Any] | None = None) -> RowIssue:
+    return RowIssue(row=record.row, line=record.line, kind=kind, detail=detail, raw=raw)
+
+
 def import_human(
     path: str | Path, format: Format = "auto", rater_id: str | None = None, progress: bool = False
 ) -> tuple[list[dict[str, Any]], ImportReport]:
     """Read human labels into PreferenceRow dicts (source="human") and a report of every row
-    that was not imported and why. `rater_id` fills rows that name no rater."""
+    that was not imported and why, and of the columns read under other names or ignored.
+    `rater_id` fills rows that name no rater."""
     from tqdm import tqdm
 
     report = ImportReport(source_path=str(path), format=format)
     rows: list[dict[str, Any]] = []
-    for number, raw in tqdm(iter_rows(path), desc="importing", unit=" rows", disable=not progress):
+    records = iter_table_records(path)
+    for record in tqdm(records, desc="importing", unit=" rows", disable=not progress):
         report.n_rows += 1
+        raw = record.data
         if isinstance(raw, RowError):
-            report.errors.append(RowIssue(row=number, kind="malformed", detail=str(raw)))
+            report.errors.append(_issue(record, "malformed", raw.message))
             continue
         try:
             if report.format == "auto":
                 report.format = detect_format(raw)
+            report.note_columns(canonical_columns(raw, report.format))
             converted = CONVERTERS[report.format](raw, rater_id)
         except RowProblem as problem:
-            issue = RowIssue(row=number, kind=problem.kind, detail=str(problem), raw=dict(raw))
+            issue = _issue(record, problem.kind, str(problem), dict(raw))
             (report.errors if problem.kind == "malformed" else report.flagged).append(issue)
             continue
-        except (ValueError, TypeError) as err:  # pydantic validation and odd cell types
-            issue = RowIssue(row=number, kind="malformed", detail=str(err)[:300], raw=dict(raw))
-            report.errors.append(issue)
+        except (ValueError, TypeError, OverflowError) as err:  # pydantic and odd cell types
+            report.errors.append(_issue(record, "malformed", str(err)[:300], dict(raw)))
             continue
         rows.append(converted)
         report.n_ties += converted["prob_chosen"] == 0.5

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from cai.errors import InputError
 from cai.human.agreement import label_of
 from cai.human.pairs import (
     assistant,
@@ -129,21 +130,43 @@ def _by_weight(
     return out + _sample(rows, round(part * len(rows)), rng)
 
 
-def mix(
-    ai_rows: list[dict[str, Any]], human_rows: list[dict[str, Any]], config: MixConfig | None = None
-) -> tuple[list[dict[str, Any]], MixReport]:
-    """The mixed rows (each with `source` and a recomputed `pair_id`) and what happened."""
-    config = config or MixConfig()
-    check_preference_rows(ai_rows, "AI dataset")
-    check_preference_rows(human_rows, "human dataset")
-    rng = random.Random(config.seed)
+class NothingToMixError(InputError):
+    """The mix would hold no rows."""
+
+
+def _by_source(
+    datasets: list[tuple[str, str, list[dict[str, Any]]]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows grouped by their `source` (default: the dataset's), each with a fresh pair_id."""
     by_source: dict[str, list[dict[str, Any]]] = {"ai": [], "human": []}
-    for default, rows in (("ai", ai_rows), ("human", human_rows)):
-        for row in rows:
+    for default, name, rows in datasets:
+        for number, row in enumerate(rows, 1):
             source = row.get("source") or default
             if source not in SOURCES:
-                raise ValueError(f"unknown source {source!r} (rows must say 'ai' or 'human')")
+                raise InputError(
+                    f"unknown source {source!r}",
+                    file=name,
+                    row=number,
+                    key="source",
+                    fix="A row's source must be 'ai' or 'human' (or empty).",
+                )
             by_source[source].append({**row, "source": source, "pair_id": row_key(row)})
+    return by_source
+
+
+def mix(
+    ai_rows: list[dict[str, Any]],
+    human_rows: list[dict[str, Any]],
+    config: MixConfig | None = None,
+    names: tuple[str, str] = ("AI dataset", "human dataset"),
+) -> tuple[list[dict[str, Any]], MixReport]:
+    """The mixed rows (each with `source` and a recomputed `pair_id`) and what happened
+    (`names` name the datasets in errors). A mix with no rows is a `NothingToMixError`."""
+    config = config or MixConfig()
+    check_preference_rows(ai_rows, names[0])
+    check_preference_rows(human_rows, names[1])
+    rng = random.Random(config.seed)
+    by_source = _by_source([("ai", names[0], ai_rows), ("human", names[1], human_rows)])
 
     ai_best: dict[str, dict[str, Any]] = {}
     for row in by_source["ai"]:
@@ -171,6 +194,12 @@ def mix(
         ai = _by_weight(ai, config.weights.get("ai", 1.0), rng)
         human = _by_weight(human, config.weights.get("human", 1.0), rng)
     mixed = human + ai
+    if not mixed:
+        raise NothingToMixError(
+            f"the mix would hold no rows: of {len(ai_rows)} AI and {len(human_rows)} human "
+            "rows in, the fraction or weights keep none",
+            fix="Check both datasets hold rows and that --weight does not drop every source.",
+        )
     if config.shuffle:
         rng.shuffle(mixed)
     report = MixReport(

@@ -7,17 +7,15 @@ as `pair_id`, so the key never depends on which response was chosen or shown fir
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from cai import records
 from cai.backends.base import Message
-from cai.errors import CaiError
+from cai.errors import InputError
+from cai.io import ROLES, json_messages
 
-ROLES = ("system", "user", "assistant")
 
-
-class PairDataError(CaiError, ValueError):
+class PairDataError(InputError):
     """A value cannot be read as a prompt or a response."""
 
 
@@ -25,29 +23,14 @@ def prompt_messages(prompt: Any) -> list[Message]:
     """A prompt as chat messages: a plain string is one user turn; a JSON string of messages
     (as a CSV cell holds them) is decoded; messages keep only role and content."""
     if isinstance(prompt, str):
-        text = prompt.strip()
-        if text.startswith("[") and text.endswith("]"):
-            try:
-                decoded = json.loads(text)
-            except json.JSONDecodeError:
-                decoded = None
-            if isinstance(decoded, list) and decoded and all(isinstance(m, dict) for m in decoded):
-                return prompt_messages(decoded)
-        if not text:
+        decoded = json_messages(prompt)
+        if decoded is not None:
+            return prompt_messages(decoded)
+        if not prompt.strip():
             raise PairDataError("the prompt is empty")
         return [{"role": "user", "content": prompt}]
     if isinstance(prompt, list) and prompt:
-        messages = []
-        for message in prompt:
-            if not isinstance(message, dict) or "role" not in message or "content" not in message:
-                raise PairDataError(
-                    "a prompt message must be an object with 'role' and 'content' "
-                    f"(got {str(message)[:80]!r})"
-                )
-            role = str(message["role"])
-            if role not in ROLES:
-                raise PairDataError(f"unknown message role {role!r} (use one of {ROLES})")
-            messages.append({"role": role, "content": str(message["content"] or "")})
+        messages = [_prompt_message(i, message) for i, message in enumerate(prompt)]
         if messages[-1]["role"] != "user":
             raise PairDataError("the prompt must end with a user turn")
         return messages
@@ -57,6 +40,24 @@ def prompt_messages(prompt: Any) -> list[Message]:
     )
 
 
+def _prompt_message(index: int, message: Any) -> Message:
+    if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        raise PairDataError(
+            f"prompt message {index} must be an object with 'role' and 'content' "
+            f"(got {str(message)[:80]!r})"
+        )
+    role, content = message["role"], message["content"]
+    if role not in ROLES:
+        raise PairDataError(
+            f"prompt message {index} has role {role!r}; use one of {', '.join(ROLES)}"
+        )
+    if not isinstance(content, str):
+        raise PairDataError(
+            f"prompt message {index} content must be text (got {type(content).__name__})"
+        )
+    return {"role": role, "content": content}
+
+
 def response_text(response: Any) -> str:
     """The text of a response: a string, or a list holding one assistant message."""
     if isinstance(response, str):
@@ -64,7 +65,12 @@ def response_text(response: Any) -> str:
     if isinstance(response, list) and response:
         last = response[-1]
         if len(response) == 1 and isinstance(last, dict) and last.get("role") == "assistant":
-            return str(last.get("content") or "")
+            content = last.get("content")
+            if not isinstance(content, str):
+                raise PairDataError(
+                    f"a response's content must be text (got {type(content).__name__})"
+                )
+            return content
         raise PairDataError(
             "a response must be a list holding exactly one assistant message "
             f"(got {len(response)} message(s))"
@@ -105,16 +111,29 @@ REQUIRED_COLUMNS = ("prompt", "chosen", "rejected", "prob_chosen")
 
 
 def check_preference_rows(rows: list[dict[str, Any]], name: str) -> None:
-    """Fail early, naming the row, when a dataset is not preference rows."""
+    """Fail early, naming the dataset (`name`: its path or role) and row, when a dataset is
+    not preference rows."""
     for number, row in enumerate(rows, 1):
         missing = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
         if missing:
             raise PairDataError(
-                f"{name} row {number}: missing {', '.join(missing)}. A preference dataset needs "
-                f"{', '.join(REQUIRED_COLUMNS)}; bring human labels in with `cai import-human`."
+                f"missing {', '.join(missing)}",
+                file=name,
+                row=number,
+                fix=f"A preference dataset needs {', '.join(REQUIRED_COLUMNS)}; bring human "
+                "labels in with `cai import-human`.",
             )
         try:
             row_key(row)
-            float(row["prob_chosen"])
-        except (PairDataError, TypeError, ValueError) as err:
-            raise PairDataError(f"{name} row {number}: {err}") from None
+            p = float(row["prob_chosen"])
+        except PairDataError as err:
+            raise PairDataError(err.message, file=name, row=number) from None
+        except (TypeError, ValueError, OverflowError):
+            p = None
+        if p is None or not 0.0 <= p <= 1.0:
+            raise PairDataError(
+                f"prob_chosen={row['prob_chosen']!r} is not a probability in [0, 1]",
+                file=name,
+                row=number,
+                key="prob_chosen",
+            )

@@ -16,9 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from cai.errors import InputError
 from cai.human.imports import ImportReport, import_human
 from cai.human.pairs import check_preference_rows, prompt_messages, response_text, row_key
 from cai.human.storage import write_rows
+from cai.io import counted
 from cai.records import stable_id
 
 ITEM_COLUMNS = ("item_id", "prompt", "response_a", "response_b", "label", "rater_id", "comment")
@@ -109,6 +111,25 @@ def select_uncertain(
     return chosen, report
 
 
+class NothingToRouteError(InputError):
+    """No pair is left to route, so a labelling sheet would be empty."""
+
+
+def _nothing_to_route(report: RoutingReport, config: RoutingConfig, best: float | None):
+    if report.n_ai_rows == 0:
+        reason, fix = "the AI dataset holds no rows", "Check the --ai path."
+    elif report.n_candidates == 0:
+        reason = f"every AI row ({report.n_already_labelled}) holds a pair people already labelled"
+        fix = "Nothing is left to label; drop --exclude to label pairs again."
+    else:
+        reason = (
+            f"no pair scores at least min_score {config.min_score} (the most uncertain of "
+            f"{counted(report.n_candidates, 'pair')} scores {best:.3f})"
+        )
+        fix = "Lower --min-score."
+    return NothingToRouteError(f"nothing to route: {reason}", fix=fix)
+
+
 def labelling_item(routed: RoutedPair, row: dict[str, Any], seed: int) -> dict[str, Any]:
     """One row of the labelling sheet; the prompt is plain text when it is a single turn."""
     prompt = prompt_messages(row["prompt"])
@@ -129,6 +150,18 @@ def labelling_item(routed: RoutedPair, row: dict[str, Any], seed: int) -> dict[s
     }
 
 
+def check_sheet_path(path: str | Path) -> Path:
+    """A labelling sheet is .jsonl or .csv (people open it in an editor or a spreadsheet)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".csv"):
+        raise InputError(
+            "cannot write a labelling sheet of this type",
+            file=path,
+            fix="Export a labelling sheet as .jsonl or .csv.",
+        )
+    return path
+
+
 def export_for_labelling(
     ai_rows: list[dict[str, Any]],
     out_path: str | Path,
@@ -137,11 +170,13 @@ def export_for_labelling(
 ) -> RoutingReport:
     """Write the most uncertain pairs as a JSONL or CSV labelling sheet; people fill `label`
     with a, b or tie (and `rater_id`), then `import_labels` reads it back."""
-    out_path = Path(out_path)
-    if out_path.suffix.lower() not in (".jsonl", ".csv"):
-        raise ValueError(f"{out_path}: export a labelling sheet as .jsonl or .csv")
+    out_path = check_sheet_path(out_path)
     labelled = {row_key(r) for r in labelled_rows or []}
     chosen, report = select_uncertain(ai_rows, config, labelled)
+    if not chosen:
+        scores = (uncertainty(r, config) for r in ai_rows)
+        best = max((s.score for s in scores if s.item_id not in labelled), default=None)
+        raise _nothing_to_route(report, config, best)
     items = [labelling_item(routed, row, config.seed) for routed, row in chosen]
     if out_path.suffix.lower() == ".jsonl":
         import json

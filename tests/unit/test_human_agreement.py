@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from cai.human.agreement import calibration_bins, cohen_kappa, compute_agreement, fleiss_kappa
+from cai.human.agreement import (
+    NoSharedPairsError,
+    calibration_bins,
+    cohen_kappa,
+    compute_agreement,
+    fleiss_kappa,
+)
 from cai.human.report import write_report
 
 
@@ -108,10 +114,27 @@ def test_optional_per_order_and_per_principle_columns_are_used():
     assert report.position_disagreement_rate == pytest.approx(3 / 6)
 
 
-def test_no_shared_pairs_is_reported_not_hidden():
-    report = compute_agreement(AI[:1], [pref("other", "x", "y", 1.0, "human")])
-    assert report.n_pairs == 0 and report.accuracy is None and report.ece is None
-    assert any("no pair carries both" in note for note in report.notes)
+def test_no_shared_pairs_is_an_error_that_says_why():
+    with pytest.raises(NoSharedPairsError) as caught:
+        compute_agreement(AI[:1], [pref("other", "x", "y", 1.0, "human")])
+    message = str(caught.value)
+    assert (
+        "no pair is in both datasets: the AI dataset has 1 pair, the human dataset 1 pair"
+        in message
+    )
+    assert "no prompt appears in both" in message and "pair id is computed from" in message
+    ai = AI[0]
+    spaced = pref(
+        ai["prompt"][0]["content"],
+        ai["chosen"][0]["content"] + " ",
+        ai["rejected"][0]["content"],
+        1.0,
+        "human",
+    )
+    with pytest.raises(NoSharedPairsError) as caught:
+        compute_agreement(AI[:1], [spaced])
+    assert "1 prompt in both, but never with the same two responses" in str(caught.value)
+    assert "1 pair would match if whitespace and line endings were ignored" in str(caught.value)
 
 
 def test_human_rows_in_the_ai_dataset_are_not_compared_with_themselves():

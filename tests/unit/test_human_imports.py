@@ -191,7 +191,80 @@ def test_table_missing_column_and_format_errors(tmp_path):
     rows, report = import_human(_jsonl(tmp_path / "u.jsonl", [{"question": "?"}]))
     assert rows == [] and "cannot tell the format" in report.errors[0].detail
     (tmp_path / "t.txt").write_text("x")
-    with pytest.raises(ValueError, match="unknown dataset format"):
+    with pytest.raises(ValueError, match=r"unknown file type '\.txt'"):
         import_human(tmp_path / "t.txt")
     with pytest.raises(ValueError, match="no such file"):
         import_human(tmp_path / "missing.jsonl")
+
+
+def test_column_aliases_are_mapped_per_format_and_reported(tmp_path):
+    from cai.human.imports import canonical_columns
+
+    columns = canonical_columns(
+        {"Prompt": "q", "answer_a": "x", "Answer-B": "y", "winner": "model_b", "worker_id": "w1"},
+        "table",
+    )
+    assert columns.row == {
+        "prompt": "q",
+        "response_a": "x",
+        "response_b": "y",
+        "label": "model_b",
+        "rater_id": "w1",
+    }
+    assert columns.mapped == {
+        "Prompt": "prompt",
+        "answer_a": "response_a",
+        "Answer-B": "response_b",
+        "winner": "label",
+        "worker_id": "rater_id",
+    }
+    # the own name wins; a second name for the same column is reported, not silently used
+    both = canonical_columns({"rater_id": "r", "rater": "s", "chosen": "c", "x": 1}, "trl")
+    assert both.row == {"rater_id": "r", "chosen": "c"} and both.unknown == ["rater", "x"]
+    assert canonical_columns({"winner": "text"}, "trl").row == {"chosen": "text"}
+
+    path = _jsonl(
+        tmp_path / "arena.jsonl",
+        [
+            {
+                "question": "Q1",
+                "answer_a": "x",
+                "answer_b": "y",
+                "winner": "model_b",
+                "labeler": "l",
+            },
+            {"question": "Q2", "answer_a": "x", "answer_b": "y", "winner": "tie (bothbad)"},
+        ],
+    )
+    rows, report = import_human(path)
+    assert report.format == "table" and report.n_imported == 2 and report.n_ties == 1
+    assert rows[0]["chosen"][0]["content"] == "y" and rows[0]["rater_id"] == "l"
+    assert report.columns_mapped == {
+        "question": "prompt",
+        "answer_a": "response_a",
+        "answer_b": "response_b",
+        "winner": "label",
+        "labeler": "rater_id",
+    }
+    assert report.unknown_columns == {}
+    assert "columns read as: question -> prompt" in report.summary()
+
+
+def test_non_text_message_content_and_huge_numbers_are_malformed_rows(tmp_path):
+    path = _jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {"prompt": [{"role": "user", "content": 3}], "chosen": "a", "rejected": "b"},
+            {"prompt": "q", "chosen": [{"role": "assistant", "content": None}], "rejected": "b"},
+            {"prompt": "q", "chosen": "a", "rejected": "b", "prob_chosen": 10**400},
+            {"prompt": [{"role": "robot", "content": "x"}], "chosen": "a", "rejected": "b"},
+            {"prompt": "fine", "chosen": "a", "rejected": "b"},
+        ],
+    )
+    rows, report = import_human(path)
+    assert len(rows) == 1 and _kinds(report.errors) == [(i, "malformed") for i in (1, 2, 3, 4)]
+    details = [e.detail for e in report.errors]
+    assert "prompt message 0 content must be text (got int)" in details[0]
+    assert "a response's content must be text (got NoneType)" in details[1]
+    assert "is not a number" in details[2]
+    assert "prompt message 0 has role 'robot'" in details[3]

@@ -161,5 +161,5 @@ def test_crlf_from_spreadsheets_and_json_like_prompts_still_match(tmp_path):
 
 
 def test_export_rejects_other_formats(tmp_path):
-    with pytest.raises(ValueError, match=r"\.jsonl or \.csv"):
+    with pytest.raises(ValueError, match=r"as \.jsonl or \.csv"):
         export_for_labelling(AI, tmp_path / "s.parquet", RoutingConfig(budget=1))
