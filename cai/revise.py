@@ -393,16 +393,10 @@ def check_revise_inputs(config: ReviseConfig) -> int:
     Returns the number of prompts; an empty prompts file is an error, not a run of nothing.
     """
     from cai.constitution import load_constitution
-    from cai.io import InputFormatError, iter_prompts
+    from cai.io import count_prompts
     from cai.templates import TemplateSet
 
-    count = sum(1 for _ in iter_prompts(config.prompts, config.prompt_column, config.limit))
-    if count == 0:
-        raise InputFormatError(
-            "holds no prompts",
-            file=config.prompts,
-            fix="Add prompts (one JSON object per line, or one CSV row each), or fix the path.",
-        )
+    count = count_prompts(config.prompts, config.prompt_column, config.limit)
     load_constitution(config.constitution)
     TemplateSet(config.templates)
     return count

@@ -82,7 +82,7 @@ def sample_from_row(row: dict[str, Any], origin: str) -> Sample:
 
 def iter_sample_rows(path: str | Path) -> Iterator[Sample]:
     """Samples from a table file or save_to_disk directory, in file order."""
-    from cai.human.storage import RowError, iter_rows
+    from cai.io import RowError, iter_table_rows
 
     path = Path(path)
     if not path.exists():
@@ -93,9 +93,9 @@ def iter_sample_rows(path: str | Path) -> Iterator[Sample]:
             "file or save_to_disk dataset of responses.",
         )
     origin = path.name
-    for number, row in iter_rows(path):
+    for number, row in iter_table_rows(path):
         if isinstance(row, RowError):
-            raise _fail(path, number, str(row))
+            raise row
         try:
             yield sample_from_row(row, origin)
         except ValidationError as err:
@@ -104,7 +104,7 @@ def iter_sample_rows(path: str | Path) -> Iterator[Sample]:
             raise _fail(path, number, f"{key}: {first['msg']}") from None
         except InputError:
             raise
-        except (ValueError, TypeError, KeyError) as err:
+        except (ValueError, TypeError, KeyError, OverflowError) as err:
             raise _fail(path, number, str(err)) from None
 
 

@@ -74,9 +74,11 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _is_click_exception(err: BaseException) -> bool:
+    """Usage errors raised inside a command (typer vendors its own click: check both)."""
     import click
 
-    return isinstance(err, click.exceptions.ClickException)
+    bases = (click.exceptions.ClickException, *typer.BadParameter.__mro__[1:3])
+    return isinstance(err, bases)
 
 
 def guard_all(app: typer.Typer) -> None:

@@ -38,7 +38,7 @@ class Stage:
 # ---- sample ---------------------------------------------------------------------------------
 def _check_sample(ctx: RunContext) -> None:
     from cai.files import is_inside
-    from cai.io import InputFormatError, iter_prompts
+    from cai.io import count_prompts
     from cai.jobs import check_fingerprint
     from cai.sample import sample_fingerprint
 
@@ -52,14 +52,7 @@ def _check_sample(ctx: RunContext) -> None:
         )
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
-    count = sum(1 for _ in iter_prompts(source.path, source.column, source.limit))
-    if count == 0:
-        raise InputFormatError(
-            "holds no prompts",
-            file=source.path,
-            fix="Add prompts (one JSON object per line, or one CSV row each), or fix the path.",
-        )
-    ctx.counts["prompts"] = count
+    ctx.counts["prompts"] = count_prompts(source.path, source.column, source.limit)
     if not ctx.config.overwrite:
         fingerprint = sample_fingerprint("", ctx.config.sample)
         check_fingerprint(

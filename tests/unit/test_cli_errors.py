@@ -21,6 +21,10 @@ def _toy_app() -> typer.Typer:
     def bug() -> None:
         raise ZeroDivisionError("boom")
 
+    @toy.command()
+    def bad_option() -> None:
+        raise typer.BadParameter("must be SOURCE=WEIGHT", param_hint="--weight")
+
     guard_all(toy)
     return toy
 
@@ -48,6 +52,12 @@ def test_an_unexpected_exception_keeps_its_traceback_and_says_how_to_report_it()
     assert result.exit_code == 1
     assert "Traceback" in result.output and "ZeroDivisionError: boom" in result.output
     assert "this is a bug in cai" in result.output
+
+
+def test_a_usage_error_raised_inside_a_command_stays_a_usage_error():
+    result = CliRunner().invoke(_toy_app(), ["bad-option"])
+    assert result.exit_code == 2
+    assert "must be SOURCE=WEIGHT" in result.output and "Traceback" not in result.output
 
 
 def test_every_registered_command_is_guarded():
