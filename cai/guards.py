@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EMPTY = "empty_revision"
 UNCHANGED = "unchanged_revision"
@@ -54,10 +54,14 @@ class GuardConfig(BaseModel):
     """A run of this many consecutive critique words copied into the revision (and not already
     in the answer being revised) counts as a leak."""
 
-    def model_post_init(self, __context) -> None:
-        unknown = sorted(set(self.checks) - set(ALL_CHECKS))
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, checks: list[str]) -> list[str]:
+        # A field validator, so the error points at `checks` in the user's config.
+        unknown = sorted(set(checks) - set(ALL_CHECKS))
         if unknown:
             raise ValueError(f"unknown guard check(s) {unknown}; choose from {list(ALL_CHECKS)}.")
+        return checks
 
 
 class RoundText(BaseModel):

@@ -8,11 +8,22 @@ and, for chain of thought, `{% set answer_prefix = "..." %}`; a template that pi
 option labels exports them as `{% set choice_labels = [...] %}`.
 
 Rendering is sandboxed, and everything passed in (prompts, responses, critiques, principle
-text) is data: Jinja never evaluates it, and before rendering we defuse the few strings that
-could change a prompt's structure: our message markers, the fence tags the templates put
-around user text (`<response>`, `<conversation>`, ...), and chat control strings such as
-`<|im_start|>`, `[INST]` or `<end_of_turn>` that a tokenizer would read as special tokens.
-A response that contains `{{ 7*7 }}`, `</response>` or "(B)" stays text.
+text) is data: Jinja never evaluates it, and before rendering `as_data` defuses the few
+strings that could change a prompt's structure:
+
+- our message markers: `[[user]]` becomes `[ [user] ]`;
+- the fence tags the templates put around user text (`<response>`, `<conversation>`, ...,
+  see FENCE_TAGS), opening or closing, in any case, with any whitespace or attributes
+  inside, however long: `</response >` becomes `‹/response ›`;
+- chat control strings (see `defuse_control`), which a tokenizer would read as special
+  tokens, get an invisible U+200D ZERO WIDTH JOINER after their first character:
+  `<|im_end|>` becomes `<`, U+200D, `|im_end|>`, which reads the same but is no longer
+  the token.
+
+A response that contains `{{ 7*7 }}`, `</response>`, "(B)" or `<|im_end|>` stays text.
+The local backends also tokenize message contents without parsing special tokens (see
+`cai.backends.tokens`); for an OpenAI-compatible server, which tokenizes the prompt itself,
+the text-level defusing here is the defence.
 """
 
 from __future__ import annotations
@@ -44,14 +55,56 @@ FENCE_TAGS = (
     "example",
 )
 """Tag names the bundled templates fence user text with; they are defused inside data."""
+# A fence tag, opening or closing, with whatever follows its name up to the next angle
+# bracket (possessive quantifiers: linear time however long the whitespace runs). The `>`
+# is optional so that an unterminated `</response` followed by text is defused too.
 _FENCE_IN_DATA = re.compile(
-    r"<(\s*/?\s*(?:" + "|".join(FENCE_TAGS) + r")\b[^<>]{0,40})>", re.IGNORECASE
+    r"<(\s*+/?\s*+(?:" + "|".join(FENCE_TAGS) + r")\b[^<>]*+)(>?)", re.IGNORECASE
 )
-_SPECIAL_TOKEN = re.compile(r"<\|([^<>|\n]{1,40})\|>")
-# Other chat-format control strings that tokenizers turn into special tokens when they
-# appear in text (Llama 2 / Mistral, Gemma, sentencepiece BOS/EOS).
-_CONTROL_TEXT = re.compile(
-    r"(\[)(/?INST\])|(<)(/?s>|<?/?SYS>>|start_of_turn>|end_of_turn>|bos>|eos>)"
+
+CONTROL_STRINGS: tuple[str, ...] = (
+    # ChatML (Qwen, SmolLM, many fine-tunes) and Llama 3 are all `<|...|>`, see below.
+    # Llama 2 / Mistral
+    "[INST]",
+    "[/INST]",
+    "<s>",
+    "</s>",
+    "<<SYS>>",
+    "<</SYS>>",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[TOOL_CALLS]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    # Gemma
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<bos>",
+    "<eos>",
+    "<pad>",
+    "<unk>",
+    # Qwen reasoning and tools (added tokens that even split_special_tokens keeps whole)
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+)
+"""Chat control strings defused inside user text (case-insensitively), besides every token
+that starts with `<|` (ChatML `<|im_start|>` `<|im_end|>` `<|endoftext|>`, Llama 3
+`<|begin_of_text|>` `<|start_header_id|>` `<|end_header_id|>` `<|eot_id|>` `<|eom_id|>`,
+Phi, Command-R, ...) or with `<｜` (DeepSeek `<｜begin▁of▁sentence｜>` `<｜User｜>`
+`<｜Assistant｜>` `<｜end▁of▁sentence｜>`): every `<|` and `<｜` is defused, so no such token
+survives whatever its name."""
+JOINER = "\u200d"
+"""ZERO WIDTH JOINER: inserted after the first character of a control string. It does not
+change how the text reads, and a tokenizer no longer sees the control string."""
+_CONTROL_IN_DATA = re.compile(
+    "|".join(re.escape(s) for s in sorted(CONTROL_STRINGS, key=len, reverse=True)) + r"|<\||<｜",
+    re.IGNORECASE,
 )
 
 
@@ -80,7 +133,7 @@ class RenderedPrompt(BaseModel):
         """The backend request that scores the labels (after a rationale, for chain of thought)."""
         prefix = self.assistant_prefix
         if rationale is not None:
-            prefix = prefix + rationale + self.answer_prefix
+            prefix = prefix + defuse_control(rationale) + self.answer_prefix
         picked = tuple(choices if choices is not None else self.labels)
         if not picked:
             raise TemplateError(f"template {self.template!r} offers no labels; pass `choices`")
@@ -94,9 +147,20 @@ def as_data(text: str) -> str:
     Memoised: a judge renders the same conversation and responses for every order and
     principle of a pair."""
     text = _MARKER_IN_DATA.sub(r"[ [\1] ]", text)
-    text = _SPECIAL_TOKEN.sub(r"< |\1| >", text)
-    text = _CONTROL_TEXT.sub(lambda m: f"{m[1] or m[3]} {m[2] or m[4]}", text)
-    return _FENCE_IN_DATA.sub(r"‹\1›", text)
+    text = defuse_control(text)
+    return _FENCE_IN_DATA.sub(_defuse_fence, text)
+
+
+def defuse_control(text: str) -> str:
+    """`text` with every chat control string (CONTROL_STRINGS, `<|`, `<｜`) defused.
+
+    For text that goes into a prompt outside the templates, such as a chain-of-thought
+    rationale placed in the assistant prefix. Idempotent."""
+    return _CONTROL_IN_DATA.sub(lambda m: m[0][0] + JOINER + m[0][1:], text)
+
+
+def _defuse_fence(match: re.Match[str]) -> str:
+    return "‹" + match[1] + ("›" if match[2] else "")
 
 
 def _to_data(value: Any) -> Any:
@@ -208,12 +272,7 @@ class TemplateSet:
         self.bundled_dir = prompts_dir()
         self.user_dir: Path | None = None
         if directory is not None:
-            self.user_dir = Path(directory).expanduser().resolve()
-            if not self.user_dir.is_dir():
-                raise TemplateError(
-                    f"template directory {directory} does not exist or is not a directory; "
-                    f"create it with .jinja files named like the bundled ones ({', '.join(self._bundled_names())})"
-                )
+            self.user_dir = self._user_directory(directory)
         search = [str(d) for d in (self.user_dir, self.bundled_dir) if d is not None]
         self.env = ImmutableSandboxedEnvironment(
             loader=FileSystemLoader(search),
@@ -224,6 +283,45 @@ class TemplateSet:
             autoescape=False,
         )
         self._fingerprint: str | None = None
+        if self.user_dir is not None:
+            self._check_user_templates(self.user_dir)
+
+    def _user_directory(self, directory: str | Path) -> Path:
+        """The user's template directory, resolved; a TemplateError if it is not a directory.
+
+        Checked when the set is built, so a typo in `--templates` fails before any model
+        loads rather than at the first render."""
+        given = Path(directory)
+        try:
+            path = given.expanduser().resolve()
+        except (OSError, RuntimeError):
+            path = given
+        if path.is_dir():
+            return path
+        problem = "is a file, not a directory" if path.exists() else "does not exist"
+        raise TemplateError(
+            f"the template directory {problem}",
+            file=directory,
+            fix="Pass a directory of .jinja files named like the bundled ones "
+            f"({', '.join(self._bundled_names())}), or leave out --templates to use those.",
+        )
+
+    def _check_user_templates(self, directory: Path) -> None:
+        """Read and compile every user template now: bad bytes or syntax name file and line."""
+        from jinja2 import TemplateSyntaxError
+
+        for path in sorted(directory.glob(f"*{self.suffix}")):
+            source = _read_template(path)
+            try:
+                self.env.compile(source, path.name, str(path))
+            except TemplateSyntaxError as err:
+                raise TemplateError(
+                    f"Jinja syntax error: {err.message}",
+                    file=path,
+                    line=err.lineno,
+                    fix="Fix the template there (see the bundled ones in "
+                    f"{self.bundled_dir} for working examples).",
+                ) from None
 
     def _bundled_names(self) -> list[str]:
         return sorted(p.stem for p in self.bundled_dir.glob(f"*{self.suffix}"))
@@ -280,20 +378,9 @@ class TemplateSet:
         except TemplateNotFound as err:
             if err.name == f"{name}{self.suffix}":
                 raise self._not_found(name) from None
-            raise TemplateError(
-                f"template {name!r} includes missing template {err.name!r}"
-            ) from None
-        except TemplateSyntaxError as err:
-            raise TemplateError(
-                f"template {name!r} has a syntax error at {err.filename}:{err.lineno}: {err.message}"
-            ) from None
-        except UndefinedError as err:
-            raise TemplateError(
-                f"template {name!r} needs a variable that was not given: {err.message}; "
-                f"given: {', '.join(sorted(variables)) or 'none'}"
-            ) from None
-        except SecurityError as err:
-            raise TemplateError(f"template {name!r} tried an unsafe operation: {err}") from None
+            raise self._render_error(name, err, sorted(variables)) from None
+        except (TemplateSyntaxError, UndefinedError, SecurityError) as err:
+            raise self._render_error(name, err, sorted(variables)) from None
         messages = _split_messages(name, body)
         exported = getattr(module, "choice_labels", None)
         labels = [str(label) for label in (exported or variables.get("labels") or [])]
@@ -304,6 +391,58 @@ class TemplateSet:
             template=name,
             labels=labels,
         )
+
+    def _render_error(self, name: str, err: Exception, given: list[str]) -> TemplateError:
+        """The TemplateError for a Jinja failure while rendering `name`, naming its file."""
+        from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
+
+        path = self.source_path(name)
+        if isinstance(err, TemplateSyntaxError):
+            return TemplateError(
+                f"template {name!r} has a syntax error: {err.message}",
+                file=err.filename or path,
+                line=err.lineno,
+                fix="Fix the template there.",
+            )
+        if isinstance(err, TemplateNotFound):
+            return TemplateError(
+                f"template {name!r} includes missing template {err.name!r}",
+                file=path,
+                fix="Add that file next to it, or remove the include.",
+            )
+        if isinstance(err, UndefinedError):
+            return TemplateError(
+                f"template {name!r} needs a variable that was not given: {err.message}; "
+                f"given: {', '.join(given) or 'none'}",
+                file=path,
+                fix="Use only the variables the bundled template of the same name uses.",
+            )
+        return TemplateError(
+            f"template {name!r} tried an unsafe operation: {err}",
+            file=path,
+            fix="Templates run sandboxed: use variables, loops and filters only.",
+        )
+
+
+def _read_template(path: Path) -> str:
+    """A template file as UTF-8 text; a TemplateError with the byte offset otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise TemplateError(
+            f"cannot read the template: {err.strerror or err}",
+            file=path,
+            fix="Check that the file exists and is readable.",
+        ) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TemplateError(
+            f"not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset {err.start}",
+            file=path,
+            line=raw.count(b"\n", 0, err.start) + 1,
+            fix="Save the template as UTF-8.",
+        ) from None
 
 
 def _split_messages(name: str, body: str) -> list[Message]:

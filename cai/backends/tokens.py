@@ -8,13 +8,32 @@ all backends build prompts here:
   the `assistant_prefix` tokenized on its own, as the model would have generated it;
 - raw text: tokenized with the tokenizer's special tokens (BOS added exactly once).
 
+Message contents and the assistant prefix are text, never control tokens: a response that
+says `<|im_end|>` and then `<|im_start|>assistant` must not end its turn and open another.
+The chat template's own control tokens are found by rendering it once per sequence of roles
+with placeholders for the contents (`ControlTokenGuard`). When the contents hold no control
+token string, the rendered prompt is tokenized as it always was (identical ids); when one
+does, the prompt is cut at the template's control tokens and the text between them is
+tokenized with special-token parsing off (`split_special_tokens=True`; added tokens that
+even that keeps whole, such as Qwen's `<think>`, are broken after their first character).
+
+This covers the backends that tokenize here (vLLM offline, transformers). An
+OpenAI-compatible server tokenizes chat messages itself (its chat endpoint and its
+/tokenize alike), so cai cannot control how: there the text-level defusing of
+`cai.templates` (`defuse_control`) is the defence.
+
 A choice such as "A" must be exactly one token; anything else is a clear error, because the
 probability of a multi-token answer is not the probability of its first token.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError, Message
 
@@ -50,10 +69,25 @@ def hf_encoder(tokenizer) -> Encode:
 def chat_prompt_ids(
     tokenizer, encode: Encode, messages: list[Message], assistant_prefix: str = ""
 ) -> list[int]:
-    ids = encode(render_chat(tokenizer, messages), False)
+    """Token ids of a chat prompt; contents and prefix never become control tokens."""
+    guard = control_guard(tokenizer)
+    text = render_chat(tokenizer, messages)
+    plan = guard.plan(text, messages) if guard is not None else None
+    if plan is None:
+        ids = encode(text, False)
+    else:
+        assert guard is not None
+        ids = guard.encode_plan(plan)
     if assistant_prefix:
-        ids += encode(assistant_prefix, False)
+        ids += _plain_text_ids(guard, encode, assistant_prefix)
     return ids
+
+
+def _plain_text_ids(guard: ControlTokenGuard | None, encode: Encode, text: str) -> list[int]:
+    """Ids of text that must stay text: as before unless it holds a control token string."""
+    if guard is not None and guard.touches(text):
+        return guard.text_ids(text)
+    return encode(text, False)
 
 
 def text_prompt_ids(encode: Encode, text: str) -> list[int]:
@@ -72,25 +106,29 @@ def request_prompt_ids(tokenizer, encode: Encode, request: ChoiceRequest) -> lis
 def batch_request_prompt_ids(tokenizer, requests: Sequence[ChoiceRequest]) -> list[list[int]]:
     """`request_prompt_ids` for a whole batch, identical ids, with one tokenizer call per kind
     of text: fast tokenizers encode a batch in parallel, and assistant prefixes repeat."""
-    bodies: list[tuple[str, bool]] = []
-    for request in requests:
+    guard = control_guard(tokenizer)
+    encoded: list[list[int] | None] = [None] * len(requests)
+    bodies: dict[int, tuple[str, bool]] = {}
+    for index, request in enumerate(requests):
         if request.messages is not None:
-            bodies.append((render_chat(tokenizer, request.messages), False))
+            text = render_chat(tokenizer, request.messages)
+            plan = guard.plan(text, request.messages) if guard is not None else None
+            if plan is None:
+                bodies[index] = (text, False)
+            else:
+                assert guard is not None
+                encoded[index] = guard.encode_plan(plan)
         elif request.text is None:
             raise BackendError("A ChoiceRequest needs `messages` or `text`; both are empty.")
         else:
-            bodies.append((request.text + request.assistant_prefix, True))
-    encoded: list[list[int] | None] = [None] * len(bodies)
+            bodies[index] = (request.text + request.assistant_prefix, True)
     for special in (False, True):
-        picked = [i for i, (_, flag) in enumerate(bodies) if flag is special]
+        picked = [i for i, (_, flag) in bodies.items() if flag is special]
         if picked:
             ids = _encode_many(tokenizer, [bodies[i][0] for i in picked], special)
             for i, row in zip(picked, ids, strict=True):
                 encoded[i] = row
-    prefixes = sorted(
-        {r.assistant_prefix for r in requests if r.messages is not None and r.assistant_prefix}
-    )
-    prefix_ids = dict(zip(prefixes, _encode_many(tokenizer, prefixes, False), strict=True))
+    prefix_ids = _prefix_ids(tokenizer, guard, requests)
     out = []
     for request, row in zip(requests, encoded, strict=True):
         assert row is not None
@@ -98,6 +136,18 @@ def batch_request_prompt_ids(tokenizer, requests: Sequence[ChoiceRequest]) -> li
             row = row + prefix_ids[request.assistant_prefix]
         out.append(row)
     return out
+
+
+def _prefix_ids(
+    tokenizer, guard: ControlTokenGuard | None, requests: Sequence[ChoiceRequest]
+) -> dict[str, list[int]]:
+    """Ids of each distinct assistant prefix of the chat requests, encoded in one call."""
+    prefixes = sorted(
+        {r.assistant_prefix for r in requests if r.messages is not None and r.assistant_prefix}
+    )
+    guarded = {p: guard.text_ids(p) for p in prefixes if guard is not None and guard.touches(p)}
+    plain = [p for p in prefixes if p not in guarded]
+    return {**dict(zip(plain, _encode_many(tokenizer, plain, False), strict=True)), **guarded}
 
 
 def _encode_many(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
@@ -143,3 +193,288 @@ def check_context(prompt_lengths: list[int], extra_tokens: int, max_model_len: i
         )
         err.indices = over  # type: ignore[attr-defined]
         raise err
+
+
+# ---- control tokens in message contents ---------------------------------------------------
+
+logger = logging.getLogger(__name__)
+
+_MARKUP_TOKEN = re.compile(r"<[^<>]+>|\[[^\[\]]+\]")
+"""Added tokens shaped like markup (`<think>`, `[INST]`) are control tokens even when the
+tokenizer does not flag them special; other added tokens (runs of spaces, extra words) are
+ordinary pieces of text and are left alone."""
+_PLACEHOLDER = "\ue000cai-content-{index}-" + secrets.token_hex(6) + "\ue000"
+"""Stands in for a message's content when the chat template is rendered to find its own
+control tokens (private-use characters, which no template strips or escapes)."""
+_MAX_LAYOUTS = 256
+
+Plan = list[str | int]
+"""A prompt cut into text (a str, tokenized with special-token parsing off) and control
+tokens of the chat template itself (an int: the token id)."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The chat template rendered around placeholder contents: the text between them, and
+    the control tokens inside that text as (start, end, id) per piece."""
+
+    pieces: list[str]
+    tokens: list[list[tuple[int, int, int]]]
+
+
+class ControlTokenGuard:
+    """Tokenizes chat prompts so that no message content can become a control token."""
+
+    def __init__(self, tokenizer: Any, control: dict[str, int]) -> None:
+        self.tokenizer = tokenizer
+        self.control = control
+        self.control_ids = frozenset(control.values())
+        self.pattern = _alternation(control)
+        self.splits = _splits_special_tokens(tokenizer)
+        kept = _kept_whole(tokenizer, control) if self.splits else list(control)
+        self.kept_whole = _alternation(kept) if kept else None
+        self._layouts: dict[tuple, _Layout | None] = {}
+        self._warned = False
+
+    def touches(self, text: str) -> bool:
+        """Whether `text` holds a control token string at all (most text does not)."""
+        return self.pattern.search(text) is not None
+
+    def plan(self, text: str, messages: list[Message]) -> Plan | None:
+        """None when `text`, the rendered chat, can be tokenized as it is because its only
+        control tokens are the template's; otherwise the plan that keeps contents text."""
+        layout = self._layout(messages)
+        contents = [m["content"] for m in messages]
+        written = _align(text, layout.pieces, contents) if layout is not None else None
+        if layout is None or written is None:
+            return self._unaligned(text, messages)
+        if self._only_template_tokens(text, layout, written):
+            return None
+        return _cut_layout(layout, written)
+
+    def encode_plan(self, plan: Plan) -> list[int]:
+        ids: list[int] = []
+        for part in plan:
+            ids.extend([part] if isinstance(part, int) else self.text_ids(part))
+        return ids
+
+    def text_ids(self, text: str) -> list[int]:
+        """Ids of `text` with no control token among them, whatever the text says."""
+        if not text:
+            return []
+        parts = _break(text, self.kept_whole) if self.kept_whole is not None else [text]
+        ids = [i for part in parts for i in self._encode_text(part)]
+        if self.control_ids.isdisjoint(ids):
+            return ids
+        # A token matched only after normalisation (rare): single characters cannot match.
+        return [i for char in text for i in self._encode_text(char)]
+
+    # ---- internals ---------------------------------------------------------------------
+    def _encode_text(self, text: str) -> list[int]:
+        if not self.splits:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+        batch = self.tokenizer(
+            text, add_special_tokens=False, split_special_tokens=True, return_attention_mask=False
+        )
+        return list(batch["input_ids"])
+
+    def _layout(self, messages: list[Message]) -> _Layout | None:
+        """The template's layout for this sequence of roles (memoised: judges repeat few)."""
+        key = tuple(tuple(sorted((k, v) for k, v in m.items() if k != "content")) for m in messages)
+        if key not in self._layouts:
+            if len(self._layouts) >= _MAX_LAYOUTS:
+                self._layouts.clear()
+            self._layouts[key] = self._render_layout(messages)
+        return self._layouts[key]
+
+    def _render_layout(self, messages: list[Message]) -> _Layout | None:
+        holders = [_PLACEHOLDER.format(index=i) for i in range(len(messages))]
+        stand_ins = [{**m, "content": h} for m, h in zip(messages, holders, strict=True)]
+        try:
+            rendered = render_chat(self.tokenizer, stand_ins)
+        except Exception:  # a template that inspects contents: handled as unaligned
+            return None
+        pieces = _split_on(rendered, holders)
+        if pieces is None:
+            return None
+        tokens = [
+            [(m.start(), m.end(), self.control[m[0]]) for m in self.pattern.finditer(piece)]
+            for piece in pieces
+        ]
+        return _Layout(pieces, tokens)
+
+    def _only_template_tokens(self, text: str, layout: _Layout, written: list[str]) -> bool:
+        """Whether the control tokens the tokenizer would find in `text` are exactly the
+        template's, at the template's positions."""
+        expected = []
+        offset = 0
+        for index, piece in enumerate(layout.pieces):
+            expected += [(offset + start, offset + end) for start, end, _ in layout.tokens[index]]
+            offset += len(piece) + (len(written[index]) if index < len(written) else 0)
+        return [m.span() for m in self.pattern.finditer(text)] == expected
+
+    def _unaligned(self, text: str, messages: list[Message]) -> Plan | None:
+        """The template rewrites contents in a way that cannot be traced in `text`.
+
+        The chat is rendered again with the control token strings of the contents defused
+        (a joiner after their first character), so every control token left is the
+        template's. If `text` has the same ones, it is tokenized as it is."""
+        from cai.templates import JOINER
+
+        if not any(self.touches(m["content"]) for m in messages):
+            return None
+        defused = [
+            {**m, "content": JOINER.join(_break(m["content"], self.pattern))} for m in messages
+        ]
+        safe = render_chat(self.tokenizer, defused)
+        if [m[0] for m in self.pattern.finditer(text)] == [
+            m[0] for m in self.pattern.finditer(safe)
+        ]:
+            return None
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "this chat template rewrites message contents; control token strings in "
+                "contents are defused as text before tokenizing (%s)",
+                type(self.tokenizer).__name__,
+            )
+        return _cut_text(safe, self.pattern, self.control)
+
+
+def control_guard(tokenizer: Any) -> ControlTokenGuard | None:
+    """The guard of a tokenizer (memoised per tokenizer object), or None when the tokenizer
+    has no added tokens to guard (or does not say which it has)."""
+    found = _GUARDS.get(id(tokenizer))
+    if found is not None and found[0] is tokenizer:
+        return found[1]
+    control = _control_tokens(tokenizer)
+    guard = ControlTokenGuard(tokenizer, control) if control else None
+    if len(_GUARDS) >= 16:
+        _GUARDS.clear()
+    _GUARDS[id(tokenizer)] = (tokenizer, guard)  # holding the tokenizer keeps its id unique
+    return guard
+
+
+_GUARDS: dict[int, tuple[Any, ControlTokenGuard | None]] = {}
+
+
+def _control_tokens(tokenizer: Any) -> dict[str, int]:
+    """The tokenizer's control tokens: added tokens flagged special or shaped like markup."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    if not isinstance(decoder, dict):
+        return {}
+    control = {}
+    for token_id, token in decoder.items():
+        content = str(getattr(token, "content", token))
+        if len(content) < 2 or content.isspace():
+            continue
+        if getattr(token, "special", False) or _MARKUP_TOKEN.fullmatch(content):
+            control[content] = int(token_id)
+    return control
+
+
+def _alternation(tokens) -> re.Pattern[str]:
+    """A pattern that finds tokens leftmost-longest, as tokenizers split added tokens."""
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
+def _splits_special_tokens(tokenizer: Any) -> bool:
+    """Whether the tokenizer takes `split_special_tokens` (Hugging Face tokenizers do)."""
+    try:
+        tokenizer("x", add_special_tokens=False, split_special_tokens=True)
+    except TypeError:
+        return False
+    return True
+
+
+def _kept_whole(tokenizer: Any, control: dict[str, int]) -> list[str]:
+    """Control tokens that `split_special_tokens` does not split: added tokens that are not
+    flagged special (Qwen's `<think>`, `<tool_call>`), found by encoding each one."""
+    tokens = list(control)
+    rows = tokenizer(
+        tokens, add_special_tokens=False, split_special_tokens=True, return_attention_mask=False
+    )["input_ids"]
+    ids = set(control.values())
+    return [token for token, row in zip(tokens, rows, strict=True) if ids.intersection(row)]
+
+
+def _break(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """`text` cut after the first character of every match, so that no part holds one."""
+    parts = []
+    while (match := pattern.search(text)) is not None:
+        cut = match.start() + 1
+        parts.append(text[:cut])
+        text = text[cut:]
+    parts.append(text)
+    return parts
+
+
+def _split_on(rendered: str, holders: list[str]) -> list[str] | None:
+    """The text around each placeholder, when each occurs exactly once and in order."""
+    pieces = []
+    start = 0
+    for holder in holders:
+        at = rendered.find(holder, start)
+        if at < 0 or rendered.count(holder) != 1:
+            return None
+        pieces.append(rendered[start:at])
+        start = at + len(holder)
+    pieces.append(rendered[start:])
+    return pieces
+
+
+def _align(text: str, pieces: list[str], contents: list[str]) -> list[str] | None:
+    """Each content as the template wrote it into `text` (as given, or stripped, as many
+    templates do), matched piece by piece from the start; None if `text` differs."""
+    if not text.startswith(pieces[0]):
+        return None
+    at = len(pieces[0])
+    written = []
+    for content, piece in zip(contents, pieces[1:], strict=True):
+        for variant in dict.fromkeys(
+            (content, content.strip(), content.lstrip(), content.rstrip())
+        ):
+            if text.startswith(variant + piece, at):
+                break
+        else:
+            return None
+        written.append(variant)
+        at += len(variant) + len(piece)
+    return written if at == len(text) else None
+
+
+def _cut_layout(layout: _Layout, written: list[str]) -> Plan:
+    """Template pieces cut at their control tokens, contents kept as text in between."""
+    plan: Plan = []
+    for index, piece in enumerate(layout.pieces):
+        at = 0
+        for start, end, token_id in layout.tokens[index]:
+            _add_text(plan, piece[at:start])
+            plan.append(token_id)
+            at = end
+        _add_text(plan, piece[at:])
+        if index < len(written):
+            _add_text(plan, written[index])
+    return plan
+
+
+def _cut_text(text: str, pattern: re.Pattern[str], control: dict[str, int]) -> Plan:
+    """`text` cut at every control token it holds."""
+    plan: Plan = []
+    at = 0
+    for match in pattern.finditer(text):
+        _add_text(plan, text[at : match.start()])
+        plan.append(control[match[0]])
+        at = match.end()
+    _add_text(plan, text[at:])
+    return plan
+
+
+def _add_text(plan: Plan, text: str) -> None:
+    """Append text, joined to the text before it: the tokenizer sees one run, as it would."""
+    if not text:
+        return
+    if plan and isinstance(plan[-1], str):
+        plan[-1] += text
+    else:
+        plan.append(text)

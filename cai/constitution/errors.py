@@ -44,6 +44,8 @@ class ConstitutionError(CaiError, ValueError):
         count = len(self.issues)
         head = f"{count} problem{'s' if count != 1 else ''} in constitution"
         super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues))
+        if self.issues:  # where the first problem is, for callers that read the fields
+            self.file, self.line = self.issues[0].file, self.issues[0].line
 
     def __reduce__(self):
         # Keep the issues when the error crosses a process boundary (multiprocessing).

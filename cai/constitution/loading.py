@@ -52,7 +52,7 @@ def load_constitution_text(text: str, source: str = "<string>", base_dir: Path |
 
 def locate_constitution(path_or_bundled_name: str | Path) -> Path:
     """The file behind a path or a bundled name; ConstitutionError with suggestions otherwise."""
-    candidate = Path(path_or_bundled_name).expanduser()
+    candidate = _expand_user(path_or_bundled_name)
     if candidate.is_file():
         return candidate.resolve()
     text = str(path_or_bundled_name)
@@ -75,12 +75,39 @@ def locate_constitution(path_or_bundled_name: str | Path) -> Path:
 def _load_file(path: Path, chain: tuple[Path, ...]) -> Constitution:
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        raw = path.read_bytes()
+    except OSError as err:
         raise ConstitutionError(
             [ConstitutionIssue(file=shown, message=f"cannot read file: {err}")]
         ) from None
-    return _load_parsed(text, shown, path, path.parent, chain)
+    return _load_parsed(_decode(raw, shown), shown, path, path.parent, chain)
+
+
+def _decode(raw: bytes, shown: str) -> str:
+    """The file as UTF-8 text; otherwise an error with the byte offset of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConstitutionError(
+            [
+                ConstitutionIssue(
+                    file=shown,
+                    line=line,
+                    message=f"not UTF-8 text: byte 0x{raw[err.start]:02x} at byte offset "
+                    f"{err.start} ({err.reason})",
+                    hint="save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def _expand_user(path: str | Path) -> Path:
+    """`~` expanded when it names a home directory; the path unchanged when it cannot be."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # "~someone" who has no home directory on this machine
+        return Path(path)
 
 
 def _load_parsed(
@@ -95,8 +122,8 @@ def _load_parsed(
                     file=shown,
                     line=err.line,
                     column=err.column,
-                    message=str(err),
-                    hint="check indentation, quotes and colons around this line",
+                    message=err.message,
+                    hint=err.hint,
                 )
             ]
         ) from None
@@ -376,7 +403,7 @@ def _describe_source(constitution: Constitution) -> str:
 
 
 def _locate_parent(extends: str, base_dir: Path) -> Path | None:
-    relative = (base_dir / extends).expanduser()
+    relative = _expand_user(base_dir / extends)
     if relative.is_file():
         return relative.resolve()
     if extends in bundled_constitution_names():

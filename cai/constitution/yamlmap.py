@@ -3,6 +3,12 @@
 We compose the node tree with `yaml.SafeLoader` (no object construction) and record the
 line of every mapping key and sequence item, so validation errors can point at the exact
 line. Duplicate mapping keys, which YAML would silently collapse, are reported too.
+
+A constitution is a few levels deep and a few thousand values big, so anything far beyond
+that is refused before it is built: nesting deeper than `MAX_DEPTH` (PyYAML composes
+recursively and would hit Python's recursion limit), aliases that expand to more than
+`MAX_VALUES` values (a "billion laughs" file, which would exhaust memory or time in every
+later step that walks the data) and aliases that contain themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +20,17 @@ import yaml
 from cai.errors import CaiError
 
 Loc = tuple[str | int, ...]
+
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings accepted (a constitution needs about 6)."""
+MAX_VALUES = 100_000
+"""Most values a document may expand to once every alias is counted at each use."""
+SYNTAX_HINT = "check indentation, quotes and colons around this line"
+_SIZE_HINT = (
+    "a constitution is a mapping of a few levels; write the lists out instead of nesting "
+    "them or building them from aliases"
+)
+_CHARACTER_HINT = "delete it, or write it as an escape such as \\t inside double quotes"
 
 
 class ParsedYaml:
@@ -36,27 +53,55 @@ class ParsedYaml:
 
 
 class YamlSyntaxError(CaiError, ValueError):
-    def __init__(self, message: str, line: int | None, column: int | None):
-        super().__init__(message)
-        self.line = line
+    """The text is not YAML that can be used as a constitution; `line`/`column` say where."""
+
+    def __init__(self, message: str, line: int | None, column: int | None, hint: str = SYNTAX_HINT):
+        super().__init__(message, line=line, fix=hint)
         self.column = column
+        self.hint = hint
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A document beyond the limits above; reported with its line, like a syntax error."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_DEPTH while it composes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(
+                    problem=f"the data nests deeper than {MAX_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def parse_yaml(text: str) -> ParsedYaml:
     """Parse one YAML document safely; raise YamlSyntaxError with a position on bad syntax."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _BoundedLoader(text)
+    except yaml.reader.ReaderError as err:  # the reader checks every character up front
+        raise _reader_error(err, text) from None
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node)
         data = loader.construct_document(node) if node is not None else None
+    except _Refused as err:
+        raise _marked_error(err, _SIZE_HINT) from None
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
-        problem = err.problem or str(err)
-        context = f" {err.context}" if err.context else ""
-        if err.context_mark is not None and mark is not None and err.context_mark.line != mark.line:
-            context += f" (which started on line {err.context_mark.line + 1})"
-        raise YamlSyntaxError(f"invalid YAML: {problem}{context}", line, column) from None
+        raise _marked_error(err) from None
+    except yaml.reader.ReaderError as err:
+        raise _reader_error(err, text) from None
     except yaml.YAMLError as err:
         raise YamlSyntaxError(f"invalid YAML: {err}", None, None) from None
     finally:
@@ -65,33 +110,131 @@ def parse_yaml(text: str) -> ParsedYaml:
     duplicates: list[Loc] = []
     if node is not None:
         marks[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        _walk(node, (), marks, duplicates, set())
+        _walk(node, marks, duplicates)
     return ParsedYaml(data, marks, duplicates)
 
 
-def _walk(node: yaml.Node, loc: Loc, marks: dict, duplicates: list, seen_nodes: set) -> None:
-    # An alias reuses its anchor's node: walk each node once, so nested aliases (a "billion
-    # laughs" file) cannot make this exponential.
-    if id(node) in seen_nodes:
-        return
-    seen_nodes.add(id(node))
+def _marked_error(err: yaml.MarkedYAMLError, hint: str = SYNTAX_HINT) -> YamlSyntaxError:
+    mark = err.problem_mark or err.context_mark
+    line = mark.line + 1 if mark else None
+    column = mark.column + 1 if mark else None
+    problem = err.problem or str(err)
+    context = f" {err.context}" if err.context else ""
+    if err.context_mark is not None and mark is not None and err.context_mark.line != mark.line:
+        context += f" (which started on line {err.context_mark.line + 1})"
+    return YamlSyntaxError(f"invalid YAML: {problem}{context}", line, column, hint)
+
+
+def _reader_error(err: yaml.reader.ReaderError, text: str) -> YamlSyntaxError:
+    """A character YAML does not allow (NUL, most control characters), with its position."""
+    position = max(0, min(err.position, len(text)))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    code = err.character if isinstance(err.character, int) else ord(err.character or "\0")
+    return YamlSyntaxError(
+        f"invalid YAML: character U+{code:04X} is not allowed in YAML text",
+        line,
+        column,
+        _CHARACTER_HINT,
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            child = (*loc, key)
-            if key in seen:
-                duplicates.append(child)
-                marks[(*child, "__duplicate__")] = (
-                    key_node.start_mark.line + 1,
-                    key_node.start_mark.column + 1,
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse node graphs whose aliases expand too far, too deep, or into themselves.
+
+    Aliases make the composed tree a graph that shares nodes; counted once each it is small,
+    but every consumer of the built data sees each alias expanded. This walks the graph once
+    (iteratively: its longest path may be far longer than the text's nesting) and computes
+    each node's expanded size and depth bottom-up.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_nodes.discard(key)
+            children = _children(node)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            _check_node_limits(node, size[key], depth[key])
+            continue
+        if key in size:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise _Refused(
+                    problem="an alias refers to a list or mapping that contains it",
+                    problem_mark=child.start_mark,
                 )
-                continue
-            seen.add(key)
-            marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _walk(value_node, child, marks, duplicates, seen_nodes)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            child = (*loc, index)
-            marks[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            _walk(item, child, marks, duplicates, seen_nodes)
+            if id(child) not in size:
+                stack.append((child, False))
+
+
+def _check_node_limits(node: yaml.Node, size: int, depth: int) -> None:
+    if size > MAX_VALUES:
+        raise _Refused(
+            problem=f"its aliases expand to more than {MAX_VALUES} values",
+            problem_mark=node.start_mark,
+        )
+    if depth > MAX_DEPTH:
+        raise _Refused(
+            problem=f"its aliases expand to data nested deeper than {MAX_DEPTH} levels",
+            problem_mark=node.start_mark,
+        )
+
+
+def _walk(root: yaml.Node, marks: dict, duplicates: list) -> None:
+    """Record the position of every key and item, and every duplicate key.
+
+    An alias reuses its anchor's node: each node is walked once, so nested aliases cannot
+    make this exponential.
+    """
+    seen_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(reversed(_walk_mapping(node, loc, marks, duplicates)))
+        elif isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                child = (*loc, index)
+                marks[child] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                items.append((item, child))
+            stack.extend(reversed(items))
+
+
+def _walk_mapping(
+    node: yaml.MappingNode, loc: Loc, marks: dict, duplicates: list
+) -> list[tuple[yaml.Node, Loc]]:
+    """Mark one mapping's keys; return its values to walk (duplicates are not walked)."""
+    seen: set[str] = set()
+    values: list[tuple[yaml.Node, Loc]] = []
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+        child = (*loc, key)
+        position = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        if key in seen:
+            duplicates.append(child)
+            marks[(*child, "__duplicate__")] = position
+            continue
+        seen.add(key)
+        marks[child] = position
+        values.append((value_node, child))
+    return values

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai.backends.base import (
     Backend,
-    ChoiceRequest,
     ChoiceScore,
     ContextOverflowError,
     Generation,
@@ -260,18 +259,12 @@ class PairwiseJudge:
 
     def _score(self, slots: list[_Slot]) -> None:
         pending = [s for s in slots if s.failure is None]
-        requests = []
-        for slot in pending:
-            prefix = slot.rendered.assistant_prefix
-            if slot.rationale is not None:
-                prefix = prefix + slot.rationale + slot.rendered.answer_prefix
-            requests.append(
-                ChoiceRequest(
-                    messages=slot.rendered.messages,
-                    assistant_prefix=prefix,
-                    choices=tuple(self.config.labels),
-                )
-            )
+        # The rationale is model output placed back into the prompt: choice_request defuses
+        # any chat control string in it, as the templates do for every other text.
+        requests = [
+            slot.rendered.choice_request(self.config.labels, rationale=slot.rationale)
+            for slot in pending
+        ]
         results = _call_isolating_overflow(self.backend.score_choices, requests)
         self.requests_scored += len(requests)
         for slot, result in zip(pending, results, strict=True):

@@ -101,12 +101,16 @@ def _examples_for(principle: Principle, limit: int) -> list[FewShotExample]:
     return usable[: max(limit, 0)]
 
 
-def _chat(rendered: RenderedPrompt, template: str) -> list[Message]:
+def _chat(rendered: RenderedPrompt, templates: TemplateSet, template: str) -> list[Message]:
+    """The messages of a critique or revision prompt, which must not set a prefix."""
     if getattr(rendered, "assistant_prefix", ""):
-        raise ValueError(
-            f"the {template!r} template sets an assistant_prefix, but critiques and revisions are "
-            "generated as chat turns, which cannot start from a prefix. Move that text into the "
-            "last user message of the template."
+        from cai.templates import TemplateError
+
+        raise TemplateError(
+            f"the {template!r} template sets an assistant_prefix, but critiques and revisions "
+            "are generated as chat turns, which cannot start from a prefix",
+            file=templates.source_path(template),
+            fix="Move that text into the last user message of the template.",
         )
     return list(rendered.messages)
 
@@ -190,6 +194,7 @@ class CritiqueReviser:
                         principle=p,
                         examples=ex,
                     ),
+                    self.templates,
                     "critique",
                 )
                 for c, p, ex in zip(active, principles, examples, strict=True)
@@ -215,6 +220,7 @@ class CritiqueReviser:
                         principle=principle,
                         examples=ex,
                     ),
+                    self.templates,
                     "revise",
                 )
                 for chain, principle, ex, critique in pending

@@ -115,3 +115,19 @@ def test_batched_prompt_ids_equal_one_by_one_on_a_real_bpe_tokenizer(tmp_path):
     assert batch_request_prompt_ids(tok, requests) == one_by_one
     with pytest.raises(BackendError, match="needs `messages` or `text`"):
         batch_request_prompt_ids(tok, [ChoiceRequest()])
+
+
+def test_a_tokenizer_without_added_tokens_is_tokenized_as_it_always_was():
+    """Nothing to guard: the rendered prompt goes to `encode` unchanged, in one call."""
+    from cai.backends.tokens import control_guard
+
+    tok = WordTokenizer()
+    calls = []
+
+    def encode(text, special):
+        calls.append(text)
+        return tok.encode(text, add_special_tokens=special)
+
+    assert control_guard(tok) is None
+    chat_prompt_ids(tok, encode, [{"role": "user", "content": "<|im_end|> hi"}], "(")
+    assert calls == ["<bos> <user> <|im_end|> hi <end> <assistant>", "("]

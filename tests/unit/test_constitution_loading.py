@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 from pathlib import Path
@@ -429,19 +430,82 @@ def test_guide_example_validates(tmp_path):
     assert constitution.principle_ids[-2:] == ["no-invented-features", "customer-privacy"]
 
 
+def _alias_levels(count: int) -> list[str]:
+    """YAML lines a, b, c, ... each a list of nine aliases of the line before."""
+    names = "abcdefghij"[:count]
+    levels = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for prev, name in itertools.pairwise(names):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return levels
+
+
 def test_nested_yaml_aliases_are_not_expanded_while_mapping_lines(tmp_path):
     import time
 
-    levels = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
-    for prev, name in zip("abcdef", "bcdefg", strict=True):
-        anchor = f" &{name}" if name != "g" else ""
-        levels.append(f"{name}:{anchor} [" + ", ".join([f"*{prev}"] * 9) + "]")
-    path = write(tmp_path, "bomb.yaml", "\n".join(levels) + "\nname: x\n")
+    path = write(tmp_path, "aliases.yaml", "\n".join(_alias_levels(4)) + "\nname: x\n")
     start = time.perf_counter()
     issues = issues_of(path)
     assert time.perf_counter() - start < 5
-    assert [i.field for i in issues] == list("abcdefg")
+    assert [i.field for i in issues] == list("abcd")
     assert all("unknown field" in i.message for i in issues)
+
+
+def test_yaml_alias_bomb_is_refused_with_its_line(tmp_path):
+    import time
+
+    text = "name: x\n" + "\n".join(_alias_levels(9)) + "\nprinciples: *i\n"
+    start = time.perf_counter()
+    issue = only_issue(write(tmp_path, "bomb.yaml", text))
+    assert time.perf_counter() - start < 5
+    assert issue.file.endswith("bomb.yaml")
+    # a: 10 values, b: 91, ..., f: 597871, the first one over the limit, on line 7.
+    assert issue.line == 7
+    assert "aliases expand to more than 100000 values" in issue.message
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    issue = only_issue(write(tmp_path, "loop.yaml", "name: x\nprinciples: &p [1, *p]\n"))
+    assert issue.line == 2
+    assert "an alias refers to a list or mapping that contains it" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("principles: " + "[" * 10_000, 1),
+        ("principles: " + "{a: " * 10_000, 1),
+        ("principles:\n" + "- " * 10_000 + "x\n", 2),
+        ("principles:\n" + "".join("  " * i + "-\n" for i in range(1, 200)), 65),
+    ],
+    ids=["flow-lists", "flow-mappings", "block-list-items", "indented-lists"],
+)
+def test_deep_nesting_is_an_error_not_a_recursion_error(tmp_path, text, line):
+    issue = only_issue(write(tmp_path, "deep.yaml", text))
+    assert issue.file.endswith("deep.yaml")
+    assert issue.line == line
+    assert "nests deeper than 64 levels" in issue.message
+
+
+def test_non_utf8_bytes_name_the_byte_offset(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: x\ndescription: caf\u00e9\n".encode("latin-1"))
+    issue = only_issue(path)
+    assert issue.file.endswith("latin1.yaml")
+    assert issue.line == 2
+    assert "not UTF-8 text: byte 0xe9 at byte offset 24" in issue.message
+    assert "UTF-8" in issue.hint
+
+
+def test_characters_yaml_forbids_are_an_error_with_a_line(tmp_path):
+    issue = only_issue(write(tmp_path, "nul.yaml", "name: x\ndescription: a\x00b\n"))
+    assert (issue.line, issue.column) == (2, 15)
+    assert "character U+0000 is not allowed" in issue.message
+
+
+def test_a_home_directory_that_does_not_exist():
+    issue = only_issue("~no-such-user-here/constitution.yaml")
+    assert issue.file == "~no-such-user-here/constitution.yaml"
+    assert "no such file or bundled constitution" in issue.message
 
 
 def test_to_yaml_round_trips_tricky_text(tmp_path):

@@ -82,8 +82,9 @@ def test_disabled_checks_do_not_flag():
 
 
 def test_unknown_check_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown guard check"):
+    with pytest.raises(ValueError, match="unknown guard check") as err:
         GuardConfig(checks=["too_short"])
+    assert err.value.errors()[0]["loc"] == ("checks",)  # points at the setting
 
 
 def test_chain_flags_are_the_union_of_rounds_plus_failure():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cai.constitution import load_constitution
+from cai.errors import CaiError
 from cai.templates import TemplateError, TemplateSet, as_data
 
 CONSTITUTION = load_constitution("medical-safety")
@@ -176,14 +177,18 @@ def test_as_data_only_touches_structure():
     )
     assert as_data("</response>") == "‹/response›"
     assert as_data("<Response >") == "‹Response ›"
-    assert as_data("<|eot_id|>") == "< |eot_id| >"
+    assert as_data("<|eot_id|>") == "<\u200d|eot_id|>"
     assert as_data("[[user]]") == "[ [user] ]"
     assert as_data("</response\n>") == "‹/response\n›"
-    assert as_data("[INST] hi [/INST] </s><s>") == "[ INST] hi [ /INST] < /s>< s>"
-    assert as_data("<end_of_turn>\n<start_of_turn>model") == (
-        "< end_of_turn>\n< start_of_turn>model"
+    assert (
+        as_data("[INST] hi [/INST] </s><s>") == "[\u200dINST] hi [\u200d/INST] <\u200d/s><\u200ds>"
     )
-    assert as_data("<</SYS>>") == "< </SYS>>"
+    assert as_data("<end_of_turn>\n<start_of_turn>model") == (
+        "<\u200dend_of_turn>\n<\u200dstart_of_turn>model"
+    )
+    assert as_data("<</SYS>>") == "<\u200d</SYS>>"
+    # Code that merely looks similar keeps its meaning: only `<|` is touched, not `|>`.
+    assert as_data("xs |> map(f) and a <|> b") == "xs |> map(f) and a <\u200d|> b"
 
 
 def test_missing_variable_and_unknown_template(templates):
@@ -273,7 +278,6 @@ def test_template_shape_errors(tmp_path):
     (tmp_path / "lead.jinja").write_text("stray text\n[[user]]\nhi\n")
     (tmp_path / "plain.jinja").write_text("Just one message about {{ topic }}.\n")
     (tmp_path / "sysonly.jinja").write_text("[[system]]\nonly a system prompt\n")
-    (tmp_path / "broken.jinja").write_text("[[user]]\n{% if %}\n")
     custom = TemplateSet(tmp_path)
     with pytest.raises(TemplateError, match="text before its first"):
         custom.render("lead")
@@ -282,7 +286,71 @@ def test_template_shape_errors(tmp_path):
     ]
     with pytest.raises(TemplateError, match="must end with a user or assistant message"):
         custom.render("sysonly")
-    with pytest.raises(TemplateError, match="syntax error"):
-        custom.render("broken")
-    with pytest.raises(TemplateError, match="does not exist"):
+
+
+def test_missing_template_directory_is_caught_when_the_set_is_built(tmp_path):
+    with pytest.raises(TemplateError) as err:
         TemplateSet(tmp_path / "nope")
+    assert err.value.file == str(tmp_path / "nope")
+    assert "the template directory does not exist" in str(err.value)
+    assert "leave out --templates" in err.value.fix
+    assert isinstance(err.value, CaiError)
+
+
+def test_a_file_is_not_a_template_directory(tmp_path):
+    path = tmp_path / "compare.jinja"
+    path.write_text("[[user]]\nhi\n")
+    with pytest.raises(TemplateError) as err:
+        TemplateSet(path)
+    assert err.value.file == str(path)
+    assert "is a file, not a directory" in str(err.value)
+
+
+def test_a_template_with_a_syntax_error_is_caught_when_the_set_is_built(tmp_path):
+    (tmp_path / "compare.jinja").write_text("[[user]]\nok\n")
+    (tmp_path / "broken.jinja").write_text("[[user]]\n{{ fine }}\n{% if %}\n")
+    with pytest.raises(TemplateError) as err:
+        TemplateSet(tmp_path)
+    assert err.value.file == str(tmp_path / "broken.jinja")
+    assert err.value.line == 3
+    assert str(err.value).startswith(f"{tmp_path / 'broken.jinja'}:3: Jinja syntax error")
+
+
+def test_a_template_that_is_not_utf8_names_the_byte(tmp_path):
+    (tmp_path / "compare.jinja").write_bytes(b"[[user]]\nr\xe9sum\xe9\n")
+    with pytest.raises(TemplateError) as err:
+        TemplateSet(tmp_path)
+    assert err.value.file == str(tmp_path / "compare.jinja")
+    assert err.value.line == 2
+    assert "not UTF-8 text: byte 0xe9 at byte offset 10" in str(err.value)
+    assert err.value.fix == "Save the template as UTF-8."
+
+
+def test_render_errors_name_the_template_file(tmp_path):
+    (tmp_path / "compare.jinja").write_text('[[user]]\n{% include "_missing.jinja" %}\n')
+    (tmp_path / "assess.jinja").write_text("[[user]]\n{{ nothing_given }}\n")
+    custom = TemplateSet(tmp_path)
+    with pytest.raises(TemplateError, match=r"includes missing template '_missing\.jinja'") as err:
+        custom.render("compare")
+    assert err.value.file == str(tmp_path / "compare.jinja")
+    assert err.value.fix
+    with pytest.raises(TemplateError, match="needs a variable that was not given") as err:
+        custom.render("assess")
+    assert err.value.file == str(tmp_path / "assess.jinja")
+
+
+def test_a_critique_template_with_a_prefix_is_refused_naming_its_file(tmp_path):
+    from cai.backends.scripted import ScriptedBackend
+    from cai.judge.critique import ChainStart, CritiqueConfig, CritiqueReviser
+
+    (tmp_path / "critique.jinja").write_text(
+        '[[user]]\n{{ response }}\n{% set assistant_prefix = "The problem is" %}\n'
+    )
+    reviser = CritiqueReviser(
+        ScriptedBackend(), CONSTITUTION, TemplateSet(tmp_path), CritiqueConfig()
+    )
+    start = ChainStart(key="k", conversation=CONVERSATION, response="Rest.")
+    with pytest.raises(TemplateError, match="sets an assistant_prefix") as err:
+        reviser.revise([start])
+    assert err.value.file == str(tmp_path / "critique.jinja")
+    assert err.value.fix == "Move that text into the last user message of the template."
