@@ -186,6 +186,9 @@ def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
     from cai.constitution import load_constitution
     from cai.templates import TemplateSet
 
+    # Inputs first, model last: a bad constitution or template fails before anything loads.
+    constitution = load_constitution(spec.constitution)
+    templates = TemplateSet(spec.templates)
     if backend is None:
         from cai.backends import BackendSpec, make_backend
 
@@ -195,8 +198,6 @@ def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
                 "base_urls: [http://127.0.0.1:8000/v1]}) in the training config."
             )
         backend = make_backend(BackendSpec.model_validate(spec.backend))
-    constitution = load_constitution(spec.constitution)
-    templates = TemplateSet(spec.templates)
     if spec.mode == "assess":
         return AssessReward(
             backend, constitution, templates, k=spec.principles_per_completion, seed=spec.seed

@@ -163,10 +163,13 @@ def build_reward(spec, tokenizer, device=None) -> RewardFunction:
         from cai.constitution import load_constitution
         from cai.templates import TemplateSet
 
+        # Inputs first, model last: a bad constitution or template fails before anything loads.
+        constitution = load_constitution(spec.constitution)
+        templates = TemplateSet(spec.templates_dir)
         return JudgeReward(
             make_backend(BackendSpec.model_validate(spec.backend)),
-            load_constitution(spec.constitution),
-            TemplateSet(spec.templates_dir),
+            constitution,
+            templates,
             spec.principles_per_response,
             spec.seed,
         )
