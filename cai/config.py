@@ -62,11 +62,7 @@ def read_settings_file(path: str | Path):
             file=path,
             line=err.line,
             column=err.column,
-            fix="Fix the YAML syntax there.",
-        ) from None
-    except RecursionError:
-        raise ConfigError(
-            "nested too deeply to be a settings file", file=path, fix="Flatten the YAML."
+            fix=err.hint,
         ) from None
     if parsed.data is not None and not isinstance(parsed.data, dict):
         raise ConfigError(
