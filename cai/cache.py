@@ -7,13 +7,25 @@ transaction: a run killed with SIGKILL loses only the chunk in flight, and a rer
 finished job makes no model calls at all. WAL mode lets several processes read while one
 writes. An unseeded sampling call is cached like any other: a rerun returns the same
 samples, which is what resuming means; use a different seed to draw new ones.
+
+Only successful answers are stored: a call that raised, and an answer that records an
+engine error (`Generation.failed`, `ChoiceScore.failed`), is made again on the next run.
+
+The cache is only a cache, so a damaged file must never stop a run: a file SQLite reports
+as corrupt or as not a database is renamed to `<name>.corrupt-<timestamp>` (a warning on
+stderr says so) and an empty cache takes its place. A file that is healthy but unusable
+(read-only, locked by another process for longer than the busy timeout, a directory) is
+left alone and reported as a `CacheError` that names it and the fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from cai.backends.base import (
     Backend,
@@ -31,6 +43,7 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.errors import CaiError
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -45,6 +58,17 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 CREATE INDEX IF NOT EXISTS calls_model ON calls (model_id, kind);
 """
+_COLUMNS = {"key", "model_id", "kind", "result", "created"}
+
+# SQLite primary result codes (https://sqlite.org/rescode.html).
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_LOCKED_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_READONLY_CODES = {3, 8, 23}  # SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH
+_CANTOPEN, _IOERR, _FULL = 14, 10, 13
+
+
+class CacheError(CaiError, RuntimeError):
+    """The call cache file cannot be used as it is (read-only, locked, not a file, ...)."""
 
 
 def call_key(model_id: str, kind: str, request: Any, params: Any = None) -> str:
@@ -72,6 +96,36 @@ def _retry_while_locked(action: Callable[[], Any], seconds: float = 60.0) -> Non
             delay = min(delay * 2, 0.5)
 
 
+def _error_code(err: sqlite3.Error) -> int | None:
+    """The primary SQLite result code of an error, when SQLite gave one."""
+    code = getattr(err, "sqlite_errorcode", None)
+    return None if code is None else code & 0xFF
+
+
+def is_corrupt(err: sqlite3.Error) -> bool:
+    """True when SQLite says the file is damaged or is not a database at all."""
+    code = _error_code(err)
+    if code is not None:
+        return code in _CORRUPT_CODES
+    text = str(err).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _close_quietly(conn: sqlite3.Connection | None) -> None:
+    if conn is None:
+        return
+    with contextlib.suppress(sqlite3.Error):  # a damaged database may refuse; it is discarded
+        conn.close()
+
+
 class CacheSummary(BaseModel):
     """What `cai cache stats` prints."""
 
@@ -82,57 +136,244 @@ class CacheSummary(BaseModel):
 
 
 class CallCache:
-    """The SQLite store. Safe for threads of one process and for several processes."""
+    """The SQLite store. Safe for threads of one process and for several processes.
 
-    def __init__(self, path: str | Path) -> None:
+    `busy_timeout_s` is how long a write waits for another process's write lock before the
+    cache reports itself locked.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s
+        self._in_memory = str(path) == ":memory:"
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=60.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA busy_timeout = 60000")
-        # Switching to WAL and creating the schema need a lock that SQLite does not wait for
-        # (no busy handler), so two processes opening a new cache at once must retry.
-        _retry_while_locked(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        _retry_while_locked(lambda: self._conn.executescript(_SCHEMA))
+        self._file_id: tuple[int, int] | None = None
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CacheError(
+                f"cannot create the directory of the call cache ({err.strerror})",
+                file=self.path,
+                fix="Set cache_path to a file in a writable directory",
+            ) from err
+        try:
+            self._conn = self._open()
+        except sqlite3.Error as err:
+            self._discard_damaged(err)
+            self._conn = self._open_fresh()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(keys))
+    # opening and recovery ----------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        """Connect, check that the file is a cai cache, switch to WAL and create the schema."""
+        self._file_id = _file_id(self.path)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            self._check_is_cache(conn)
+            # Switching to WAL and creating the schema need a lock that SQLite does not wait
+            # for (no busy handler), so two processes opening a new cache at once must retry.
+            _retry_while_locked(
+                lambda: conn.execute("PRAGMA journal_mode = WAL"), self.busy_timeout_s
+            )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _retry_while_locked(lambda: conn.executescript(_SCHEMA), self.busy_timeout_s)
+            conn.execute("SELECT key, result FROM calls LIMIT 1").fetchall()
+        except BaseException:
+            _close_quietly(conn)
+            raise
+        self._file_id = self._file_id or _file_id(self.path)
+        return conn
+
+    def _check_is_cache(self, conn: sqlite3.Connection) -> None:
+        """Refuse another program's SQLite database instead of adding a table to it."""
+        query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        tables = {row[0] for row in conn.execute(query)} - {"calls"}
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+        if tables or (columns and not columns >= _COLUMNS):
+            raise CacheError(
+                "this SQLite database is not a cai call cache (it holds "
+                f"{', '.join(sorted(tables)) or 'another calls table'})",
+                file=self.path,
+                fix="Set cache_path to another file; cai does not write into other databases",
+            )
+
+    def _open_fresh(self) -> sqlite3.Connection:
+        """Open the empty cache that replaces a damaged one; any failure now is final."""
+        try:
+            return self._open()
+        except sqlite3.Error as err:
+            self._raise_unusable(err)
+            raise  # pragma: no cover - _raise_unusable always raises
+
+    def _discard_damaged(self, err: sqlite3.Error) -> None:
+        """Move a corrupt cache aside (and warn); raise CacheError for any other failure."""
+        if self._in_memory or not is_corrupt(err):
+            self._raise_unusable(err)
+        _close_quietly(self._conn)
+        self._conn = None
+        moved = self._move_aside(err)
+        if moved is not None:
+            print(
+                f"warning: {self.path}: the call cache is corrupt ({err}); moved it to "
+                f"{moved} and started an empty cache, so earlier calls will be made again. "
+                "Delete the moved file when you no longer need it; `cai cache clear` empties "
+                "a cache.",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _move_aside(self, err: sqlite3.Error) -> Path | None:
+        """Rename the damaged file to `<name>.corrupt-<timestamp>`; None if already gone.
+
+        Another process may have moved it and created a fresh cache in the meantime; that
+        new file (a different inode) is left alone.
+        """
+        if self._file_id is None or _file_id(self.path) != self._file_id:
+            return None
+        target = self._corrupt_name()
+        try:
+            os.rename(self.path, target)
+        except FileNotFoundError:
+            return None
+        except OSError as move_err:
+            raise CacheError(
+                f"the call cache is corrupt ({err}) and could not be moved aside "
+                f"({move_err.strerror})",
+                file=self.path,
+                fix=f"Delete it (`rm '{self.path}'`) or set cache_path to another file",
+            ) from err
+        # The write-ahead log belongs to the damaged file: keep it beside it, never let the
+        # new cache replay it. The shared-memory index is rebuilt from the log on demand.
+        wal = Path(f"{self.path}-wal")
+        if wal.exists():
+            try:
+                os.rename(wal, f"{target}-wal")
+            except OSError:
+                wal.unlink(missing_ok=True)
+        Path(f"{self.path}-shm").unlink(missing_ok=True)
+        return target
+
+    def _corrupt_name(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        count = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{count}")
+            count += 1
+        return target
+
+    def _raise_unusable(self, err: sqlite3.Error) -> None:
+        """Raise the CacheError for a file SQLite cannot use, or `err` itself when unknown."""
+        error = self._unusable(err)
+        if error is None:
+            raise err
+        raise error from err
+
+    def _unusable(self, err: sqlite3.Error) -> CacheError | None:
+        """The CacheError for a cache file that SQLite cannot use; None if `err` is unknown."""
+        code = _error_code(err)
+        where = self.path
+        if code in _LOCKED_CODES:
+            return CacheError(
+                f"the call cache stayed locked by another process for "
+                f"{self.busy_timeout_s:g} s ({err})",
+                file=where,
+                fix="Wait for the other cai run to finish (or close the program holding it), "
+                "or set cache_path to another file",
+            )
+        if code in _READONLY_CODES:
+            return CacheError(
+                f"the call cache cannot be written ({err})",
+                file=where,
+                fix="Make the file and its directory writable (chmod u+w), or set cache_path "
+                "to a writable file",
+            )
+        if code == _CANTOPEN:
+            return CacheError(
+                f"cannot open the call cache ({err})",
+                file=where,
+                fix="The path must be a file (not a directory) in a writable directory; or "
+                "set cache_path to another file",
+            )
+        if code in (_IOERR, _FULL):
+            return CacheError(
+                f"the call cache could not be read or written ({err})",
+                file=where,
+                fix="Check the disk (space, errors); if the file is damaged, delete it",
+            )
+        if is_corrupt(err):
+            return CacheError(
+                f"the call cache is corrupt ({err})",
+                file=where,
+                fix=f"Delete it (`rm '{where}'`) or set cache_path to another file",
+            )
+        return None
+
+    def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run one database operation; on a corrupt file, move it aside and run it again."""
         with self._lock:
+            if self._conn is None:
+                raise RuntimeError(f"{self.path}: the call cache was used after close()")
+            try:
+                return operation(self._conn)
+            except sqlite3.Error as err:
+                self._discard_damaged(err)
+                self._conn = self._open_fresh()
+            try:
+                return operation(self._conn)
+            except sqlite3.Error as err:
+                self._raise_unusable(err)
+                raise  # pragma: no cover - _raise_unusable always raises
+
+    # operations -------------------------------------------------------------------------
+    def get_many(self, keys: Sequence[str]) -> dict[str, str]:
+        unique = list(dict.fromkeys(keys))
+
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
             for start in range(0, len(unique), 500):
                 chunk = unique[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
-                    f"SELECT key, result FROM calls WHERE key IN ({marks})", chunk
-                )
+                rows = conn.execute(f"SELECT key, result FROM calls WHERE key IN ({marks})", chunk)
                 found.update(rows.fetchall())
-        return found
+            return found
+
+        return self._run(read)
 
     def put_many(self, model_id: str, kind: str, items: Sequence[tuple[str, str]]) -> None:
         """Store (key, result) pairs in one transaction."""
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        rows = [(key, model_id, kind, result, now) for key, result in items]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany(
+                conn.executemany(
                     "INSERT OR REPLACE INTO calls (key, model_id, kind, result, created) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(key, model_id, kind, result, now) for key, result in items],
+                    rows,
                 )
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse it
+                    conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            conn.execute("COMMIT")
+
+        self._run(write)
 
     def summary(self) -> CacheSummary:
-        by_model: dict[str, dict[str, int]] = {}
-        with self._lock:
-            rows = self._conn.execute(
+        rows = self._run(
+            lambda conn: conn.execute(
                 "SELECT model_id, kind, COUNT(*) FROM calls GROUP BY model_id, kind"
             ).fetchall()
+        )
+        by_model: dict[str, dict[str, int]] = {}
         for model_id, kind, count in rows:
             by_model.setdefault(model_id, {})[kind] = count
         size = sum(
@@ -149,27 +390,41 @@ class CallCache:
 
     def clear(self, model_id: str | None = None) -> int:
         """Delete every entry (or those of one model); returns how many were removed."""
-        with self._lock:
+
+        def delete(conn: sqlite3.Connection) -> int:
             if model_id is None:
-                cursor = self._conn.execute("DELETE FROM calls")
+                cursor = conn.execute("DELETE FROM calls")
             else:
-                cursor = self._conn.execute("DELETE FROM calls WHERE model_id = ?", (model_id,))
+                cursor = conn.execute("DELETE FROM calls WHERE model_id = ?", (model_id,))
             removed = cursor.rowcount
-        with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return removed
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return removed
+
+        return self._run(delete)
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            _close_quietly(self._conn)
+            self._conn = None
 
 
 @dataclass
 class CallStats:
-    """Items answered from the cache (hits) and sent to the engine (misses)."""
+    """Items answered from the cache (hits), sent to the engine (misses), and answers not
+    stored because they record an engine error (failed)."""
 
     hits: int = 0
     misses: int = 0
+    failed: int = 0
+
+
+def _decode(model: type[M], text: str) -> M | None:
+    """A stored answer, or None when the row is unreadable or records a failure (a miss)."""
+    try:
+        answer = model.model_validate_json(text)
+    except ValidationError:
+        return None
+    return None if _failed(answer) else answer
 
 
 class CachedBackend(Backend):
@@ -177,7 +432,9 @@ class CachedBackend(Backend):
 
     Misses go to the engine in batches of `chunk_size` and each batch is committed as one
     transaction: large enough that the engine batches well, small enough that a kill loses
-    little. (Stages commit their own chunks too, so their chunk size bounds the loss first.)"""
+    little. (Stages commit their own chunks too, so their chunk size bounds the loss first.)
+    A batch that raises stores nothing; answers that record an error are returned to the
+    caller but not stored, so the next run asks again."""
 
     def __init__(self, backend: Backend, cache: CallCache, chunk_size: int = 1024) -> None:
         self.inner = backend
@@ -203,25 +460,40 @@ class CachedBackend(Backend):
         model: type[M],
     ) -> list[M]:
         keys = [call_key(self.model_id, kind, r, params) for r in requests]
-        found = self.cache.get_many(keys)
-        results: dict[str, M] = {k: model.model_validate_json(v) for k, v in found.items()}
+        results: dict[str, M] = {}
+        for key, text in self.cache.get_many(keys).items():
+            answer = _decode(model, text)
+            if answer is not None:
+                results[key] = answer
         missing: dict[str, T] = {}
         for key, item in zip(keys, items, strict=True):
             if key not in results and key not in missing:
                 missing[key] = item
-        self.stats.hits += sum(1 for k in keys if k in found)
+        self.stats.hits += sum(1 for k in keys if k in results)
         self.stats.misses += len(missing)
         todo = list(missing.items())
         for start in range(0, len(todo), self.chunk_size):
             chunk = todo[start : start + self.chunk_size]
             answers = run([item for _, item in chunk])
-            self.cache.put_many(
-                self.model_id,
-                kind,
-                [(key, a.model_dump_json()) for (key, _), a in zip(chunk, answers, strict=True)],
-            )
-            results.update({key: a for (key, _), a in zip(chunk, answers, strict=True)})
+            self._store(kind, [key for key, _ in chunk], answers)
+            results.update(zip((key for key, _ in chunk), answers, strict=True))
         return [results[k] for k in keys]
+
+    def _store(self, kind: str, keys: list[str], answers: list[M]) -> None:
+        """Commit one chunk's successful answers; a short answer list stores nothing."""
+        if len(answers) != len(keys):
+            raise RuntimeError(
+                f"{type(self.inner).__name__} returned {len(answers)} results for "
+                f"{len(keys)} requests; nothing of this batch was cached"
+            )
+        good = [
+            (key, answer.model_dump_json())
+            for key, answer in zip(keys, answers, strict=True)
+            if not _failed(answer)
+        ]
+        self.stats.failed += len(keys) - len(good)
+        if good:
+            self.cache.put_many(self.model_id, kind, good)
 
     def generate_chat(
         self, conversations: list[list[Message]], params: GenerationParams
@@ -258,6 +530,10 @@ class CachedBackend(Backend):
     def close(self) -> None:
         self.inner.close()
         self.cache.close()
+
+
+def _failed(answer: BaseModel) -> bool:
+    return bool(getattr(answer, "failed", False))
 
 
 def default_cache_path() -> Path:

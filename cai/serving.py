@@ -39,6 +39,7 @@ class ServerOptions:
     port: int | None = None
     api_key: str | None = None
     served_model_name: str | None = None
+    revision: str | None = None
     dtype: str = "auto"
     max_model_len: int | None = None
     tensor_parallel_size: int = 1
@@ -71,6 +72,8 @@ class ServerOptions:
         ]
         if self.served_model_name:
             cmd += ["--served-model-name", self.served_model_name]
+        if self.revision:
+            cmd += ["--revision", self.revision]
         if self.max_model_len:
             cmd += ["--max-model-len", str(self.max_model_len)]
         if self.enforce_eager:
@@ -134,7 +137,9 @@ class VLLMServer:
                 raise ServerStartError(
                     f"vLLM server for {self.options.model!r} exited with code "
                     f"{self.process.returncode} before becoming healthy. Last output:\n"
-                    + "\n".join(self._tail)
+                    + "\n".join(self._tail),
+                    fix="The last lines above say why (a bad model path, no free memory, a "
+                    "port in use); `cai doctor` checks the engine",
                 )
             try:
                 if httpx.get(health, timeout=2.0).status_code == 200:
@@ -145,7 +150,8 @@ class VLLMServer:
         self.stop()
         raise ServerStartError(
             f"vLLM server for {self.options.model!r} was not healthy after {timeout_s:.0f}s. "
-            "Last output:\n" + "\n".join(self._tail)
+            "Last output:\n" + "\n".join(self._tail),
+            fix="Raise the startup timeout (`cai serve --startup-timeout`) for a large model",
         )
 
     def stop(self, grace_s: float = 20.0) -> None:

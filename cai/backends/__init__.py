@@ -31,6 +31,9 @@ class BackendSpec(BaseModel):
 
     kind: BackendKind = "vllm"
     model: str = Field("smollm2-135m-instruct", description="local path or embedded model name")
+    revision: str | None = Field(
+        None, description="hub revision (branch, tag or commit) when model is a hub id"
+    )
     base_urls: list[str] = Field(default_factory=list, description="OpenAI-compatible /v1 URLs")
     api_key_env: str = "OPENAI_API_KEY"
     served_model_name: str | None = None
@@ -41,7 +44,13 @@ class BackendSpec(BaseModel):
     enforce_eager: bool = False
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_concurrency: int = Field(16, ge=1)
-    timeout_s: float = Field(120, gt=0)
+    timeout_s: float = Field(
+        120, gt=0, description="total deadline of one HTTP request, retries included"
+    )
+    connect_timeout_s: float = Field(5, gt=0, description="time to connect to a server")
+    read_timeout_s: float | None = Field(
+        None, gt=0, description="wait for one attempt's answer (default: what timeout_s leaves)"
+    )
     max_retries: int = Field(5, ge=0)
     device: str = "auto"
     seed: int = 0
@@ -69,6 +78,7 @@ def make_backend(spec: BackendSpec) -> Backend:
 
         backend = VLLMOfflineBackend(
             resolve_model(spec.model),
+            revision=spec.revision,
             dtype=_local_dtype(spec.dtype),
             max_model_len=spec.max_model_len,
             tensor_parallel_size=spec.tensor_parallel_size,
@@ -82,8 +92,10 @@ def make_backend(spec: BackendSpec) -> Backend:
 
         if not spec.base_urls:
             raise BackendError(
-                "BackendSpec(kind='openai') needs base_urls, e.g. ['http://127.0.0.1:8000/v1'] "
-                "(start one with `cai serve MODEL`)."
+                "BackendSpec(kind='openai') needs base_urls",
+                key="base_urls",
+                fix="Give the server's /v1 URL, e.g. ['http://127.0.0.1:8000/v1'] (start one "
+                "with `cai serve MODEL`)",
             )
         backend = OpenAIServerBackend(
             base_urls=spec.base_urls,
@@ -91,6 +103,8 @@ def make_backend(spec: BackendSpec) -> Backend:
             api_key_env=spec.api_key_env,
             max_concurrency=spec.max_concurrency,
             timeout_s=spec.timeout_s,
+            connect_timeout_s=spec.connect_timeout_s,
+            read_timeout_s=spec.read_timeout_s,
             max_retries=spec.max_retries,
         )
     elif spec.kind == "transformers":
@@ -98,7 +112,10 @@ def make_backend(spec: BackendSpec) -> Backend:
         from cai.models import resolve_model
 
         backend = TransformersBackend(
-            resolve_model(spec.model), dtype=_local_dtype(spec.dtype), device=spec.device
+            resolve_model(spec.model),
+            revision=spec.revision,
+            dtype=_local_dtype(spec.dtype),
+            device=spec.device,
         )
     elif spec.kind == "scripted":
         from cai.backends.scripted import ScriptedBackend

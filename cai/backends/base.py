@@ -59,6 +59,11 @@ class Generation(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: list[int] | None = None
 
+    @property
+    def failed(self) -> bool:
+        """True when any completion ended in an engine error (or the lists do not match)."""
+        return "error" in self.finish_reasons or len(self.texts) != len(self.finish_reasons)
+
 
 class ChoiceRequest(BaseModel):
     """Score which of several candidate answers a model would give next.
@@ -86,6 +91,16 @@ class ChoiceScore(BaseModel):
     choices: list[str]
     logprobs: list[float]
     probs: list[float]
+
+    @property
+    def failed(self) -> bool:
+        """True when a number is missing or not finite (NaN, ±inf): not a usable score."""
+        numbers = [*self.logprobs, *self.probs]
+        return (
+            len(self.logprobs) != len(self.choices)
+            or len(self.probs) != len(self.choices)
+            or not all(math.isfinite(x) for x in numbers)
+        )
 
     @classmethod
     def from_logprobs(

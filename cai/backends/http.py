@@ -120,18 +120,30 @@ class HttpPool:
         return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
 
     def request(
-        self, method: str, path: str, payload: dict[str, Any] | None = None, at_root: bool = False
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        at_root: bool = False,
+        url_index: int | None = None,
     ) -> Any:
-        """Send one request, retrying transient failures until the deadline; returns the JSON."""
+        """Send one request, retrying transient failures until the deadline; returns the JSON.
+
+        `url_index` pins the request to one base URL instead of the round-robin.
+        """
         deadline = time.monotonic() + self.timeout_s
-        last_error, url = "", ""
-        for attempt in range(self.max_retries + 1):
+        base = self.base_urls[url_index or 0]
+        attempts, last_error, url = 0, "", base + path
+        while attempts <= self.max_retries:
             if self._closed.is_set():
                 raise BackendError("The HTTP backend was closed while requests were pending")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            index = self._pick()
+            if attempts:
+                self.retries += 1
+            attempts += 1
+            index = self._pick() if url_index is None else url_index
             base = self.base_urls[index]
             url = (self.root(base) if at_root else base) + path
             try:
@@ -148,31 +160,25 @@ class HttpPool:
                 if response.status_code not in _RETRY_STATUS:
                     self._raise_client_error(response.status_code, url, message)
                 last_error = f"HTTP {response.status_code}: {message}"
-            if attempt < self.max_retries:
-                self.retries += 1
-                pause = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+            if attempts <= self.max_retries:
+                pause = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
                 self._closed.wait(max(0.0, min(pause, deadline - time.monotonic())))
-        raise self._gave_up(method, url, attempt + 1, last_error, deadline)
+        raise self._gave_up(method, url, base, attempts, last_error, deadline)
 
     def _gave_up(
-        self, method: str, url: str, attempts: int, last_error: str, deadline: float
+        self, method: str, url: str, base: str, attempts: int, last_error: str, deadline: float
     ) -> ServerUnavailableError:
         """The error for a request that ran out of time or retries, naming what to check."""
-        where = url or self.base_urls[0]
-        check = (
-            f"Check that the server at {where} is running and not overloaded (`curl "
-            f"{self.root(self.base_urls[0])}/health`), or raise timeout_s for long generations"
-        )
+        check = f"Check that the server is running and not overloaded (`curl {base}/models`)"
         if time.monotonic() >= deadline:
             return ServerTimeoutError(
-                f"No answer to {method} {where} within the {self.timeout_s:g} s deadline "
-                f"({attempts} attempts; last error: {last_error})",
-                fix=check,
+                f"No answer to {method} {url} within the {self.timeout_s:g} s deadline "
+                f"({_attempts(attempts)}; last error: {last_error})",
+                fix=f"{check}, or raise timeout_s for long generations",
             )
         return ServerUnavailableError(
-            f"No answer to {method} {where} after {attempts} attempts (last error: "
-            f"{last_error})",
-            fix=check + " or max_retries",
+            f"No answer to {method} {url} after {_attempts(attempts)} (last error: {last_error})",
+            fix=f"{check}, or raise max_retries",
         )
 
     @staticmethod
@@ -207,15 +213,21 @@ class HttpPool:
                 log.warning("%s has no /models; using %s (add /v1 to the URL)", base, fixed)
                 self.base_urls[index] = fixed
                 return _model_list(fixed, fixed_body)
+        if status == 404 and base.endswith("/v1"):
+            raise BackendError(
+                f"{base}/models answered HTTP 404: no OpenAI-compatible API there",
+                key="base_urls",
+                fix="Check the host, port and path (`cai serve` answers at http://HOST:PORT/v1)",
+            )
         if status == 404:
             raise BackendError(
-                f"{base}/models answered HTTP 404: this is not the base URL of an "
-                "OpenAI-compatible API",
+                f"{base}/models answered HTTP 404 and so did {base}/v1/models: this is not the "
+                "base URL of an OpenAI-compatible API",
                 key="base_urls",
-                fix=f"Give the URL that ends in /v1, e.g. {self.root(base)}/v1 for `cai serve`",
+                fix="Give the URL that ends in /v1 (`cai serve` answers at http://HOST:PORT/v1)",
             )
         if status != 200:
-            return _model_list(base, self.request_at(index, "/models"))
+            body = self.request("GET", "/models", url_index=index)  # e.g. 503 while starting
         return _model_list(base, body)
 
     def _probe(self, url: str) -> tuple[int, Any]:
@@ -252,19 +264,13 @@ class HttpPool:
         except ValueError:
             return response.status_code, None
 
-    def request_at(self, index: int, path: str) -> Any:
-        """GET `path` from one base URL with the usual retries (for a server still starting)."""
-        single = HttpPool.__new__(HttpPool)
-        single.__dict__.update(self.__dict__)
-        single.base_urls = [self.base_urls[index]]
-        single._cycle = itertools.cycle([0])
-        single._down_until = [0.0]
-        single._lock = threading.Lock()
-        return single.request("GET", path)
-
     def close(self) -> None:
         self._closed.set()
         self.client.close()
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" + ("" if count == 1 else "s")
 
 
 def _model_list(url: str, body: Any) -> list[dict[str, Any]]:

@@ -11,11 +11,15 @@ them (an error says so otherwise).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx
 
 from cai.backends.base import (
     Backend,
@@ -34,6 +38,27 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _FALLBACK_TOP_LOGPROBS = 20
+log = logging.getLogger(__name__)
+
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def served_identity(root: str, base_urls: list[str]) -> str:
+    """What a server's model computes, as far as this machine can tell.
+
+    vLLM reports the checkpoint it loaded as the model's `root` (a path or a hub id). When
+    every server runs on this machine and that path is a local directory, its content hash
+    stands in for the path (`cai.models.model_identity`), so retraining into the same
+    directory changes the identity and no local absolute path enters cache keys. A remote
+    server's root is kept as it reports it: its files cannot be read from here.
+    """
+    hosts = {httpx.URL(url).host for url in base_urls}
+    if hosts <= _LOOPBACK and Path(root).is_dir():
+        from cai.models import model_identity
+
+        return model_identity(root)
+    return root
 
 
 def _finish(reason: str | None) -> str:
@@ -54,6 +79,8 @@ class OpenAIServerBackend(Backend):
         max_retries: int = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float | None = None,
         show_progress: bool = True,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
@@ -65,32 +92,57 @@ class OpenAIServerBackend(Backend):
             backoff_s=backoff_s,
             max_backoff_s=max_backoff_s,
             max_connections=max_concurrency,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
         )
         self.max_concurrency = max_concurrency
         self.show_progress = show_progress
         self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cai-http")
-        self.model, root = self._resolve_model(model)
-        self.model_id = f"openai:{self.model}:{root}"
+        try:
+            self.model, roots = self._resolve_model(model)
+        except BaseException:
+            self.close()
+            raise
+        self.model_id = f"openai:{self.model}:{self._identity(roots)}"
         self._is_vllm: bool | None = None
         self._choice_ids: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # setup ----------------------------------------------------------------------------
-    def _resolve_model(self, model: str | None) -> tuple[str, str]:
-        listed = self.pool.request("GET", "/models").get("data", [])
-        names = {m.get("id"): m.get("root") or m.get("id") for m in listed}
-        if model is None:
-            if len(names) != 1:
+    def _resolve_model(self, model: str | None) -> tuple[str, set[str]]:
+        """(served name, the checkpoints the servers report as its root), checked per URL."""
+        served: dict[str, str] = {}
+        for url, listed in zip(self.pool.base_urls, self.pool.discover(), strict=True):
+            names = {str(m.get("id")): str(m.get("root") or m.get("id")) for m in listed}
+            if model is None and len(names) != 1:
                 raise BackendError(
-                    f"The server serves {sorted(names)}; say which with served_model_name."
+                    f"{url} serves {sorted(names)}",
+                    key="served_model_name",
+                    fix="Say which model to use with served_model_name",
                 )
-            model = next(iter(names))
-        if model not in names:
-            raise BackendError(
-                f"The server does not serve model {model!r}; it serves {sorted(names)}. Set "
-                "served_model_name (or model) to one of those."
+            wanted = model or next(iter(names))
+            if wanted not in names:
+                raise BackendError(
+                    f"{url} does not serve model {wanted!r}; it serves {sorted(names)}",
+                    key="served_model_name",
+                    fix="Set served_model_name (or model) to one of those",
+                )
+            served[url] = names[wanted]
+            model = wanted
+        return str(model), set(served.values())
+
+    def _identity(self, roots: set[str]) -> str:
+        """The served checkpoints' identity; several distinct ones are all named (and warned
+        about: replicas of different checkpoints answer the same request differently)."""
+        identities = sorted({served_identity(root, self.pool.base_urls) for root in roots})
+        if len(identities) > 1:
+            log.warning(
+                "the servers at %s serve %r from different checkpoints: %s",
+                ", ".join(self.pool.base_urls),
+                self.model,
+                ", ".join(identities),
             )
-        return model, str(names[model])
+        return ",".join(identities)
 
     @property
     def is_vllm(self) -> bool:

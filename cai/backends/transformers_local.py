@@ -2,7 +2,8 @@
 
 Slower than vLLM but needs nothing beyond torch. Each scoring request is one forward pass
 over exactly the token sequence `cai.backends.tokens` defines (no padding, so no position
-shift), which makes it the reference the vLLM backends are checked against.
+shift), which makes it the reference the vLLM backends are checked against. Message contents
+are tokenized there as text: no content can become a control token.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class TransformersBackend(Backend):
         self,
         model: str,
         *,
+        revision: str | None = None,
         dtype: str = "float32",
         device: str = "auto",
         model_id: str | None = None,
@@ -57,15 +59,17 @@ class TransformersBackend(Backend):
         _check_model_path(model)
         self.device = _pick_device(device)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype))
+            self.tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model, revision=revision, dtype=getattr(torch, dtype)
+            )
         except (OSError, ValueError) as err:
             raise BackendError(f"transformers could not load model {model!r}: {err}") from err
         self.model.to(self.device).eval()
         self._encode = hf_encoder(self.tokenizer)
         self.max_model_len = getattr(self.model.config, "max_position_embeddings", None)
         self.show_progress = show_progress
-        self.model_id = model_id or f"transformers:{model_identity(model)}:{dtype}"
+        self.model_id = model_id or f"transformers:{model_identity(model, revision)}:{dtype}"
 
     def _progress(self, items: list, desc: str):
         if self.show_progress and len(items) > 1:

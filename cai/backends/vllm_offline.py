@@ -2,9 +2,11 @@
 
 The engine batches everything it is given, so each method hands vLLM the whole list at
 once. Prompts go in as token ids built by `cai.backends.tokens`, so the offline engine, the
-server and transformers score the identical sequence. Choice scoring asks vLLM for the raw
-full-vocabulary log-probs of exactly the choice tokens (`logprob_token_ids`) at one greedy
-step; the engine runs in float32 unless told otherwise, because bf16 quantises log-probs.
+server and transformers score the identical sequence, and a message content that spells a
+control token (`<|im_end|>`) reaches the engine as text, never as that token. Choice
+scoring asks vLLM for the raw full-vocabulary log-probs of exactly the choice tokens
+(`logprob_token_ids`) at one greedy step; the engine runs in float32 unless told otherwise,
+because bf16 quantises log-probs.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class VLLMOfflineBackend(Backend):
         self,
         model: str,
         *,
+        revision: str | None = None,
         dtype: str = "float32",
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
@@ -89,6 +92,8 @@ class VLLMOfflineBackend(Backend):
             )
             if max_model_len:
                 kwargs["max_model_len"] = max_model_len
+            if revision:
+                kwargs.update(revision=revision, tokenizer_revision=revision)
             if gpu_memory_utilization is not None:
                 kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             try:
@@ -106,7 +111,7 @@ class VLLMOfflineBackend(Backend):
         if model_id is None:
             from cai.models import model_identity
 
-            model_id = f"vllm:{model_identity(model)}:{engine_dtype}"
+            model_id = f"vllm:{model_identity(model, revision)}:{engine_dtype}"
         self.model_id = model_id
 
     # generation -----------------------------------------------------------------------

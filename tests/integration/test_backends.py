@@ -169,3 +169,33 @@ def test_unknown_served_model_is_a_clear_error(vllm_server):
     spec = BackendSpec(kind="openai", base_urls=[vllm_server.base_url], served_model_name="nope")
     with pytest.raises(BackendError, match="does not serve model 'nope'"):
         make_backend(spec)
+
+
+def test_every_backend_names_the_model_by_its_content(
+    tiny_model_dir, vllm_backend, server_backend, transformers_backend
+):
+    """Same directory, same identity on every engine; no local path in any of them."""
+    from cai.models import model_identity
+
+    identity = model_identity(str(tiny_model_dir))
+    assert identity.startswith(f"{tiny_model_dir.name}#")
+    assert vllm_backend.model_id == f"vllm:{identity}:float32"
+    assert transformers_backend.model_id == f"transformers:{identity}:float32"
+    assert server_backend.model_id == f"openai:tiny:{identity}"
+    for backend in (vllm_backend, server_backend, transformers_backend):
+        assert str(tiny_model_dir.parent) not in backend.model_id
+
+
+def test_a_server_url_without_v1_is_completed(vllm_server, caplog):
+    from cai.backends.openai_server import OpenAIServerBackend
+
+    bare = vllm_server.base_url.removesuffix("/v1")
+    with caplog.at_level("WARNING", logger="cai.backends.http"):
+        backend = OpenAIServerBackend([bare], "tiny", show_progress=False)
+    try:
+        assert backend.pool.base_urls == [vllm_server.base_url]
+        assert "add /v1" in caplog.text
+        [gen] = backend.generate_text(["The"], GenerationParams(max_tokens=3, seed=1))
+        assert len(gen.texts) == 1 and gen.finish_reasons[0] in ("stop", "length")
+    finally:
+        backend.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from importlib import metadata
 
 import pytest
 
@@ -13,7 +15,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_pull_convert_and_use_the_default_model(tmp_path, monkeypatch):
-    from cai.models import MANIFEST, list_models, local_model_dir
+    from cai.models import (
+        EMBEDDED,
+        MANIFEST,
+        find_packaged_gguf,
+        list_models,
+        local_model_dir,
+        model_identity,
+        sha256_file,
+    )
 
     monkeypatch.setenv("CAI_HOME", str(tmp_path / "home"))
     started = time.monotonic()
@@ -22,6 +32,14 @@ def test_pull_convert_and_use_the_default_model(tmp_path, monkeypatch):
     target = local_model_dir("smollm2-135m-instruct")
     assert (target / MANIFEST).is_file() and (target / "model.safetensors").is_file()
     assert list_models()[0].pulled
+    entry = EMBEDDED["smollm2-135m-instruct"]
+    manifest = json.loads((target / MANIFEST).read_text())
+    assert manifest["package_version"] == entry.version == metadata.version(entry.package)
+    gguf = find_packaged_gguf(entry.package, entry.gguf_name)
+    assert gguf is not None and sha256_file(gguf) == manifest["gguf_sha256"] == entry.gguf_sha256
+    identity = model_identity(str(target))
+    assert identity.startswith("smollm2-135m-instruct#") and str(tmp_path) not in identity
+    assert backend.model_id == f"transformers:{identity}:float32"
 
     [gen] = backend.generate_chat(
         [[{"role": "user", "content": "What is the capital of France?"}]],

@@ -79,8 +79,9 @@ def test_batch_survives_restart_and_serve_stops_on_sigterm(tiny_model_dir):
     url = first.wait_ready()
     assert url == f"http://127.0.0.1:{port}/v1"
 
+    # Each request's deadline spans the whole restart, so its retries outlast the outage.
     backend = OpenAIServerBackend(
-        [url], "tiny", max_concurrency=2, timeout_s=30, max_retries=400,
+        [url], "tiny", max_concurrency=2, timeout_s=600, max_retries=2000,
         backoff_s=0.2, max_backoff_s=1.0, show_progress=False,
     )  # fmt: skip
     convs = [[{"role": "user", "content": f"Write about item {i}."}] for i in range(24)]

@@ -18,6 +18,22 @@ def test_spec_defaults_and_url_parsing():
     assert spec.base_urls == ["http://a:1/v1", "http://b:2/v1"]
 
 
+def test_spec_carries_revision_and_timeouts():
+    spec = BackendSpec(model="org/model", revision="v2", timeout_s=30, connect_timeout_s=2)
+    assert (spec.revision, spec.timeout_s, spec.connect_timeout_s) == ("v2", 30, 2)
+    assert BackendSpec().revision is None and BackendSpec().read_timeout_s is None
+    with pytest.raises(ValidationError):
+        BackendSpec(read_timeout_s=0)
+
+
+def test_serve_passes_the_revision_to_vllm():
+    from cai.serving import ServerOptions
+
+    cmd = ServerOptions(model="org/model", revision="abc123").command(8000)
+    assert cmd[cmd.index("--revision") + 1] == "abc123"
+    assert "--revision" not in ServerOptions(model="m").command(8000)
+
+
 def test_spec_rejects_unknown_fields_and_kinds():
     with pytest.raises(ValidationError):
         BackendSpec(kind="llamacpp")
