@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from cai.errors import InputError
+
 _ENV = "CAI_RESOURCES_DIR"
 
 
@@ -29,7 +31,7 @@ def resources_root() -> Path:
 def _bundled(kind: str) -> Path:
     path = resources_root() / kind
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise InputError(
             f"bundled {kind}/ directory not found at {path}: cai looks for it next to the "
             f"`cai` package (an editable install or a source checkout has it); set {_ENV} to the "
             f"directory that contains {kind}/ if you installed cai another way"

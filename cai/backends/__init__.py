@@ -55,6 +55,11 @@ class BackendSpec(BaseModel):
     device: str = "auto"
     seed: int = 0
     cache_path: str | None = None
+    show_progress: bool = Field(
+        False,
+        description="the engine's own progress bar per batch; off by default because every "
+        "stage shows one bar of its own",
+    )
 
     @field_validator("base_urls", mode="before")
     @classmethod
@@ -86,6 +91,7 @@ def make_backend(spec: BackendSpec) -> Backend:
             enforce_eager=spec.enforce_eager,
             gpu_memory_utilization=spec.gpu_memory_utilization,
             seed=spec.seed,
+            show_progress=spec.show_progress,
         )
     elif spec.kind == "openai":
         from cai.backends.openai_server import OpenAIServerBackend
@@ -106,6 +112,7 @@ def make_backend(spec: BackendSpec) -> Backend:
             connect_timeout_s=spec.connect_timeout_s,
             read_timeout_s=spec.read_timeout_s,
             max_retries=spec.max_retries,
+            show_progress=spec.show_progress,
         )
     elif spec.kind == "transformers":
         from cai.backends.transformers_local import TransformersBackend
@@ -116,6 +123,7 @@ def make_backend(spec: BackendSpec) -> Backend:
             revision=spec.revision,
             dtype=_local_dtype(spec.dtype),
             device=spec.device,
+            show_progress=spec.show_progress,
         )
     elif spec.kind == "scripted":
         from cai.backends.scripted import ScriptedBackend

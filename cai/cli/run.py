@@ -16,11 +16,15 @@ def execute(
     config_path: Path | None, options: dict[str, Any], overrides: list[str]
 ) -> None:
     """Load (file < typed flags < --set), run and report."""
+    from cai.logs import route_library_logs
     from cai.pipeline import format_summary, load_pipeline_config, run_pipeline
 
     config = load_pipeline_config(config_path, overrides, options)
+    log_file = route_library_logs(config.output_dir)
     result = run_pipeline(config)
     typer.echo(format_summary(result))
+    if log_file is not None:
+        typer.echo(f"engine logs: {log_file}")
 
 
 def register(app: typer.Typer) -> None:

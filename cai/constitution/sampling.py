@@ -13,6 +13,7 @@ import math
 import random
 
 from cai.constitution.models import Constitution, Principle
+from cai.errors import InputError
 
 
 def _rng(constitution: Constitution, key: str, k: int, seed: int, weighted: bool) -> random.Random:
@@ -36,7 +37,7 @@ def sample_principles(
     if weighted:
         pool = [p for p in pool if p.weight > 0]
         if not pool:
-            raise ValueError(
+            raise InputError(
                 f"constitution {constitution.name!r} has no principle with weight > 0, so "
                 "weighted sampling has nothing to draw; give some principles a positive weight"
             )

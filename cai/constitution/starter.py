@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from cai.constitution.models import ID_PATTERN
+from cai.errors import InputError
 
 _STARTER = """\
 # {name}: a constitution for cai.
@@ -60,7 +61,7 @@ extends: {extends}
 def starter_constitution(name: str, filename: str, extends: str | None = None) -> str:
     """The text of a commented starter constitution named `name`."""
     if not re.match(ID_PATTERN, name):
-        raise ValueError(
+        raise InputError(
             f"invalid constitution name {name!r}: use letters, digits, '-', '_' and '.', "
             "starting with a letter or digit"
         )

@@ -22,6 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.base import Backend, BackendError, ChoiceRequest, Message
+from cai.config import ConfigError
+from cai.errors import InputError
 from cai.records import stable_id
 
 log = logging.getLogger(__name__)
@@ -153,7 +155,7 @@ class PairwiseReward:
 
         references = kwargs.get(self.reference_column)
         if references is None:
-            raise ValueError(
+            raise InputError(
                 f"pairwise judge reward needs a {self.reference_column!r} column in the prompt "
                 "dataset holding the reference answer to beat."
             )
@@ -193,7 +195,7 @@ def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
         from cai.backends import BackendSpec, make_backend
 
         if not spec.backend:
-            raise ValueError(
+            raise ConfigError(
                 "judge reward: no backend. Set judge.backend (e.g. {kind: openai, model: NAME, "
                 "base_urls: [http://127.0.0.1:8000/v1]}) in the training config."
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cai.backends.base import Message
+from cai.config import ConfigError
 from cai.errors import CaiError
 
 
@@ -63,7 +64,7 @@ class TokenFractionReward:
         for text in tokens:
             encoded = tokenizer.encode(text, add_special_tokens=False)
             if len(encoded) != 1:
-                raise ValueError(
+                raise ConfigError(
                     f"reward token {text!r} is {len(encoded)} tokens for this tokenizer "
                     f"({encoded}); pick strings that are single tokens"
                 )
@@ -92,7 +93,7 @@ class RewardModelScorer:
 
         model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
         if model.config.num_labels != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{path}: a reward model needs exactly one output (num_labels=1), "
                 f"it has {model.config.num_labels}"
             )
@@ -146,17 +147,17 @@ def build_reward(spec, tokenizer, device=None) -> RewardFunction:
         try:
             target = importlib.import_module(module_name)
         except ImportError as err:
-            raise ValueError(
+            raise ConfigError(
                 f"reward target {spec.target!r}: cannot import {module_name}: {err}"
             ) from err
         for part in attr.split("."):
             target = getattr(target, part, None)
             if target is None:
-                raise ValueError(f"reward target {spec.target!r}: {module_name} has no {attr}")
+                raise ConfigError(f"reward target {spec.target!r}: {module_name} has no {attr}")
         if isinstance(target, type) or spec.kwargs:
             target = target(**spec.kwargs)
         if not callable(target):
-            raise ValueError(f"reward target {spec.target!r} is not callable")
+            raise ConfigError(f"reward target {spec.target!r} is not callable")
         return target
     if kind == "judge":
         from cai.backends import BackendSpec, make_backend
@@ -173,4 +174,4 @@ def build_reward(spec, tokenizer, device=None) -> RewardFunction:
             spec.principles_per_response,
             spec.seed,
         )
-    raise ValueError(f"unknown reward kind {kind!r}")
+    raise ConfigError(f"unknown reward kind {kind!r}")
