@@ -31,8 +31,9 @@ def winrate(
     ),
 ) -> None:
     """Generate with policy and baseline, judge each pair in both orders, report with a CI."""
-    from cai.config import ConfigError, load_config
-    from cai.evaluate import WinRateConfig, WinRateError, run_win_rate
+    from cai.config import load_config
+    from cai.evaluate import WinRateConfig, run_win_rate
+    from cai.logs import route_library_logs
 
     options = {
         "prompts": prompts,
@@ -45,12 +46,9 @@ def winrate(
     }
     if backend is not None:
         options.update({f"{role}.kind": backend for role in ("policy", "baseline", "judge")})
-    try:
-        settings = load_config(WinRateConfig, config, options, overrides)
-        report = run_win_rate(settings)
-    except (ConfigError, WinRateError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    settings = load_config(WinRateConfig, config, options, overrides)
+    route_library_logs(settings.output_dir)
+    report = run_win_rate(settings)
     s = report.summary
     typer.echo(
         f"win rate {s.win_rate if s.win_rate is None else f'{s.win_rate:.3f}'} "

@@ -43,10 +43,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Critique and revise the policy's answers against constitution principles."""
-        from cai.backends import BackendError
-        from cai.config import ConfigError, load_config
-        from cai.io import InputFormatError
-        from cai.jobs import JobConfigMismatchError
+        from cai.config import load_config
+        from cai.logs import route_library_logs
         from cai.revise import ReviseConfig, run_revise
 
         options = {
@@ -66,18 +64,8 @@ def register(app: typer.Typer) -> None:
             "preferences": preferences,
             "overwrite": overwrite,
         }
-        try:
-            settings = load_config(ReviseConfig, config, options, overrides)
-            summary = run_revise(settings)
-        except (
-            ConfigError,
-            InputFormatError,
-            JobConfigMismatchError,
-            BackendError,
-            FileNotFoundError,
-            ValueError,
-        ) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        settings = load_config(ReviseConfig, config, options, overrides)
+        route_library_logs(settings.out)
+        summary = run_revise(settings)
         for line in summary.lines():
             typer.echo(line)

@@ -45,11 +45,10 @@ def register(train_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Optimise a policy with PPO under a KL penalty to its starting point."""
-        from cai.config import ConfigError, load_config
-        from cai.io import InputFormatError
+        from cai.config import load_config
+        from cai.logs import route_library_logs
         from cai.train.ppo.config import PPOConfig
-        from cai.train.ppo.rewards import RewardError
-        from cai.train.ppo.trainer import PPOSetupError, train_ppo
+        from cai.train.ppo.trainer import train_ppo
 
         options = {
             "model": model,
@@ -68,19 +67,9 @@ def register(train_app: typer.Typer) -> None:
             "seed": seed,
         }
         extra = [f"reward={{kind: model, path: {reward_model!r}}}"] if reward_model else []
-        try:
-            settings = load_config(PPOConfig, config, options, [*extra, *overrides])
-            result = train_ppo(settings)
-        except (
-            ConfigError,
-            PPOSetupError,
-            RewardError,
-            InputFormatError,
-            FileNotFoundError,
-            ImportError,
-        ) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        settings = load_config(PPOConfig, config, options, [*extra, *overrides])
+        route_library_logs(settings.output_dir)
+        result = train_ppo(settings)
         typer.echo(f"ppo: {result.last_step} steps -> {result.output_dir}")
         typer.echo(f"  metrics: {result.metrics_path}")
         if result.plot_path:

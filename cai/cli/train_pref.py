@@ -33,8 +33,9 @@ def register(train_app: typer.Typer) -> None:
         overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
     ) -> None:
         """Direct preference optimisation on a cai preference dataset (TRL DPOTrainer)."""
-        from cai.config import ConfigError, load_config
-        from cai.train.preference import DPOTrainConfig, TrainingDataError, train_dpo
+        from cai.config import load_config
+        from cai.logs import route_library_logs
+        from cai.train.preference import DPOTrainConfig, train_dpo
 
         options = {
             "model": model,
@@ -50,12 +51,9 @@ def register(train_app: typer.Typer) -> None:
             "resume": resume,
             "seed": seed,
         }
-        try:
-            settings = load_config(DPOTrainConfig, config, options, overrides)
-            _report(train_dpo(settings))
-        except (ConfigError, TrainingDataError, FileNotFoundError, ImportError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        settings = load_config(DPOTrainConfig, config, options, overrides)
+        route_library_logs(settings.output_dir)
+        _report(train_dpo(settings))
 
     def _online(algorithm: str):
         def command(
@@ -80,8 +78,9 @@ def register(train_app: typer.Typer) -> None:
             seed: int | None = typer.Option(None),
             overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
         ) -> None:
-            from cai.config import ConfigError, load_config
-            from cai.train.preference import OnlineTrainConfig, TrainingDataError, train_online
+            from cai.config import load_config
+            from cai.logs import route_library_logs
+            from cai.train.preference import OnlineTrainConfig, train_online
 
             options = {
                 "model": model,
@@ -101,12 +100,9 @@ def register(train_app: typer.Typer) -> None:
                 "resume": resume,
                 "seed": seed,
             }
-            try:
-                settings = load_config(OnlineTrainConfig, config, options, overrides)
-                _report(train_online(algorithm, settings))
-            except (ConfigError, TrainingDataError, FileNotFoundError, ImportError) as err:
-                typer.echo(f"error: {err}", err=True)
-                raise typer.Exit(2) from None
+            settings = load_config(OnlineTrainConfig, config, options, overrides)
+            route_library_logs(settings.output_dir)
+            _report(train_online(algorithm, settings))
 
         command.__doc__ = (
             f"{algorithm.upper()} on prompts, rewarded by reward models and/or the "

@@ -41,8 +41,8 @@ def register(train_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a reward model on AI, human or mixed preferences (soft labels by default)."""
-        from cai.config import ConfigError, load_config
-        from cai.train.preference import TrainingDataError
+        from cai.config import load_config
+        from cai.logs import route_library_logs
         from cai.train.reward import RewardTrainConfig, train_reward_model
 
         options = {
@@ -60,12 +60,9 @@ def register(train_app: typer.Typer) -> None:
             "seed": seed,
         }
         weights = [f"source_weights.{item}" for item in source_weight]
-        try:
-            settings = load_config(RewardTrainConfig, config, options, [*weights, *overrides])
-            result = train_reward_model(settings)
-        except (ConfigError, TrainingDataError, FileNotFoundError, ImportError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        settings = load_config(RewardTrainConfig, config, options, [*weights, *overrides])
+        route_library_logs(settings.output_dir)
+        result = train_reward_model(settings)
         shown = {k: v for k, v in result.metrics.items() if k.startswith(("human_", "eval_"))}
         typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
         for key, value in sorted(shown.items()):

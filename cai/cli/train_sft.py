@@ -32,9 +32,9 @@ def register(train_app: typer.Typer) -> None:
         ),
     ) -> None:
         """Fine-tune a policy on an SL-CAI dataset with TRL's SFTTrainer."""
-        from cai.config import ConfigError, load_config
-        from cai.sft_data import DatasetReadError
-        from cai.train.sft import SftDataError, SftTrainConfig, train_sft
+        from cai.config import load_config
+        from cai.logs import route_library_logs
+        from cai.train.sft import SftTrainConfig, train_sft
 
         options = {
             "model": model,
@@ -48,12 +48,9 @@ def register(train_app: typer.Typer) -> None:
             "resume": resume,
             "seed": seed,
         }
-        try:
-            settings = load_config(SftTrainConfig, config, options, overrides)
-            result = train_sft(settings)
-        except (ConfigError, SftDataError, DatasetReadError, FileNotFoundError, ImportError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+        settings = load_config(SftTrainConfig, config, options, overrides)
+        route_library_logs(settings.output_dir)
+        result = train_sft(settings)
         typer.echo(
             f"trained {result.steps} steps on {result.train_rows} rows "
             f"(final loss {result.final_loss}, {result.seconds:.1f}s) -> {result.output_dir}"
