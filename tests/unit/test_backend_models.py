@@ -34,9 +34,29 @@ def cai_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def test_paths_and_unknown_names_pass_through(tmp_path):
+def test_directories_and_hub_ids_pass_through(tmp_path):
     assert resolve_model(str(tmp_path)) == str(tmp_path)
     assert resolve_model("org/some-model") == "org/some-model"
+
+
+@pytest.mark.parametrize("name", ["smollm2-135m", "no-such-model", "./missing/dir", "a/b/c"])
+def test_a_name_that_resolves_to_nothing_fails_at_once(name):
+    with pytest.raises(ModelPullError, match="not a local directory, an embedded model"):
+        resolve_model(name)
+
+
+def test_a_file_is_not_a_model(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelPullError, match="is a file, not a model directory"):
+        resolve_model(str(tmp_path / "weights.bin"))
+
+
+def test_without_a_terminal_an_unpulled_model_is_never_installed(monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))  # not a TTY: no prompt, no pull
+    with pytest.raises(ModelPullError, match="cai models pull smollm2-135m-instruct"):
+        resolve_model("smollm2-135m-instruct")
 
 
 def test_unpulled_embedded_model_without_pull_is_a_clear_error():
