@@ -262,9 +262,12 @@ def run_win_rate(
     from cai.judge.compare import JudgeConfig, PairwiseJudge
     from cai.templates import TemplateSet
 
+    # every prompt is read and checked before any model loads
     records = list(iter_prompts(config.prompts, config.prompt_column, config.limit))
     if not records:
-        raise WinRateError(f"{config.prompts}: no prompts to evaluate on.")
+        raise WinRateError(
+            "no prompts to evaluate on", file=config.prompts, fix="Set limit to at least 1."
+        )
     judge_config = JudgeConfig(**{"seed": config.seed, **config.judge_config})
     if not judge_config.both_orders:
         raise WinRateError(_ONE_ORDER)  # before any model is loaded

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,12 +18,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from cai.datasets_io import DatasetFormat
 from cai.judge.compare import PairJudgment
 from cai.judge.ranking import win_probability
 from cai.judge.stage import JudgedSample
 from cai.records import PreferenceRow, pair_key
 
-OutputFormat = Literal["save_to_disk", "parquet", "jsonl"]
+OutputFormat = DatasetFormat
+"""save_to_disk | parquet | jsonl (`disk` is read as save_to_disk)."""
 KwiseMode = Literal["best_vs_worst", "all_pairs"]
 TIE_EPSILON = 1e-9
 
@@ -119,6 +120,9 @@ def _row(
         score_margin=score_margin,
         prob_chosen_by_order=by_order,
         prob_chosen_by_principle=by_principle,
+        decided_by_tier=(
+            judgment.decided_by_tier if judgment is not None and method == "pairwise" else None
+        ),
     )
 
 
@@ -333,31 +337,23 @@ def preference_features():
             "prob_chosen_by_principle": List(Value("float64")),
             "score_margin": Value("float64"),
             "rater_id": Value("string"),
+            "decided_by_tier": Value("int64"),
         }
     )
 
 
-def _iter_rows(rows_path: Path) -> Iterator[dict[str, Any]]:
-    with rows_path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+def _rows(rows_path: str | Path) -> Iterator[dict[str, Any]]:
+    from cai.datasets_io import stream_rows
+
+    return stream_rows(rows_path)
 
 
 def load_rows_dataset(rows_path: str | Path, cache_dir: str | Path):
-    """The rows JSONL as a `datasets.Dataset` (Arrow on disk, not in memory)."""
-    from datasets import Dataset
+    """The rows JSONL as a `datasets.Dataset` streamed into an Arrow file in `cache_dir`
+    (memory-mapped, not in memory); the caller keeps `cache_dir` while it uses the dataset."""
+    from cai.datasets_io import mapped_dataset
 
-    rows_path = Path(rows_path)
-    features = preference_features()
-    if rows_path.stat().st_size == 0:  # datasets cannot generate an empty split
-        return Dataset.from_dict({name: [] for name in features}, features=features)
-    return Dataset.from_generator(
-        _iter_rows,
-        gen_kwargs={"rows_path": rows_path},
-        features=preference_features(),
-        cache_dir=str(cache_dir),
-    )
+    return mapped_dataset(_rows(rows_path), preference_features(), cache_dir)
 
 
 def write_dataset(
@@ -369,49 +365,20 @@ def write_dataset(
 ) -> Path:
     """Write the rows in `fmt` to `destination` atomically (a rerun replaces it whole).
 
-    save_to_disk -> a directory; parquet -> a .parquet file; jsonl -> a .jsonl file. The
-    dataset card goes into the directory, or beside the file as <name>.README.md.
+    save_to_disk -> a directory; parquet -> a .parquet file; jsonl -> a .jsonl file (`disk`
+    is accepted for save_to_disk). The dataset card goes into the directory, or beside the
+    file as <name>.README.md. See `cai.datasets_io.write_dataset`.
     """
-    from cai.files import replace_dataset, temp_path_beside
+    from cai.datasets_io import write_dataset as write
 
-    rows_path = Path(rows_path)
-    destination = Path(destination)
-    tmp = temp_path_beside(destination)  # unique: two writers never share a temp name
-    try:
-        if fmt == "jsonl":
-            tmp.rmdir()
-            shutil.copyfile(rows_path, tmp)
-        else:
-            import tempfile
-
-            # A fresh cache each time: datasets would otherwise reuse a stale Arrow file for
-            # the same rows path after the rows changed.
-            cache = Path(
-                tempfile.mkdtemp(prefix=".datasets-cache-", dir=cache_dir or destination.parent)
-            )
-            try:
-                dataset = load_rows_dataset(rows_path, cache)
-                if fmt == "save_to_disk":
-                    # num_shards=1 keeps an empty dataset loadable (zero shards cannot be read).
-                    dataset.save_to_disk(str(tmp), num_shards=1 if len(dataset) == 0 else None)
-                    if card is not None:
-                        (tmp / "README.md").write_text(card, encoding="utf-8")
-                else:
-                    tmp.rmdir()
-                    dataset.to_parquet(str(tmp))
-            finally:
-                shutil.rmtree(cache, ignore_errors=True)
-        replace_dataset(tmp, destination)
-    except BaseException:
-        from cai.files import remove_path
-
-        remove_path(tmp)
-        raise
-    if card is not None and fmt != "save_to_disk":
-        from cai.files import atomic_write_text
-
-        atomic_write_text(destination.with_name(destination.name + ".README.md"), card)
-    return destination
+    return write(
+        _rows(rows_path),
+        destination,
+        fmt,
+        card=card,
+        features=preference_features(),
+        scratch_dir=cache_dir,
+    )
 
 
 def push_to_hub(rows_path: str | Path, repo_id: str, card: str, private: bool = True) -> None:
@@ -421,25 +388,18 @@ def push_to_hub(rows_path: str | Path, repo_id: str, card: str, private: bool = 
     with tempfile.TemporaryDirectory() as cache:
         dataset = load_rows_dataset(rows_path, cache)
         dataset.push_to_hub(repo_id, private=private)
+        del dataset
     from huggingface_hub import DatasetCard
 
     DatasetCard(card).push_to_hub(repo_id, repo_type="dataset")
 
 
 def load_preferences(path: str | Path):
-    """Load a dataset this module wrote, in any of its formats, as a `datasets.Dataset`."""
-    from datasets import load_dataset, load_from_disk
+    """Load a dataset this module wrote, in any of its formats, as a `datasets.Dataset`
+    (columns of a JSONL file typed as preference rows; see `cai.datasets_io.load_table`)."""
+    from cai.datasets_io import load_table
 
-    path = Path(path)
-    if path.is_dir():
-        return load_from_disk(str(path))
-    if path.suffix != ".parquet" and path.stat().st_size == 0:
-        from datasets import Dataset
-
-        features = preference_features()
-        return Dataset.from_dict({name: [] for name in features}, features=features)
-    kind = "parquet" if path.suffix == ".parquet" else "json"
-    return load_dataset(kind, data_files=str(path), split="train", features=preference_features())
+    return load_table(path, features=preference_features())
 
 
 def dataset_card(

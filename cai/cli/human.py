@@ -119,11 +119,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export the most uncertain pairs for labelling (fill `label` with a, b or tie)."""
         from cai.human.routing import RoutingConfig, check_sheet_path, export_for_labelling
-        from cai.human.storage import read_preference_rows
+        from cai.human.storage import iter_preference_rows, read_preference_rows
 
         check_sheet_path(out)
         config = RoutingConfig(budget=budget, min_score=min_score, seed=seed)
-        labelled = [row for path in exclude for row in read_preference_rows(path, required=False)]
+        labelled = (row for path in exclude for row in iter_preference_rows(path))  # one pass
         report = export_for_labelling(read_preference_rows(ai), out, config, labelled)
         report_path = out.parent / f"{out.name}.routing.json"
         report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cai.errors import CaiError
+from cai.io import InputFormatError
 from cai.train.config import (
     TrainCommon,
     precision_flags,
@@ -23,9 +23,9 @@ from cai.train.config import (
 )
 from cai.train.rewards import JudgeRewardSpec
 
-
-class TrainingDataError(CaiError, ValueError):
-    """A training dataset is missing, unreadable, or lacks the columns a trainer needs."""
+TrainingDataError = InputFormatError
+"""The older name of the error for a training dataset that is missing, unreadable, or lacks
+the columns a trainer needs (and for training inputs that cannot be used as given)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,62 +82,29 @@ class RunConfig(TrainCommon):
 
 
 def load_table(path: str | Path, split: str | None = None):
-    """Load a dataset as stored by cai: a save_to_disk directory, Parquet, JSONL/JSON or CSV."""
-    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+    """A training dataset as a `datasets.Dataset`: a save_to_disk directory, Parquet,
+    JSONL/JSON or CSV (or a Hub dataset id); one without rows is an error. Failures name
+    the file and row (see `cai.datasets_io.load_table`)."""
+    from cai.datasets_io import load_table as load
 
-    path = Path(path)
-    if not path.exists():
-        raise TrainingDataError(f"{path}: no such file or directory.")
-    if path.is_dir():
-        try:
-            dataset = load_from_disk(str(path))
-        except FileNotFoundError as err:
-            raise TrainingDataError(
-                f"{path}: not a dataset saved with `save_to_disk` ({err}). Point at the "
-                "directory cai wrote, or at a .parquet / .jsonl file."
-            ) from err
-    else:
-        kinds = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-        kind = kinds.get(path.suffix.lower())
-        if kind is None:
-            raise TrainingDataError(
-                f"{path}: unknown dataset format {path.suffix!r}; use a save_to_disk "
-                "directory, .parquet, .jsonl or .csv."
-            )
-        if path.stat().st_size == 0:
-            raise TrainingDataError(f"{path}: the dataset is empty.")
-        try:
-            dataset = load_dataset(kind, data_files=str(path), split="train")
-        except Exception as err:  # datasets raises many types for one cause: bad content
-            raise TrainingDataError(
-                f"{path}: could not be read as {kind} ({type(err).__name__}: {err}). Check the "
-                "file is complete; cai writes one JSON object per line for .jsonl."
-            ) from err
-    if isinstance(dataset, DatasetDict):
-        name = split or ("train" if "train" in dataset else next(iter(dataset.keys())))
-        if name not in dataset:
-            raise TrainingDataError(f"{path}: no split {name!r} (splits: {', '.join(dataset)}).")
-        dataset = dataset[name]
-    assert isinstance(dataset, Dataset)
-    if len(dataset) == 0:
-        raise TrainingDataError(f"{path}: the dataset is empty.")
-    return dataset
+    return load(path, split, allow_empty=False)
 
 
 def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise TrainingDataError(
-            f"{where}: missing column(s) {', '.join(missing)} needed for {purpose} "
-            f"(columns: {', '.join(dataset.column_names)}). cai preference datasets from "
-            "`cai judge` / `cai human` have them."
+            f"missing column(s) {', '.join(missing)} needed for {purpose} "
+            f"(columns: {', '.join(dataset.column_names)})",
+            file=where,
+            fix="cai preference datasets from `cai judge` / `cai human` have them.",
         )
 
 
 def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int | None = None):
-    """Prompts for on-policy training (GRPO/RLOO) as a `prompt` column of chat messages."""
-    from datasets import Dataset
-
+    """Prompts for on-policy training (GRPO/RLOO) as a `prompt` column of chat messages,
+    every row checked (`cai.io.iter_prompts`) before any model loads."""
+    from cai.datasets_io import dataset_from_rows
     from cai.io import iter_prompts
 
     rows = [
@@ -145,8 +112,8 @@ def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int 
         for record in iter_prompts(path, column=column, limit=limit)
     ]
     if not rows:
-        raise TrainingDataError(f"{path}: no prompts.")
-    return Dataset.from_list(rows)
+        raise TrainingDataError("no prompts to train on (limit is 0)", file=path)
+    return dataset_from_rows(rows)
 
 
 def write_card(

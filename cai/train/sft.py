@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cai.errors import CaiError
+from cai.io import InputFormatError
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 
 
@@ -40,8 +40,9 @@ class SftResult(BaseModel):
     seconds: float
 
 
-class SftDataError(CaiError, ValueError):
-    """The dataset cannot be used for SFT (missing column, no final assistant turn, empty)."""
+SftDataError = InputFormatError
+"""The older name of the error for a dataset that cannot be used for SFT (missing column,
+no final assistant turn, empty)."""
 
 
 def prepare_rows(dataset, column: str, loss_on: str):
@@ -119,8 +120,8 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from cai.datasets_io import load_table
     from cai.models import resolve_model
-    from cai.sft_data import load_split
 
     started = time.monotonic()
     base_model = resolve_model(config.model)
@@ -131,7 +132,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         )
     resume_from = resolve_resume(config.resume, config.output_dir)  # fail before loading
     train_rows = prepare_rows(
-        load_split(config.dataset, config.split), config.messages_column, config.loss_on
+        load_table(config.dataset, config.split), config.messages_column, config.loss_on
     )
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:

@@ -83,10 +83,16 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 
 def load_prompt_messages(config: PPOConfig) -> list[list[Message]]:
+    """Every prompt of `config.prompts` (at most `max_prompts`), each row checked by
+    `cai.io.iter_prompts`: a bad row fails, naming its file and row, before any model loads."""
     from cai.io import iter_prompts
 
     if config.prompts is None:
-        raise PPOSetupError("no prompts: set `prompts:` (a JSONL/CSV/Parquet file or dataset dir)")
+        raise PPOSetupError(
+            "no prompts",
+            key="prompts",
+            fix="Set `prompts:` to a JSONL/CSV/Parquet file or a save_to_disk directory.",
+        )
     return [
         r.prompt for r in iter_prompts(config.prompts, config.prompt_column, config.max_prompts)
     ]
