@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cai.config import ConfigError
 from cai.io import InputFormatError
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 
@@ -102,9 +103,11 @@ def _peft_config(config: SftTrainConfig):
     try:
         from peft import LoraConfig
     except ImportError as err:
-        raise ImportError(
-            "LoRA needs the `peft` package: pip install 'cai[peft]' (or pip install peft), or "
-            "train the full model with lora.enabled=false."
+        raise ConfigError(
+            "LoRA needs the `peft` package, which is not installed",
+            key="lora.enabled",
+            fix="pip install 'cai[peft]' (or pip install peft), or train the full model with "
+            "lora.enabled=false",
         ) from err
     return LoraConfig(
         r=config.lora.r,
