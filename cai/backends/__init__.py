@@ -52,6 +52,12 @@ class BackendSpec(BaseModel):
         None, gt=0, description="wait for one attempt's answer (default: what timeout_s leaves)"
     )
     max_retries: int = Field(5, ge=0)
+    outage_timeout_s: float = Field(
+        600,
+        ge=0,
+        description="how long requests wait for a server that answered before and went away "
+        "(all servers down: crashed or restarting) before the run stops; 0: never wait",
+    )
     device: str = "auto"
     seed: int = 0
     cache_path: str | None = None
@@ -111,6 +117,7 @@ def make_backend(spec: BackendSpec) -> Backend:
             timeout_s=spec.timeout_s,
             connect_timeout_s=spec.connect_timeout_s,
             read_timeout_s=spec.read_timeout_s,
+            outage_timeout_s=spec.outage_timeout_s,
             max_retries=spec.max_retries,
             show_progress=spec.show_progress,
         )

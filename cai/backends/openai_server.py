@@ -7,6 +7,10 @@ server, then the assistant prefix) and vLLM's `logprob_token_ids`, which returns
 full-vocabulary log-probs of exactly the choice tokens. Other servers fall back to the
 top log-probs of a one-token chat completion, which only works when the choices are among
 them (an error says so otherwise).
+
+Several base URLs form a fleet (see `cai.backends.http`): a server that stops answering is
+taken out of rotation and probed until it is back, and when every server is down (one
+restarting) requests wait up to `outage_timeout_s` for one to return instead of failing.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class OpenAIServerBackend(Backend):
         max_backoff_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float | None = None,
+        outage_timeout_s: float = 600.0,
         show_progress: bool = True,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
@@ -94,6 +99,7 @@ class OpenAIServerBackend(Backend):
             max_connections=max_concurrency,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
+            outage_timeout_s=outage_timeout_s,
         )
         self.max_concurrency = max_concurrency
         self.show_progress = show_progress

@@ -151,7 +151,7 @@ def test_make_backend_wraps_in_cache(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("kind", ["vllm", "transformers"])
 def test_bad_model_path_is_a_clear_error(kind, tmp_path):
-    with pytest.raises(BackendError, match="not a model directory"):
+    with pytest.raises(BackendError, match=r"missing-model.* is not a local directory"):
         make_backend(BackendSpec(kind=kind, model=str(tmp_path / "missing-model")))
 
 
