@@ -29,6 +29,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("cai.cli.revise", "register"),
     ("cai.cli.run", "register"),
     ("cai.cli.human", "register"),
+    ("cai.cli.label", "register"),
     ("cai.cli.train", "register"),
     ("cai.cli.evaluate", "register"),
 ]
