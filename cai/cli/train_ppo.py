@@ -47,6 +47,7 @@ def register(train_app: typer.Typer) -> None:
         """Optimise a policy with PPO under a KL penalty to its starting point."""
         from cai.config import load_config
         from cai.logs import route_library_logs
+        from cai.train.distributed import is_main_process
         from cai.train.ppo.config import PPOConfig
         from cai.train.ppo.trainer import train_ppo
 
@@ -70,6 +71,8 @@ def register(train_app: typer.Typer) -> None:
         settings = load_config(PPOConfig, config, options, [*extra, *overrides])
         route_library_logs(settings.output_dir)
         result = train_ppo(settings)
+        if not is_main_process():
+            return  # one summary per run, from rank 0
         typer.echo(f"ppo: {result.last_step} steps -> {result.output_dir}")
         typer.echo(f"  metrics: {result.metrics_path}")
         if result.plot_path:

@@ -11,7 +11,10 @@ _SET_HELP = "Any setting as dotted.key=value (repeatable), e.g. judge.mode=pairw
 
 
 def _report(result) -> None:
-    typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
+    from cai.train.distributed import is_main_process
+
+    if is_main_process():  # one summary per run, from rank 0
+        typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
 
 
 def register(train_app: typer.Typer) -> None:

@@ -43,6 +43,7 @@ def register(train_app: typer.Typer) -> None:
         """Train a reward model on AI, human or mixed preferences (soft labels by default)."""
         from cai.config import load_config
         from cai.logs import route_library_logs
+        from cai.train.distributed import is_main_process
         from cai.train.reward import RewardTrainConfig, train_reward_model
 
         options = {
@@ -63,6 +64,8 @@ def register(train_app: typer.Typer) -> None:
         settings = load_config(RewardTrainConfig, config, options, [*weights, *overrides])
         route_library_logs(settings.output_dir)
         result = train_reward_model(settings)
+        if not is_main_process():
+            return  # one summary per run, from rank 0
         shown = {k: v for k, v in result.metrics.items() if k.startswith(("human_", "eval_"))}
         typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
         for key, value in sorted(shown.items()):

@@ -34,6 +34,7 @@ def register(train_app: typer.Typer) -> None:
         """Fine-tune a policy on an SL-CAI dataset with TRL's SFTTrainer."""
         from cai.config import load_config
         from cai.logs import route_library_logs
+        from cai.train.distributed import is_main_process
         from cai.train.sft import SftTrainConfig, train_sft
 
         options = {
@@ -51,6 +52,8 @@ def register(train_app: typer.Typer) -> None:
         settings = load_config(SftTrainConfig, config, options, overrides)
         route_library_logs(settings.output_dir)
         result = train_sft(settings)
+        if not is_main_process():
+            return  # one summary per run, from rank 0
         typer.echo(
             f"trained {result.steps} steps on {result.train_rows} rows "
             f"(final loss {result.final_loss}, {result.seconds:.1f}s) -> {result.output_dir}"

@@ -135,15 +135,13 @@ def write_card(
     return path
 
 
-def save_trained_model(trainer, config: RunConfig) -> None:
-    """Save model + tokenizer; a LoRA adapter is merged first when `lora.merge` asks for it."""
-    if not (config.lora.enabled and getattr(config.lora, "merge", False)):
-        trainer.save_model(config.output_dir)  # collective under FSDP / DeepSpeed
-        return
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if trainer.is_world_process_zero():
-        model.merge_and_unload().save_pretrained(config.output_dir)
-        trainer.processing_class.save_pretrained(config.output_dir)
+def save_trained_model(trainer, config: TrainCommon) -> None:
+    """Save model + tokenizer once (main process); a LoRA adapter is merged first when
+    `lora.merge` asks for it. Every process must call it (the save is collective)."""
+    from cai.train.distributed import save_trained_model as save_once
+
+    merge = bool(config.lora.enabled and getattr(config.lora, "merge", False))
+    save_once(trainer, config.output_dir, merge)
 
 
 def final_metrics(trainer) -> dict[str, float]:
@@ -183,6 +181,9 @@ def train_dpo(config: DPOTrainConfig) -> TrainResult:
     """Run TRL's DPOTrainer; extra provenance columns of cai rows are dropped by TRL itself."""
     from trl import DPOConfig, DPOTrainer
 
+    from cai.train.distributed import prepare_launch
+
+    prepare_launch()
     train = load_table(config.train_data)
     require_columns(train, ("prompt", "chosen", "rejected"), config.train_data, "DPO")
     evald = load_table(config.eval_data) if config.eval_data else None
@@ -268,6 +269,9 @@ def train_online(
         from trl import RLOOTrainer as TRLTrainer
     else:
         raise ValueError(f"unknown algorithm {algorithm!r}; use grpo or rloo.")
+    from cai.train.distributed import prepare_launch
+
+    prepare_launch()
 
     dataset = load_prompt_dataset(config.prompts, config.prompt_column, config.limit)
     funcs = _online_reward_funcs(config, judge_backend)
@@ -305,26 +309,36 @@ def train_rloo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
 
 
 def _run(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> TrainResult:
-    """Train (resuming if asked), save model + tokenizer + card on the main process."""
+    """Train (resuming if asked); the main process alone saves model + tokenizer + card and
+    holds the output directory (`cai.train.distributed`); the others wait for it at the end."""
+    from cai.train.distributed import one_writer, trainer_debug_callback
+
     resume = resolve_resume(config.resume, config.output_dir)
-    if trainer.is_world_process_zero():
-        save_config(config, config.output_dir)
-    trainer.train(resume_from_checkpoint=resume)
-    save_trained_model(trainer, config)
-    metrics = final_metrics(trainer)
-    if trainer.is_world_process_zero():
-        write_card(
-            config.output_dir,
-            title,
-            {
-                "base_model": config.model,
-                **facts,
-                "global_step": trainer.state.global_step,
-                "resumed_from": resume,
-                "config": config.model_dump(),
-            },
-            metrics,
-        )
+    main = trainer.is_world_process_zero()
+    with one_writer(config.output_dir, trainer.args.world_size, main):
+        callback = trainer_debug_callback(trainer.args.process_index, config.output_dir)
+        if callback is not None:
+            trainer.add_callback(callback)
+        if main:
+            save_config(config, config.output_dir)
+        trainer.train(resume_from_checkpoint=resume)
+        save_trained_model(trainer, config)
+        metrics = final_metrics(trainer)
+        if main:
+            write_card(
+                config.output_dir,
+                title,
+                {
+                    "base_model": config.model,
+                    **facts,
+                    "global_step": trainer.state.global_step,
+                    "processes": trainer.args.world_size,
+                    "resumed_from": resume,
+                    "config": config.model_dump(),
+                },
+                metrics,
+            )
+        trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=config.output_dir,
         global_step=trainer.state.global_step,

@@ -32,6 +32,8 @@ from cai.train.preference import (
 
 PROB_COLUMN = "prob_chosen"
 WEIGHT_COLUMN = "sample_weight"
+ROW_COLUMN = "cai_row"
+"""Row number in the training table; added only with CAI_DEBUG_DATA_LOG set, for the data log."""
 
 
 def soft_label_loss(r_chosen, r_rejected, prob_chosen, weights=None):
@@ -144,14 +146,40 @@ def _log_sigmoid(x: float) -> float:
     return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
 
 
+def _whole_model(trainer, saved_dir: str):
+    """The trained model with all its weights, for scoring on the main process alone: the
+    live one, or under FSDP / DeepSpeed (whose ranks hold shards) the one just saved."""
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(
+        trainer, "is_deepspeed_enabled", False
+    ):
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(saved_dir)
+        return model.to(trainer.accelerator.device).eval()
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
 def train_reward_model(config: RewardTrainConfig) -> TrainResult:
-    """Train, evaluate on the held-out human set if given, save model + tokenizer + card."""
+    """Train, evaluate on the held-out human set if given, save model + tokenizer + card.
+
+    Under N processes each trains on its shard of every batch; the main process alone writes
+    the config, checkpoints, model, card and held-out metrics (see `cai.train.distributed`).
+    """
     from trl import RewardConfig
 
+    from cai.train.distributed import (
+        debug_data_log_enabled,
+        one_writer,
+        prepare_launch,
+        trainer_debug_callback,
+    )
     from cai.train.rewards import RewardModelScorer
 
+    prepare_launch()
     train_raw = load_table(config.train_data)
     train = prepare_rows(train_raw, config.labels, config.source_weights, config.train_data)
+    if debug_data_log_enabled():
+        train = train.add_column(ROW_COLUMN, list(range(len(train))))
     evald = None
     if config.eval_data:
         evald = prepare_rows(
@@ -169,49 +197,56 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
         kwargs.setdefault("eval_strategy", "steps")
         kwargs.setdefault("eval_steps", config.save_steps)
     args = RewardConfig(**kwargs)
-    from cai.train.reward_trainer import SoftLabelRewardTrainer
-
-    trainer = SoftLabelRewardTrainer(
-        model=config.model,
-        args=args,
-        train_dataset=train,
-        eval_dataset=evald,
-        peft_config=config.peft_config(task_type="SEQ_CLS"),
-    )
     resume = resolve_resume(config.resume, config.output_dir)
-    if trainer.is_world_process_zero():
-        save_config(config, config.output_dir)
-    trainer.train(resume_from_checkpoint=resume)
-    save_trained_model(trainer, config)
+    with one_writer(config.output_dir, args.world_size, args.process_index == 0):
+        from cai.train.reward_trainer import SoftLabelRewardTrainer
 
-    metrics = final_metrics(trainer)
-    if evald is not None:
-        metrics.update(trainer.evaluate())
-    if human is not None and trainer.is_world_process_zero():
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        scorer = RewardModelScorer(
-            model, trainer.processing_class, batch_size=args.per_device_eval_batch_size
+        trainer = SoftLabelRewardTrainer(
+            model=config.model,
+            args=args,
+            train_dataset=train,
+            eval_dataset=evald,
+            peft_config=config.peft_config(task_type="SEQ_CLS"),
         )
-        for key, value in preference_accuracy(scorer, human).items():
-            metrics[f"human_{key}"] = value
-    if trainer.is_world_process_zero():
-        write_card(
-            config.output_dir,
-            "Reward model",
-            {
-                "base_model": config.model,
-                "train_data": config.train_data,
-                "rows_by_source": _source_counts(train_raw),
-                "labels": config.labels,
-                "loss": "weighted BCE(sigmoid(r_chosen - r_rejected), prob_chosen)",
-                "source_weights": config.source_weights,
-                "human_eval_data": config.human_eval_data,
-                "global_step": trainer.state.global_step,
-                "resumed_from": resume,
-                "config": config.model_dump(),
-            },
-            metrics,
-        )
+        callback = trainer_debug_callback(args.process_index, config.output_dir)
+        if callback is not None:
+            trainer.add_callback(callback)
+        if trainer.is_world_process_zero():
+            save_config(config, config.output_dir)
+        trainer.train(resume_from_checkpoint=resume)
+        save_trained_model(trainer, config)
+
+        metrics = final_metrics(trainer)
+        if evald is not None:
+            metrics.update(trainer.evaluate())
+        if human is not None and trainer.is_world_process_zero():
+            scorer = RewardModelScorer(
+                _whole_model(trainer, config.output_dir),
+                trainer.processing_class,
+                batch_size=args.per_device_eval_batch_size,
+            )
+            for key, value in preference_accuracy(scorer, human).items():
+                metrics[f"human_{key}"] = value
+        if trainer.is_world_process_zero():
+            write_card(
+                config.output_dir,
+                "Reward model",
+                {
+                    "base_model": config.model,
+                    "train_data": config.train_data,
+                    "rows_by_source": _source_counts(train_raw),
+                    "labels": config.labels,
+                    "loss": "weighted BCE(sigmoid(r_chosen - r_rejected), prob_chosen)",
+                    "source_weights": config.source_weights,
+                    "human_eval_data": config.human_eval_data,
+                    "global_step": trainer.state.global_step,
+                    "processes": args.world_size,
+                    "resumed_from": resume,
+                    "config": config.model_dump(),
+                },
+                metrics,
+            )
+        trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=str(Path(config.output_dir)),
         global_step=trainer.state.global_step,

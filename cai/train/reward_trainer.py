@@ -13,17 +13,18 @@ import torch
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from cai.train.reward import PROB_COLUMN, WEIGHT_COLUMN, soft_label_loss
+from cai.train.distributed import DataLog
+from cai.train.reward import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN, soft_label_loss
+
+_EXTRA_COLUMNS = (PROB_COLUMN, WEIGHT_COLUMN, ROW_COLUMN, "margin")
 
 
 class SoftPreferenceCollator(DataCollatorForPreference):
-    """TRL's collator plus the per-row target probability and weight."""
+    """TRL's collator plus the per-row target probability and weight (and, for the debug data
+    log, the row numbers)."""
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        stripped = [
-            {k: v for k, v in e.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN, "margin")}
-            for e in examples
-        ]
+        stripped = [{k: v for k, v in e.items() if k not in _EXTRA_COLUMNS} for e in examples]
         out = super().torch_call(stripped)
         out[PROB_COLUMN] = torch.tensor(
             [float(e.get(PROB_COLUMN, 1.0)) for e in examples], dtype=torch.float32
@@ -31,7 +32,10 @@ class SoftPreferenceCollator(DataCollatorForPreference):
         out[WEIGHT_COLUMN] = torch.tensor(
             [float(e.get(WEIGHT_COLUMN, 1.0)) for e in examples], dtype=torch.float32
         )
+        if examples and ROW_COLUMN in examples[0]:
+            out[ROW_COLUMN] = torch.tensor([int(e[ROW_COLUMN]) for e in examples])
         return out
+
 
 class SoftLabelRewardTrainer(RewardTrainer):
     """RewardTrainer whose loss is the weighted BCE against `prob_chosen`."""
@@ -43,14 +47,26 @@ class SoftLabelRewardTrainer(RewardTrainer):
                 pad_token_id=self.processing_class.pad_token_id,
                 pad_to_multiple_of=self.args.pad_to_multiple_of,
             )
+        self.data_log = DataLog(self.args.output_dir, self.args.process_index)
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", PROB_COLUMN, WEIGHT_COLUMN]
+            self._signature_columns = [
+                "chosen_ids",
+                "rejected_ids",
+                PROB_COLUMN,
+                WEIGHT_COLUMN,
+                ROW_COLUMN,
+            ]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        batch = {k: v for k, v in inputs.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN)}
+        rows = inputs.get(ROW_COLUMN)
+        if rows is not None and mode == "train":
+            self.data_log.batch(self.state.global_step + 1, rows.tolist())
+        batch = {
+            k: v for k, v in inputs.items() if k not in (PROB_COLUMN, WEIGHT_COLUMN, ROW_COLUMN)
+        }
         batch["use_cache"] = False
         outputs = model(**batch)
         r_chosen, r_rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)

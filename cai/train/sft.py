@@ -119,13 +119,24 @@ def _peft_config(config: SftTrainConfig):
 
 
 def train_sft(config: SftTrainConfig) -> SftResult:
-    """Train, save the model, tokenizer, resolved config and a model card in output_dir."""
+    """Train, save the model, tokenizer, resolved config and a model card in output_dir.
+
+    Under N processes each trains on its shard of every batch; the main process alone writes
+    checkpoints, model, config and card (see `cai.train.distributed`).
+    """
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from cai.datasets_io import load_table
     from cai.models import resolve_model
+    from cai.train.distributed import (
+        one_writer,
+        prepare_launch,
+        save_trained_model,
+        trainer_debug_callback,
+    )
 
+    prepare_launch()
     started = time.monotonic()
     base_model = resolve_model(config.model)
     if not (Path(base_model) / "config.json").is_file():
@@ -160,32 +171,37 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         model_init_kwargs={"dtype": "float32"},  # float32 master weights; AMP per dtype
         **precision_flags(config.dtype),
     )
-    trainer = SFTTrainer(
-        model=base_model,
-        args=args,
-        train_dataset=train_rows,
-        processing_class=tokenizer,
-        peft_config=_peft_config(config),
-    )
-    output = trainer.train(resume_from_checkpoint=resume_from)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    final_loss = losses[-1] if losses else output.training_loss
-    model = trainer.model
-    if config.lora.enabled and config.lora.merge:
-        model = model.merge_and_unload()
-    model.save_pretrained(config.output_dir)
-    tokenizer.save_pretrained(config.output_dir)
-    result = SftResult(
-        output_dir=config.output_dir,
-        train_rows=len(train_rows),
-        steps=trainer.state.global_step,
-        final_loss=float(final_loss) if final_loss is not None else None,
-        lora=config.lora.enabled,
-        resumed_from=resume_from,
-        seconds=round(time.monotonic() - started, 3),
-    )
-    save_config(config, config.output_dir)
-    (Path(config.output_dir) / "README.md").write_text(
-        _model_card(config, result, config.model), encoding="utf-8"
-    )
+    main = args.process_index == 0
+    with one_writer(config.output_dir, args.world_size, main):
+        trainer = SFTTrainer(
+            model=base_model,
+            args=args,
+            train_dataset=train_rows,
+            processing_class=tokenizer,
+            peft_config=_peft_config(config),
+        )
+        callback = trainer_debug_callback(args.process_index, config.output_dir)
+        if callback is not None:
+            trainer.add_callback(callback)
+        output = trainer.train(resume_from_checkpoint=resume_from)
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        final_loss = losses[-1] if losses else output.training_loss
+        save_trained_model(
+            trainer, config.output_dir, bool(config.lora.enabled and config.lora.merge)
+        )
+        result = SftResult(
+            output_dir=config.output_dir,
+            train_rows=len(train_rows),
+            steps=trainer.state.global_step,
+            final_loss=float(final_loss) if final_loss is not None else None,
+            lora=config.lora.enabled,
+            resumed_from=resume_from,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        if main:
+            save_config(config, config.output_dir)
+            (Path(config.output_dir) / "README.md").write_text(
+                _model_card(config, result, config.model), encoding="utf-8"
+            )
+        trainer.accelerator.wait_for_everyone()
     return result

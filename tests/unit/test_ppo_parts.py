@@ -76,3 +76,106 @@ def test_metrics_logger_truncates_on_resume_and_keeps_csv_in_step(tmp_path):
     png = logger.plot()
     assert png is not None and png.stat().st_size > 1000
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+
+
+def test_seeded_sampler_draws_each_row_from_its_own_seed():
+    """A row's token depends on its logits and its seed only, not on the rest of the batch:
+    split a batch in two and every row draws the same tokens."""
+    import torch
+
+    from cai.train.ppo.rollout import SeededSampler
+
+    logits = torch.randn(4, 3, 50, generator=torch.Generator().manual_seed(0))
+    seeds = [11, 12, 13, 14]
+
+    def draw(rows, row_seeds):
+        sampler = SeededSampler(row_seeds, prompt_width=2, max_new_tokens=3, temperature=0.7)
+        picks = []
+        for t in range(3):
+            ids = torch.zeros(len(rows), 2 + t, dtype=torch.long)
+            scores = sampler(ids, logits[rows, t])
+            assert (scores == 0).sum(1).tolist() == [1] * len(rows)  # one token left per row
+            picks.append(scores.argmax(-1))
+        return torch.stack(picks, 1)
+
+    whole = draw([0, 1, 2, 3], seeds)
+    halves = torch.cat([draw([0, 1], seeds[:2]), draw([2, 3], seeds[2:])])
+    assert torch.equal(whole, halves)
+    assert not torch.equal(draw([0, 1], [21, 22]), whole[:2])  # the seed matters
+
+
+def test_seeded_sampler_follows_the_tempered_softmax():
+    import torch
+
+    from cai.train.ppo.rollout import SeededSampler
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
+    n = 4000
+    sampler = SeededSampler(list(range(n)), prompt_width=0, max_new_tokens=1, temperature=2.0)
+    picks = sampler(torch.zeros(n, 0, dtype=torch.long), logits.expand(n, 4)).argmax(-1)
+    frequencies = torch.bincount(picks, minlength=4).float() / n
+    expected = torch.softmax(logits[0] / 2.0, -1)
+    assert torch.allclose(frequencies, expected, atol=0.03), (frequencies, expected)
+
+
+def test_policy_and_value_losses_split_into_micro_batches_add_up():
+    """With the minibatch's token count as normalizer, micro-batch losses sum to the minibatch
+    token mean, however the rows are split (over micro-batches or processes)."""
+    import torch
+
+    from cai.train.ppo import core
+
+    gen = torch.Generator().manual_seed(0)
+    lp, old, adv = (torch.randn(4, 5, generator=gen) for _ in range(3))
+    mask = torch.tensor(
+        [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]]
+    ).float()
+    whole = core.policy_loss(lp, old, adv, mask, 0.2)
+    tokens = mask.sum()
+    parts = [
+        core.policy_loss(lp[r], old[r], adv[r], mask[r], 0.2, tokens) for r in ([0], [1, 2, 3])
+    ]
+    assert torch.isclose(sum(p.loss for p in parts), whole.loss)
+    assert torch.isclose(sum(p.clip_fraction for p in parts), whole.clip_fraction)
+    v_whole = core.value_loss(lp, old, adv, mask, 0.2)
+    v_parts = [
+        core.value_loss(lp[r], old[r], adv[r], mask[r], 0.2, tokens) for r in ([0, 1], [2, 3])
+    ]
+    assert torch.isclose(sum(p.loss for p in v_parts), v_whole.loss)
+
+
+def test_whitening_with_an_all_reduce_uses_the_whole_batch():
+    """Two processes holding rows [0] and [1:4] whiten exactly as one holding all four."""
+    import torch
+
+    from cai.train.ppo import core
+
+    values = torch.randn(4, 6, generator=torch.Generator().manual_seed(1))
+    mask = (torch.rand(4, 6, generator=torch.Generator().manual_seed(2)) > 0.3).float()
+
+    def sum_with(other_values, other_mask):
+        """An all-reduce as the process holding the other rows would complete it."""
+        seen: list[torch.Tensor] = []
+
+        def all_reduce(t):
+            if len(seen) == 0:
+                out = t + other_mask.sum()
+            elif len(seen) == 1:
+                out = t + core.masked_sum(other_values, other_mask)
+            else:
+                mean = seen[1] / seen[0].clamp(min=1)
+                out = t + core.masked_sum((other_values - mean) ** 2, other_mask)
+            seen.append(out)
+            return out
+
+        return all_reduce
+
+    parts = [(slice(0, 1), slice(1, 4)), (slice(1, 4), slice(0, 1))]
+    split = [
+        core.masked_whiten(
+            values[mine], mask[mine], all_reduce=sum_with(values[other], mask[other])
+        )
+        for mine, other in parts
+    ]
+    assert torch.allclose(torch.cat(split), core.masked_whiten(values, mask), atol=1e-6)
+    assert not torch.allclose(core.masked_whiten(values[:1], mask[:1]), split[0], atol=1e-3)

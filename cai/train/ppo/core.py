@@ -9,6 +9,7 @@ against values computed by hand.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,13 +33,24 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Scale to unit variance over the masked positions (and zero mean if shift_mean).
 
-    Padding positions come back as 0 so they cannot contribute downstream.
+    Padding positions come back as 0 so they cannot contribute downstream. `all_reduce` (a sum
+    over processes) makes the mean and variance those of the whole batch across processes, so
+    N processes whiten exactly as one process holding all their rows would.
     """
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    if all_reduce is None:
+        mean, var = masked_mean(values, mask), masked_var(values, mask)
+    else:
+        count = all_reduce(mask.sum()).clamp(min=1)
+        mean = all_reduce(masked_sum(values, mask)) / count
+        var = all_reduce(masked_sum((values - mean) ** 2, mask)) / count
     whitened = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean
@@ -114,27 +126,36 @@ class PolicyLossOut:
     approx_kl: torch.Tensor
 
 
+def _token_mean(values: torch.Tensor, mask: torch.Tensor, normalizer) -> torch.Tensor:
+    if normalizer is None:
+        return masked_mean(values, mask)
+    return masked_sum(values, mask) / normalizer
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
     cliprange: float,
+    normalizer: torch.Tensor | float | None = None,
 ) -> PolicyLossOut:
     """PPO's clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1-eps, 1+eps)).
 
     approx_kl is the k3 estimator E[(r - 1) - log r] of KL(old || new), >= 0 per token
     (Schulman, "Approximating KL divergence"); clip_fraction is the share of tokens whose
-    clipped term was the active one.
+    clipped term was the active one. With `normalizer` every term is the masked sum divided
+    by it instead of by the tokens in `mask`: given the token count of a whole minibatch, the
+    terms of its micro-batches (and processes) add up to the minibatch's token mean.
     """
     log_ratio = logprobs - old_logprobs
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = _token_mean(torch.maximum(unclipped, clipped), mask, normalizer)
     with torch.no_grad():
-        clip_fraction = masked_mean((clipped > unclipped).float(), mask)
-        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+        clip_fraction = _token_mean((clipped > unclipped).float(), mask, normalizer)
+        approx_kl = _token_mean((ratio - 1.0) - log_ratio, mask, normalizer)
     return PolicyLossOut(loss, clip_fraction, approx_kl)
 
 
@@ -150,16 +171,18 @@ def value_loss(
     returns: torch.Tensor,
     mask: torch.Tensor,
     cliprange_value: float,
+    normalizer: torch.Tensor | float | None = None,
 ) -> ValueLossOut:
-    """Clipped value loss: 0.5 * mean max((V - R)^2, (V_old + clip(V - V_old, +-eps) - R)^2)."""
+    """Clipped value loss: 0.5 * mean max((V - R)^2, (V_old + clip(V - V_old, +-eps) - R)^2)
+    (`normalizer` as in `policy_loss`)."""
     clipped_values = old_values + torch.clamp(
         values - old_values, -cliprange_value, cliprange_value
     )
     unclipped_err = (values - returns) ** 2
     clipped_err = (clipped_values - returns) ** 2
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask)
+    loss = 0.5 * _token_mean(torch.maximum(unclipped_err, clipped_err), mask, normalizer)
     with torch.no_grad():
-        clip_fraction = masked_mean((clipped_err > unclipped_err).float(), mask)
+        clip_fraction = _token_mean((clipped_err > unclipped_err).float(), mask, normalizer)
     return ValueLossOut(loss, clip_fraction)
 
 

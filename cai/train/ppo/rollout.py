@@ -33,7 +33,9 @@ class RolloutEngine(Protocol):
     def generate(
         self, queries: list[list[int]], max_new_tokens: int, temperature: float, seed: int
     ) -> Rollout:
-        """Sample one response per query with the current policy weights."""
+        """Sample one response per query with the current policy weights; query i draws its
+        randomness from seed `seed + i` alone, so a response does not depend on which other
+        queries share the batch (or the process)."""
 
     def sync_weights(self, policy: nn.Module) -> None:
         """Make the engine sample from `policy`'s current weights (no-op when it shares them)."""
@@ -62,9 +64,50 @@ def eos_ids_of(tokenizer, extra: int | list[int] | None = None) -> set[int]:
     return ids
 
 
+class SeededSampler:
+    """Ancestral sampling at `temperature` with one random stream per row, as a logits processor
+    for `generate` in greedy mode: row i takes its t-th token by inverting the CDF of
+    softmax(logits / temperature) at the t-th uniform of a CPU generator seeded with seeds[i],
+    and returns scores that leave only that token (greedy decoding then picks it).
+
+    Each response thus depends only on its prompt, its seed and the weights, not on which other
+    prompts share the batch or the process: N processes holding b prompts each sample exactly
+    what one process holding all N * b prompts samples (up to float rounding of the logits),
+    which is what makes an N-process PPO run reproduce a one-process run with the same global
+    batch. The distribution is softmax(logits / temperature) unchanged (no top-k, no top-p).
+    """
+
+    def __init__(
+        self, seeds: list[int], prompt_width: int, max_new_tokens: int, temperature: float
+    ) -> None:
+        self.uniforms = torch.stack(
+            [
+                torch.rand(
+                    max_new_tokens,
+                    generator=torch.Generator().manual_seed(int(s) % 2**63),
+                    dtype=torch.float64,
+                )
+                for s in seeds
+            ]
+        )
+        self.prompt_width = prompt_width
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        t = min(input_ids.shape[1] - self.prompt_width, self.uniforms.shape[1] - 1)
+        wide = torch.float32 if scores.device.type == "mps" else torch.float64
+        probs = torch.softmax(scores.to(wide) / self.temperature, dim=-1)
+        cdf = probs.cumsum(-1)
+        u = self.uniforms[:, t].to(cdf.device, wide).unsqueeze(1) * cdf[:, -1:]
+        picks = torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[-1] - 1)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, picks, 0.0)
+
+
 class TransformersRollout:
-    """Sampling with `generate` on the policy being trained (pure ancestral sampling: no top-k,
-    no top-p, so the sampled distribution is exactly the one PPO's ratio uses)."""
+    """Sampling with `generate` on the policy being trained: pure ancestral sampling (no top-k,
+    no top-p, so the sampled distribution is exactly the one PPO's ratio uses), one seeded
+    random stream per query (`SeededSampler`)."""
 
     def __init__(
         self,
@@ -83,7 +126,7 @@ class TransformersRollout:
     def generate(
         self, queries: list[list[int]], max_new_tokens: int, temperature: float, seed: int
     ) -> Rollout:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
         pad_id = self.tokenizer.pad_token_id
         width = max(len(q) for q in queries)
@@ -92,13 +135,13 @@ class TransformersRollout:
         for row, query in enumerate(queries):
             input_ids[row, width - len(query) :] = torch.tensor(query)
             attention[row, width - len(query) :] = 1
+        sampler = SeededSampler(
+            [seed + i for i in range(len(queries))], width, max_new_tokens, temperature
+        )
         with self.policy_context() as policy:
             eos = eos_ids_of(self.tokenizer, policy.generation_config.eos_token_id)
             config = GenerationConfig(
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
+                do_sample=False,  # the SeededSampler samples; greedy takes its pick
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=sorted(eos),
@@ -107,6 +150,7 @@ class TransformersRollout:
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention.to(self.device),
                 generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
             )
         responses, finished = [], []
         for row in output[:, width:].tolist():

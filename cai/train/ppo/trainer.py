@@ -3,7 +3,15 @@
 One code path for a laptop CPU and for `accelerate launch` on several GPUs (DDP or DeepSpeed
 ZeRO from the accelerate config): devices, wrapping, backward, gradient accumulation,
 gathering metrics and checkpoints (with every process's RNG state) all go through the
-Accelerator. Each process rolls out its own slice of the prompts.
+Accelerator. Each process rolls out its own slice of the prompts; the main process alone writes
+metrics, checkpoints' markers, the resolved config and the final model.
+
+N processes with `batch_size` b compute what one process with batch N * b computes: prompts
+are sliced from one global order, every response has its own seed (`SeededSampler`), scores
+are normalised and advantages whitened over the gathered batch, and losses are token means
+over the global minibatch (each micro-batch's sum over tokens divided by the minibatch's token
+count across processes). Only the minibatch shuffle is per process: with mini_batch_size <
+batch_size a global minibatch is one local minibatch from each process.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import torch
 
 from cai.backends.base import Message
 from cai.errors import CaiError
+from cai.train.distributed import DataLog, check_process_group, one_writer, prepare_launch
 from cai.train.ppo import core
 from cai.train.ppo.config import PPOConfig
 from cai.train.ppo.logging import MetricsLogger
@@ -113,11 +122,15 @@ class PPOTrainer:
         from transformers import AutoTokenizer
 
         self.config = config
+        prepare_launch()
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
         )
+        check_process_group(self.accelerator.num_processes)
+        _configure_deepspeed(self.accelerator, config)
         set_seed(config.seed)
+        self.data_log = DataLog(config.output_path, self.accelerator.process_index)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -228,7 +241,14 @@ class PPOTrainer:
     # ------------------------------------------------------------------ the loop
     def train(self, stop_after_steps: int | None = None) -> PPOResult:
         """Run to `config.steps`, or only `stop_after_steps` more steps (time-limited jobs:
-        the next call with resume continues from the checkpoint written when stopping)."""
+        the next call with resume continues from the checkpoint written when stopping).
+
+        The main process holds the output directory's lock for the whole run."""
+        acc = self.accelerator
+        with one_writer(self.config.output_path, acc.num_processes, acc.is_main_process):
+            return self._train(stop_after_steps)
+
+    def _train(self, stop_after_steps: int | None) -> PPOResult:
         from tqdm.auto import tqdm
 
         config, acc = self.config, self.accelerator
@@ -273,7 +293,11 @@ class PPOTrainer:
         config, acc = self.config, self.accelerator
         started = time.perf_counter()
         indices = self._prompt_indices(step)
-        seed = config.seed * 1_000_003 + step * 10_007 + acc.process_index * 1_009
+        self.data_log.batch(step, indices)
+        # Response j of the global batch is sampled with seed base + j on whichever process
+        # holds it (the engines give query i seed + i), so the split over processes is invisible.
+        first = acc.process_index * config.batch_size
+        seed = config.seed * 1_000_003 + step * 100_003 + first
         rollout = self.rollout.generate(
             [self.query_ids[i] for i in indices], config.max_new_tokens, config.temperature, seed
         )
@@ -296,12 +320,14 @@ class PPOTrainer:
         )
         advantages, returns = core.compute_gae(rewards, old_values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
-            advantages = core.masked_whiten(advantages, mask)
+            advantages = core.masked_whiten(advantages, mask, all_reduce=self._sum_over_processes)
 
         lr = self.scheduler.get_last_lr()[0]
         stats = self._optimise(batch, old_logprobs, old_values, advantages, returns)
         with unwrapped_for_generation(acc, self.model) as policy:
             self.rollout.sync_weights(policy)
+        if self.data_log.enabled:
+            self.data_log.weights(step, acc.unwrap_model(self.model))
 
         seq_kl = kl.sum(1)
         kl_coef_used = self.kl_ctl.value
@@ -388,46 +414,66 @@ class PPOTrainer:
             scores = scores.clamp(-self.config.reward_clip, self.config.reward_clip)
         return scores
 
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(tensor, reduction="sum")
+
     def _optimise(self, batch: _Batch, old_logprobs, old_values, advantages, returns) -> dict:
+        """`ppo_epochs` passes of shuffled minibatches. Each micro-batch's losses are its sums
+        over tokens divided by the token count of the whole global minibatch (all its
+        micro-batches on all processes), scaled back up by the averaging that gradient
+        accumulation and data parallelism apply: the gradient of every optimiser step is then
+        that of the token mean over the global minibatch, as one process holding it computes.
+        The logged statistics are token means over each global minibatch, averaged over the
+        optimiser steps."""
         config, acc = self.config, self.accelerator
         n = batch.input_ids.shape[0]
-        sums = {"pg_loss": 0.0, "pg_clip": 0.0, "approx_kl": 0.0, "vf_loss": 0.0, "vf_clip": 0.0}
-        count = 0
+        names = ("pg_loss", "pg_clip", "approx_kl", "vf_loss", "vf_clip")
+        wide = torch.float32 if acc.device.type == "mps" else torch.float64
+        sums = torch.zeros(len(names), dtype=wide, device=acc.device)
+        scale = acc.num_processes * config.gradient_accumulation_steps
+        updates = 0
         for _ in range(config.ppo_epochs):
             order = torch.randperm(n)
             for mb_lo in range(0, n, config.mini_batch_size):
-                minibatch = order[mb_lo : mb_lo + config.mini_batch_size]
+                minibatch = order[mb_lo : mb_lo + config.mini_batch_size].to(acc.device)
+                tokens = self._sum_over_processes(batch.mask[minibatch].sum()).clamp(min=1)
                 for mi_lo in range(0, len(minibatch), config.micro_batch_size):
-                    rows = minibatch[mi_lo : mi_lo + config.micro_batch_size].to(acc.device)
+                    rows = minibatch[mi_lo : mi_lo + config.micro_batch_size]
                     with acc.accumulate(self.model):
                         out = self._micro_step(
-                            batch, rows, old_logprobs, old_values, advantages, returns
+                            batch,
+                            rows,
+                            old_logprobs,
+                            old_values,
+                            advantages,
+                            returns,
+                            tokens,
+                            scale,
                         )
-                    for key, value in out.items():
-                        sums[key] += value
-                    count += 1
-        local = torch.tensor([sums[k] / count for k in sums], device=acc.device)
-        averaged = acc.gather(local.unsqueeze(0)).mean(0).tolist()
-        return dict(zip(sums, averaged, strict=True))
+                    sums += torch.stack([out[k] for k in names]).to(wide)
+                updates += 1
+        totals = (self._sum_over_processes(sums) / updates).tolist()
+        return dict(zip(names, totals, strict=True))
 
-    def _micro_step(self, batch, rows, old_logprobs, old_values, advantages, returns) -> dict:
+    def _micro_step(
+        self, batch, rows, old_logprobs, old_values, advantages, returns, tokens, scale
+    ) -> dict[str, torch.Tensor]:
         config, acc = self.config, self.accelerator
         ids, att = batch.input_ids[rows], batch.attention_mask[rows]
         mask = batch.mask[rows]
         logits, values = self.model(ids, att, batch.start, config.temperature)
         logprobs = core.logprobs_from_logits(logits, ids[:, batch.start :])
         pg = core.policy_loss(
-            logprobs, old_logprobs[rows], advantages[rows], mask, config.cliprange
+            logprobs, old_logprobs[rows], advantages[rows], mask, config.cliprange, tokens
         )
         vf = core.value_loss(
-            values.float(), old_values[rows], returns[rows], mask, config.cliprange_value
+            values.float(), old_values[rows], returns[rows], mask, config.cliprange_value, tokens
         )
         loss = pg.loss + config.vf_coef * vf.loss
         if config.entropy_coef:
-            loss = loss - config.entropy_coef * core.masked_mean(
-                core.entropy_from_logits(logits), mask
-            )
-        acc.backward(loss)
+            entropy = core.masked_sum(core.entropy_from_logits(logits), mask) / tokens
+            loss = loss - config.entropy_coef * entropy
+        acc.backward(loss * scale)
         if acc.sync_gradients and config.max_grad_norm is not None:
             acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
@@ -435,11 +481,11 @@ class PPOTrainer:
             self.scheduler.step()
         self.optimizer.zero_grad()
         return {
-            "pg_loss": pg.loss.item(),
-            "pg_clip": pg.clip_fraction.item(),
-            "approx_kl": pg.approx_kl.item(),
-            "vf_loss": vf.loss.item(),
-            "vf_clip": vf.clip_fraction.item(),
+            "pg_loss": pg.loss.detach(),
+            "pg_clip": pg.clip_fraction,
+            "approx_kl": pg.approx_kl,
+            "vf_loss": vf.loss.detach(),
+            "vf_clip": vf.clip_fraction,
         }
 
     # ------------------------------------------------------------------ saving
@@ -472,6 +518,39 @@ class PPOTrainer:
             unwrapped.save_value_head(final)
         acc.wait_for_everyone()
         return final
+
+
+def _configure_deepspeed(accelerator, config: PPOConfig) -> None:
+    """Fill the DeepSpeed settings accelerate can only infer from a dataloader (PPO prepares
+    none): the micro-batch per device, gradient accumulation and clipping come from the PPO
+    config wherever the accelerate config left them "auto". A no-op without DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    fixed = ds.get("gradient_accumulation_steps", "auto")
+    if fixed != "auto" and int(fixed) != config.gradient_accumulation_steps:
+        raise PPOSetupError(
+            f"gradient_accumulation_steps is {config.gradient_accumulation_steps} in the PPO "
+            f"config but {fixed} in the accelerate DeepSpeed config",
+            key="gradient_accumulation_steps",
+            fix="Remove it from the accelerate config (examples/accelerate/zero*.yaml leave it "
+            "out) or make the two equal.",
+        )
+    settings = {
+        "train_micro_batch_size_per_gpu": config.micro_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_clipping": config.max_grad_norm or 0.0,
+    }
+    for key, value in settings.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+    if ds.get("train_batch_size", "auto") == "auto":
+        ds["train_batch_size"] = (
+            ds["train_micro_batch_size_per_gpu"]
+            * ds["gradient_accumulation_steps"]
+            * accelerator.num_processes
+        )
 
 
 def _lr_factor(index: int, warmup: int, total: int, schedule: str) -> float:
