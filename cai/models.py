@@ -302,6 +302,7 @@ _STRIDE_BLOCK = 64 << 10
 _TENSOR_SAMPLE = 4 << 10
 _MAX_SAFETENSORS_HEADER = 100 << 20
 _SKIPPED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".cache"}
+_SKIPPED_FILES = {".cai.lock"}  # cai's run lock (holds a pid), not part of the model
 _HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -360,7 +361,7 @@ def _model_files(root: Path) -> list[tuple[str, Path]]:
         dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
         for name in files:
             file = Path(current) / name
-            if file.is_file():
+            if name not in _SKIPPED_FILES and file.is_file():
                 found.append((file.relative_to(root).as_posix(), file))
     return sorted(found)
 
