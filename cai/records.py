@@ -74,6 +74,8 @@ class PreferenceRow(BaseModel):
     score_margin: float | None = None
     """Bradley-Terry score difference for k-wise rankings (not TRL's `margin`)."""
     rater_id: str | None = None
+    decided_by_tier: int | None = None
+    """Under tiered aggregation, the tier whose verdict labelled the pair (pairwise rows)."""
 
 
 class RevisionRound(BaseModel):

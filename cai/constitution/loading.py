@@ -20,7 +20,7 @@ from cai.constitution.errors import (
     field_path,
 )
 from cai.constitution.models import (
-    REQUIRED_PRINCIPLE_FIELDS,
+    PRINCIPLE_TEXT_FIELDS,
     Constitution,
     ConstitutionDefaults,
     ConstitutionFile,
@@ -184,8 +184,7 @@ def _load_parsed(
         parent = _load_parent(extends, base_dir, path, chain, issue, issues)
         parent_failed = parent is None
     if not parent_failed:
-        inherited = set(parent.principle_ids) if parent is not None else set()
-        _check_required_fields(data, inherited, parent is not None, issue)
+        _check_uses(data, parent, issue)
         _check_remove(data, parent, issue)
 
     if spec is not None and not parent_failed:
@@ -299,30 +298,50 @@ def _check_duplicate_ids(data: dict, parsed: ParsedYaml, issue) -> None:
             first_seen[pid] = index
 
 
-def _check_required_fields(data: dict, inherited: set[str], extends: bool, issue) -> None:
-    """Every principle that does not override an inherited one must be complete."""
+def _check_uses(data: dict, parent: Constitution | None, issue) -> None:
+    """Every principle must be usable for something, and critique/revision come as a pair.
+
+    A principle serves `cai judge` with a `comparison_question`, `cai revise` with a
+    `critique_request` and a `revision_request` (one without the other is useless), and
+    pointwise assessment with an `assessment_question`; it may serve one use only. An
+    override is checked merged with the principle it overrides (an explicit `null` removes
+    an inherited phrasing).
+    """
     principles = data.get("principles")
     if not isinstance(principles, list):
         return
+    inherited = {p.id: p for p in parent.principles} if parent is not None else {}
     for index, item in enumerate(principles):
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             continue
         pid = item["id"]
-        if pid in inherited:
+        base = inherited[pid].model_dump() if pid in inherited else {}
+        fields = {**base, **item}
+        present = {name for name in PRINCIPLE_TEXT_FIELDS if fields.get(name) is not None}
+        where = " (merged with the inherited principle)" if pid in inherited else ""
+        if parent is not None and pid not in inherited:
+            where = f" (it is new: the extended constitution has no principle `{pid}`)"
+        pair = {"critique_request", "revision_request"}
+        half = pair & present
+        if len(half) == 1:
+            (have,) = half
+            (lack,) = pair - half
+            issue(
+                ("principles", index),
+                f"principle `{pid}` is missing required field `{lack}`: it has `{have}`, and "
+                f"`cai revise` uses the two together{where}",
+                f"add `{lack}: ...`, or remove `{have}`",
+            )
             continue
-        missing = [name for name in REQUIRED_PRINCIPLE_FIELDS if name not in item]
-        if not missing:
-            continue
-        names = ", ".join(f"`{name}`" for name in missing)
-        plural = "s" if len(missing) > 1 else ""
-        note = (
-            f" (it is new: the extended constitution has no principle `{pid}`)" if extends else ""
-        )
-        issue(
-            ("principles", index),
-            f"principle `{pid}` is missing required field{plural} {names}{note}",
-            "add " + ", ".join(f"`{name}: ...`" for name in missing),
-        )
+        if not present:
+            issue(
+                ("principles", index),
+                f"principle `{pid}` is missing required fields: it needs "
+                "`comparison_question` (for cai judge), `critique_request` and "
+                "`revision_request` (for cai revise), or `assessment_question` (for "
+                f"pointwise assessment){where}",
+                "add the phrasing(s) for the uses you want",
+            )
 
 
 def _check_remove(data: dict, parent: Constitution | None, issue) -> None:

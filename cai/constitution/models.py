@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -50,20 +50,34 @@ class FewShotExample(BaseModel):
     revision: Text | None = None
 
 
+Aggregation = Literal["mean", "tiered"]
+"""How a judgment combines its principles: their average, or tier by tier (see the guide)."""
+
+
 class Principle(BaseModel):
-    """One rule of the constitution, phrased for each way `cai` uses it."""
+    """One rule of the constitution, phrased for each way `cai` uses it.
+
+    A principle may be written for one use only: the judge needs `comparison_question`,
+    revisions need `critique_request` and `revision_request` (always together), pointwise
+    assessment uses `assessment_question` (or falls back to the comparison question). Each
+    command samples only from the principles that carry what it needs (`cai.constitution.usage`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     id: PrincipleId
-    critique_request: Text
+    critique_request: Text | None = None
     """Asks the model to point out how a response falls short of the principle (SL-CAI)."""
-    revision_request: Text
+    revision_request: Text | None = None
     """Asks the model to rewrite the response so it follows the principle (SL-CAI)."""
-    comparison_question: Text
+    comparison_question: Text | None = None
     """Asks which of several responses better follows the principle (preference labels)."""
+    assessment_question: Text | None = None
+    """Asks whether one response follows the principle (pointwise judge rewards)."""
     weight: float = Field(1.0, ge=0.0)
     """Relative chance of being sampled when sampling by weight; 0 disables it there."""
+    tier: int | None = Field(None, ge=1)
+    """Priority under `aggregation: tiered` (1 = highest); unset principles form the last tier."""
     tags: list[Text] = Field(default_factory=list)
     examples: list[FewShotExample] = Field(default_factory=list)
 
@@ -79,6 +93,40 @@ class ConstitutionDefaults(BaseModel):
     """Sample principles by `weight` instead of uniformly."""
     critique_rounds: int = Field(1, ge=1)
     """Critique -> revision rounds per response in SL-CAI, each with its own principle."""
+    aggregation: Aggregation = "mean"
+    """How a pairwise judgment combines its principles: `mean` or `tiered`."""
+    tier_margin: float = Field(0.1, ge=0.0, lt=0.5)
+    """Under `tiered`: a tier decides when its debiased |p - 0.5| is at least this."""
+
+
+OPTIONAL_PRINCIPLE_FIELDS = (
+    "critique_request",
+    "revision_request",
+    "comparison_question",
+    "assessment_question",
+    "tier",
+)
+"""Principle fields left out of the content hash when unset, so that adding them to cai did
+not change the hash (and so the principle sampling and resume fingerprints) of any file."""
+
+NEW_DEFAULTS = {"aggregation": "mean", "tier_margin": 0.1}
+"""Defaults fields left out of the content hash at their default value, for the same reason."""
+
+
+def _principle_data(principle: Principle) -> dict[str, Any]:
+    data = principle.model_dump(mode="json")
+    for name in OPTIONAL_PRINCIPLE_FIELDS:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
+def _defaults_data(defaults: ConstitutionDefaults) -> dict[str, Any]:
+    data = defaults.model_dump(mode="json")
+    for name, value in NEW_DEFAULTS.items():
+        if data.get(name) == value:
+            data.pop(name)
+    return data
 
 
 class Constitution(BaseModel):
@@ -118,8 +166,8 @@ class Constitution(BaseModel):
             "version": self.version,
             "description": self.description,
             "judge_system_prompt": self.judge_system_prompt,
-            "defaults": self.defaults.model_dump(mode="json"),
-            "principles": [p.model_dump(mode="json") for p in self.principles],
+            "defaults": _defaults_data(self.defaults),
+            "principles": [_principle_data(p) for p in self.principles],
         }
 
     def compute_hash(self) -> str:
@@ -166,7 +214,9 @@ class PrincipleFile(BaseModel):
     critique_request: Text | None = None
     revision_request: Text | None = None
     comparison_question: Text | None = None
+    assessment_question: Text | None = None
     weight: float | None = Field(None, ge=0.0)
+    tier: int | None = Field(None, ge=1)
     tags: list[Text] | None = None
     examples: list[FewShotExample] | None = None
 
@@ -177,6 +227,8 @@ class DefaultsFile(BaseModel):
     principles_per_judgment: int | None = Field(None, ge=1)
     weighted_sampling: bool | None = None
     critique_rounds: int | None = Field(None, ge=1)
+    aggregation: Aggregation | None = None
+    tier_margin: float | None = Field(None, ge=0.0, lt=0.5)
 
 
 class ConstitutionFile(BaseModel):
@@ -196,4 +248,10 @@ class ConstitutionFile(BaseModel):
     principles: list[PrincipleFile] = Field(default_factory=list)
 
 
-REQUIRED_PRINCIPLE_FIELDS = ("critique_request", "revision_request", "comparison_question")
+PRINCIPLE_TEXT_FIELDS = (
+    "critique_request",
+    "revision_request",
+    "comparison_question",
+    "assessment_question",
+)
+"""The phrasings a principle may carry; a new principle needs at least one use of them."""

@@ -7,7 +7,9 @@ is given. The label is a probability, never a sampled letter:
     p_a = (P_AB("A") + P_BA("B")) / 2
 
 i.e. the probability given to response a's text when shown first and when shown second, so a
-judge that always prefers the first slot lands exactly on 0.5. Principles are averaged. With
+judge that always prefers the first slot lands exactly on 0.5. Principles are averaged
+(`aggregation: mean`), or consulted tier by tier (`aggregation: tiered`: the highest tier
+whose debiased confidence |p - 0.5| reaches `tier_margin` decides, see `combine_tiers`). With
 chain of thought a greedy rationale is generated first and the answer probability, clamped
 into a band, is scored after it. Anything that yields no label (empty response, unusable
 rationale, context overflow) is a recorded failure with the raw text, never a label.
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from cai.backends.base import (
     Backend,
@@ -29,6 +31,7 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.constitution.models import Aggregation
 from cai.judge.parse import JudgeFailure, check_rationale
 from cai.judge.ranking import Comparison, bradley_terry
 
@@ -66,6 +69,28 @@ class JudgeConfig(BaseModel):
         description="Bradley-Terry pseudo-wins per direction of each pair (k > 2); keeps "
         "scores finite when one response wins every comparison outright.",
     )
+    aggregation: Aggregation | None = Field(
+        None,
+        description="mean | tiered; None = the constitution's `defaults.aggregation`.",
+    )
+    tier_margin: float | None = Field(
+        None,
+        ge=0.0,
+        lt=0.5,
+        description="tiered: a tier decides when |p - 0.5| >= this; None = the "
+        "constitution's `defaults.tier_margin`.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # Unset newer settings stay out of the dump, so the resume fingerprint of a run made
+        # before they existed still matches (the constitution's hash covers its defaults).
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("aggregation", "tier_margin"):
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:
@@ -103,6 +128,16 @@ class PrincipleJudgment(BaseModel):
     principle: str
     orders: list[OrderScore] = Field(default_factory=list)
     prob_a: float | None = None
+    tier: int | None = None
+    """The principle's tier under tiered aggregation (None under mean)."""
+
+
+class TierJudgment(BaseModel):
+    """One tier's verdict under tiered aggregation: its principles' mean probability."""
+
+    tier: int
+    prob_a: float
+    principles: list[str]
 
 
 class PairJudgment(BaseModel):
@@ -117,6 +152,41 @@ class PairJudgment(BaseModel):
     orders_agree: bool | None = None
     n_judgments: int = 0
     failures: list[JudgeFailure] = Field(default_factory=list)
+    aggregation: Aggregation = "mean"
+    decided_by_tier: int | None = None
+    """Under tiered aggregation, the tier whose verdict is `prob_a`."""
+    per_tier: list[TierJudgment] = Field(default_factory=list)
+
+
+def effective_tiers(principles: list[Principle]) -> dict[str, int]:
+    """Each principle's tier; principles without one form the tier after the last numbered."""
+    numbered = [p.tier for p in principles if p.tier is not None]
+    last = (max(numbered) + 1) if numbered else 1
+    return {p.id: p.tier if p.tier is not None else last for p in principles}
+
+
+def combine_tiers(
+    scored: list[tuple[int, float]], margin: float
+) -> tuple[float, int, list[TierJudgment]]:
+    """(prob_a, deciding tier, per-tier verdicts) from (tier, prob_a) per principle.
+
+    Each tier's verdict is the mean of its principles. Tiers are consulted from 1 down: the
+    first whose |p - 0.5| >= margin decides; if none does, the lowest tier present decides
+    (there is no tier after it to defer to).
+    """
+    if not scored:
+        raise ValueError("combine_tiers needs at least one scored principle")
+    by_tier: dict[int, list[float]] = {}
+    for tier, prob in scored:
+        by_tier.setdefault(tier, []).append(prob)
+    verdicts = [
+        TierJudgment(tier=tier, prob_a=sum(probs) / len(probs), principles=[])
+        for tier, probs in sorted(by_tier.items())
+    ]
+    for verdict in verdicts:
+        if abs(verdict.prob_a - 0.5) >= margin:
+            return verdict.prob_a, verdict.tier, verdicts
+    return verdicts[-1].prob_a, verdicts[-1].tier, verdicts
 
 
 class ResponsesToRank(BaseModel):
@@ -156,26 +226,56 @@ class PairwiseJudge:
         templates: TemplateSet,
         config: JudgeConfig | None = None,
     ) -> None:
+        from cai.constitution.usage import require_use, usable_principles
+
         self.backend = backend
         self.constitution = constitution
         self.templates = templates
         self.config = config or JudgeConfig()
         self.requests_scored = 0
         self.rationales_generated = 0
+        # Only principles with a comparison question are judged with; none is an error
+        # that names the file, raised before anything is scored.
+        require_use(constitution, "judge")
+        self.usable = usable_principles(constitution, "judge")
+        defaults = constitution.defaults
+        self.aggregation: Aggregation = self.config.aggregation or defaults.aggregation
+        self.tier_margin = (
+            self.config.tier_margin if self.config.tier_margin is not None else defaults.tier_margin
+        )
+        self.tiers = effective_tiers(self.usable)
 
     # ---- principle choice -------------------------------------------------------------
     def principles_for(self, key: str) -> list[Principle]:
+        """The principles a pair is judged with: m sampled (per tier, under tiered)."""
         from cai.constitution import sample_principles
 
         m = self.config.principles_per_pair or self.constitution.defaults.principles_per_judgment
-        m = max(1, min(m, len(self.constitution.principles)))
-        return sample_principles(
-            self.constitution,
-            key=key,
-            k=m,
-            seed=self.config.seed,
-            weighted=self.config.weighted_principles,
-        )
+        if self.aggregation == "mean":
+            return sample_principles(
+                self.constitution,
+                key=key,
+                k=max(1, min(m, len(self.usable))),
+                seed=self.config.seed,
+                weighted=self.config.weighted_principles,
+                use="judge",
+            )
+        picked: list[Principle] = []
+        for tier in sorted(set(self.tiers.values())):
+            pool = [p for p in self.usable if self.tiers[p.id] == tier]
+            if self.config.weighted_principles:
+                pool = [p for p in pool if p.weight > 0]
+            if pool:
+                picked += sample_principles(
+                    self.constitution,
+                    key=key,
+                    k=max(1, min(m, len(pool))),
+                    seed=self.config.seed,
+                    weighted=self.config.weighted_principles,
+                    pool=pool,
+                    tier=tier,
+                )
+        return picked
 
     # ---- the pairwise judgment ----------------------------------------------------------
     def judge_pairs(self, items: list[PairToJudge]) -> list[PairJudgment]:
@@ -287,12 +387,16 @@ class PairwiseJudge:
         failures = [s.failure for s in mine if s.failure is not None]
         per_principle: list[PrincipleJudgment] = []
         expected_orders = 2 if self.config.both_orders else 1
+        tiered = self.aggregation == "tiered"
         for pid in principle_ids:
             scored = [s for s in mine if s.principle == pid and s.score is not None]
             orders = [self._order_score(s) for s in scored]
             complete = len(orders) == expected_orders
             prob = sum(o.prob_a for o in orders) / len(orders) if complete else None
-            per_principle.append(PrincipleJudgment(principle=pid, orders=orders, prob_a=prob))
+            tier = self.tiers.get(pid) if tiered else None
+            per_principle.append(
+                PrincipleJudgment(principle=pid, orders=orders, prob_a=prob, tier=tier)
+            )
         usable = [p for p in per_principle if p.prob_a is not None]
         ok = bool(usable) and (not failures or self.config.allow_partial)
         per_order: dict[str, float] = {}
@@ -303,16 +407,29 @@ class PairwiseJudge:
         agree = None
         if "AB" in per_order and "BA" in per_order:
             agree = (per_order["AB"] - 0.5) * (per_order["BA"] - 0.5) > 0
+        prob_a: float | None = None
+        decided_by: int | None = None
+        verdicts: list[TierJudgment] = []
+        if ok and tiered:
+            scored = [(p.tier or 1, p.prob_a) for p in usable]
+            prob_a, decided_by, verdicts = combine_tiers(scored, self.tier_margin)  # type: ignore[arg-type]
+            for verdict in verdicts:
+                verdict.principles = [p.principle for p in usable if p.tier == verdict.tier]
+        elif ok:
+            prob_a = sum(p.prob_a for p in usable) / len(usable)  # type: ignore[misc]
         return PairJudgment(
             key=item.key,
             ok=ok,
-            prob_a=(sum(p.prob_a for p in usable) / len(usable)) if ok else None,  # type: ignore[misc]
+            prob_a=prob_a,
             per_order=per_order,
             per_principle=per_principle,
             principles=principle_ids,
             orders_agree=agree,
             n_judgments=sum(len(p.orders) for p in usable),
             failures=failures,
+            aggregation=self.aggregation,
+            decided_by_tier=decided_by,
+            per_tier=verdicts,
         )
 
     def _order_score(self, slot: _Slot) -> OrderScore:
@@ -343,6 +460,32 @@ class PairwiseJudge:
             results = [(i, j, next(judged)) for i, j, _ in pairs]
             out.append(combine_ranking(item, results, self.config.ranking_prior))
         return out
+
+
+class FixedPrinciplesJudge(PairwiseJudge):
+    """A judge whose principles per pair are given, not sampled (tests, lint, induction).
+
+    `principles_by_key` maps a pair's key to the principle ids to judge it with; a key it
+    does not list gets every judge principle. Aggregation (mean or tiered) is unchanged.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        constitution: Constitution,
+        templates: TemplateSet,
+        config: JudgeConfig | None = None,
+        principles_by_key: dict[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(backend, constitution, templates, config)
+        self.principles_by_key = dict(principles_by_key or {})
+
+    def principles_for(self, key: str) -> list[Principle]:
+        ids = self.principles_by_key.get(key)
+        if ids is None:
+            return list(self.usable)
+        by_id = {p.id: p for p in self.usable}
+        return [by_id[pid] for pid in ids]
 
 
 def ranking_pairs(item: ResponsesToRank) -> list[tuple[int, int, PairToJudge]]:

@@ -1,7 +1,7 @@
 """SL-CAI critique -> revision rounds, batched across prompts.
 
 Each round samples one principle per prompt (seeded by prompt id and round, so a rerun picks
-the same ones), asks the model to critique the latest answer against it, then to rewrite
+the same ones) from the principles that carry a critique and a revision request, asks the model to critique the latest answer against it, then to rewrite
 that answer in the light of the critique. All prompts of a batch move through a round
 together: one generate call for every critique, one for every revision, so the engine can
 batch and the prefix cache can share what the prompts have in common.
@@ -125,11 +125,16 @@ class CritiqueReviser:
         templates: TemplateSet,
         config: CritiqueConfig,
     ):
+        from cai.constitution.usage import require_use
+
         self.backend = backend
         self.constitution = constitution
         self.templates = templates
         self.config = config
         self.stats = {"critique_calls": 0, "revision_calls": 0, "overflows": 0}
+        # Rounds draw only from principles with a critique and a revision request; a
+        # constitution with none is an error that names the file, before any generation.
+        require_use(constitution, "revise")
 
     def principle_for(self, key: str, round_index: int) -> Principle:
         """The principle of one round, deterministic in (constitution, key, round, seed)."""
@@ -141,6 +146,7 @@ class CritiqueReviser:
             k=1,
             seed=self.config.seed,
             weighted=self.config.weighted,
+            use="revise",
         )[0]
 
     def _params(self, params: GenerationParams) -> GenerationParams:

@@ -68,5 +68,10 @@ def test_list_shows_bundled():
     result = runner.invoke(app, ["constitution", "list"])
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["default", "helpful-only", "medical-safety"]
+    assert [line.split()[0] for line in lines] == [
+        "default",
+        "helpful-only",
+        "medical-safety",
+        "rl-paper",
+    ]
     assert "16 principles" in lines[0]

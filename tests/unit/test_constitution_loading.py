@@ -45,7 +45,7 @@ def only_issue(path: Path | str):
 # --- bundled constitutions ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "helpful-only", "medical-safety"])
+@pytest.mark.parametrize("name", ["default", "helpful-only", "medical-safety", "rl-paper"])
 def test_bundled_constitutions_load_and_round_trip(name, tmp_path):
     constitution = load_constitution(name)
     assert constitution.name == name
@@ -53,8 +53,12 @@ def test_bundled_constitutions_load_and_round_trip(name, tmp_path):
     assert constitution.content_hash == constitution.compute_hash()
     ids = constitution.principle_ids
     assert len(ids) == len(set(ids))
+    comparison_only = name == "rl-paper"
     for principle in constitution.principles:
-        assert principle.critique_request and principle.revision_request
+        if comparison_only:
+            assert principle.critique_request is None and principle.revision_request is None
+        else:
+            assert principle.critique_request and principle.revision_request
         assert principle.comparison_question.endswith("?")
         assert principle.tags
     # The resolved YAML is self-contained and loads back to the same content.
@@ -194,16 +198,15 @@ def test_unknown_key_suggests_the_right_one(tmp_path):
         """,
     )
     issues = issues_of(path)
+    # The principle is complete for revise, so only the two unknown keys are problems.
     assert [(i.line, i.field) for i in issues] == [
         (2, "descripton"),
-        (4, "principles[0]"),  # the principle lacks the field the typo was meant to be
         (7, "principles[0].comparison_quesiton"),
     ]
     assert issues[0].file == "c.yaml" or issues[0].file.endswith("c.yaml")
     assert "unknown field `descripton`" in issues[0].message
     assert "did you mean `description`?" in issues[0].hint
-    assert "missing required field `comparison_question`" in issues[1].message
-    assert "did you mean `comparison_question`?" in issues[2].hint
+    assert "did you mean `comparison_question`?" in issues[1].hint
 
 
 def test_missing_fields_are_named(tmp_path):
@@ -221,8 +224,87 @@ def test_missing_fields_are_named(tmp_path):
     assert (1, "missing required field `name`") in messages
     assert (
         2,
-        "principle `a` is missing required fields `revision_request`, `comparison_question`",
+        "principle `a` is missing required field `revision_request`: it has "
+        "`critique_request`, and `cai revise` uses the two together",
     ) in messages
+
+
+def test_a_principle_with_no_use_names_every_use(tmp_path):
+    path = write(tmp_path, "c.yaml", "name: x\nprinciples:\n  - id: a\n    weight: 2\n")
+    (issue,) = issues_of(path)
+    assert issue.line == 3 and issue.field == "principles[0]"
+    assert "`comparison_question` (for cai judge)" in issue.message
+    assert "`critique_request` and `revision_request` (for cai revise)" in issue.message
+    assert "`assessment_question`" in issue.message
+
+
+def test_single_use_principles_load(tmp_path):
+    path = write(
+        tmp_path,
+        "c.yaml",
+        """\
+        name: x
+        principles:
+          - id: judge-only
+            comparison_question: Which response is kinder?
+          - id: revise-only
+            critique_request: What is unkind?
+            revision_request: Make it kinder.
+          - id: assess-only
+            assessment_question: Is the reply kind?
+            tier: 2
+        """,
+    )
+    constitution = load_constitution(path)
+    judge_only, revise_only, assess_only = constitution.principles
+    assert judge_only.critique_request is None and judge_only.revision_request is None
+    assert revise_only.comparison_question is None
+    assert assess_only.tier == 2 and assess_only.comparison_question is None
+    # Unset phrasings stay out of the resolved file (and of the hash).
+    assert "critique_request" not in constitution.to_yaml().split("revise-only")[0]
+
+
+def test_an_override_may_drop_an_inherited_phrasing_but_not_every_use(tmp_path):
+    write(
+        tmp_path,
+        "base.yaml",
+        """\
+        name: base
+        principles:
+          - id: a
+            comparison_question: Which is better?
+            critique_request: Critique.
+            revision_request: Revise.
+        """,
+    )
+    ok = write(
+        tmp_path,
+        "ok.yaml",
+        "name: ok\nextends: base.yaml\nprinciples:\n  - id: a\n    comparison_question: null\n",
+    )
+    assert load_constitution(ok).principle("a").comparison_question is None
+    bad = write(
+        tmp_path,
+        "bad.yaml",
+        "name: bad\nextends: base.yaml\nprinciples:\n  - id: a\n    revision_request: null\n",
+    )
+    (issue,) = issues_of(bad)
+    assert "missing required field `revision_request`" in issue.message
+    assert "merged with the inherited principle" in issue.message
+
+
+def test_unset_new_fields_stay_out_of_the_hashed_content():
+    # Optional fields added later (tier, assessment_question, aggregation, tier_margin) must
+    # not change the hash, and so the principle draws and resume fingerprints, of a file
+    # that does not use them.
+    canonical = load_constitution("default").canonical()
+    assert set(canonical["defaults"]) == {
+        "principles_per_judgment",
+        "weighted_sampling",
+        "critique_rounds",
+    }
+    for principle in canonical["principles"]:
+        assert "tier" not in principle and "assessment_question" not in principle
 
 
 def test_duplicate_principle_id_points_at_both_lines(tmp_path):
@@ -415,14 +497,15 @@ def test_error_survives_pickling(tmp_path):
 def test_unknown_path_or_name(tmp_path):
     issue = only_issue(str(tmp_path / "missing.yaml"))
     assert issue.message == "no such file or bundled constitution"
-    assert "bundled constitutions: default, helpful-only, medical-safety" in issue.hint
+    assert "bundled constitutions: default, helpful-only, medical-safety, rl-paper" in issue.hint
     assert "did you mean `helpful-only`?" in only_issue("helpfull-only").hint
 
 
 def test_guide_example_validates(tmp_path):
     """The complete example in docs/constitutions.md is a valid constitution."""
     guide = (Path(__file__).parents[2] / "docs" / "constitutions.md").read_text()
-    example = guide.split("```yaml\n", 1)[1].split("```", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in guide.split("```yaml\n")[1:]]
+    example = next(block for block in blocks if "extends: default" in block)
     constitution = load_constitution(write(tmp_path, "support-bot.yaml", example))
     assert constitution.name == "support-bot"
     assert "humble-ai" not in constitution.principle_ids

@@ -37,6 +37,10 @@ FIELDS = (
     "examples",
     "prompt",
     "response",
+    "assessment_question",
+    "tier",
+    "aggregation",
+    "tier_margin",
 )
 
 scalars = (

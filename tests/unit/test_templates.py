@@ -257,6 +257,7 @@ def test_user_directory_overrides_by_name(tmp_path, templates):
         "compare",
         "compare_cot",
         "critique",
+        "induce",
         "rank",
         "revise",
     }
