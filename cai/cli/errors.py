@@ -57,6 +57,10 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
+        except BrokenPipeError:
+            # the reader went away (`cai ... | head`): not an error of cai's
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except Exception as err:  # a bug: keep the traceback
             if _is_click_exception(err):
                 raise
@@ -71,6 +75,15 @@ def guarded(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _is_click_exception(err: BaseException) -> bool:

@@ -69,6 +69,9 @@ class AssessReward:
     """Reward = P(the completion follows the principle), judged by log-probs, no sampling."""
 
     def __init__(self, backend: Backend, constitution, templates, k: int = 1, seed: int = 0):
+        from cai.constitution.usage import require_use
+
+        require_use(constitution, "assess")
         self.backend = backend
         self.constitution = constitution
         self.templates = templates
@@ -80,7 +83,7 @@ class AssessReward:
     def _requests(self, conversation: list[Message], response: str, key: str):
         from cai.constitution import sample_principles
 
-        principles = sample_principles(self.constitution, key, self.k, self.seed)
+        principles = sample_principles(self.constitution, key, self.k, self.seed, use="assess")
         out = []
         for principle in principles:
             rendered = self.templates.render(
