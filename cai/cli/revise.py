@@ -35,6 +35,12 @@ def register(app: typer.Typer) -> None:
         preferences: bool | None = typer.Option(
             None, "--preferences/--no-preferences", help="Also write revised-vs-initial pairs."
         ),
+        executor: str | None = typer.Option(
+            None, "--executor", help="Where chunks run: local (this process) | ray (actors)."
+        ),
+        actors: int | None = typer.Option(
+            None, "--actors", help="Ray actors, one model each (with --executor ray)."
+        ),
         overwrite: bool | None = typer.Option(
             None, "--overwrite", help="Discard earlier results in --out and start again."
         ),
@@ -63,6 +69,8 @@ def register(app: typer.Typer) -> None:
             "format": fmt,
             "preferences": preferences,
             "overwrite": overwrite,
+            "executor.kind": executor,
+            "executor.actors": actors,
         }
         settings = load_config(ReviseConfig, config, options, overrides)
         route_library_logs(settings.out)

@@ -46,6 +46,12 @@ def register(app: typer.Typer) -> None:
         cot: bool | None = typer.Option(None, "--cot/--no-cot", help="Chain-of-thought judging."),
         min_confidence: float | None = typer.Option(None, help="Drop pairs with |p-0.5| below."),
         fmt: str | None = typer.Option(None, "--format", help="save_to_disk | parquet | jsonl."),
+        executor: str | None = typer.Option(
+            None, "--executor", help="Where chunks run: local (this process) | ray (actors)."
+        ),
+        actors: int | None = typer.Option(
+            None, "--actors", help="Ray actors, one model each (with --executor ray)."
+        ),
         overwrite: bool | None = typer.Option(
             None, "--overwrite", help="Discard earlier results in the output directory."
         ),
@@ -70,5 +76,7 @@ def register(app: typer.Typer) -> None:
             "preferences.min_confidence": min_confidence,
             "preferences.format": fmt,
             "overwrite": overwrite,
+            "executor.kind": executor,
+            "executor.actors": actors,
         }
         execute(pipeline, options, list(overrides))

@@ -28,6 +28,12 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(None, help="Only the first N prompts."),
         prompt_column: str | None = typer.Option(None, help="Column holding the prompt."),
         chunk_size: int | None = typer.Option(None, help="Prompts per resumable chunk."),
+        executor: str | None = typer.Option(
+            None, "--executor", help="Where chunks run: local (this process) | ray (actors)."
+        ),
+        actors: int | None = typer.Option(
+            None, "--actors", help="Ray actors, one model each (with --executor ray)."
+        ),
         overwrite: bool | None = typer.Option(None, "--overwrite"),
         overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
     ) -> None:
@@ -50,5 +56,7 @@ def register(app: typer.Typer) -> None:
             "sample.seed": seed,
             "chunk_size": chunk_size,
             "overwrite": overwrite,
+            "executor.kind": executor,
+            "executor.actors": actors,
         }
         execute(config, options, list(overrides))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -27,6 +27,10 @@ from cai.judge.compare import (
     ranking_pairs,
 )
 from cai.records import Sample, pair_key, stable_id
+
+if TYPE_CHECKING:
+    from cai.executors import Executor
+    from cai.executors.recipes import JudgeRecipe
 
 SkipReason = Literal["too_few_responses", "identical_responses"]
 
@@ -130,14 +134,24 @@ def judge_chunk(judge: PairJudge, samples: list[Sample]) -> list[JudgedSample]:
     return out
 
 
-def judge_fingerprint_settings(judge_model: str, constitution, templates, config) -> dict:
-    """The judging job's settings; the samples themselves are covered per chunk by content."""
+def judge_fingerprint_settings(
+    judge_model: str,
+    constitution,
+    templates,
+    config,
+    *,
+    templates_fingerprint: str | None = None,
+) -> dict:
+    """The judging job's settings; the samples themselves are covered per chunk by content.
+
+    `templates` is a TemplateSet, or None with its `templates_fingerprint` given instead.
+    """
     return {
         "stage": "judge",
         "judge_model": judge_model,
         "constitution": constitution.name,
         "constitution_hash": constitution.content_hash,
-        "templates": templates.fingerprint(),
+        "templates": templates.fingerprint() if templates is not None else templates_fingerprint,
         "config": config.model_dump(mode="json"),
     }
 
@@ -149,22 +163,40 @@ def judge_fingerprint(judge: PairwiseJudge) -> dict:
 
 
 def judge_samples(
-    judge: PairwiseJudge,
+    judge: PairwiseJudge | JudgeRecipe,
     samples: Iterable[Sample],
     work_dir: str | Path,
     *,
     total: int | None = None,
     chunk_size: int = 16,
     overwrite: bool = False,
+    executor: Executor | None = None,
 ) -> JobStats:
-    """Judge every sample into `work_dir`; a rerun skips chunks whose samples are unchanged."""
+    """Judge every sample into `work_dir`; a rerun skips chunks whose samples are unchanged.
 
-    def process(chunk: list[Sample]) -> list[dict]:
-        return [j.model_dump(mode="json") for j in judge_chunk(judge, chunk)]
+    `judge` is a judge to use here, or a `JudgeRecipe` (constitution, templates, settings and
+    the judge model's spec) that `executor` builds a judge from where the chunks run (each
+    Ray actor, or this process). The stats carry the executor's report, whose counters hold
+    the judge requests made this run (`requests_scored`, `rationales_generated`).
+    """
+    from cai.executors import LocalExecutor
+    from cai.executors.recipes import JudgeRecipe, JudgeWorker
 
-    fingerprint = judge_fingerprint(judge)
-    with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
-        return job.run(samples, process, total=total, desc="judging", unit="prompt")
+    executor = executor or LocalExecutor()
+    if isinstance(judge, JudgeRecipe):
+        recipe, worker = judge, None
+    else:
+        recipe, worker = JudgeRecipe.from_judge(judge), JudgeWorker(judge)
+    with executor.open(recipe, worker=worker) as session:
+        fingerprint = judge_fingerprint_settings(
+            session.model_id,
+            recipe.constitution,
+            None,
+            recipe.config,
+            templates_fingerprint=recipe.templates_fingerprint,
+        )
+        with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
+            return job.run(samples, total=total, desc="judging", unit="prompt", executor=session)
 
 
 def iter_judged(work_dir: str | Path) -> Iterator[JudgedSample]:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cai.backends import BackendSpec
 from cai.config import ConfigError, load_config, resolve_beside, save_resolved
+from cai.executors.config import ExecutorConfig
 from cai.judge.compare import JudgeConfig
 from cai.preferences import PreferenceConfig
 from cai.revise import ReviseSettings
@@ -60,6 +61,11 @@ class PipelineConfig(BaseModel):
     )
     chunk_size: int = Field(
         64, ge=1, description="prompts per resumable chunk (and per engine batch)"
+    )
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig,
+        description="where the sample, judge and revise chunks run: local (this process) or "
+        "ray (a pool of actors, one backend each); the files written are the same",
     )
     overwrite: bool = Field(False, description="discard earlier results in output_dir")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.backends.base import Backend
+from cai.executors.base import Executor
 from cai.pipeline.config import PipelineConfig
 
 
@@ -26,6 +27,35 @@ class RunContext:
     counts: dict[str, int] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
     _owned: list[Backend] = field(default_factory=list)
+    _executor: Executor | None = None
+
+    def executor(self) -> Executor:
+        """The run's executor (`config.executor`), made on first use and closed by `close()`.
+
+        A Ray executor builds every backend inside its actors from the specs in the config,
+        so it refuses backends passed in by the caller (they cannot travel to an actor).
+        """
+        if self._executor is None:
+            from cai.executors import make_executor
+
+            if self.config.executor.kind != "local" and (
+                self.policy_backend is not None or self.judge_backend is not None
+            ):
+                from cai.pipeline.config import PipelineConfigError
+
+                raise PipelineConfigError(
+                    "backends passed to run_pipeline cannot travel to Ray actors",
+                    key="executor.kind",
+                    fix="Describe the models in the config (policy: / judge_backend:) and pass "
+                    "no backend objects, or use executor.kind: local.",
+                )
+            self._executor = make_executor(self.config.executor)
+        return self._executor
+
+    @property
+    def runs_here(self) -> bool:
+        """True when stages process their chunks in this process (the local executor)."""
+        return self.config.executor.kind == "local"
 
     def policy(self) -> Backend:
         if self.policy_backend is None:
@@ -48,9 +78,14 @@ class RunContext:
         return self.judge_backend
 
     def close(self) -> None:
-        for backend in reversed(self._owned):
-            backend.close()
-        self._owned.clear()
+        try:
+            if self._executor is not None:
+                executor, self._executor = self._executor, None
+                executor.close()
+        finally:
+            for backend in reversed(self._owned):
+                backend.close()
+            self._owned.clear()
 
     def rel(self, path: str | Path | None) -> str | None:
         """A path as written into the run's files: relative to the output directory."""

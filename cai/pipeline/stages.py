@@ -35,6 +35,20 @@ class Stage:
     writes: tuple[str, ...]
 
 
+def _check_executor(ctx: RunContext) -> None:
+    """A Ray run on a machine without Ray fails here, before anything starts or is written."""
+    if ctx.config.executor.kind == "ray":
+        from cai.executors.ray import import_ray
+
+        import_ray()
+
+
+def _judge_spec(ctx: RunContext):
+    """The judge model's spec: `judge_backend`, or the policy's (one engine, reused)."""
+    spec = ctx.config.judge_backend
+    return ctx.config.policy if spec is None or spec == ctx.config.policy else spec
+
+
 # ---- sample ---------------------------------------------------------------------------------
 def _check_sample(ctx: RunContext) -> None:
     from cai.files import is_inside
@@ -50,6 +64,7 @@ def _check_sample(ctx: RunContext) -> None:
             fix="Drop `samples:` (samples then go to output_dir/samples), or drop the sample "
             "stage to judge those samples as they are.",
         )
+    _check_executor(ctx)
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
     ctx.counts["prompts"] = count_prompts(source.path, source.column, source.limit)
@@ -66,14 +81,16 @@ def _sample_stage(ctx: RunContext) -> SampleSummary:
 
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
+    executor = ctx.executor()
     stats = sample_prompts(
-        ctx.policy(),
+        ctx.policy() if ctx.runs_here else ctx.config.policy,
         iter_prompts(source.path, source.column, source.limit),
         ctx.samples_dir,
         ctx.config.sample,
         total=ctx.counts.get("prompts"),
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
+        executor=executor,
     )
     return SampleSummary(**stats.model_dump(), samples_dir=ctx.rel(ctx.samples_dir))
 
@@ -86,6 +103,7 @@ def _check_judge(ctx: RunContext) -> None:
     from cai.samples_input import validate_samples
     from cai.templates import TemplateSet
 
+    _check_executor(ctx)
     constitution = load_constitution(ctx.config.constitution)
     templates = TemplateSet(ctx.config.templates)
     ctx.loaded["constitution"], ctx.loaded["templates"] = constitution, templates
@@ -117,6 +135,8 @@ def _check_judge(ctx: RunContext) -> None:
 
 
 def _judge_stage(ctx: RunContext) -> JudgeSummary:
+    from cai.executors.recipes import JudgeRecipe
+    from cai.jobs import job_fingerprint
     from cai.judge.compare import PairwiseJudge
     from cai.judge.stage import judge_samples
     from cai.sample import count_samples, iter_samples
@@ -132,7 +152,11 @@ def _judge_stage(ctx: RunContext) -> JudgeSummary:
             key="samples",
             fix=f"Check {ctx.rel(ctx.samples_dir)}: it holds no rows.",
         )
-    judge = PairwiseJudge(ctx.judge(), constitution, templates, ctx.config.judge)
+    judge: PairwiseJudge | JudgeRecipe
+    if ctx.runs_here:
+        judge = PairwiseJudge(ctx.judge(), constitution, templates, ctx.config.judge)
+    else:  # built inside each actor from this recipe
+        judge = JudgeRecipe.from_parts(_judge_spec(ctx), constitution, templates, ctx.config.judge)
     stats = judge_samples(
         judge,
         iter_samples(ctx.samples_dir),
@@ -140,20 +164,24 @@ def _judge_stage(ctx: RunContext) -> JudgeSummary:
         total=total,
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
+        executor=ctx.executor(),
     )
+    fingerprint = job_fingerprint(ctx.judgments_dir) or {}
     ctx.provenance = {
-        "judge_model": judge.backend.model_id,
+        "judge_model": fingerprint.get("judge_model"),
         "constitution_name": constitution.name,
         "constitution_hash": constitution.content_hash,
-        "templates": judge.templates.fingerprint(),
+        "templates": templates.fingerprint(),
     }
+    counters = stats.executor.counters if stats.executor is not None else {}
     return JudgeSummary(
         prompts=stats.items_total,
         prompts_judged_now=stats.items_processed,
         prompts_resumed=stats.items_done_before,
-        choice_requests_scored_now=judge.requests_scored,
-        rationales_generated_now=judge.rationales_generated,
+        choice_requests_scored_now=counters.get("requests_scored", 0),
+        rationales_generated_now=counters.get("rationales_generated", 0),
         seconds=round(stats.seconds, 3),
+        executor=stats.executor,
     )
 
 
@@ -248,6 +276,7 @@ def _revise_config(ctx: RunContext):
         templates=ctx.config.templates,
         backend=ctx.config.policy,
         chunk_size=ctx.config.chunk_size,
+        executor=ctx.config.executor,
         overwrite=ctx.config.overwrite,
     )
 
@@ -255,6 +284,7 @@ def _revise_config(ctx: RunContext):
 def _check_revise(ctx: RunContext) -> None:
     from cai.revise import check_revise_inputs
 
+    _check_executor(ctx)
     check_revise_inputs(_revise_config(ctx))
 
 
@@ -262,7 +292,11 @@ def _revise_stage(ctx: RunContext) -> ReviseSummary:
     """SL-CAI: critique -> revision chains into output_dir/revise (SFT data, optional pairs)."""
     from cai.revise import run_revise
 
-    summary = run_revise(_revise_config(ctx), backend=ctx.policy())
+    summary = run_revise(
+        _revise_config(ctx),
+        backend=ctx.policy() if ctx.runs_here else None,
+        executor=ctx.executor(),
+    )
     return summary.model_copy(
         update={
             k: ctx.rel(getattr(summary, k))

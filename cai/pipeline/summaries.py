@@ -7,6 +7,7 @@ to the run directory; `shown(path)` makes one openable from where the user ran c
 
 from __future__ import annotations
 
+from cai.executors.base import ExecutorReport
 from cai.preferences import PreferenceCounts
 from cai.stage_summary import Shown, StageSummary
 
@@ -19,11 +20,14 @@ class SampleSummary(StageSummary):
     truncated_responses: int
     seconds: float
     samples_dir: str | None = None
+    executor: ExecutorReport | None = None
+    """Where the chunks ran: kind, actors, items and seconds per actor, restarts."""
 
     def lines(self, shown: Shown) -> list[str]:
         return [
             f"sampled: {self.prompts} prompts ({self.prompts_resumed} resumed), "
-            f"{self.responses} responses, {self.truncated_responses} hit max_tokens"
+            f"{self.responses} responses, {self.truncated_responses} hit max_tokens",
+            *(self.executor.lines() if self.executor else []),
         ]
 
     def requests_made(self) -> str:
@@ -37,11 +41,14 @@ class JudgeSummary(StageSummary):
     choice_requests_scored_now: int
     rationales_generated_now: int
     seconds: float
+    executor: ExecutorReport | None = None
+    """Where the chunks ran: kind, actors, items and seconds per actor, restarts."""
 
     def lines(self, shown: Shown) -> list[str]:
         return [
             f"judged: {self.prompts} prompts ({self.prompts_resumed} resumed), "
-            f"{self.choice_requests_scored_now} answer scorings this run"
+            f"{self.choice_requests_scored_now} answer scorings this run",
+            *(self.executor.lines() if self.executor else []),
         ]
 
     def requests_made(self) -> str:
