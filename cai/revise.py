@@ -415,10 +415,11 @@ def check_revise_inputs(config: ReviseConfig) -> int:
     Returns the number of prompts; an empty prompts file is an error, not a run of nothing.
     """
     from cai.constitution import load_constitution
+    from cai.constitution.usage import require_use
     from cai.io import count_prompts
     from cai.templates import TemplateSet
 
     count = count_prompts(config.prompts, config.prompt_column, config.limit)
-    load_constitution(config.constitution)
+    require_use(load_constitution(config.constitution), "revise")
     TemplateSet(config.templates)
     return count

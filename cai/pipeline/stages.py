@@ -98,6 +98,7 @@ def _sample_stage(ctx: RunContext) -> SampleSummary:
 # ---- judge ----------------------------------------------------------------------------------
 def _check_judge(ctx: RunContext) -> None:
     from cai.constitution import load_constitution
+    from cai.constitution.usage import require_use
     from cai.jobs import JOB_FILE, check_fingerprint, job_is_complete
     from cai.judge.stage import judge_fingerprint_settings
     from cai.samples_input import validate_samples
@@ -105,6 +106,7 @@ def _check_judge(ctx: RunContext) -> None:
 
     _check_executor(ctx)
     constitution = load_constitution(ctx.config.constitution)
+    require_use(constitution, "judge")  # before any model loads
     templates = TemplateSet(ctx.config.templates)
     ctx.loaded["constitution"], ctx.loaded["templates"] = constitution, templates
     samples = ctx.samples_dir
