@@ -62,7 +62,7 @@ def read_settings_file(path: str | Path):
             file=path,
             line=err.line,
             column=err.column,
-            fix=err.hint,
+            fix="Fix the YAML there (settings files are a mapping a few levels deep).",
         ) from None
     if parsed.data is not None and not isinstance(parsed.data, dict):
         raise ConfigError(

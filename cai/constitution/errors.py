@@ -42,8 +42,11 @@ class ConstitutionError(CaiError, ValueError):
     def __init__(self, issues: Iterable[ConstitutionIssue]):
         self.issues = list(issues)
         count = len(self.issues)
-        head = f"{count} problem{'s' if count != 1 else ''} in constitution"
-        super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues))
+        if count == 1:  # one problem reads best as one line
+            super().__init__(str(self.issues[0]))
+        else:
+            head = f"{count} problems in constitution"
+            super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues))
         if self.issues:  # where the first problem is, for callers that read the fields
             self.file, self.line = self.issues[0].file, self.issues[0].line
 
