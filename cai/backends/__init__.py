@@ -41,7 +41,11 @@ class BackendSpec(BaseModel):
     max_model_len: int | None = None
     tensor_parallel_size: int = Field(1, ge=1)
     pipeline_parallel_size: int = Field(1, ge=1)
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(
+        None,
+        description="skip graph capture; None = auto: on for vLLM's CPU build, where compiling "
+        "costs about a minute of warm-up for every engine start, off elsewhere",
+    )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_concurrency: int = Field(16, ge=1)
     timeout_s: float = Field(
@@ -75,6 +79,15 @@ class BackendSpec(BaseModel):
         return value
 
 
+def eager_default(setting: bool | None) -> bool:
+    """The one default for every command: eager on vLLM's CPU build unless said otherwise."""
+    if setting is not None:
+        return setting
+    from cai.platform import is_vllm_cpu_build
+
+    return is_vllm_cpu_build()
+
+
 def _local_dtype(dtype: str) -> str:
     """'auto' means float32 for local engines: bf16 quantises log-probs into ~0.06 steps."""
     return "float32" if dtype == "auto" else dtype
@@ -94,7 +107,7 @@ def make_backend(spec: BackendSpec) -> Backend:
             max_model_len=spec.max_model_len,
             tensor_parallel_size=spec.tensor_parallel_size,
             pipeline_parallel_size=spec.pipeline_parallel_size,
-            enforce_eager=spec.enforce_eager,
+            enforce_eager=eager_default(spec.enforce_eager),
             gpu_memory_utilization=spec.gpu_memory_utilization,
             seed=spec.seed,
             show_progress=spec.show_progress,

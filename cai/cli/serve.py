@@ -27,7 +27,11 @@ def serve(
     dtype: str = typer.Option(
         "auto", help="Weights/compute dtype: auto, float32, bfloat16, float16."
     ),
-    enforce_eager: bool = typer.Option(False, help="Skip graph capture (faster start)."),
+    enforce_eager: bool | None = typer.Option(
+        None,
+        "--enforce-eager/--no-enforce-eager",
+        help="Skip graph capture (faster start); default: on for vLLM's CPU build only.",
+    ),
     gpu_memory_utilization: float | None = typer.Option(None, help="Share of GPU memory to use."),
     startup_timeout: float = typer.Option(
         600.0, help="Seconds to wait for the server to be healthy."
@@ -38,6 +42,7 @@ def serve(
     ),
 ) -> None:
     """Serve MODEL with vLLM's OpenAI-compatible API until Ctrl-C or SIGTERM."""
+    from cai.backends import eager_default
     from cai.models import resolve_model
     from cai.serving import ServerOptions, ServerStartError, VLLMServer, run_until_stopped
 
@@ -51,7 +56,7 @@ def serve(
         max_model_len=max_model_len,
         tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size,
-        enforce_eager=enforce_eager,
+        enforce_eager=eager_default(enforce_eager),
         gpu_memory_utilization=gpu_memory_utilization,
         extra_args=list(vllm_arg),
     )
