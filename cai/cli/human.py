@@ -25,7 +25,7 @@ def _write_import(rows, report, out: Path, strict: bool) -> None:
         )
         raise typer.Exit(1)
     write_rows(rows, out)
-    typer.echo(f"wrote {len(rows)} human preference rows to {out} (report: {sidecar})")
+    typer.echo(f"wrote {len(rows)} human {report.row_kind} rows to {out} (report: {sidecar})")
 
 
 def _parse_weights(values: list[str]) -> dict[str, float] | None:
@@ -66,16 +66,18 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", "-o", help="Preference dataset to write (dir, .parquet, .jsonl)."
         ),
-        format: str = typer.Option("auto", help="auto | trl | hh | table"),
+        format: str = typer.Option("auto", help="auto | trl | hh | table | single"),
         rater_id: str | None = typer.Option(None, help="Rater id for rows that name none."),
         strict: bool = typer.Option(False, help="Write nothing when any row is malformed."),
     ) -> None:
-        """Import human preferences (TRL format, HH-RLHF transcripts or a pairwise table)."""
+        """Import human labels: pairs (TRL, HH-RLHF, a table) or thumbs up/down (single)."""
         from cai.human.imports import import_human
 
-        if format not in ("auto", "trl", "hh", "table"):
+        if format not in ("auto", "trl", "hh", "table", "single"):
             raise InputError(
-                f"unknown format {format!r}", key="--format", fix="Use auto, trl, hh or table."
+                f"unknown format {format!r}",
+                key="--format",
+                fix="Use auto, trl, hh, table or single.",
             )
         rows, report = import_human(source, format=format, rater_id=rater_id, progress=True)
         _write_import(rows, report, out, strict)
@@ -86,18 +88,46 @@ def register(app: typer.Typer) -> None:
         human: Path = typer.Option(..., help="Human-labelled preference dataset."),
         out: Path = typer.Option(..., "--out", "-o", help="Directory for the report."),
         bins: int = typer.Option(5, min=1, help="Calibration bins over confidence 0.5-1.0."),
+        bootstrap: int = typer.Option(
+            1000, "--bootstrap", min=0, help="Bootstrap resamples for intervals (0: none)."
+        ),
+        seed: int = typer.Option(0, help="Seed of the bootstrap resampling."),
+        length_unit: str = typer.Option("chars", help="Length bias measured in chars | words."),
+        policy_model: list[str] = typer.Option(
+            [],
+            help="Model that wrote the responses (default: the run's summary.json beside --ai).",
+        ),
     ) -> None:
-        """How well the AI judge agrees with people: accuracy, kappa, calibration, per principle."""
-        from cai.human.agreement import compute_agreement
-        from cai.human.report import write_report
-        from cai.human.storage import read_preference_rows
+        """How well the AI judge agrees with people: accuracy and kappa with intervals,
+        calibration, position and length bias, self-preference, per principle."""
+        from cai.human.audit import audit
+        from cai.human.bootstrap import BootstrapSettings
 
-        ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
-        names = (f"AI dataset {ai}", f"human dataset {human}")
-        report = compute_agreement(ai_rows, human_rows, n_bins=bins, names=names)
-        paths = write_report(report, out)
+        if length_unit not in ("chars", "words"):
+            raise InputError(
+                f"unknown length unit {length_unit!r}",
+                key="--length-unit",
+                fix="Use chars or words.",
+            )
+        report, paths = audit(
+            ai,
+            human,
+            out,
+            n_bins=bins,
+            bootstrap=BootstrapSettings(n_resamples=bootstrap, seed=seed),
+            length_unit=length_unit,
+            policy_models=policy_model,
+        )
         acc = "n/a" if report.accuracy is None else f"{report.accuracy:.3f}"
-        typer.echo(f"{report.n_pairs} shared pairs, accuracy {acc}; report: {paths['html']}")
+        ci = report.accuracy_ci
+        ci_text = f" [{ci.low:.3f}, {ci.high:.3f}]" if ci else ""
+        typer.echo(
+            f"{report.n_pairs} shared pairs, accuracy {acc}{ci_text}; report: {paths['html']}"
+        )
+        sp = report.self_preference
+        if sp is not None and sp.same_family:
+            families = ", ".join(sp.shared_families)
+            typer.echo(f"warning: judge and policy share the model family {families}")
 
     route = typer.Typer(
         help="Route the pairs the AI judge is least sure of to people.", no_args_is_help=True

@@ -6,6 +6,9 @@
   "\\n\\nHuman: ...\\n\\nAssistant: ..." turns; the shared turns are split off as the prompt.
 - `table`: one rating per row: prompt, response_a, response_b and label in {a, b, tie} or a
   probability that a is better (`prob_a` / `probability`); optional `rater_id`, `item_id`.
+- `single`: one answer per row with a thumbs up or down: prompt, response and label (`up` /
+  `down`, 👍 / 👎, true / false, 1 / 0; `cai.human.thumbs`), written as unpaired rows
+  (`cai.records.UnpairedRow`: prompt / completion / label) that `cai train kto` reads as is.
 
 Columns may go by their usual other names (`rater`, `annotator`, `worker_id` for `rater_id`;
 `preferred` / `dispreferred` for chosen / rejected; `answer_a` for `response_a`, ...; case,
@@ -36,10 +39,11 @@ from cai.human.pairs import (
     prompt_messages,
     response_text,
 )
+from cai.human.thumbs import SPELLINGS, ThumbError, parse_thumb
 from cai.io import RowError, iter_table_records
-from cai.records import PreferenceRow, stable_id
+from cai.records import PreferenceRow, UnpairedRow, stable_id
 
-Format = Literal["auto", "trl", "hh", "table"]
+Format = Literal["auto", "trl", "hh", "table", "single"]
 FLAG_KINDS = ("chosen_equals_rejected", "unalignable_prompt", "unlabelled")
 PROB_COLUMNS = ("prob_a", "probability")
 TIE_LABELS = {"tie", "t", "=", "equal", "same", "tie (bothbad)", "both", "neither"}
@@ -86,6 +90,14 @@ COLUMN_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         "rater_id": _RATER,
     },
     "hh": {"chosen": (*_CHOSEN, "winner"), "rejected": _REJECTED, "rater_id": _RATER},
+    "single": {
+        "prompt": _PROMPT,
+        "completion": ("response", "answer", "output", "reply", "model_response"),
+        # not `rating` or `vote`: a 1-5 or -1/+1 scale is not a thumbs up/down
+        "label": ("thumbs", "thumb", "thumbs_up", "feedback", "human_label"),
+        "rater_id": _RATER,
+        "comment": ("comments", "note", "notes"),
+    },
 }
 """Per format: each column it reads and the other names it accepts for it. `winner` and
 `preferred` are the label (a / b / tie) in a table, the chosen text elsewhere."""
@@ -158,6 +170,9 @@ class ImportReport(BaseModel):
     n_rows: int = 0
     n_imported: int = 0
     n_ties: int = 0
+    n_up: int = 0
+    n_down: int = 0
+    """Thumbs up and down among the imported rows (format `single`)."""
     errors: list[RowIssue] = Field(default_factory=list)
     flagged: list[RowIssue] = Field(default_factory=list)
     columns_mapped: dict[str, str] = Field(default_factory=dict)
@@ -183,10 +198,16 @@ class ImportReport(BaseModel):
             lines.append(f"  columns ignored (the {self.format} format does not use them): {names}")
         return lines
 
+    @property
+    def row_kind(self) -> str:
+        """What the imported rows are: single answers with a thumbs up/down, or pairs."""
+        return "unpaired (thumbs up/down)" if self.format == "single" else "preference"
+
     def summary(self, max_listed: int = 10) -> str:
+        counts = f"{self.n_up} up, {self.n_down} down" if self.format == "single" else None
         lines = [
             f"{self.source_path} ({self.format}): {self.n_rows} rows read, {self.n_imported} "
-            f"imported ({self.n_ties} ties), {len(self.errors)} malformed, "
+            f"imported ({counts or f'{self.n_ties} ties'}), {len(self.errors)} malformed, "
             f"{len(self.flagged)} flagged {self.flag_counts() or ''}".rstrip(),
             *self._column_lines(),
         ]
@@ -422,7 +443,45 @@ def convert_table(row: dict[str, Any], rater: str | None = None) -> dict[str, An
     return _build(prompt, a, b, table_probability(row), _rater(row, rater))
 
 
-CONVERTERS = {"trl": convert_trl, "hh": convert_hh, "table": convert_table}
+def _thumb(row: dict[str, Any]) -> bool:
+    try:
+        label = parse_thumb(row.get("label"))
+    except ThumbError as err:
+        raise RowProblem("malformed", f"label={err}") from None
+    if label is None:
+        raise RowProblem("unlabelled", f"no thumbs up/down yet (fill `label` with {SPELLINGS})")
+    return label
+
+
+def convert_single(row: dict[str, Any], rater: str | None = None) -> dict[str, Any]:
+    """One rated answer as an `UnpairedRow` dict (label true = thumbs up)."""
+    row = canonical_columns(row, "single").row
+    _require(row, "prompt", "completion")
+    try:
+        prompt = prompt_messages(row["prompt"])
+        text = response_text(row["completion"])
+    except PairDataError as err:
+        raise RowProblem("malformed", str(err)) from None
+    if not text.strip():
+        raise RowProblem("malformed", "the response is empty")
+    return UnpairedRow(
+        prompt=prompt,
+        completion=assistant(text),
+        label=_thumb(row),
+        prompt_id=stable_id(prompt),
+        completion_id=stable_id(prompt, text),
+        source="human",
+        method="human-import",
+        rater_id=_rater(row, rater),
+    ).model_dump()
+
+
+CONVERTERS = {
+    "trl": convert_trl,
+    "hh": convert_hh,
+    "table": convert_table,
+    "single": convert_single,
+}
 
 
 def detect_format(row: dict[str, Any]) -> str:
@@ -434,10 +493,14 @@ def detect_format(row: dict[str, Any]) -> str:
     if "chosen" in trl and "rejected" in trl:
         hh = isinstance(trl["chosen"], str) and "Human:" in trl["chosen"]
         return "hh" if hh and trl.get("prompt") is None else "trl"
+    single = canonical_columns(row, "single").row
+    if "completion" in single and "label" in single:
+        return "single"
     raise RowProblem(
         "malformed",
         f"cannot tell the format from columns {list(row)}: expected prompt/chosen/rejected "
-        "(trl), chosen/rejected HH transcripts (hh) or prompt/response_a/response_b/label (table)",
+        "(trl), chosen/rejected HH transcripts (hh), prompt/response_a/response_b/label "
+        "(table) or prompt/response/thumbs (single)",
     )
 
 
@@ -456,7 +519,8 @@ def _issue(record, kind: str, detail: str, raw: dict[str, Any] | None = None) ->
 def import_human(
     path: str | Path, format: Format = "auto", rater_id: str | None = None, progress: bool = False
 ) -> tuple[list[dict[str, Any]], ImportReport]:
-    """Read human labels into PreferenceRow dicts (source="human") and a report of every row
+    """Read human labels into PreferenceRow dicts (UnpairedRow dicts for thumbs up/down;
+    source="human") and a report of every row
     that was not imported and why, and of the columns read under other names or ignored.
     `rater_id` fills rows that name no rater."""
     from tqdm import tqdm
@@ -483,6 +547,8 @@ def import_human(
             report.errors.append(_issue(record, "malformed", str(err)[:300], dict(raw)))
             continue
         rows.append(converted)
-        report.n_ties += converted["prob_chosen"] == 0.5
+        report.n_ties += converted.get("prob_chosen") == 0.5
+        report.n_up += converted.get("label") is True
+        report.n_down += converted.get("label") is False
     report.n_imported = len(rows)
     return rows, report

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cai.human.agreement import CalibrationBin, PrincipleAgreement
+from cai.human.length_bias import LengthBias
 
 
 def _figure(width: float, height: float):
@@ -63,6 +64,38 @@ def principle_chart(rows: list[PrincipleAgreement], path: str | Path) -> Path:
     ax.set_xlim(0.0, 1.0)
     ax.axvline(0.5, linestyle="--", color="grey")
     ax.set_xlabel("accuracy against human labels")
+    figure.tight_layout()
+    figure.savefig(str(path))
+    return Path(path)
+
+
+def length_bias_chart(bias: LengthBias, path: str | Path) -> Path:
+    """Share of pairs where the longer response won, judge beside people, per bin of
+    relative length difference."""
+    figure = _figure(6, 4.5)
+    ax = figure.add_subplot(1, 1, 1)
+    bins = bias.bins
+    xs = list(range(len(bins)))
+    for offset, name, values in (
+        (-0.2, "AI judge", [b.judge_longer_rate for b in bins]),
+        (0.2, "people", [b.human_longer_rate for b in bins]),
+    ):
+        ax.bar(
+            [x + offset for x in xs],
+            [v if v is not None else 0.0 for v in values],
+            width=0.4,
+            label=name,
+            alpha=0.75,
+        )
+    for x, b in zip(xs, bins, strict=True):
+        ax.annotate(f"n={b.n}", (x, 0.02), ha="center", fontsize=8)
+    ax.axhline(0.5, linestyle="--", color="grey", label="no length preference")
+    ax.set_xticks(xs, [f"{b.lo:.0%}-{b.hi:.0%}" for b in bins])
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(f"relative length difference ((longer - shorter) / longer, {bias.unit})")
+    ax.set_ylabel("share choosing the longer response")
+    ax.set_title("Length bias")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8)
     figure.tight_layout()
     figure.savefig(str(path))
     return Path(path)

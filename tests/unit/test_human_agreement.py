@@ -153,7 +153,9 @@ def test_report_files(tmp_path):
     assert (
         "| accuracy | 0.750 |" in markdown and "![reliability diagram](reliability.png)" in markdown
     )
-    assert "| harm | 2 | 0.500 | pair label |" in markdown
+    # harm: (F,F), (F,S) and a human tie; resamples give accuracy 0 or 1 (each with
+    # probability 7/27 > 2.5%) and kappa 0 or undefined (the AI always said "first")
+    assert "| harm | 2 | 0.500 | [0.000, 1.000] | 0.000 | [0.000, 0.000] | pair label |" in markdown
     html = paths["html"].read_text()
     assert "data:image/png;base64," in html and "<td>0.375</td>" in html
     assert json.loads(paths["json"].read_text())["accuracy"] == pytest.approx(0.75)
