@@ -3,7 +3,8 @@
 Preference rows are TRL's conversational preference format (prompt / chosen / rejected)
 plus provenance and confidence columns, so `trl.RewardTrainer` and `trl.DPOTrainer` read
 them with no conversion. We deliberately do not emit a column named `margin`: TRL's
-RewardTrainer would silently use it in its loss.
+RewardTrainer would silently use it in its loss. Unpaired rows (one answer with a thumbs up
+or down) are TRL's unpaired format (prompt / completion / label) that `trl.KTOTrainer` reads.
 """
 
 from __future__ import annotations
@@ -76,6 +77,30 @@ class PreferenceRow(BaseModel):
     rater_id: str | None = None
     decided_by_tier: int | None = None
     """Under tiered aggregation, the tier whose verdict labelled the pair (pairwise rows)."""
+    judge_members: list[str] | None = None
+    """Under a judge panel, its members, in the order of `prob_chosen_by_member`."""
+    prob_chosen_by_member: list[float | None] | None = None
+    """Each panel member's P(chosen wins) (None where that member abstained)."""
+
+
+class UnpairedRow(BaseModel):
+    """One answer with a thumbs up (`label: true`, desirable) or down: TRL's unpaired
+    preference format (prompt / completion / label), which `trl.KTOTrainer` reads as is."""
+
+    prompt: list[Message] | str
+    completion: list[Message] | str
+    label: bool
+    prompt_id: str
+    completion_id: str
+    """`stable_id(prompt, completion text)`: the same answer rated twice shares it."""
+    source: Source = "ai"
+    method: str = "unpaired"
+    """human-import (a thumbs up/down) | unpaired (one side of a preference pair)."""
+    pair_id: str | None = None
+    """The preference pair this answer came from, when it came from one."""
+    pair_confidence: float | None = Field(None, ge=0.5, le=1.0)
+    """That pair's probability that its chosen answer is better (provenance only)."""
+    rater_id: str | None = None
 
 
 class RevisionRound(BaseModel):

@@ -1,4 +1,4 @@
-"""`cai train dpo | grpo | rloo`: TRL preference and on-policy trainers, cai configs."""
+"""`cai train dpo | kto | orpo | grpo | rloo`: TRL preference and on-policy trainers."""
 
 from __future__ import annotations
 
@@ -15,6 +15,17 @@ def _report(result) -> None:
 
     if is_main_process():  # one summary per run, from rank 0
         typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
+
+
+def _run_options(output_dir, max_steps, epochs, learning_rate, batch_size) -> dict:
+    """The run flags every preference trainer shares, under their config keys."""
+    return {
+        "output_dir": output_dir,
+        "max_steps": max_steps,
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": batch_size,
+    }
 
 
 def register(train_app: typer.Typer) -> None:
@@ -57,6 +68,84 @@ def register(train_app: typer.Typer) -> None:
         settings = load_config(DPOTrainConfig, config, options, overrides)
         route_library_logs(settings.output_dir)
         _report(train_dpo(settings))
+
+    @train_app.command("kto")
+    def kto(
+        config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+        model: str | None = typer.Option(None, help="Policy model directory."),
+        train_data: str | None = typer.Option(
+            None, "--data", help="Thumbs up/down rows (prompt/completion/label) or pairs."
+        ),
+        eval_data: str | None = typer.Option(None, help="Held-out rows of either kind."),
+        beta: float | None = typer.Option(None, help="KTO temperature (KL strength)."),
+        desirable_weight: float | None = typer.Option(None, help="Weight of thumbs-up losses."),
+        undesirable_weight: float | None = typer.Option(None, help="Weight of thumbs-down losses."),
+        min_confidence: float | None = typer.Option(
+            None, help="Pairs only: drop pairs with |prob_chosen - 0.5| below this."
+        ),
+        output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
+        max_steps: int | None = typer.Option(None),
+        epochs: float | None = typer.Option(None),
+        learning_rate: float | None = typer.Option(None),
+        batch_size: int | None = typer.Option(None, help="Per-device train batch size (>= 2)."),
+        lora: bool | None = typer.Option(None, "--lora/--full"),
+        resume: bool | None = typer.Option(None, "--resume/--no-resume"),
+        seed: int | None = typer.Option(None),
+        overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    ) -> None:
+        """KTO on answers marked good or bad, or on pairs split into them (TRL KTOTrainer)."""
+        from cai.config import load_config
+        from cai.logs import route_library_logs
+        from cai.train.kto import KTOTrainConfig, train_kto
+
+        options = {
+            "model": model,
+            "train_data": train_data,
+            "eval_data": eval_data,
+            "beta": beta,
+            "desirable_weight": desirable_weight,
+            "undesirable_weight": undesirable_weight,
+            "min_confidence": min_confidence,
+            **_run_options(output_dir, max_steps, epochs, learning_rate, batch_size),
+            **{"lora.enabled": lora, "resume": resume, "seed": seed},
+        }
+        settings = load_config(KTOTrainConfig, config, options, overrides)
+        route_library_logs(settings.output_dir)
+        _report(train_kto(settings))
+
+    @train_app.command("orpo")
+    def orpo(
+        config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
+        model: str | None = typer.Option(None, help="Policy model directory."),
+        train_data: str | None = typer.Option(None, "--data", help="Preference dataset."),
+        eval_data: str | None = typer.Option(None, help="Held-out preference dataset."),
+        beta: float | None = typer.Option(None, help="Weight of the odds-ratio term."),
+        output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
+        max_steps: int | None = typer.Option(None),
+        epochs: float | None = typer.Option(None),
+        learning_rate: float | None = typer.Option(None),
+        batch_size: int | None = typer.Option(None, help="Per-device train batch size."),
+        lora: bool | None = typer.Option(None, "--lora/--full"),
+        resume: bool | None = typer.Option(None, "--resume/--no-resume"),
+        seed: int | None = typer.Option(None),
+        overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    ) -> None:
+        """Odds-ratio preference optimisation: no reference model (TRL ORPOTrainer)."""
+        from cai.config import load_config
+        from cai.logs import route_library_logs
+        from cai.train.orpo import ORPOTrainConfig, train_orpo
+
+        options = {
+            "model": model,
+            "train_data": train_data,
+            "eval_data": eval_data,
+            "beta": beta,
+            **_run_options(output_dir, max_steps, epochs, learning_rate, batch_size),
+            **{"lora.enabled": lora, "resume": resume, "seed": seed},
+        }
+        settings = load_config(ORPOTrainConfig, config, options, overrides)
+        route_library_logs(settings.output_dir)
+        _report(train_orpo(settings))
 
     def _online(algorithm: str):
         def command(
