@@ -9,6 +9,7 @@ code runs on a CPU, one GPU, or several under `accelerate launch`.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from cai.train.config import (
     resolve_resume,
     save_config,
 )
+from cai.train.monitor.config import MonitorConfig
 from cai.train.rewards import JudgeRewardSpec
 
 TrainingDataError = InputFormatError
@@ -226,13 +228,18 @@ class OnlineTrainConfig(RunConfig):
     temperature: float = 1.0
     beta: float = 0.0
     learning_rate: float = Field(1e-6, gt=0)
+    monitor: MonitorConfig | None = None
+    """Reward-hacking monitor (`cai.train.monitor`): output_dir/logs/monitor.jsonl, monitor.png."""
 
 
 OnlineAlgorithm = Literal["grpo", "rloo"]
 
 
-def _online_reward_funcs(config: OnlineTrainConfig, judge_backend=None) -> list:
-    from cai.train.rewards import build_judge_reward
+def _online_reward_funcs(
+    config: OnlineTrainConfig, judge_backend=None, owned: ExitStack | None = None
+) -> list:
+    """TRL's reward_funcs; a judge backend built here from its spec closes with `owned`."""
+    from cai.train.rewards import build_judge_reward, judge_reward
 
     funcs: list = []
     for path in config.reward_models:
@@ -243,7 +250,10 @@ def _online_reward_funcs(config: OnlineTrainConfig, judge_backend=None) -> list:
             )
         funcs.append(path)  # TRL loads it and places it on the right device itself
     if config.judge is not None:
-        funcs.append(build_judge_reward(config.judge, backend=judge_backend))
+        if owned is None:  # the caller's backend, or one the reward keeps
+            funcs.append(build_judge_reward(config.judge, backend=judge_backend))
+        else:
+            funcs.append(owned.enter_context(judge_reward(config.judge, judge_backend)))
     if not funcs:
         raise TrainingDataError(
             "no reward: set `reward_models` (a list of reward model directories) and/or `judge` "
@@ -274,7 +284,8 @@ def train_online(
     prepare_launch()
 
     dataset = load_prompt_dataset(config.prompts, config.prompt_column, config.limit)
-    funcs = _online_reward_funcs(config, judge_backend)
+    owned = ExitStack()
+    funcs = _online_reward_funcs(config, judge_backend, owned)
     kwargs = config.trl_kwargs()
     kwargs.setdefault("num_generations", config.num_generations)
     kwargs.setdefault("max_completion_length", config.max_completion_length)
@@ -289,12 +300,26 @@ def train_online(
         train_dataset=dataset,
         peft_config=config.peft_config(),
     )
+    if config.monitor is not None:
+        from cai.train.monitor.callback import MonitorCallback
+
+        trainer.add_callback(
+            MonitorCallback(
+                config.monitor,
+                trainer,
+                config.model,
+                config.max_completion_length,
+                config.temperature,
+                judge_backend,
+            )
+        )
     facts = {
         "prompts": config.prompts,
         "reward_models": config.reward_models,
         "judge": config.judge.model_dump() if config.judge else None,
     }
-    return _run(trainer, config, f"{algorithm.upper()} policy", facts)
+    with owned:  # the judge backend built for this run closes when training ends
+        return _run(trainer, config, f"{algorithm.upper()} policy", facts)
 
 
 def train_grpo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:

@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cai.train.monitor.config import MonitorConfig
+from cai.train.rewards import JudgeRewardSpec  # the judge reward: one spec for every trainer
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,18 +49,6 @@ class PythonRewardSpec(_Strict):
     target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
     kwargs: dict = Field(default_factory=dict)
     """Passed to the target when it is a class or factory (called once)."""
-
-
-class JudgeRewardSpec(_Strict):
-    """Pointwise constitutional judge: P(response follows the principle) from the "assess" prompt."""
-
-    kind: Literal["judge"] = "judge"
-    constitution: str = "default"
-    backend: dict = Field(default_factory=dict)
-    """A `cai.backends.BackendSpec` as a mapping (kind, model, base_urls, ...)."""
-    principles_per_response: int = Field(2, ge=1)
-    templates_dir: str | None = None
-    seed: int = 0
 
 
 RewardSpec = Annotated[
@@ -139,6 +130,19 @@ class PPOConfig(_Strict):
     """Weight of the value loss in the total loss."""
     entropy_coef: float = Field(0.0, ge=0.0)
     """Entropy bonus weight (0 in most RLHF work; the KL penalty already regularises)."""
+    ptx_coef: float = Field(0.0, ge=0.0)
+    """PPO-ptx (Ouyang et al. 2022, "Training language models to follow instructions with human
+    feedback", eq. 2: objective = RL objective + gamma * E_pretrain[log pi]): every optimiser
+    step also minimises `ptx_coef` x the token-mean LM loss on `ptx_batch_size` rows of
+    `ptx_dataset` (completion tokens only), so the policy keeps what SFT taught it. 0 = off."""
+    ptx_dataset: str | None = None
+    """SFT rows for ptx: the sft/ directory `cai revise` writes, or any messages or
+    prompt/completion table (JSONL / CSV / Parquet / save_to_disk)."""
+    ptx_split: str = "train"
+    ptx_batch_size: int = Field(8, ge=1)
+    """SFT rows per optimiser step (per process), split over its micro-batches."""
+    ptx_max_completion_tokens: int = Field(512, ge=2)
+    """Longer SFT completions are cut (keeping EOS); prompts follow max_prompt_tokens."""
     whiten_advantages: bool = True
     reward_normalization: Literal["none", "batch", "running"] = "running"
     """Scale scores before the KL penalty: "running" divides by a running std (and subtracts the
@@ -168,6 +172,10 @@ class PPOConfig(_Strict):
     plot: bool = True
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     progress: bool = True
+    monitor: MonitorConfig | None = None
+    """Reward-hacking monitor (`cai.train.monitor`): every `monitor.every` steps, reward, judge
+    win rate against the reference, length, boilerplate, refusals and KL on fixed prompts,
+    to output_dir/logs/monitor.jsonl and monitor.png; warns or stops on drift. None = off."""
 
     @model_validator(mode="after")
     def _check_shapes(self) -> PPOConfig:
@@ -176,6 +184,8 @@ class PPOConfig(_Strict):
                 f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size "
                 f"({self.mini_batch_size}): every sample is used once per PPO epoch"
             )
+        if self.ptx_coef and not self.ptx_dataset:
+            raise ValueError("ptx_coef > 0 needs ptx_dataset (the SFT rows to mix in)")
         if self.mini_batch_size % self.gradient_accumulation_steps:
             raise ValueError(
                 f"mini_batch_size ({self.mini_batch_size}) must be a multiple of "

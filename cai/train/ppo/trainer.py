@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,11 @@ class PPOResult:
     plot_path: Path | None
     last_step: int
     resumed_from: int
+    monitor_path: Path | None = None
+    """output_dir/logs/monitor.jsonl when the monitor ran."""
+    monitor_plot: Path | None = None
+    stopped_by: list[str] | None = None
+    """The monitor's `stop_on` reasons when it stopped the run early (resume continues it)."""
 
 
 @dataclass
@@ -116,7 +122,9 @@ class PPOTrainer:
         reward_fn: RewardFunction | None = None,
         prompts: list[list[Message]] | None = None,
         rollout_engine: RolloutEngine | None = None,
+        judge_backend=None,
     ) -> None:
+        """`judge_backend` replaces the monitor judge's backend (tests, a shared engine)."""
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import AutoTokenizer
@@ -141,6 +149,12 @@ class PPOTrainer:
         if not self.prompts:
             raise PPOSetupError("the prompt set is empty")
         self.query_ids = [self._encode_prompt(p) for p in self.prompts]
+        self.ptx = self._load_ptx()
+        self.monitor = None
+        if config.monitor is not None:
+            from cai.train.monitor.ppo import PPOMonitor
+
+            self.monitor = PPOMonitor(self, judge_backend)
 
         device = self.accelerator.device
         self.model = load_actor_critic(
@@ -165,15 +179,21 @@ class PPOTrainer:
         self.state = TrainerState(kl_ctl.value)
         self.accelerator.register_for_checkpointing(self.scheduler, self.state)
 
+        self.owned = ExitStack()
+        """What this trainer built and closes in `close` (a judge reward's backend)."""
         if reward_fn is None:
             if config.reward is None:
                 raise PPOSetupError(
                     "no reward: set `reward:` in the config (model, tokens, python, judge)"
                 )
-            reward_fn = build_reward(config.reward, self.tokenizer, device)
+            reward_fn = build_reward(config.reward, self.tokenizer, device, self.owned)
         self.reward_fn = reward_fn
         self.rollout = rollout_engine or self._default_rollout()
         self.logger = MetricsLogger(config.output_path, enabled=self.accelerator.is_main_process)
+
+    def close(self) -> None:
+        """Close what this trainer built for itself (a judge reward's backend)."""
+        self.owned.close()
 
     # ------------------------------------------------------------------ setup helpers
     def _encode_prompt(self, messages: list[Message]) -> list[int]:
@@ -182,6 +202,17 @@ class PPOTrainer:
         )
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-self.config.max_prompt_tokens :]
+
+    def _load_ptx(self):
+        """The SFT rows of PPO-ptx, tokenised (None when ptx_coef is 0)."""
+        if not self.config.ptx_coef:
+            return None
+        from cai.train.ppo.ptx import read_sft_pairs, tokenize_pairs
+
+        pairs = read_sft_pairs(self.config.ptx_dataset, self.config.ptx_split)
+        return tokenize_pairs(
+            pairs, self.tokenizer, self._encode_prompt, self.config.ptx_max_completion_tokens
+        )
 
     def _default_rollout(self) -> RolloutEngine:
         if self.config.rollout_engine == "vllm":
@@ -253,6 +284,8 @@ class PPOTrainer:
 
         config, acc = self.config, self.accelerator
         resumed_from = self._resume()
+        if self.monitor is not None:
+            self.monitor.begin(resumed_from)
         if acc.is_main_process:
             from cai.train.config import save_config
 
@@ -266,18 +299,27 @@ class PPOTrainer:
             desc="ppo",
             disable=not (config.progress and acc.is_local_main_process),
         )
+        stopped_by: list[str] | None = None
         for step in range(resumed_from + 1, last + 1):
             metrics = self.step(step)
             self.state.step = step
             self.logger.log(metrics)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl/mean']:.3f}")
-            if (config.save_every and step % config.save_every == 0) or step == last:
+            if self.monitor is not None and step % self.monitor.config.every == 0:
+                stopped_by = self.monitor.check(step) or None
+            if (config.save_every and step % config.save_every == 0) or step == last or stopped_by:
                 self.save_checkpoint(step)
+            if stopped_by:
+                break
         bar.close()
         finished = self.state.step >= config.steps
         final_dir = self.save_final() if config.save_final_model and finished else None
         plot = self.logger.plot() if config.plot else None
+        monitor_plot = None
+        if self.monitor is not None:
+            monitor_plot = self.monitor.plot() if config.plot else None
+            self.monitor.close()
         acc.wait_for_everyone()
         return PPOResult(
             output_dir=config.output_path,
@@ -286,6 +328,9 @@ class PPOTrainer:
             plot_path=plot,
             last_step=self.state.step,
             resumed_from=resumed_from,
+            monitor_path=self.monitor.monitor.log.path if self.monitor is not None else None,
+            monitor_plot=monitor_plot,
+            stopped_by=stopped_by,
         )
 
     def step(self, step: int) -> dict[str, float]:
@@ -323,7 +368,7 @@ class PPOTrainer:
             advantages = core.masked_whiten(advantages, mask, all_reduce=self._sum_over_processes)
 
         lr = self.scheduler.get_last_lr()[0]
-        stats = self._optimise(batch, old_logprobs, old_values, advantages, returns)
+        stats = self._optimise(step, batch, old_logprobs, old_values, advantages, returns)
         with unwrapped_for_generation(acc, self.model) as policy:
             self.rollout.sync_weights(policy)
         if self.data_log.enabled:
@@ -338,6 +383,7 @@ class PPOTrainer:
             return acc.gather(t.detach().float().reshape(-1)).mean().item()
 
         lengths = mask.sum(1)
+        ptx = {"ptx/loss": stats["ptx_loss"]} if self.ptx is not None else {}
         return {
             "step": step,
             "reward/mean": gmean(raw_scores),
@@ -358,6 +404,7 @@ class PPOTrainer:
             "lr": lr,
             "time/rollout_s": rollout_s,
             "time/step_s": time.perf_counter() - started,
+            **ptx,
         }
 
     # ------------------------------------------------------------------ pieces of a step
@@ -417,17 +464,18 @@ class PPOTrainer:
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, reduction="sum")
 
-    def _optimise(self, batch: _Batch, old_logprobs, old_values, advantages, returns) -> dict:
+    def _optimise(self, step: int, batch: _Batch, old_logprobs, old_values, advantages, returns):
         """`ppo_epochs` passes of shuffled minibatches. Each micro-batch's losses are its sums
         over tokens divided by the token count of the whole global minibatch (all its
         micro-batches on all processes), scaled back up by the averaging that gradient
         accumulation and data parallelism apply: the gradient of every optimiser step is then
         that of the token mean over the global minibatch, as one process holding it computes.
-        The logged statistics are token means over each global minibatch, averaged over the
-        optimiser steps."""
+        With ptx, each optimiser step also takes the token-mean LM loss of its SFT batch the
+        same way. The logged statistics are token means over each global minibatch, averaged
+        over the optimiser steps."""
         config, acc = self.config, self.accelerator
         n = batch.input_ids.shape[0]
-        names = ("pg_loss", "pg_clip", "approx_kl", "vf_loss", "vf_clip")
+        names = ("pg_loss", "pg_clip", "approx_kl", "vf_loss", "vf_clip", "ptx_loss")
         wide = torch.float32 if acc.device.type == "mps" else torch.float64
         sums = torch.zeros(len(names), dtype=wide, device=acc.device)
         scale = acc.num_processes * config.gradient_accumulation_steps
@@ -437,28 +485,49 @@ class PPOTrainer:
             for mb_lo in range(0, n, config.mini_batch_size):
                 minibatch = order[mb_lo : mb_lo + config.mini_batch_size].to(acc.device)
                 tokens = self._sum_over_processes(batch.mask[minibatch].sum()).clamp(min=1)
-                for mi_lo in range(0, len(minibatch), config.micro_batch_size):
+                update = (step - 1) * config.optimizer_steps_per_step + updates
+                ptx_parts, ptx_tokens = self._ptx_batch(update)
+                for part, mi_lo in enumerate(range(0, len(minibatch), config.micro_batch_size)):
                     rows = minibatch[mi_lo : mi_lo + config.micro_batch_size]
                     with acc.accumulate(self.model):
                         out = self._micro_step(
                             batch,
                             rows,
-                            old_logprobs,
-                            old_values,
-                            advantages,
-                            returns,
+                            (old_logprobs, old_values, advantages, returns),
                             tokens,
                             scale,
+                            (ptx_parts[part], ptx_tokens) if ptx_parts else None,
                         )
                     sums += torch.stack([out[k] for k in names]).to(wide)
                 updates += 1
         totals = (self._sum_over_processes(sums) / updates).tolist()
         return dict(zip(names, totals, strict=True))
 
-    def _micro_step(
-        self, batch, rows, old_logprobs, old_values, advantages, returns, tokens, scale
-    ) -> dict[str, torch.Tensor]:
+    def _ptx_batch(self, update: int) -> tuple[list[list[int]], torch.Tensor | None]:
+        """This process's SFT rows for global optimiser update `update`, one slice per
+        micro-batch, and their completion-token count over all processes."""
+        if self.ptx is None:
+            return [], None
+        from cai.train.ppo.ptx import ptx_indices
+
         config, acc = self.config, self.accelerator
+        indices = ptx_indices(
+            len(self.ptx.completions),
+            update,
+            config.ptx_batch_size,
+            acc.process_index,
+            acc.num_processes,
+            config.seed,
+        )
+        count = sum(len(self.ptx.completions[i]) for i in indices)
+        tokens = self._sum_over_processes(torch.tensor(float(count), device=acc.device))
+        parts = config.gradient_accumulation_steps
+        slices = [indices[k::parts] for k in range(parts)]
+        return slices, tokens.clamp(min=1)
+
+    def _micro_step(self, batch, rows, targets, tokens, scale, ptx=None) -> dict[str, torch.Tensor]:
+        config, acc = self.config, self.accelerator
+        old_logprobs, old_values, advantages, returns = targets
         ids, att = batch.input_ids[rows], batch.attention_mask[rows]
         mask = batch.mask[rows]
         logits, values = self.model(ids, att, batch.start, config.temperature)
@@ -473,6 +542,10 @@ class PPOTrainer:
         if config.entropy_coef:
             entropy = core.masked_sum(core.entropy_from_logits(logits), mask) / tokens
             loss = loss - config.entropy_coef * entropy
+        ptx_loss = torch.zeros((), device=acc.device)
+        if ptx is not None and ptx[0]:
+            ptx_loss = self._ptx_loss(*ptx)
+            loss = loss + config.ptx_coef * ptx_loss
         acc.backward(loss * scale)
         if acc.sync_gradients and config.max_grad_norm is not None:
             acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
@@ -486,7 +559,18 @@ class PPOTrainer:
             "approx_kl": pg.approx_kl,
             "vf_loss": vf.loss.detach(),
             "vf_clip": vf.clip_fraction,
+            "ptx_loss": ptx_loss.detach(),
         }
+
+    def _ptx_loss(self, indices: list[int], tokens: torch.Tensor) -> torch.Tensor:
+        """This micro-batch's share of the SFT token-mean negative log-likelihood: its
+        completion tokens' summed NLL over the optimiser step's SFT token count."""
+        from cai.train.ppo.ptx import completion_logprobs
+
+        logprobs, mask, _ = completion_logprobs(
+            self.model, self.ptx, indices, self.tokenizer.pad_token_id, self.accelerator.device
+        )
+        return -core.masked_sum(logprobs, mask) / tokens
 
     # ------------------------------------------------------------------ saving
     def save_checkpoint(self, step: int) -> Path:
@@ -568,4 +652,8 @@ def train_ppo(
     prompts: list[list[Message]] | None = None,
 ) -> PPOResult:
     """Run (or resume) PPO as configured; the entry point of `cai train ppo`."""
-    return PPOTrainer(config, reward_fn, prompts).train()
+    trainer = PPOTrainer(config, reward_fn, prompts)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
