@@ -32,6 +32,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("cai.cli.label", "register"),
     ("cai.cli.train", "register"),
     ("cai.cli.evaluate", "register"),
+    ("cai.cli.loop", "register"),
 ]
 
 

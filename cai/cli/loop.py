@@ -1,0 +1,33 @@
+"""`cai loop loop.yaml`: iterative RLAIF rounds, resumable, with a per-round report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def loop(
+        config: Path = typer.Argument(..., help="Loop YAML (see examples/loop.yaml)."),
+        out: str | None = typer.Option(None, "--out", "-o", help="Run directory."),
+        rounds: int | None = typer.Option(None, help="Number of rounds."),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Any setting as dotted.key=value, e.g. policy_step.method=dpo."
+        ),
+    ) -> None:
+        """Rounds of sample -> judge -> reward model -> policy step -> win rate (resumable)."""
+        from cai.logs import route_library_logs
+        from cai.loop import load_loop_config, run_loop
+
+        settings = load_loop_config(config, list(overrides), {"output_dir": out, "rounds": rounds})
+        log_file = route_library_logs(settings.output_dir)
+        result = run_loop(settings, say=typer.echo)
+        typer.echo(result.summary, nl=False)
+        if result.stopped:
+            typer.echo(f"stopped early: {result.stopped}")
+        typer.echo(f"final policy: {result.final_policy}")
+        typer.echo(f"report: {Path(result.output_dir) / 'summary.md'}")
+        if log_file is not None:
+            typer.echo(f"engine logs: {log_file}")

@@ -1,0 +1,81 @@
+"""The end of a round: judged win rate of policy r+1 against policy r and the start.
+
+Both comparisons go through `cai.evaluate.run_win_rate` (both answer orders, bootstrap
+interval over prompts). In round 1 policy r is the starting policy, so one comparison serves
+both. Mean reward (the round's reward model on policy r+1's answers) and mean response length
+(whitespace words) come from the same answers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cai.loop.round import RoundContext
+
+
+def _win_rate(ctx: RoundContext, policy: str, baseline: str, out: Path) -> dict[str, Any]:
+    from cai.evaluate import WinRateConfig, run_win_rate
+
+    settings = ctx.config.eval
+    config = WinRateConfig(
+        prompts=settings.prompts,
+        prompt_column=settings.column,
+        limit=settings.limit,
+        policy=ctx.backend_dict(policy, settings.backend),
+        baseline=ctx.backend_dict(baseline, settings.backend),
+        judge=ctx.config.judge_backend.model_dump(mode="json"),
+        constitution=ctx.config.constitution,
+        templates=ctx.config.templates,
+        judge_config=ctx.config.judge.model_dump(mode="json"),
+        max_tokens=settings.max_tokens,
+        temperature=0.0,
+        seed=ctx.config.judge.seed,
+        tie_margin=settings.tie_margin,
+        confidence=settings.confidence,
+        bootstrap_resamples=settings.bootstrap_resamples,
+        output_dir=str(out),
+    )
+    report = run_win_rate(config, judge_backend=ctx.judge_backend)
+    return {"report": ctx.rel(out / "report.json"), **report.summary.model_dump(mode="json")}
+
+
+def _answers(pairs_file: Path) -> list[tuple[list[dict[str, str]], str]]:
+    with pairs_file.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [(row["prompt"], row["policy_response"]) for row in rows]
+
+
+def _mean_reward(reward_model: Path, answers) -> float | None:
+    """The reward model's mean score of (prompt, answer) conversations."""
+    from cai.train.reward_scorer import RewardModelScorer
+
+    if not answers:
+        return None
+    scorer = RewardModelScorer(str(reward_model))
+    conversations = [[*prompt, {"role": "assistant", "content": text}] for prompt, text in answers]
+    scores = scorer.score(conversations)
+    return sum(scores) / len(scores)
+
+
+def eval_stage(ctx: RoundContext) -> dict[str, Any]:
+    """Win rates of policy r+1 vs r and vs the start, mean reward and response length."""
+    policy = str(ctx.path(ctx.result("policy")["path"]))
+    out = ctx.dir / "eval"
+    previous = _win_rate(ctx, policy, ctx.policy_in, out / "vs_previous")
+    if ctx.round_no == 1:
+        start = previous  # policy r is the starting policy
+    else:
+        start = _win_rate(ctx, policy, ctx.start_policy, out / "vs_start")
+    answers = _answers(out / "vs_previous" / "pairs.jsonl")
+    reward = None
+    if ctx.config.reward_model is not None:
+        reward = _mean_reward(ctx.path(ctx.result("reward_model")["path"]), answers)
+    words = [len(text.split()) for _, text in answers]
+    return {
+        "vs_previous": previous,
+        "vs_start": start,
+        "mean_reward": reward,
+        "mean_response_words": sum(words) / len(words) if words else None,
+    }

@@ -1,0 +1,109 @@
+"""Running the loop: lock the run directory, check every input, then run rounds until the
+configured number, or until the stopping rule says the policy has stopped improving."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from cai.backends.base import Backend
+from cai.loop.config import LoopConfig, fingerprint
+from cai.loop.report import RoundRow
+
+
+class LoopResult(BaseModel):
+    output_dir: str
+    rounds: list[RoundRow]
+    stopped: str | None
+    final_policy: str
+    summary: str
+    """The summary table as Markdown."""
+
+
+def check_inputs(config: LoopConfig) -> None:
+    """Everything a round reads is read once here, before any model loads or file is written."""
+    from cai.constitution import load_constitution
+    from cai.constitution.usage import require_use
+    from cai.io import count_prompts
+    from cai.loop.data import check_pool, read_human_labels
+    from cai.templates import TemplateSet
+
+    check_pool(config)
+    count_prompts(config.eval.prompts, config.eval.column, config.eval.limit)
+    require_use(load_constitution(config.constitution), "judge")
+    TemplateSet(config.templates)
+    if config.human_labels:
+        read_human_labels(config.human_labels)
+
+
+def _start_policy(config: LoopConfig) -> str:
+    """The starting policy as a local directory (an embedded name is resolved once)."""
+    from cai.model_names import resolve_model
+
+    return resolve_model(config.policy.model)
+
+
+def _save_resolved(config: LoopConfig, run_dir: Path) -> None:
+    from cai.config import save_resolved
+
+    keys = (
+        "prompts.path",
+        "eval.prompts",
+        "human_labels",
+        "templates",
+        "constitution",
+        "policy.model",
+        "judge_backend.model",
+        "reward_model.model",
+    )
+    data = config.model_dump(mode="json", exclude={"output_dir"})
+    save_resolved(data, run_dir, keys, header="output_dir: the directory holding this file")
+
+
+def run_loop(
+    config: LoopConfig,
+    *,
+    judge_backend: Backend | None = None,
+    say: Callable[[str], None] = lambda text: None,
+) -> LoopResult:
+    """Run (or resume) every round; `judge_backend` replaces the judge the config describes."""
+    from cai.files import DirectoryLock, relative_to_run
+    from cai.loop.report import markdown_table, round_rows, stop_reason, write_report
+    from cai.loop.round import RoundContext, run_round
+    from cai.loop.state import StateFile
+
+    run_dir = Path(config.output_dir)
+    with DirectoryLock(run_dir, "loop directory"):
+        check_inputs(config)
+        state = StateFile(run_dir, fingerprint(config))
+        _save_resolved(config, run_dir)
+        start = _start_policy(config)
+        final = start
+        stopped = None
+        for round_no in range(1, config.rounds + 1):
+            rows = round_rows(state, config.rounds)
+            stopped = stop_reason(rows, config.stop.patience)
+            if stopped:
+                say(f"stopping before round {round_no}: {stopped}")
+                break
+            ctx = RoundContext(config, run_dir, round_no, start, state, judge_backend)
+            run_round(ctx, say)
+            final = str(ctx.path(state.result(round_no, "policy")["path"]))
+            write_report(run_dir, config.name, round_rows(state, config.rounds), None, {})
+        state.set_stopped(stopped)
+        rows = round_rows(state, config.rounds)
+        extra: dict[str, Any] = {
+            "start_policy": relative_to_run(start, run_dir),
+            "final_policy": relative_to_run(final, run_dir),
+        }
+        write_report(run_dir, config.name, rows, stopped, extra)
+    return LoopResult(
+        output_dir=str(run_dir),
+        rounds=rows,
+        stopped=stopped,
+        final_policy=final,
+        summary=markdown_table(rows),
+    )
