@@ -60,6 +60,20 @@ class JobStats:
     seconds: float = 0.0
     executor: Any = None
     """The executor's report (`cai.executors.ExecutorReport`), when one ran the chunks."""
+    stopped: bool = False
+    """The gate refused a chunk: the job stopped at a chunk boundary, unfinished."""
+
+
+class ChunkGate(Protocol):
+    """Decides whether the next uncommitted chunk may start (a token budget, for instance)."""
+
+    def admit(self, size: int) -> bool:
+        """May a chunk of `size` items start? False stops the job before it."""
+        ...
+
+    def done(self, path: Path, size: int) -> None:
+        """A chunk of `size` items is committed at `path` (now, or by an earlier run)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -269,6 +283,7 @@ class ChunkedJob:
         desc: str = "working",
         unit: str = "item",
         executor: ChunkExecutor | None = None,
+        gate: ChunkGate | None = None,
     ) -> JobStats:
         """Process every chunk of `items` not already committed for the same inputs.
 
@@ -277,7 +292,9 @@ class ChunkedJob:
         pairs and yields `(index, rows)` in the same order, rows as dicts or
         `EncodedRows`). Chunks already committed for the same input digest are skipped
         before dispatch; every other chunk is committed here, by this process alone, as its
-        rows come back.
+        rows come back. A `gate` that refuses a chunk stops the job there: chunks already
+        in flight are committed, the job stays unfinished (a rerun resumes) and the stats
+        say `stopped`.
         """
         from tqdm.auto import tqdm
 
@@ -293,7 +310,7 @@ class ChunkedJob:
         stats = JobStats(items_total=total or 0)
         names: list[str] = []
         pending: dict[int, tuple[Path, list[Path], int]] = {}
-        drained = False
+        drained = stopped = False
         label = getattr(executor, "label", "")
         bar = tqdm(
             total=total,
@@ -305,7 +322,7 @@ class ChunkedJob:
 
         def to_process() -> Iterator[tuple[int, list[T]]]:
             """The chunks not committed yet; committed ones are counted and passed over."""
-            nonlocal drained
+            nonlocal drained, stopped
             iterator = iter(items)
             index = 0
             while True:
@@ -321,6 +338,11 @@ class ChunkedJob:
                     for old in stale:  # written for inputs that changed since
                         old.unlink(missing_ok=True)
                     bar.update(len(chunk))
+                    if gate is not None:
+                        gate.done(path, len(chunk))
+                elif gate is not None and not gate.admit(len(chunk)):
+                    stopped = True
+                    return
                 else:
                     pending[index] = (path, stale, len(chunk))
                     yield index, chunk
@@ -336,7 +358,16 @@ class ChunkedJob:
             for old in stale:  # written for inputs that changed since
                 old.unlink(missing_ok=True)
             bar.update(size)
+            if gate is not None:
+                gate.done(path, size)
         bar.close()
+        if stopped and not pending:
+            stats.stopped = True
+            stats.items_total = stats.items_done_before + stats.items_processed
+            stats.seconds = time.monotonic() - started
+            report = getattr(executor, "report", None)
+            stats.executor = report() if callable(report) else None
+            return stats
         if pending or not drained:
             raise RuntimeError(
                 f"the executor stopped early (no rows for chunk(s) {sorted(pending)})"
@@ -366,6 +397,14 @@ def job_is_complete(work_dir: str | Path) -> bool:
 def job_fingerprint(work_dir: str | Path) -> dict[str, Any] | None:
     meta = read_job_file(work_dir)
     return meta["fingerprint"] if meta else None
+
+
+def finished_chunk_files(work_dir: str | Path) -> list[Path]:
+    """The chunk files of a finished job, in order ([] while it is unfinished)."""
+    meta = read_job_file(work_dir)
+    if not meta or not meta.get("complete"):
+        return []
+    return [Path(work_dir) / "chunks" / name for name in meta["complete"].get("chunks", [])]
 
 
 def job_item_count(work_dir: str | Path) -> int:

@@ -25,6 +25,7 @@ from cai.records import PromptRecord, Sample
 
 if TYPE_CHECKING:
     from cai.executors import Executor
+    from cai.jobs import ChunkGate
 
 
 class SampleConfig(BaseModel):
@@ -57,6 +58,8 @@ class SampleStats(BaseModel):
     truncated_responses: int
     seconds: float
     executor: ExecutorReport | None = None
+    stopped: bool = False
+    """A token budget stopped the job at a chunk boundary (responses are not counted then)."""
 
 
 def prompt_seed(seed: int, prompt_id: str) -> int:
@@ -120,6 +123,7 @@ def sample_prompts(
     chunk_size: int = 16,
     overwrite: bool = False,
     executor: Executor | None = None,
+    gate: ChunkGate | None = None,
 ) -> SampleStats:
     """Sample every prompt into `work_dir` (resumable; rerun skips finished chunks).
 
@@ -128,22 +132,23 @@ def sample_prompts(
     `backend` is a backend to use here, or the spec of one; `executor` (default: local, in
     this process) decides where chunks are processed: a Ray executor builds the backend
     from the spec in each of its actors. The files written are the same either way.
+    `gate` (a token budget) may stop the job at a chunk boundary; a rerun resumes it.
     """
     from cai.executors import LocalExecutor
     from cai.executors.recipes import SampleRecipe
 
-    spec = backend if isinstance(backend, BackendSpec) else None
-    given = None if isinstance(backend, BackendSpec) else backend
+    given = backend if isinstance(backend, Backend) else None
+    spec = None if given is not None else backend
     recipe = SampleRecipe(backend=spec, config=config)
     executor = executor or LocalExecutor()
     with executor.open(recipe, backend=given) as session:
         fingerprint = sample_fingerprint(session.model_id, config)
         with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
             stats: JobStats = job.run(
-                prompts, total=total, desc="sampling", unit="prompt", executor=session
+                prompts, total=total, desc="sampling", unit="prompt", executor=session, gate=gate
             )
     responses = truncated = 0
-    for sample in iter_samples(work_dir):
+    for sample in [] if stats.stopped else iter_samples(work_dir):
         responses += len(sample.responses)
         truncated += sum(1 for r in sample.finish_reasons if r == "length")
     return SampleStats(
@@ -154,6 +159,7 @@ def sample_prompts(
         truncated_responses=truncated,
         seconds=round(stats.seconds, 3),
         executor=stats.executor,
+        stopped=stats.stopped,
     )
 
 

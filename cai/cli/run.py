@@ -11,6 +11,9 @@ from typing import Any
 
 import typer
 
+BUDGET_STOP_EXIT = 3
+"""The exit status of a run the token budget stopped (rerun with a larger budget to go on)."""
+
 
 def execute(
     config_path: Path | None, options: dict[str, Any], overrides: list[str]
@@ -25,6 +28,8 @@ def execute(
     typer.echo(format_summary(result))
     if log_file is not None:
         typer.echo(f"engine logs: {log_file}")
+    if result.stopped:
+        raise typer.Exit(BUDGET_STOP_EXIT)
 
 
 def register(app: typer.Typer) -> None:
@@ -52,6 +57,11 @@ def register(app: typer.Typer) -> None:
         actors: int | None = typer.Option(
             None, "--actors", help="Ray actors, one model each (with --executor ray)."
         ),
+        token_budget: int | None = typer.Option(
+            None,
+            "--token-budget",
+            help="Stop at a chunk boundary before the run spends more tokens (budget.max_tokens).",
+        ),
         overwrite: bool | None = typer.Option(
             None, "--overwrite", help="Discard earlier results in the output directory."
         ),
@@ -76,6 +86,7 @@ def register(app: typer.Typer) -> None:
             "preferences.min_confidence": min_confidence,
             "preferences.format": fmt,
             "overwrite": overwrite,
+            "budget.max_tokens": token_budget,
             "executor.kind": executor,
             "executor.actors": actors,
         }

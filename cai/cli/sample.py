@@ -34,6 +34,11 @@ def register(app: typer.Typer) -> None:
         actors: int | None = typer.Option(
             None, "--actors", help="Ray actors, one model each (with --executor ray)."
         ),
+        token_budget: int | None = typer.Option(
+            None,
+            "--token-budget",
+            help="Stop at a chunk boundary before the run spends more tokens (budget.max_tokens).",
+        ),
         overwrite: bool | None = typer.Option(None, "--overwrite"),
         overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
     ) -> None:
@@ -56,6 +61,7 @@ def register(app: typer.Typer) -> None:
             "sample.seed": seed,
             "chunk_size": chunk_size,
             "overwrite": overwrite,
+            "budget.max_tokens": token_budget,
             "executor.kind": executor,
             "executor.actors": actors,
         }

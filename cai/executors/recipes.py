@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cai.constitution import Constitution
     from cai.judge.compare import JudgeConfig, PairwiseJudge
     from cai.judge.critique import CritiqueConfig, CritiqueReviser
+    from cai.judge.panel import PanelJudge
     from cai.sample import SampleConfig
     from cai.templates import TemplateSet
 
@@ -55,14 +56,18 @@ def _templates_dir(templates: TemplateSet) -> str | None:
 # ---- sample ----------------------------------------------------------------------------------
 class SampleWorker(ChunkWorker):
     def __init__(self, backend: Backend, config: SampleConfig) -> None:
-        self.backend = backend
+        from cai.ledger import counting
+
+        self.backend = counting(backend, "sample")
         self.config = config
         self.model_id = backend.model_id
 
     def process(self, chunk: Chunk) -> Rows:
+        from cai.ledger import attach_chunk_tokens, take_chunk_tokens
         from cai.sample import sample_chunk
 
-        return [s.model_dump(mode="json") for s in sample_chunk(self.backend, chunk, self.config)]
+        rows = [s.model_dump(mode="json") for s in sample_chunk(self.backend, chunk, self.config)]
+        return attach_chunk_tokens(rows, take_chunk_tokens([self.backend]))
 
     def counters(self) -> dict[str, int]:
         return backend_counters(self.backend)
@@ -80,21 +85,31 @@ class SampleRecipe(WorkerRecipe):
 
 # ---- judge -----------------------------------------------------------------------------------
 class JudgeWorker(ChunkWorker):
-    def __init__(self, judge: PairwiseJudge) -> None:
+    """One judge (a `PairwiseJudge`) or a panel of them (`cai.judge.panel.PanelJudge`)."""
+
+    def __init__(self, judge: PairwiseJudge | PanelJudge) -> None:
+        from cai.judge.stage import count_judge_tokens, judge_identity
+
         self.judge = judge
-        self.model_id = judge.backend.model_id
+        self.backends = count_judge_tokens(judge)
+        self.model_id = judge_identity(judge)
 
     def process(self, chunk: Chunk) -> Rows:
         from cai.judge.stage import judge_chunk
+        from cai.ledger import attach_chunk_tokens, take_chunk_tokens
 
-        return [j.model_dump(mode="json") for j in judge_chunk(self.judge, chunk)]
+        rows = [j.model_dump(mode="json") for j in judge_chunk(self.judge, chunk)]
+        return attach_chunk_tokens(rows, take_chunk_tokens(self.backends))
 
     def counters(self) -> dict[str, int]:
-        return {
+        totals = {
             "requests_scored": self.judge.requests_scored,
             "rationales_generated": self.judge.rationales_generated,
-            **backend_counters(self.judge.backend),
         }
+        for backend in self.backends:
+            for key, value in backend_counters(backend).items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
 
 @dataclass

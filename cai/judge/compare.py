@@ -140,6 +140,17 @@ class TierJudgment(BaseModel):
     principles: list[str]
 
 
+class MemberVote(BaseModel):
+    """One judge of a panel on one pair (`cai.judge.panel`): its label, or why it abstained."""
+
+    member: str
+    weight: float
+    prob_a: float | None = None
+    """The member's debiased probability that response a is better; None: it abstained."""
+    per_order: dict[str, float] = Field(default_factory=dict)
+    failures: list[JudgeFailure] = Field(default_factory=list)
+
+
 class PairJudgment(BaseModel):
     key: str
     ok: bool
@@ -156,6 +167,8 @@ class PairJudgment(BaseModel):
     decided_by_tier: int | None = None
     """Under tiered aggregation, the tier whose verdict is `prob_a`."""
     per_tier: list[TierJudgment] = Field(default_factory=list)
+    members: list[MemberVote] = Field(default_factory=list)
+    """Under a judge panel, each member's say on this pair (empty for a single judge)."""
 
 
 def effective_tiers(principles: list[Principle]) -> dict[str, int]:

@@ -29,8 +29,11 @@ from cai.judge.compare import (
 from cai.records import Sample, pair_key, stable_id
 
 if TYPE_CHECKING:
+    from cai.backends.base import Backend
     from cai.executors import Executor
     from cai.executors.recipes import JudgeRecipe
+    from cai.jobs import ChunkGate
+    from cai.judge.panel import PanelJudge
 
 SkipReason = Literal["too_few_responses", "identical_responses"]
 
@@ -141,12 +144,15 @@ def judge_fingerprint_settings(
     config,
     *,
     templates_fingerprint: str | None = None,
+    panel: dict[str, Any] | None = None,
 ) -> dict:
     """The judging job's settings; the samples themselves are covered per chunk by content.
 
     `templates` is a TemplateSet, or None with its `templates_fingerprint` given instead.
+    `panel` is a judge panel's settings (`cai.judge.panel.panel_settings`); a single judge
+    has none, so its fingerprint is what it always was.
     """
-    return {
+    settings = {
         "stage": "judge",
         "judge_model": judge_model,
         "constitution": constitution.name,
@@ -154,16 +160,50 @@ def judge_fingerprint_settings(
         "templates": templates.fingerprint() if templates is not None else templates_fingerprint,
         "config": config.model_dump(mode="json"),
     }
+    if panel is not None:
+        settings["panel"] = panel
+    return settings
 
 
-def judge_fingerprint(judge: PairwiseJudge) -> dict:
+def judge_fingerprint(judge: PairwiseJudge | PanelJudge) -> dict:
     return judge_fingerprint_settings(
-        judge.backend.model_id, judge.constitution, judge.templates, judge.config
+        judge_identity(judge),
+        judge.constitution,
+        judge.templates,
+        judge.config,
+        panel=_panel_settings(judge),
     )
 
 
+def _members(judge: PairwiseJudge | PanelJudge) -> list[PairwiseJudge]:
+    """The single judges a judge is made of: a panel's members, or the judge itself."""
+    judges = getattr(judge, "judges", None)
+    return list(judges) if judges is not None else [judge]  # type: ignore[list-item]
+
+
+def _panel_settings(judge: PairwiseJudge | PanelJudge) -> dict[str, Any] | None:
+    settings = getattr(judge, "settings", None)
+    return settings() if callable(settings) else None
+
+
+def judge_identity(judge: PairwiseJudge | PanelJudge) -> str:
+    """The model identity of a judge, or of every member of a panel (resume fingerprint)."""
+    model_id = getattr(judge, "model_id", None)
+    return model_id if isinstance(model_id, str) else judge.backend.model_id  # type: ignore[union-attr]
+
+
+def count_judge_tokens(judge: PairwiseJudge | PanelJudge) -> list[Backend]:
+    """Wrap each of the judge's backends in a token counter (in place); returns them."""
+    from cai.ledger import counting
+
+    members = _members(judge)
+    for member in members:
+        member.backend = counting(member.backend, "judge")
+    return [member.backend for member in members]
+
+
 def judge_samples(
-    judge: PairwiseJudge | JudgeRecipe,
+    judge: PairwiseJudge | PanelJudge | JudgeRecipe,
     samples: Iterable[Sample],
     work_dir: str | Path,
     *,
@@ -171,22 +211,26 @@ def judge_samples(
     chunk_size: int = 16,
     overwrite: bool = False,
     executor: Executor | None = None,
+    gate: ChunkGate | None = None,
 ) -> JobStats:
     """Judge every sample into `work_dir`; a rerun skips chunks whose samples are unchanged.
 
     `judge` is a judge to use here, or a `JudgeRecipe` (constitution, templates, settings and
     the judge model's spec) that `executor` builds a judge from where the chunks run (each
-    Ray actor, or this process). The stats carry the executor's report, whose counters hold
-    the judge requests made this run (`requests_scored`, `rationales_generated`).
+    Ray actor, or this process); a `PanelJudge` runs here. The stats carry the executor's
+    report, whose counters hold the judge requests made this run (`requests_scored`,
+    `rationales_generated`). `gate` (a token budget) may stop the job at a chunk boundary.
     """
     from cai.executors import LocalExecutor
     from cai.executors.recipes import JudgeRecipe, JudgeWorker
 
     executor = executor or LocalExecutor()
+    panel = None
     if isinstance(judge, JudgeRecipe):
         recipe, worker = judge, None
     else:
-        recipe, worker = JudgeRecipe.from_judge(judge), JudgeWorker(judge)
+        recipe, worker = JudgeRecipe.from_judge(judge), JudgeWorker(judge)  # type: ignore[arg-type]
+        panel = _panel_settings(judge)
     with executor.open(recipe, worker=worker) as session:
         fingerprint = judge_fingerprint_settings(
             session.model_id,
@@ -194,9 +238,12 @@ def judge_samples(
             None,
             recipe.config,
             templates_fingerprint=recipe.templates_fingerprint,
+            panel=panel,
         )
         with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
-            return job.run(samples, total=total, desc="judging", unit="prompt", executor=session)
+            return job.run(
+                samples, total=total, desc="judging", unit="prompt", executor=session, gate=gate
+            )
 
 
 def iter_judged(work_dir: str | Path) -> Iterator[JudgedSample]:

@@ -12,10 +12,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cai.backends import BackendSpec
+from cai.backends import BackendSpec, VLLMSpec
+from cai.budget import BudgetConfig
 from cai.config import ConfigError, load_config, resolve_beside, save_resolved
 from cai.executors.config import ExecutorConfig
 from cai.judge.compare import JudgeConfig
+from cai.judge.panel import PanelConfig
 from cai.preferences import PreferenceConfig
 from cai.revise import ReviseSettings
 from cai.sample import SampleConfig
@@ -49,9 +51,22 @@ class PipelineConfig(BaseModel):
     )
     constitution: str = "default"
     templates: str | None = Field(None, description="directory overriding bundled templates")
-    policy: BackendSpec = Field(default_factory=BackendSpec)
+    policy: BackendSpec = Field(default_factory=VLLMSpec)
     judge_backend: BackendSpec | None = Field(
         None, description="the judge model; None = the policy backend (one engine, reused)"
+    )
+    judge_backends: list[BackendSpec] | None = Field(
+        None,
+        description="a panel of judge models, each with its own settings (instead of "
+        "judge_backend); every pair is judged by each, see `panel`",
+    )
+    panel: PanelConfig = Field(
+        default_factory=PanelConfig,
+        description="how a panel's verdicts combine: weights, combine, min_members",
+    )
+    budget: BudgetConfig = Field(
+        default_factory=BudgetConfig,
+        description="a token budget (max_tokens) and a price table for the cost report",
     )
     sample: SampleConfig = Field(default_factory=SampleConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
@@ -78,6 +93,21 @@ class PipelineConfig(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError(f"stages {value} lists a stage twice")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_judge(self) -> PipelineConfig:
+        if self.judge_backends is not None and self.judge_backend is not None:
+            raise ValueError(
+                "judge_backend and judge_backends are both set; use judge_backend for one "
+                "judge model or judge_backends for a panel, not both"
+            )
+        if self.judge_backends is not None:
+            problems = self.panel.problems(len(self.judge_backends))
+            if problems:
+                raise ValueError("; ".join(problems))
+        elif self.panel != PanelConfig():
+            raise ValueError("panel settings need a panel: list the judges in judge_backends")
+        return self
 
     @model_validator(mode="after")
     def _inputs_present(self) -> PipelineConfig:
@@ -107,7 +137,7 @@ def load_pipeline_config(
     config.templates = resolve_beside(config.templates, base)
     if config.constitution.endswith((".yaml", ".yml")):
         config.constitution = resolve_beside(config.constitution, base) or config.constitution
-    for spec in (config.policy, config.judge_backend):
+    for spec in (config.policy, config.judge_backend, *(config.judge_backends or [])):
         if spec is not None and spec.kind in ("vllm", "transformers"):
             spec.model = resolve_beside(spec.model, base) or spec.model
     return config
@@ -132,7 +162,12 @@ def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
     Loading it again resolves relative paths beside the file, so `cai run DIR/config.resolved.yaml
     --out DIR` reruns (and resumes) the same job; no absolute local path leaves the machine.
     """
+    from cai.files import relative_to_run
+
     data = config.model_dump(mode="json", exclude={"overwrite", "output_dir"})
+    for spec in data.get("judge_backends") or []:  # list entries: not reached by dotted keys
+        for key in ("model", "cache_path"):
+            spec[key] = relative_to_run(spec.get(key), output_dir)
     return save_resolved(
         data, output_dir, _PATH_KEYS, header="output_dir: the directory holding this file"
     )

@@ -12,6 +12,7 @@ from cai.backends.base import Backend
 from cai.pipeline.config import SUMMARY_FILE, PipelineConfig, save_resolved_config
 from cai.pipeline.context import RunContext
 from cai.pipeline.stages import STAGES
+from cai.pipeline.tokens import budget_stop, run_tokens
 from cai.stage_summary import shown_from
 
 
@@ -19,6 +20,8 @@ class PipelineResult(BaseModel):
     output_dir: str
     dataset: str | None
     summary: dict[str, Any]
+    stopped: str | None = None
+    """Why the run stopped before its last stage (the token budget), as one line."""
 
 
 def _backend_calls(backend: Backend) -> dict[str, Any] | None:
@@ -65,7 +68,7 @@ def run_pipeline(
             _discard_run_files(output_dir)
         save_resolved_config(config, output_dir)
         try:
-            stages = {name: STAGES[name].run(ctx).model_dump(mode="json") for name in config.stages}
+            stages = _run_stages(ctx)
             calls = {}
             if ctx.policy_backend is not None:
                 calls["policy"] = _backend_calls(ctx.policy_backend)
@@ -81,11 +84,28 @@ def run_pipeline(
         }
         if ctx.provenance is not None:
             summary["provenance"] = ctx.provenance
+        labels = stages.get("preferences", {}).get("rows_written")
+        summary["tokens"] = run_tokens(ctx, labels).model_dump(mode="json")
+        stopped = budget_stop(ctx)
+        if stopped:
+            summary["stopped"] = stopped
         atomic_write_json(output_dir / SUMMARY_FILE, summary)
     dataset = stages.get("preferences", {}).get("dataset")
     if dataset is not None:
         dataset = str(output_dir / dataset)
-    return PipelineResult(output_dir=str(output_dir), dataset=dataset, summary=summary)
+    return PipelineResult(
+        output_dir=str(output_dir), dataset=dataset, summary=summary, stopped=stopped
+    )
+
+
+def _run_stages(ctx: RunContext) -> dict[str, Any]:
+    """Each stage in turn; a stage the token budget stopped is the last one run."""
+    out = {}
+    for name in ctx.config.stages:
+        out[name] = STAGES[name].run(ctx).model_dump(mode="json")
+        if budget_stop(ctx):
+            break
+    return out
 
 
 def format_summary(result: PipelineResult) -> str:
@@ -109,8 +129,14 @@ def format_summary(result: PipelineResult) -> str:
             lines.append(
                 f"  {role} call cache: {sent} sent to the model, {served} served from cache"
             )
-    if "sample" in s["stages"] and "judge" not in s["stages"]:
+    if s.get("tokens"):
+        from cai.budget import TokensReport
+
+        lines += [f"  {line}" for line in TokensReport.model_validate(s["tokens"]).lines()]
+    if "sample" in s["stages"] and "judge" not in s["stages"] and not result.stopped:
         lines.append(f"samples: {shown(s['stages']['sample'].get('samples_dir'))}")
     if result.dataset:
         lines.append(f"dataset: {result.dataset}")
+    if result.stopped:
+        lines.append(result.stopped)
     return "\n".join(lines)

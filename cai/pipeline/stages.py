@@ -43,12 +43,6 @@ def _check_executor(ctx: RunContext) -> None:
         import_ray()
 
 
-def _judge_spec(ctx: RunContext):
-    """The judge model's spec: `judge_backend`, or the policy's (one engine, reused)."""
-    spec = ctx.config.judge_backend
-    return ctx.config.policy if spec is None or spec == ctx.config.policy else spec
-
-
 # ---- sample ---------------------------------------------------------------------------------
 def _check_sample(ctx: RunContext) -> None:
     from cai.files import is_inside
@@ -77,11 +71,13 @@ def _check_sample(ctx: RunContext) -> None:
 
 def _sample_stage(ctx: RunContext) -> SampleSummary:
     from cai.io import iter_prompts
+    from cai.pipeline.tokens import finish_stage, stage_gate
     from cai.sample import sample_prompts
 
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
     executor = ctx.executor()
+    gate = stage_gate(ctx, "sample")
     stats = sample_prompts(
         ctx.policy() if ctx.runs_here else ctx.config.policy,
         iter_prompts(source.path, source.column, source.limit),
@@ -91,8 +87,14 @@ def _sample_stage(ctx: RunContext) -> SampleSummary:
         chunk_size=ctx.config.chunk_size,
         overwrite=ctx.config.overwrite,
         executor=executor,
+        gate=gate,
     )
-    return SampleSummary(**stats.model_dump(), samples_dir=ctx.rel(ctx.samples_dir))
+    finish_stage(ctx, gate, stats.stopped, ctx.counts.get("prompts"))
+    return SampleSummary(
+        **stats.model_dump(),
+        samples_dir=ctx.rel(ctx.samples_dir),
+        tokens=gate.ledger.total("sample"),
+    )
 
 
 # ---- judge ----------------------------------------------------------------------------------
@@ -101,9 +103,11 @@ def _check_judge(ctx: RunContext) -> None:
     from cai.constitution.usage import require_use
     from cai.jobs import JOB_FILE, check_fingerprint, job_is_complete
     from cai.judge.stage import judge_fingerprint_settings
+    from cai.pipeline.judges import check_panel, panel_fingerprint
     from cai.samples_input import validate_samples
     from cai.templates import TemplateSet
 
+    check_panel(ctx)
     _check_executor(ctx)
     constitution = load_constitution(ctx.config.constitution)
     require_use(constitution, "judge")  # before any model loads
@@ -130,17 +134,19 @@ def _check_judge(ctx: RunContext) -> None:
         else:
             ctx.counts["samples"] = validate_samples(samples)
     if not ctx.config.overwrite:
-        fingerprint = judge_fingerprint_settings("", constitution, templates, ctx.config.judge)
+        fingerprint = judge_fingerprint_settings(
+            "", constitution, templates, ctx.config.judge, panel=panel_fingerprint(ctx)
+        )
         check_fingerprint(
             ctx.judgments_dir, fingerprint, ctx.config.chunk_size, ignore=["judge_model"]
         )
 
 
 def _judge_stage(ctx: RunContext) -> JudgeSummary:
-    from cai.executors.recipes import JudgeRecipe
     from cai.jobs import job_fingerprint
-    from cai.judge.compare import PairwiseJudge
     from cai.judge.stage import judge_samples
+    from cai.pipeline.judges import panel_agreement, stage_judge
+    from cai.pipeline.tokens import finish_stage, stage_gate
     from cai.sample import count_samples, iter_samples
 
     constitution = ctx.loaded["constitution"]
@@ -154,20 +160,19 @@ def _judge_stage(ctx: RunContext) -> JudgeSummary:
             key="samples",
             fix=f"Check {ctx.rel(ctx.samples_dir)}: it holds no rows.",
         )
-    judge: PairwiseJudge | JudgeRecipe
-    if ctx.runs_here:
-        judge = PairwiseJudge(ctx.judge(), constitution, templates, ctx.config.judge)
-    else:  # built inside each actor from this recipe
-        judge = JudgeRecipe.from_parts(_judge_spec(ctx), constitution, templates, ctx.config.judge)
-    stats = judge_samples(
-        judge,
-        iter_samples(ctx.samples_dir),
-        ctx.judgments_dir,
-        total=total,
-        chunk_size=ctx.config.chunk_size,
-        overwrite=ctx.config.overwrite,
-        executor=ctx.executor(),
-    )
+    gate = stage_gate(ctx, "judge")
+    with stage_judge(ctx, constitution, templates) as judge:
+        stats = judge_samples(
+            judge,
+            iter_samples(ctx.samples_dir),
+            ctx.judgments_dir,
+            total=total,
+            chunk_size=ctx.config.chunk_size,
+            overwrite=ctx.config.overwrite,
+            executor=ctx.executor(),
+            gate=gate,
+        )
+    finish_stage(ctx, gate, stats.stopped, total)
     fingerprint = job_fingerprint(ctx.judgments_dir) or {}
     ctx.provenance = {
         "judge_model": fingerprint.get("judge_model"),
@@ -184,7 +189,23 @@ def _judge_stage(ctx: RunContext) -> JudgeSummary:
         rationales_generated_now=counters.get("rationales_generated", 0),
         seconds=round(stats.seconds, 3),
         executor=stats.executor,
+        judge_health=None if stats.stopped else _judge_health(ctx),
+        stopped=stats.stopped,
+        tokens=gate.ledger.total("judge"),
+        panel=None if stats.stopped else panel_agreement(ctx),
     )
+
+
+def _judge_health(ctx: RunContext):
+    """The judge's health over every judged pair, read back once per run (cai.judge.health)."""
+    if "judge_health" not in ctx.loaded:
+        from cai.jobs import job_fingerprint
+        from cai.judge.health import judged_health
+        from cai.judge.stage import iter_judged
+
+        judge_model = (job_fingerprint(ctx.judgments_dir) or {}).get("judge_model")
+        ctx.loaded["judge_health"] = judged_health(iter_judged(ctx.judgments_dir), judge_model)
+    return ctx.loaded["judge_health"]
 
 
 # ---- preferences ----------------------------------------------------------------------------
@@ -201,6 +222,7 @@ def _check_preferences(ctx: RunContext) -> None:
 
 def _preferences_stage(ctx: RunContext) -> PreferencesSummary:
     from cai.judge.stage import iter_judged
+    from cai.pipeline.tokens import card_details
     from cai.preferences import (
         Provenance,
         build_preferences,
@@ -233,7 +255,9 @@ def _preferences_stage(ctx: RunContext) -> PreferencesSummary:
             "judge": ctx.config.judge.model_dump(mode="json"),
             "filters": config.model_dump(mode="json", exclude={"push_to_hub", "private"}),
             "inputs": inputs,
+            **card_details(ctx, counts.rows_written),
         },
+        health=_judge_health(ctx),
     )
     destination = write_dataset(rows_path, ctx.dataset_path, config.format, card=card)
     if config.push_to_hub:

@@ -8,6 +8,9 @@ to the run directory; `shown(path)` makes one openable from where the user ran c
 from __future__ import annotations
 
 from cai.executors.base import ExecutorReport
+from cai.judge.health import JudgeHealth
+from cai.judge.panel import MemberAgreement
+from cai.ledger import TokenCount
 from cai.preferences import PreferenceCounts
 from cai.stage_summary import Shown, StageSummary
 
@@ -22,8 +25,14 @@ class SampleSummary(StageSummary):
     samples_dir: str | None = None
     executor: ExecutorReport | None = None
     """Where the chunks ran: kind, actors, items and seconds per actor, restarts."""
+    stopped: bool = False
+    """The token budget stopped the stage at a chunk boundary (`prompts` are those done)."""
+    tokens: TokenCount | None = None
+    """The stage's tokens over its whole job (earlier, resumed runs included)."""
 
     def lines(self, shown: Shown) -> list[str]:
+        if self.stopped:
+            return [f"sampled: {self.prompts} prompts before the token budget stopped it"]
         return [
             f"sampled: {self.prompts} prompts ({self.prompts_resumed} resumed), "
             f"{self.responses} responses, {self.truncated_responses} hit max_tokens",
@@ -43,12 +52,22 @@ class JudgeSummary(StageSummary):
     seconds: float
     executor: ExecutorReport | None = None
     """Where the chunks ran: kind, actors, items and seconds per actor, restarts."""
+    judge_health: JudgeHealth | None = None
+    """The judge's own numbers over every judged pair (cai.judge.health)."""
+    stopped: bool = False
+    """The token budget stopped the stage at a chunk boundary (`prompts` are those done)."""
+    tokens: TokenCount | None = None
+    """The stage's tokens over its whole job (earlier, resumed runs included)."""
+    panel: list[MemberAgreement] | None = None
+    """Under a judge panel: how often each member's winner is the panel's (cai.judge.panel)."""
 
     def lines(self, shown: Shown) -> list[str]:
         return [
             f"judged: {self.prompts} prompts ({self.prompts_resumed} resumed), "
             f"{self.choice_requests_scored_now} answer scorings this run",
             *(self.executor.lines() if self.executor else []),
+            *(self.judge_health.lines() if self.judge_health else []),
+            *([_panel_line(self.panel)] if self.panel else []),
         ]
 
     def requests_made(self) -> str:
@@ -70,3 +89,12 @@ class PreferencesSummary(PreferenceCounts, StageSummary):
             + ("n/a" if rate is None else f"{rate:.1%}"),
             "mean confidence (prob_chosen): " + ("n/a" if mean is None else f"{mean:.3f}"),
         ]
+
+
+def _panel_line(members: list[MemberAgreement]) -> str:
+    parts = []
+    for m in members:
+        share = "n/a" if m.agreement is None else f"{m.agreement:.1%}"
+        abstained = f", abstained on {m.abstained}" if m.abstained else ""
+        parts.append(f"{m.member} {share} of {m.pairs}{abstained}")
+    return "panel members agreeing with the panel's label: " + "; ".join(parts)

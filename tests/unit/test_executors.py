@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cai.backends import BackendSpec
+from cai.backends import backend_spec
 from cai.backends.scripted import ScriptedBackend
 from cai.cli.app import app
 from cai.config import ConfigError
@@ -106,13 +106,19 @@ def test_ray_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
 # ---- the local executor --------------------------------------------------------------------------
 def test_local_executor_writes_what_the_process_path_wrote(tmp_path):
     """The recipe path (what Ray actors run too) and a plain `process` function agree."""
+    from cai.ledger import LedgerBackend, attach_chunk_tokens
+
     config = SampleConfig(n=2, max_tokens=8, seed=3)
     backend = ScriptedBackend(model_id="scripted:unit")
     prompts = _prompts(10)
+    counted = LedgerBackend(backend, "sample")  # each chunk's first row carries its tokens
     with ChunkedJob(tmp_path / "plain", {"k": 1}, chunk_size=3) as job:
         job.run(
             prompts,
-            lambda chunk: [s.model_dump(mode="json") for s in sample_chunk(backend, chunk, config)],
+            lambda chunk: attach_chunk_tokens(
+                [s.model_dump(mode="json") for s in sample_chunk(counted, chunk, config)],
+                counted.take(),
+            ),
         )
     recipe = SampleRecipe(backend=None, config=config)
     with (
@@ -132,7 +138,7 @@ def test_backend_spec_or_backend_give_the_same_samples(tmp_path):
         ScriptedBackend(model_id="scripted:unit"), _prompts(5), tmp_path / "a", config, chunk_size=2
     )
     built = sample_prompts(
-        BackendSpec(kind="scripted", model="unit"),
+        backend_spec(kind="scripted", model="unit"),
         _prompts(5),
         tmp_path / "b",
         config,
@@ -144,7 +150,7 @@ def test_backend_spec_or_backend_give_the_same_samples(tmp_path):
 
 def test_judge_recipe_equals_a_judge_object_and_counts_requests(tmp_path):
     sample_prompts(
-        BackendSpec(kind="scripted", model="unit"),
+        backend_spec(kind="scripted", model="unit"),
         _prompts(6),
         tmp_path / "samples",
         SampleConfig(n=2),
@@ -157,7 +163,7 @@ def test_judge_recipe_equals_a_judge_object_and_counts_requests(tmp_path):
     )
     direct = judge_samples(judge, iter_samples(tmp_path / "samples"), tmp_path / "j1", chunk_size=4)
     recipe = JudgeRecipe.from_parts(
-        BackendSpec(kind="scripted", model="unit"), constitution, templates, config
+        backend_spec(kind="scripted", model="unit"), constitution, templates, config
     )
     rebuilt = judge_samples(
         recipe, iter_samples(tmp_path / "samples"), tmp_path / "j2", chunk_size=4
