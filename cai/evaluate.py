@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.backends import BackendSpec
 from cai.backends.base import Backend, GenerationParams, Message
 from cai.errors import CaiError
 from cai.records import stable_id
@@ -207,12 +208,12 @@ class WinRateConfig(BaseModel):
     prompts: str
     prompt_column: str | None = None
     limit: int | None = None
-    policy: dict[str, Any]
-    """BackendSpec of the policy under test (e.g. {kind: vllm, model: runs/dpo})."""
-    baseline: dict[str, Any]
-    """BackendSpec of the baseline (e.g. the model before training)."""
-    judge: dict[str, Any]
-    """BackendSpec of the judge."""
+    policy: BackendSpec
+    """The policy under test (e.g. {kind: vllm, model: runs/dpo})."""
+    baseline: BackendSpec
+    """The baseline (e.g. the model before training)."""
+    judge: BackendSpec
+    """The judge; checked when the settings load, before any policy generates."""
     constitution: str = "default"
     templates: str | None = None
     judge_config: dict[str, Any] = Field(default_factory=dict)
@@ -256,7 +257,7 @@ def run_win_rate(
 
     Backends passed in replace the ones the config's specs would build (tests, notebooks).
     """
-    from cai.backends import BackendSpec, make_backend
+    from cai.backends.owned import RoleHandover
     from cai.constitution import load_constitution
     from cai.io import iter_prompts
     from cai.judge.compare import JudgeConfig, PairwiseJudge
@@ -279,27 +280,22 @@ def run_win_rate(
     )
     prompts = [r.prompt for r in records]
 
-    def answers(given: Backend | None, spec: dict[str, Any]) -> tuple[list[str], str]:
-        """One model at a time: an engine built here is closed before the next one starts."""
-        backend = given or make_backend(BackendSpec.model_validate(spec))
-        try:
-            return _generate(backend, prompts, params), backend.model_id
-        finally:
-            if given is None:
-                backend.close()
+    def answers(backend: Backend) -> tuple[list[str], str]:
+        return _generate(backend, prompts, params), backend.model_id
 
-    policy_texts, policy_id = answers(policy, config.policy)
-    baseline_texts, baseline_id = answers(baseline, config.baseline)
-    owns_judge = judge_backend is None
-    judge_backend = judge_backend or make_backend(BackendSpec.model_validate(config.judge))
-    judge = PairwiseJudge(judge_backend, constitution, templates, judge_config)
-    try:
+    # One model at a time; roles naming the same model and settings share one engine.
+    with RoleHandover() as roles:
+        policy_texts, policy_id = answers(
+            roles.next(config.policy, policy)
+        )
+        baseline_texts, baseline_id = answers(
+            roles.next(config.baseline, baseline)
+        )
+        judge_backend = roles.next(config.judge, judge_backend)
+        judge = PairwiseJudge(judge_backend, constitution, templates, judge_config)
         outcomes = judge_responses(
             judge, [r.prompt_id for r in records], prompts, policy_texts, baseline_texts
         )
-    finally:
-        if owns_judge:
-            judge_backend.close()
     summary = summarize(
         [o.prob_policy for o in outcomes],
         [o.orders_agree for o in outcomes],

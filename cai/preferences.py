@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from cai.datasets_io import DatasetFormat
 from cai.judge.compare import PairJudgment
+from cai.judge.health import JudgeHealth, order_outcome
+from cai.judge.panel import member_columns
 from cai.judge.ranking import win_probability
 from cai.judge.stage import JudgedSample
 from cai.records import PreferenceRow, pair_key
@@ -123,6 +125,7 @@ def _row(
         decided_by_tier=(
             judgment.decided_by_tier if judgment is not None and method == "pairwise" else None
         ),
+        **member_columns(judgment, chosen_is_a),
     )
 
 
@@ -170,35 +173,60 @@ def rows_for(
             )
         ]
     if judged.kind == "pair":
-        judgment = judged.pair
-        assert judgment is not None
-        if not judgment.ok or judgment.prob_a is None:
-            return [], [_failed(judged, judgment.key, judgment.failures)]
-        p = judgment.prob_a
-        reason = _confidence_reason(p, judgment.orders_agree, config)
-        if reason:
-            return [], [
-                FilteredPair(
-                    prompt_id=judged.prompt_id, pair_id=judgment.key, reason=reason, prob_a=p
-                )
-            ]
-        a, b = judged.responses
-        chosen, rejected = (a, b) if p > 0.5 else (b, a)
-        row = _row(
-            judged,
-            chosen,
-            rejected,
-            max(p, 1 - p),
-            provenance,
-            pair_key=judgment.key,
-            n_judgments=judgment.n_judgments,
-            orders_agree=judgment.orders_agree,
-            principles=judgment.principles,
-            method="pairwise",
-            judgment=judgment,
-            chosen_is_a=chosen == a,
-        )
-        return [row], []
+        return _pair_rows(judged, config, provenance)
+    return _ranking_rows(judged, config, provenance)
+
+
+def _pair_rows(
+    judged: JudgedSample, config: PreferenceConfig, provenance: Provenance
+) -> tuple[list[PreferenceRow], list[FilteredPair]]:
+    """One pair judged directly: its row, unless it failed or is not confident enough."""
+    judgment = judged.pair
+    assert judgment is not None
+    if not judgment.ok or judgment.prob_a is None:
+        return [], [_failed(judged, judgment.key, judgment.failures)]
+    p = judgment.prob_a
+    reason = _confidence_reason(p, judgment.orders_agree, config)
+    if reason:
+        return [], [
+            FilteredPair(prompt_id=judged.prompt_id, pair_id=judgment.key, reason=reason, prob_a=p)
+        ]
+    a, b = judged.responses
+    chosen, rejected = (a, b) if p > 0.5 else (b, a)
+    row = _row(
+        judged,
+        chosen,
+        rejected,
+        max(p, 1 - p),
+        provenance,
+        pair_key=judgment.key,
+        n_judgments=judgment.n_judgments,
+        orders_agree=judgment.orders_agree,
+        principles=judgment.principles,
+        method="pairwise",
+        judgment=judgment,
+        chosen_is_a=chosen == a,
+    )
+    return [row], []
+
+
+def _ranked_pairs(scores: list[float], kwise: str) -> list[tuple[int, int]]:
+    """(winner, loser) index pairs a ranking yields: best vs worst, or every pair."""
+    if kwise == "best_vs_worst":
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        worst = min(range(len(scores)), key=lambda i: (scores[i], i))
+        return [(best, worst)]
+    return [
+        (i, j) if scores[i] >= scores[j] else (j, i)
+        for i in range(len(scores))
+        for j in range(i + 1, len(scores))
+    ]
+
+
+def _ranking_rows(
+    judged: JudgedSample, config: PreferenceConfig, provenance: Provenance
+) -> tuple[list[PreferenceRow], list[FilteredPair]]:
+    """k responses ranked: rows from the fitted scores (`config.kwise`), each filtered alone."""
     ranking = judged.ranking
     assert ranking is not None
     if not ranking.ok or ranking.scores is None:
@@ -207,18 +235,8 @@ def rows_for(
     by_pair = {(i, j): judgment for i, j, judgment in ranking.pairs}
     principles = sorted({p for j in by_pair.values() for p in j.principles})
     n_total = sum(j.n_judgments for j in by_pair.values())
-    if config.kwise == "best_vs_worst":
-        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        worst = min(range(len(scores)), key=lambda i: (scores[i], i))
-        candidates = [(best, worst)]
-    else:
-        candidates = [
-            (i, j) if scores[i] >= scores[j] else (j, i)
-            for i in range(len(scores))
-            for j in range(i + 1, len(scores))
-        ]
     rows, filtered = [], []
-    for win, lose in candidates:
+    for win, lose in _ranked_pairs(scores, config.kwise):
         direct = by_pair.get((min(win, lose), max(win, lose)))
         agree = direct.orders_agree if direct else None
         p = win_probability(scores[win], scores[lose])
@@ -268,7 +286,9 @@ def _tally_judgment(counts: PreferenceCounts, judgment) -> None:
         )
     if judgment.ok and judgment.orders_agree is not None:
         counts.pairs_with_both_orders += 1
-        counts.pairs_orders_disagree += int(not judgment.orders_agree)
+        # an order at exactly 0.5 is a tie, not a disagreement (cai.judge.health)
+        orders = [judgment.per_order[o] for o in ("AB", "BA") if o in judgment.per_order]
+        counts.pairs_orders_disagree += order_outcome(orders, judgment.orders_agree) == "flip"
 
 
 def build_preferences(
@@ -338,6 +358,8 @@ def preference_features():
             "score_margin": Value("float64"),
             "rater_id": Value("string"),
             "decided_by_tier": Value("int64"),
+            "judge_members": List(Value("string")),
+            "prob_chosen_by_member": List(Value("float64")),
         }
     )
 
@@ -408,8 +430,10 @@ def dataset_card(
     counts: PreferenceCounts,
     provenance: Provenance,
     details: dict[str, Any],
+    health: JudgeHealth | None = None,
 ) -> str:
-    """A dataset card (README.md) that records how the dataset was made."""
+    """A dataset card (README.md) that records how the dataset was made (and, given `health`,
+    how the judge behaved: see cai.judge.health)."""
     rate = counts.position_disagreement_rate
     lines = [
         "---",
@@ -441,4 +465,6 @@ def dataset_card(
         + ("n/a" if counts.mean_prob_chosen is None else f"{counts.mean_prob_chosen:.4f}"),
         "",
     ]
+    if health is not None:
+        lines += ["## Judge health", "", *(f"- {line}" for line in health.lines()), ""]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai.backends import Backend, BackendSpec, GenerationParams
+from cai.backends import AnySpec, Backend, BackendSpec, GenerationParams, VLLMSpec
 from cai.executors.base import Executor, ExecutorReport, ExecutorSession
 from cai.executors.config import ExecutorConfig
 from cai.guards import GuardConfig, GuardReport, RoundText, check_chain, route
@@ -79,7 +79,7 @@ class ReviseConfig(ReviseSettings):
     constitution: str = "default"
     templates: str | None = None
     """A directory of Jinja templates overriding the bundled `critique` / `revise`."""
-    backend: BackendSpec = Field(default_factory=BackendSpec)
+    backend: BackendSpec = Field(default_factory=VLLMSpec)
     cache: bool = True
     """Cache model calls in out/calls.sqlite when the backend spec names no cache_path."""
     chunk_size: int = Field(64, ge=1)
@@ -268,7 +268,7 @@ def _fingerprint(plan: _RevisePlan, model_id: str) -> dict[str, Any]:
     }
 
 
-def _backend_spec(config: ReviseConfig, out: Path) -> BackendSpec:
+def _backend_spec(config: ReviseConfig, out: Path) -> AnySpec:
     spec = config.backend
     if config.cache and spec.cache_path is None:
         spec = spec.model_copy(update={"cache_path": str(out / "calls.sqlite")})

@@ -168,7 +168,7 @@ def _to_data(value: Any) -> Any:
     if isinstance(value, str):
         return as_data(value)
     if isinstance(value, BaseModel):
-        return _model_data(value)
+        return _convert_model(value)
     if isinstance(value, Mapping):
         return {str(k): _to_data(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -183,23 +183,9 @@ def _to_data(value: Any) -> Any:
     )
 
 
-_MODEL_DATA: dict[int, tuple[BaseModel, dict[str, Any]]] = {}
-
-
-def _model_data(model: BaseModel) -> dict[str, Any]:
-    """Template data of a pydantic model, memoised per object: constitutions and principles
-    are passed to thousands of renders unchanged. (Holding the object keeps its id unique.)"""
-    found = _MODEL_DATA.get(id(model))
-    if found is not None and found[0] is model:
-        return found[1]
-    data = _convert_model(model)
-    if len(_MODEL_DATA) >= 1024:
-        _MODEL_DATA.clear()
-    _MODEL_DATA[id(model)] = (model, data)
-    return data
-
-
 def _convert_model(model: BaseModel) -> dict[str, Any]:
+    """Template data of a pydantic model, converted at every render: models are mutable, and
+    a content key costs more than the conversion (the strings inside are memoised by as_data)."""
     from cai.constitution import Constitution
 
     if isinstance(model, Constitution):

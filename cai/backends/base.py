@@ -91,6 +91,8 @@ class ChoiceScore(BaseModel):
     choices: list[str]
     logprobs: list[float]
     probs: list[float]
+    prompt_tokens: int | None = None
+    """Tokens the engine read to score this request (None: the engine did not say)."""
 
     @property
     def failed(self) -> bool:
@@ -104,13 +106,19 @@ class ChoiceScore(BaseModel):
 
     @classmethod
     def from_logprobs(
-        cls, choices: list[str] | tuple[str, ...], logprobs: list[float]
+        cls,
+        choices: list[str] | tuple[str, ...],
+        logprobs: list[float],
+        prompt_tokens: int | None = None,
     ) -> ChoiceScore:
         top = max(logprobs)
         weights = [math.exp(lp - top) for lp in logprobs]
         total = sum(weights)
         return cls(
-            choices=list(choices), logprobs=list(logprobs), probs=[w / total for w in weights]
+            choices=list(choices),
+            logprobs=list(logprobs),
+            probs=[w / total for w in weights],
+            prompt_tokens=prompt_tokens,
         )
 
 

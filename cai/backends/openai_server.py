@@ -53,13 +53,13 @@ def served_identity(root: str, base_urls: list[str]) -> str:
 
     vLLM reports the checkpoint it loaded as the model's `root` (a path or a hub id). When
     every server runs on this machine and that path is a local directory, its content hash
-    stands in for the path (`cai.models.model_identity`), so retraining into the same
+    stands in for the path (`cai.model_names.model_identity`), so retraining into the same
     directory changes the identity and no local absolute path enters cache keys. A remote
     server's root is kept as it reports it: its files cannot be read from here.
     """
     hosts = {httpx.URL(url).host for url in base_urls}
     if hosts <= _LOOPBACK and Path(root).is_dir():
-        from cai.models import model_identity
+        from cai.model_names import model_identity
 
         return model_identity(root)
     return root
@@ -290,7 +290,7 @@ class OpenAIServerBackend(Backend):
                     "it may be a vLLM too old for logprob_token_ids."
                 )
             values.append(float(top[key]))
-        return ChoiceScore.from_logprobs(request.choices, values)
+        return ChoiceScore.from_logprobs(request.choices, values, _prompt_tokens(reply))
 
     def _score_generic(self, request: ChoiceRequest) -> ChoiceScore:
         body: dict[str, Any] = {
@@ -322,7 +322,9 @@ class OpenAIServerBackend(Backend):
                 "log-probs, so their probability is unknown. Exact choice scoring needs a vLLM "
                 "server (`cai serve`) or a local backend."
             )
-        return ChoiceScore.from_logprobs(request.choices, [top[c] for c in request.choices])
+        return ChoiceScore.from_logprobs(
+            request.choices, [top[c] for c in request.choices], _prompt_tokens(reply)
+        )
 
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
         if not requests:
@@ -333,3 +335,10 @@ class OpenAIServerBackend(Backend):
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
+
+
+def _prompt_tokens(reply: dict[str, Any]) -> int | None:
+    """The prompt tokens the server reports in `usage` (None when it reports none)."""
+    usage = reply.get("usage") or {}
+    value = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return value if isinstance(value, int) else None

@@ -57,7 +57,15 @@ class ScriptedBackend(Backend):
                 if cut:
                     texts[i] = " ".join(text.split()[: params.max_tokens])
                 reasons.append("length" if cut else "stop")
-            out.append(Generation(texts=texts, finish_reasons=reasons))
+            words = [prompt] if isinstance(prompt, str) else [m["content"] for m in prompt]
+            out.append(
+                Generation(
+                    texts=texts,
+                    finish_reasons=reasons,
+                    prompt_tokens=sum(len(w.split()) for w in words),
+                    completion_tokens=[len(t.split()) for t in texts],
+                )
+            )
         return out
 
     def generate_chat(self, conversations, params):
@@ -70,5 +78,16 @@ class ScriptedBackend(Backend):
         out = []
         for request in requests:
             self.calls["score"] += 1
-            out.append(ChoiceScore.from_logprobs(request.choices, self.score(request)))
+            out.append(
+                ChoiceScore.from_logprobs(
+                    request.choices, self.score(request), _whitespace_tokens(request)
+                )
+            )
         return out
+
+
+def _whitespace_tokens(request: ChoiceRequest) -> int:
+    """A stand-in token count: the whitespace-separated words of the request's text."""
+    texts = [m["content"] for m in request.messages or []]
+    texts += [request.text or "", request.assistant_prefix]
+    return sum(len(t.split()) for t in texts)

@@ -54,7 +54,7 @@ class TransformersBackend(Backend):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from cai.backends.vllm_offline import _check_model_path
-        from cai.models import model_identity
+        from cai.model_names import model_identity
 
         _check_model_path(model)
         self.device = _pick_device(device)
@@ -150,7 +150,9 @@ class TransformersBackend(Backend):
                 logits = self.model(torch.tensor([ids], device=self.device)).logits[0, -1]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             scores.append(
-                ChoiceScore.from_logprobs(request.choices, [float(logprobs[i]) for i in choices])
+                ChoiceScore.from_logprobs(
+                    request.choices, [float(logprobs[i]) for i in choices], len(ids)
+                )
             )
         return scores
 

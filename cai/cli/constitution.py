@@ -162,7 +162,7 @@ def _judge_setup(
     from cai.backends import make_backend
     from cai.cache import default_cache_path
     from cai.logs import route_library_logs
-    from cai.models import cai_home
+    from cai.model_names import cai_home
     from cai.pipeline.config import load_pipeline_config
     from cai.templates import TemplateSet
 

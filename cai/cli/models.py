@@ -10,7 +10,7 @@ group = typer.Typer(help="Embedded models that need no model hub.", no_args_is_h
 @group.command("list")
 def list_command() -> None:
     """Show the embedded models and whether each is converted locally."""
-    from cai.models import list_models, models_dir
+    from cai.model_names import list_models, models_dir
 
     for entry in list_models():
         where = entry.path if entry.pulled else "not pulled (`cai models pull NAME`)"
@@ -27,7 +27,7 @@ def pull_command(
 
     A failure (no network, a file whose hash is wrong, ...) prints one line and exits with 2.
     """
-    from cai.models import pull
+    from cai.model_names import pull
 
     typer.echo(str(pull(name, force=force)))
 

@@ -43,7 +43,7 @@ def serve(
 ) -> None:
     """Serve MODEL with vLLM's OpenAI-compatible API until Ctrl-C or SIGTERM."""
     from cai.backends import eager_default
-    from cai.models import resolve_model
+    from cai.model_names import resolve_model
     from cai.serving import ServerOptions, ServerStartError, VLLMServer, run_until_stopped
 
     options = ServerOptions(

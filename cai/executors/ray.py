@@ -178,7 +178,8 @@ class ChunkActor:
             self._cache = None
         backend = self._engine
         if spec.cache_path:
-            from cai.cache import CachedBackend, CallCache
+            from cai.backends.cached import CachedBackend
+            from cai.cache import CallCache
 
             self._cache = CallCache(spec.cache_path)
             backend = CachedBackend(self._engine, self._cache)
@@ -589,10 +590,8 @@ class RayExecutor(Executor):
             return 0.0, cpus
         if spec.kind == "vllm":
             return float(spec.tensor_parallel_size * spec.pipeline_parallel_size), cpus
-        device = str(spec.device)
-        if spec.kind == "transformers" and (
-            device in ("auto", "cuda") or device.startswith("cuda:")
-        ):
+        device = str(getattr(spec, "device", "cpu"))
+        if device in ("auto", "cuda") or device.startswith("cuda:"):
             return 1.0, cpus
         return 0.0, cpus
 

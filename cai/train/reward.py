@@ -173,7 +173,7 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
         prepare_launch,
         trainer_debug_callback,
     )
-    from cai.train.rewards import RewardModelScorer
+    from cai.train.reward_scorer import RewardModelScorer
 
     prepare_launch()
     train_raw = load_table(config.train_data)

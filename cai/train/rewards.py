@@ -1,12 +1,11 @@
-"""Reward functions for on-policy training (GRPO / RLOO) and a reward-model scorer.
+"""The constitutional judge as a reward: one spec (`JudgeRewardSpec`) and its scorers.
 
-Two kinds of reward:
-- a trained reward model (sequence classification, one score), scored by `RewardModelScorer`
-  here or handed to TRL as a directory, which TRL then places on the right device itself;
-- the constitutional judge itself, scoring each completion: `AssessReward` asks "does this
-  response follow the principle?" through `backend.score_choices` on the "assess" template
-  (reward = probability of "follows", averaged over sampled principles); `PairwiseReward`
-  asks the PairwiseJudge whether the completion beats a reference answer (both orders).
+The judge scores each completion: `AssessReward` asks "does this response follow the
+principle?" through `backend.score_choices` on the "assess" template (reward = probability
+of "follows", averaged over sampled principles); `PairwiseReward` asks the PairwiseJudge
+whether the completion beats a reference answer (both orders). Both are TRL reward functions
+as they are (GRPO / RLOO `reward_funcs`); PPO wraps them (`cai.train.ppo.rewards`). A trained
+reward model is scored by `cai.train.reward_scorer.RewardModelScorer`.
 
 Judge rewards never invent a number: a request the backend cannot score gives `None`
 (TRL then leaves that reward out for that completion) and is counted in `failures`.
@@ -15,12 +14,13 @@ Judge rewards never invent a number: a request the backend cannot score gives `N
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from os import PathLike
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from cai.backends import AnySpec, BackendSpec
 from cai.backends.base import Backend, BackendError, ChoiceRequest, Message
 from cai.config import ConfigError
 from cai.errors import InputError
@@ -30,22 +30,52 @@ log = logging.getLogger(__name__)
 
 
 class JudgeRewardSpec(BaseModel):
-    """How the constitutional judge scores completions during GRPO / RLOO."""
+    """The constitutional judge as a reward: one spec for GRPO / RLOO (`judge:`), PPO
+    (`reward: {kind: judge, ...}`) and the training monitor.
+
+    `principles_per_response` and `templates_dir` (the names PPO used) are read as
+    `principles_per_completion` and `templates`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: dict[str, Any] = Field(default_factory=dict)
-    """A `cai.backends.BackendSpec` as a mapping (kind, model, base_urls, ...)."""
+    kind: Literal["judge"] = "judge"
+    """The tag of PPO's `reward:` union; GRPO / RLOO's `judge:` may leave it out."""
+    backend: BackendSpec | None = None
+    """The judge model; required unless the caller passes a backend (a missing or empty one
+    is refused, with the fix, before any model loads)."""
     constitution: str = "default"
-    templates: str | None = None
+    templates: str | None = Field(None, validation_alias=AliasChoices("templates", "templates_dir"))
     """A template directory overriding the bundled prompts; None = bundled."""
     mode: Literal["assess", "pairwise"] = "assess"
-    principles_per_completion: int = Field(1, ge=1)
+    principles_per_completion: int = Field(
+        1,
+        ge=1,
+        validation_alias=AliasChoices("principles_per_completion", "principles_per_response"),
+    )
     seed: int = 0
     reference_column: str = "reference"
     """Pairwise mode: the dataset column holding the reference response to beat."""
     judge: dict[str, Any] = Field(default_factory=dict)
     """Pairwise mode: extra `JudgeConfig` fields."""
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _empty_is_missing(cls, value: Any) -> Any:
+        return None if value == {} else value
+
+
+def judge_backend_spec(spec: JudgeRewardSpec) -> AnySpec:
+    """The judge's backend spec; a judge reward without one stops here, saying how to add it."""
+    if spec.backend is None:
+        raise ConfigError(
+            "the judge reward has no backend",
+            key="backend",
+            fix="Set the judge's backend in the training config, e.g. backend: {kind: openai, "
+            "model: NAME, base_urls: [http://127.0.0.1:8000/v1]} or {kind: vllm, model: DIR} "
+            "(judge.backend for GRPO / RLOO, reward.backend for PPO).",
+        )
+    return spec.backend
 
 
 def _text(item: Any) -> str:
@@ -186,23 +216,15 @@ class PairwiseReward:
         return rewards
 
 
-def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
-    """The judge reward a spec describes; `backend` (if given) replaces spec.backend."""
+def _judge_inputs(spec: JudgeRewardSpec):
+    """Constitution and templates, loaded first: a bad one fails before any model loads."""
     from cai.constitution import load_constitution
     from cai.templates import TemplateSet
 
-    # Inputs first, model last: a bad constitution or template fails before anything loads.
-    constitution = load_constitution(spec.constitution)
-    templates = TemplateSet(spec.templates)
-    if backend is None:
-        from cai.backends import BackendSpec, make_backend
+    return load_constitution(spec.constitution), TemplateSet(spec.templates)
 
-        if not spec.backend:
-            raise ConfigError(
-                "judge reward: no backend. Set judge.backend (e.g. {kind: openai, model: NAME, "
-                "base_urls: [http://127.0.0.1:8000/v1]}) in the training config."
-            )
-        backend = make_backend(BackendSpec.model_validate(spec.backend))
+
+def _reward_on(spec: JudgeRewardSpec, backend: Backend, constitution, templates):
     if spec.mode == "assess":
         return AssessReward(
             backend, constitution, templates, k=spec.principles_per_completion, seed=spec.seed
@@ -213,59 +235,27 @@ def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
     return PairwiseReward(judge, spec.reference_column)
 
 
-class RewardModelScorer:
-    """Scores whole conversations with a sequence-classification reward model (one logit)."""
+@contextmanager
+def judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None) -> Iterator[Any]:
+    """The judge reward a spec describes, for the length of the block: on `backend` when one
+    is given (the caller keeps it), else on one built from `spec.backend` and closed here."""
+    from cai.backends.owned import backend_for
 
-    def __init__(self, model, tokenizer=None, batch_size: int = 16, max_length: int | None = None):
-        if isinstance(model, str | PathLike):
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    constitution, templates = _judge_inputs(spec)
+    spec_backend = spec.backend if backend is not None else judge_backend_spec(spec)
+    with backend_for(spec_backend, backend) as used:
+        yield _reward_on(spec, used, constitution, templates)
 
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model))
-            model = AutoModelForSequenceClassification.from_pretrained(str(model), num_labels=1)
-        if tokenizer is None:
-            raise ValueError("RewardModelScorer needs a tokenizer when given a loaded model.")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.pad_token_id
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.max_length = max_length
 
-    def _texts(self, conversations: Sequence[list[Message] | str]) -> list[str]:
-        out = []
-        for conv in conversations:
-            if isinstance(conv, str):
-                out.append(conv)
-            else:
-                out.append(self.tokenizer.apply_chat_template(list(conv), tokenize=False))
-        return out
+def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
+    """The judge reward a spec describes; `backend` (if given) replaces spec.backend.
 
-    def score(self, conversations: Sequence[list[Message] | str]) -> list[float]:
-        """One reward per conversation (chat template applied as in training)."""
-        import torch
-        from tqdm import tqdm
+    A backend built here from the spec is the reward's own (`reward.backend`, or
+    `reward.judge.backend` in pairwise mode); prefer `judge_reward`, which closes it.
+    """
+    from cai.backends import make_backend
 
-        texts = self._texts(conversations)
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        scores: list[float] = []
-        try:
-            with torch.no_grad():
-                starts = range(0, len(texts), self.batch_size)
-                for start in tqdm(starts, desc="reward model", disable=len(starts) < 8):
-                    batch = self.tokenizer(
-                        texts[start : start + self.batch_size],
-                        return_tensors="pt",
-                        padding=True,
-                        padding_side="right",
-                        add_special_tokens=False,
-                        truncation=self.max_length is not None,
-                        max_length=self.max_length,
-                    ).to(device)
-                    logits = self.model(**batch).logits[:, 0]
-                    scores.extend(float(x) for x in logits.float().cpu())
-        finally:
-            self.model.train(was_training)
-        return scores
+    constitution, templates = _judge_inputs(spec)
+    if backend is None:
+        backend = make_backend(judge_backend_spec(spec))
+    return _reward_on(spec, backend, constitution, templates)

@@ -128,7 +128,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     from trl import SFTConfig, SFTTrainer
 
     from cai.datasets_io import load_table
-    from cai.models import resolve_model
+    from cai.model_names import resolve_model
     from cai.train.distributed import (
         one_writer,
         prepare_launch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cai.backends import BackendSpec, make_backend
+from cai.backends import backend_spec, make_backend
 from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError, GenerationParams
 from cai.backends.scripted import ScriptedBackend
 from cai.backends.tokens import ChoiceTokenError
@@ -26,7 +26,7 @@ REQUESTS = [
 
 @pytest.fixture(scope="module")
 def transformers_backend(tiny_model_dir):
-    return make_backend(BackendSpec(kind="transformers", model=str(tiny_model_dir), device="cpu"))
+    return make_backend(backend_spec(kind="transformers", model=str(tiny_model_dir), device="cpu"))
 
 
 def _check_generations(generations, count, n, max_tokens):
@@ -119,7 +119,8 @@ def test_context_overflow_is_reported(vllm_backend, server_backend):
 
 
 def test_cache_rerun_makes_no_engine_calls(vllm_backend, tmp_path):
-    from cai.cache import CachedBackend, CallCache
+    from cai.backends.cached import CachedBackend
+    from cai.cache import CallCache
 
     params = GenerationParams(n=2, max_tokens=6, seed=3)
     convs = [[{"role": "user", "content": f"Question {i}?"}] for i in range(4)]
@@ -139,7 +140,7 @@ def test_cache_rerun_makes_no_engine_calls(vllm_backend, tmp_path):
 
 
 def test_make_backend_wraps_in_cache(tiny_model_dir, tmp_path):
-    spec = BackendSpec(
+    spec = backend_spec(
         kind="transformers", model=str(tiny_model_dir), cache_path=str(tmp_path / "c.sqlite")
     )
     backend = make_backend(spec)
@@ -152,13 +153,13 @@ def test_make_backend_wraps_in_cache(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("kind", ["vllm", "transformers"])
 def test_bad_model_path_is_a_clear_error(kind, tmp_path):
     with pytest.raises(BackendError, match=r"missing-model.* is not a local directory"):
-        make_backend(BackendSpec(kind=kind, model=str(tmp_path / "missing-model")))
+        make_backend(backend_spec(kind=kind, model=str(tmp_path / "missing-model")))
 
 
 def test_unreachable_server_is_a_clear_error():
     from cai.serving import free_port
 
-    spec = BackendSpec(
+    spec = backend_spec(
         kind="openai", base_urls=[f"http://127.0.0.1:{free_port()}/v1"], max_retries=1
     )
     with pytest.raises(BackendError, match="Is the server running"):
@@ -166,7 +167,7 @@ def test_unreachable_server_is_a_clear_error():
 
 
 def test_unknown_served_model_is_a_clear_error(vllm_server):
-    spec = BackendSpec(kind="openai", base_urls=[vllm_server.base_url], served_model_name="nope")
+    spec = backend_spec(kind="openai", base_urls=[vllm_server.base_url], served_model_name="nope")
     with pytest.raises(BackendError, match="does not serve model 'nope'"):
         make_backend(spec)
 
@@ -175,7 +176,7 @@ def test_every_backend_names_the_model_by_its_content(
     tiny_model_dir, vllm_backend, server_backend, transformers_backend
 ):
     """Same directory, same identity on every engine; no local path in any of them."""
-    from cai.models import model_identity
+    from cai.model_names import model_identity
 
     identity = model_identity(str(tiny_model_dir))
     assert identity.startswith(f"{tiny_model_dir.name}#")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from cai.backends.base import GenerationParams
-from cai.cache import CachedBackend, CallCache
+from cai.backends.cached import CachedBackend
+from cai.cache import CallCache
 from cai.constitution import load_constitution
 from cai.constitution.casetest import Case, run_cases
 from cai.constitution.induce import InduceConfig, induce, write_result

@@ -8,14 +8,14 @@ from importlib import metadata
 
 import pytest
 
-from cai.backends import BackendSpec, make_backend
+from cai.backends import backend_spec, make_backend
 from cai.backends.base import ChoiceRequest, GenerationParams
 
 pytestmark = pytest.mark.slow
 
 
 def test_pull_convert_and_use_the_default_model(tmp_path, monkeypatch):
-    from cai.models import (
+    from cai.model_names import (
         EMBEDDED,
         MANIFEST,
         ModelPullError,
@@ -30,11 +30,11 @@ def test_pull_convert_and_use_the_default_model(tmp_path, monkeypatch):
     monkeypatch.setenv("CAI_HOME", str(tmp_path / "home"))
     # Without a terminal, an unpulled name is never installed behind the user's back.
     with pytest.raises(ModelPullError, match="cai models pull smollm2-135m-instruct"):
-        make_backend(BackendSpec(kind="transformers", device="cpu"))
+        make_backend(backend_spec(kind="transformers", device="cpu"))
     started = time.monotonic()
     pull("smollm2-135m-instruct")
     converted = time.monotonic()
-    backend = make_backend(BackendSpec(kind="transformers", device="cpu"))
+    backend = make_backend(backend_spec(kind="transformers", device="cpu"))
     target = local_model_dir("smollm2-135m-instruct")
     assert (target / MANIFEST).is_file() and (target / "model.safetensors").is_file()
     assert list_models()[0].pulled
@@ -63,6 +63,6 @@ def test_pull_convert_and_use_the_default_model(tmp_path, monkeypatch):
 
     # second use: no conversion, just the directory
     again = time.monotonic()
-    make_backend(BackendSpec(kind="transformers", device="cpu"))
+    make_backend(backend_spec(kind="transformers", device="cpu"))
     print(f"pull+convert {converted - started:.1f}s, reuse {time.monotonic() - again:.1f}s")
     assert time.monotonic() - again < converted - started

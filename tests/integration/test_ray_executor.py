@@ -1,7 +1,7 @@
 """The Ray executor on a local Ray instance: same bytes as local, faults lose nothing.
 
 One Ray instance (2 CPUs) serves the whole session. The scripted backend runs in every
-actor, built from `BackendSpec(kind="scripted")`; one test holds a real vLLM engine in an
+actor, built from `backend_spec(kind="scripted")`; one test holds a real vLLM engine in an
 actor on the tiny model.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cai.backends import BackendSpec
+from cai.backends import backend_spec
 from cai.executors import ExecutorConfig, LocalExecutor
 from cai.jobs import job_is_complete
 from cai.pipeline import load_pipeline_config, run_pipeline
@@ -131,7 +131,7 @@ def test_two_actors_write_the_same_bytes_as_local(tmp_path, ray_address):
 def test_results_come_in_input_order_with_bounded_work_ahead(ray_address):
     from cai.executors.recipes import SampleRecipe
 
-    recipe = SampleRecipe(backend=BackendSpec(kind="scripted", model="unit"), config=SampleConfig())
+    recipe = SampleRecipe(backend=backend_spec(kind="scripted", model="unit"), config=SampleConfig())
     pulled = []
 
     def chunks():
@@ -159,7 +159,7 @@ def test_a_killed_actor_is_replaced_and_nothing_is_lost_or_repeated(tmp_path, ra
     config = SampleConfig(n=2, max_tokens=8)
     prompts = _prompts(30)  # 15 chunks of 2
     sample_prompts(
-        BackendSpec(kind="scripted", model="unit"),
+        backend_spec(kind="scripted", model="unit"),
         prompts,
         tmp_path / "local",
         config,
@@ -175,7 +175,7 @@ def test_a_killed_actor_is_replaced_and_nothing_is_lost_or_repeated(tmp_path, ra
 
     with ray_executor(actors=2, max_restarts=2, on_dispatch=kill_one) as executor:
         stats = sample_prompts(
-            BackendSpec(kind="scripted", model="unit"),
+            backend_spec(kind="scripted", model="unit"),
             prompts,
             tmp_path / "ray",
             config,
@@ -198,7 +198,7 @@ def test_actors_that_keep_dying_stop_the_run_with_one_clear_error(tmp_path, ray_
     def kill_every(seq, actor):
         kill_now(actor)
 
-    spec = BackendSpec(kind="scripted", model="unit")
+    spec = backend_spec(kind="scripted", model="unit")
     with (
         ray_executor(actors=2, max_restarts=1, on_dispatch=kill_every) as executor,
         pytest.raises(ExecutorError, match=r"gave up after 2 Ray actor deaths.*rerun"),
@@ -218,7 +218,7 @@ def test_errors_inside_an_actor_and_missing_resources_are_one_line(tmp_path, ray
     from cai.judge.compare import JudgeConfig
     from cai.judge.stage import judge_samples
 
-    spec = BackendSpec(kind="scripted", model="unit")
+    spec = backend_spec(kind="scripted", model="unit")
     recipe = JudgeRecipe(
         backend=spec,
         constitution=load_constitution("default"),
@@ -297,7 +297,7 @@ def test_revise_on_two_actors_equals_local(tmp_path, ray_address):
         return ReviseConfig(
             prompts=str(prompts),
             out=str(tmp_path / out),
-            backend=BackendSpec(kind="scripted", model="unit"),
+            backend=backend_spec(kind="scripted", model="unit"),
             rounds=2,
             format="jsonl",
             chunk_size=3,
@@ -321,7 +321,7 @@ def test_one_actor_holding_a_vllm_engine_samples_like_the_local_engine(
     tmp_path, ray_address, tiny_model_dir, vllm_backend
 ):
     config = SampleConfig(n=2, max_tokens=8, temperature=1.0, seed=3)
-    spec = BackendSpec(
+    spec = backend_spec(
         kind="vllm", model=str(tiny_model_dir), enforce_eager=True, max_model_len=2048
     )
     with ray_executor(actors=1) as executor:

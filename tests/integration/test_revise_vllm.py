@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cai.cache import CachedBackend, CallCache
+from cai.backends.cached import CachedBackend
+from cai.cache import CallCache
 from cai.constitution import load_constitution, sample_principles
 from cai.revise import ReviseConfig, iter_chains, run_revise
 from cai.sft_data import load_split

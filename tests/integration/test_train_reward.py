@@ -53,7 +53,7 @@ def _write(path, rows):
 
 def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tmp_path):
     from cai.train.reward import RewardTrainConfig, train_reward_model
-    from cai.train.rewards import RewardModelScorer
+    from cai.train.reward_scorer import RewardModelScorer
 
     train = _write(tmp_path / "train.jsonl", _rows(128, seed=0))
     human = _write(tmp_path / "human.jsonl", _rows(64, seed=1, source_every=1))

@@ -310,9 +310,9 @@ def test_every_url_is_checked_at_start(server):
 
 
 def test_make_backend_passes_the_http_settings(server):
-    from cai.backends import BackendSpec, make_backend
+    from cai.backends import backend_spec, make_backend
 
-    spec = BackendSpec(
+    spec = backend_spec(
         kind="openai",
         model="m",
         base_urls=[server.url],
@@ -331,7 +331,7 @@ def test_make_backend_passes_the_http_settings(server):
 
 
 def test_a_local_servers_checkpoint_is_named_by_its_content(tmp_path):
-    from cai.models import model_identity
+    from cai.model_names import model_identity
 
     checkpoint = tmp_path / "my-model"
     checkpoint.mkdir()
@@ -562,9 +562,9 @@ def test_an_outage_deadline_of_zero_fails_like_a_plain_retry(server):
 
 
 def test_the_outage_deadline_is_a_backend_setting():
-    from cai.backends import BackendSpec
+    from cai.backends import backend_spec
 
-    assert BackendSpec().outage_timeout_s == 600
-    assert BackendSpec(outage_timeout_s=0).outage_timeout_s == 0
+    assert backend_spec(kind="openai").outage_timeout_s == 600
+    assert backend_spec(kind="openai", outage_timeout_s=0).outage_timeout_s == 0
     with pytest.raises(ValueError):
-        BackendSpec(outage_timeout_s=-1)
+        backend_spec(kind="openai", outage_timeout_s=-1)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cai import models
-from cai.models import (
+from cai import model_names as models
+from cai.model_names import (
     EMBEDDED,
     MANIFEST,
     ModelPullError,

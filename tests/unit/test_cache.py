@@ -9,8 +9,9 @@ import textwrap
 import pytest
 
 from cai.backends.base import ChoiceRequest, GenerationParams
+from cai.backends.cached import CachedBackend
 from cai.backends.scripted import ScriptedBackend
-from cai.cache import CachedBackend, CallCache, call_key
+from cai.cache import CallCache, call_key
 
 
 def _convs(n: int) -> list[list[dict[str, str]]]:
@@ -92,7 +93,8 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     from cai.backends.base import GenerationParams
     from cai.backends.scripted import ScriptedBackend
-    from cai.cache import CachedBackend, CallCache
+    from cai.backends.cached import CachedBackend
+    from cai.cache import CallCache
 
     calls = 0
     def respond(prompt, params, index):
@@ -127,7 +129,8 @@ _WRITER = textwrap.dedent(
     import sys
     from cai.backends.base import GenerationParams
     from cai.backends.scripted import ScriptedBackend
-    from cai.cache import CachedBackend, CallCache
+    from cai.backends.cached import CachedBackend
+    from cai.cache import CallCache
 
     tag = sys.argv[2]
     cached = CachedBackend(ScriptedBackend(), CallCache(sys.argv[1]), chunk_size=1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from cai.backends.base import GenerationParams
+from cai.backends.cached import CachedBackend
 from cai.backends.scripted import ScriptedBackend
-from cai.cache import CachedBackend, CallCache
+from cai.cache import CallCache
 from cai.cli.app import app
 
 runner = CliRunner()

@@ -20,8 +20,9 @@ from cai.backends.base import (
     Generation,
     GenerationParams,
 )
+from cai.backends.cached import CachedBackend
 from cai.backends.scripted import ScriptedBackend
-from cai.cache import CachedBackend, CacheError, CallCache
+from cai.cache import CacheError, CallCache
 
 PARAMS = GenerationParams(seed=0)
 

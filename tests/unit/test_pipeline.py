@@ -150,7 +150,8 @@ def test_judge_only_run_reads_an_existing_samples_directory(tmp_path):
 
 
 def test_summary_reports_calls_served_from_the_call_cache(tmp_path):
-    from cai.cache import CachedBackend, CallCache
+    from cai.backends.cached import CachedBackend
+    from cai.cache import CallCache
 
     path = write_config(tmp_path)
     inner = ScriptedBackend(score=content_score, model_id="scripted-cache")

@@ -9,6 +9,7 @@ import pytest
 from cai.backends.scripted import ScriptedBackend
 from cai.train.ppo.config import PythonRewardSpec
 from cai.train.ppo.rewards import JudgeReward, RewardInputs, build_reward
+from cai.train.rewards import AssessReward
 
 
 def _inputs(responses):
@@ -29,7 +30,8 @@ def test_judge_reward_is_the_mean_probability_of_following_the_principles():
         return [-0.1, -2.5] if "gently" in text else [-2.5, -0.1]
 
     backend = ScriptedBackend(score=score)
-    reward = JudgeReward(backend, load_constitution("default"), TemplateSet(), 2, seed=0)
+    assess = AssessReward(backend, load_constitution("default"), TemplateSet(), k=2, seed=0)
+    reward = JudgeReward(assess)
     scores = reward(_inputs(["Hold them gently and speak softly.", "Ignore it."]))
     p_follow = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5))
     assert scores == [pytest.approx(p_follow), pytest.approx(1 - p_follow)]

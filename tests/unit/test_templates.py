@@ -62,6 +62,26 @@ def test_compare_messages_and_prefix(templates):
     assert request.messages == rendered.messages
 
 
+def test_a_model_changed_between_renders_renders_as_it_is_now(templates):
+    constitution = CONSTITUTION.model_copy(deep=True)
+    principle = PRINCIPLE.model_copy(deep=True)
+    variables = {
+        "conversation": CONVERSATION,
+        "responses": ["Call emergency services now.", "Rest a bit."],
+        "labels": ["A", "B"],
+        "principle": principle,
+        "constitution": constitution,
+    }
+    before = templates.render("compare", **variables).messages
+    principle.comparison_question = "Which response is kinder?"
+    constitution.judge_system_prompt = "You are a careful judge."
+    after = templates.render("compare", **variables).messages
+    assert PRINCIPLE.comparison_question in before[1]["content"]
+    assert "Which response is kinder?" in after[1]["content"]
+    assert PRINCIPLE.comparison_question not in after[1]["content"]
+    assert after[0]["content"] == "You are a careful judge."
+
+
 def test_shared_part_comes_first_so_principles_share_a_prefix(templates):
     responses = ["Call emergency services now.", "Rest a bit."]
     one = compare(templates, responses, PRINCIPLE).messages[1]["content"]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import math
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from cai.backends.base import Message
 from cai.config import ConfigError
 from cai.errors import CaiError
+from cai.train.rewards import JudgeRewardSpec
 
 
 @dataclass
@@ -79,27 +81,17 @@ class TokenFractionReward:
         return scores
 
 
-class RewardModelScorer:
-    """A sequence-classification reward model scoring prompt + response through its chat
-    template: the shared scorer of `cai.train.rewards`, frozen on the rollout device."""
+class ModelReward:
+    """A trained reward model scoring prompt + response through its chat template: the one
+    scorer (`cai.train.reward_scorer`), frozen on the rollout device, as a RewardFunction."""
 
     def __init__(
         self, path: str, device=None, batch_size: int = 16, max_length: int = 1024
     ) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from cai.train.reward_scorer import RewardModelScorer
 
-        from cai.train.rewards import RewardModelScorer as SharedScorer
-
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
-        if model.config.num_labels != 1:
-            raise ConfigError(
-                f"{path}: a reward model needs exactly one output (num_labels=1), "
-                f"it has {model.config.num_labels}"
-            )
-        model.to(device or torch.device("cpu")).eval().requires_grad_(False)
-        self.scorer = SharedScorer(
-            model, AutoTokenizer.from_pretrained(path), batch_size=batch_size, max_length=max_length
+        self.scorer = RewardModelScorer(
+            path, batch_size=batch_size, max_length=max_length, device=device
         )
 
     def __call__(self, inputs: RewardInputs) -> list[float]:
@@ -116,12 +108,8 @@ class JudgeReward:
     probability that the response follows the principle (`cai.train.rewards.AssessReward`).
     A response the judge cannot score stops the run: PPO must not learn from a made-up reward."""
 
-    def __init__(self, backend, constitution, templates, principles_per_response: int, seed=0):
-        from cai.train.rewards import AssessReward
-
-        self.assess = AssessReward(
-            backend, constitution, templates, k=principles_per_response, seed=seed
-        )
+    def __init__(self, assess) -> None:
+        self.assess = assess
 
     def __call__(self, inputs: RewardInputs) -> list[float]:
         scores = self.assess(inputs.prompts, inputs.responses)
@@ -135,13 +123,17 @@ class JudgeReward:
         return [float(score) for score in scores]
 
 
-def build_reward(spec, tokenizer, device=None) -> RewardFunction:
-    """The reward function a config's `reward:` section describes."""
+def build_reward(spec, tokenizer, device=None, owned: ExitStack | None = None) -> RewardFunction:
+    """The reward function a config's `reward:` section describes.
+
+    A judge reward's backend, built here from its spec, is closed when `owned` closes (the
+    trainer's); without `owned` it lives as long as the process.
+    """
     kind = spec.kind
     if kind == "tokens":
         return TokenFractionReward.from_strings(tokenizer, spec.tokens)
     if kind == "model":
-        return RewardModelScorer(spec.path, device, spec.batch_size, spec.max_length)
+        return ModelReward(spec.path, device, spec.batch_size, spec.max_length)
     if kind == "python":
         module_name, _, attr = spec.target.partition(":")
         try:
@@ -160,18 +152,23 @@ def build_reward(spec, tokenizer, device=None) -> RewardFunction:
             raise ConfigError(f"reward target {spec.target!r} is not callable")
         return target
     if kind == "judge":
-        from cai.backends import BackendSpec, make_backend
-        from cai.constitution import load_constitution
-        from cai.templates import TemplateSet
-
-        # Inputs first, model last: a bad constitution or template fails before anything loads.
-        constitution = load_constitution(spec.constitution)
-        templates = TemplateSet(spec.templates_dir)
-        return JudgeReward(
-            make_backend(BackendSpec.model_validate(spec.backend)),
-            constitution,
-            templates,
-            spec.principles_per_response,
-            spec.seed,
-        )
+        return _judge(spec, owned)
     raise ConfigError(f"unknown reward kind {kind!r}")
+
+
+def _judge(spec: JudgeRewardSpec, owned: ExitStack | None) -> JudgeReward:
+    """The one judge-reward spec, pointwise, as PPO's reward (same refusals as GRPO's)."""
+    from cai.train.rewards import judge_reward
+
+    if spec.mode != "assess":
+        raise ConfigError(
+            f"PPO's judge reward scores each response on its own (mode: assess), not {spec.mode}",
+            key="reward.mode",
+            fix="Drop reward.mode (or set it to assess); pairwise judging needs a reference "
+            "answer per prompt, which PPO's rollouts do not have.",
+        )
+    if owned is None:
+        from cai.train.rewards import build_judge_reward
+
+        return JudgeReward(build_judge_reward(spec))
+    return JudgeReward(owned.enter_context(judge_reward(spec)))

@@ -1,0 +1,157 @@
+"""The call cache in front of a backend: only calls the cache does not hold reach the engine.
+
+The store (`cai.cache.CallCache`: keys, SQLite, recovery from damaged files) knows nothing
+of backends; this wrapper is the one place that turns a batch of calls into cache keys,
+sends the misses on in chunks, and stores what succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from cai.backends.base import (
+    Backend,
+    ChoiceRequest,
+    ChoiceScore,
+    Generation,
+    GenerationParams,
+    Message,
+)
+from cai.cache import CallCache, call_key
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class CallStats:
+    """Items answered from the cache (hits), sent to the engine (misses), and answers not
+    stored because they record an engine error (failed)."""
+
+    hits: int = 0
+    misses: int = 0
+    failed: int = 0
+
+
+def _decode(model: type[M], text: str) -> M | None:
+    """A stored answer, or None when the row is unreadable or records a failure (a miss)."""
+    try:
+        answer = model.model_validate_json(text)
+    except ValidationError:
+        return None
+    return None if _failed(answer) else answer
+
+
+class CachedBackend(Backend):
+    """Wraps a backend so that only calls absent from the cache reach it.
+
+    Misses go to the engine in batches of `chunk_size` and each batch is committed as one
+    transaction: large enough that the engine batches well, small enough that a kill loses
+    little. (Stages commit their own chunks too, so their chunk size bounds the loss first.)
+    A batch that raises stores nothing; answers that record an error are returned to the
+    caller but not stored, so the next run asks again."""
+
+    def __init__(self, backend: Backend, cache: CallCache, chunk_size: int = 1024) -> None:
+        self.inner = backend
+        self.cache = cache
+        self.chunk_size = chunk_size
+        self.model_id = backend.model_id
+        self.stats = CallStats()
+
+    def __getattr__(self, name: str):
+        """Anything else (tokenizer, max_model_len, ...) comes from the wrapped backend."""
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def _cached(
+        self,
+        kind: str,
+        items: list[T],
+        requests: list[Any],
+        params: Any,
+        run: Callable[[list[T]], list[M]],
+        model: type[M],
+    ) -> list[M]:
+        keys = [call_key(self.model_id, kind, r, params) for r in requests]
+        results: dict[str, M] = {}
+        for key, text in self.cache.get_many(keys).items():
+            answer = _decode(model, text)
+            if answer is not None:
+                results[key] = answer
+        missing: dict[str, T] = {}
+        for key, item in zip(keys, items, strict=True):
+            if key not in results and key not in missing:
+                missing[key] = item
+        self.stats.hits += sum(1 for k in keys if k in results)
+        # which answers of this call the cache served (the token ledger counts them apart)
+        self.last_served = [k in results for k in keys]
+        self.stats.misses += len(missing)
+        todo = list(missing.items())
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start : start + self.chunk_size]
+            answers = run([item for _, item in chunk])
+            self._store(kind, [key for key, _ in chunk], answers)
+            results.update(zip((key for key, _ in chunk), answers, strict=True))
+        return [results[k] for k in keys]
+
+    def _store(self, kind: str, keys: list[str], answers: list[M]) -> None:
+        """Commit one chunk's successful answers; a short answer list stores nothing."""
+        if len(answers) != len(keys):
+            raise RuntimeError(
+                f"{type(self.inner).__name__} returned {len(answers)} results for "
+                f"{len(keys)} requests; nothing of this batch was cached"
+            )
+        good = [
+            (key, answer.model_dump_json())
+            for key, answer in zip(keys, answers, strict=True)
+            if not _failed(answer)
+        ]
+        self.stats.failed += len(keys) - len(good)
+        if good:
+            self.cache.put_many(self.model_id, kind, good)
+
+    def generate_chat(
+        self, conversations: list[list[Message]], params: GenerationParams
+    ) -> list[Generation]:
+        return self._cached(
+            "chat",
+            conversations,
+            conversations,
+            params.model_dump(mode="json"),
+            lambda batch: self.inner.generate_chat(batch, params),
+            Generation,
+        )
+
+    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        return self._cached(
+            "text",
+            prompts,
+            prompts,
+            params.model_dump(mode="json"),
+            lambda batch: self.inner.generate_text(batch, params),
+            Generation,
+        )
+
+    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
+        return self._cached(
+            "score",
+            requests,
+            [r.model_dump(mode="json") for r in requests],
+            None,
+            self.inner.score_choices,
+            ChoiceScore,
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+        self.cache.close()
+
+
+def _failed(answer: BaseModel) -> bool:
+    return bool(getattr(answer, "failed", False))
