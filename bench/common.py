@@ -201,6 +201,22 @@ def build_tiny_model(directory: Path) -> Path:
     return build_tiny_causal_lm(directory)
 
 
+def bench_model(name: str | None, directory: Path) -> Path:
+    """The model a benchmark runs: `--model` as cai resolves it (a directory or an embedded
+    name already pulled with `cai models pull`), or the tiny random model built in
+    `directory` when none is named."""
+    if not name:
+        return build_tiny_model(directory)
+    from cai.model_names import resolve_model
+
+    return Path(resolve_model(name, pull_if_missing=False))
+
+
+def model_label(name: str | None) -> str:
+    """How a section names the model it ran on."""
+    return f"model `{name}`" if name else "the tiny random model"
+
+
 def start_engine(model_dir: Path, *, prefix_caching: bool = True, max_model_len: int = 2048):
     """A real vLLM offline engine on the tiny model, float32 like cai's judge."""
     from cai.platform import prepare_vllm_env
@@ -249,7 +265,15 @@ def record_result(
     md_path.write_text(render_results(results), encoding="utf-8")
 
 
-ORDER = ["overhead", "judge_method", "prefix_reuse", "scale", "resume", "label_latency", "ray_executor"]
+ORDER = [
+    "overhead",
+    "judge_method",
+    "prefix_reuse",
+    "scale",
+    "resume",
+    "label_latency",
+    "ray_executor",
+]
 
 
 def _ordered(results: dict[str, Any]) -> list[str]:
@@ -309,7 +333,7 @@ def render_results(results: dict[str, Any]) -> str:
             f"## {entry['title']}",
             "",
             f"_{machine['date']}, {machine['cpu_cores']} cores, {machine['vllm']}, "
-            f"commit {machine.get('cai_commit')}; `python bench/{name}.py`_",
+            f"commit {machine.get('cai_commit')}; `{entry.get('command', f'python bench/{name}.py')}`_",
             "",
             entry["details"].rstrip(),
         ]
@@ -359,6 +383,21 @@ class EngineObserver:
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         outputs = self._engine.generate(*args, **kwargs)
+        self.generate_seconds += time.perf_counter() - start
+        self.generate_calls += 1
+        self.observe(outputs)
+        return outputs
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+        """Queueing (cai's grouped scoring) is engine time too: the engine runs meanwhile."""
+        start = time.perf_counter()
+        ids = self._engine.enqueue(*args, **kwargs)
+        self.generate_seconds += time.perf_counter() - start
+        return ids
+
+    def wait_for_completion(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        outputs = self._engine.wait_for_completion(*args, **kwargs)
         self.generate_seconds += time.perf_counter() - start
         self.generate_calls += 1
         self.observe(outputs)

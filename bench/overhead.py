@@ -21,10 +21,11 @@ from pathlib import Path
 
 from common import (
     EngineObserver,
-    build_tiny_model,
+    bench_model,
     fmt_ratio,
     interleave,
     median,
+    model_label,
     print_header,
     raw_score,
     record_choice_requests,
@@ -46,16 +47,23 @@ def run_cai(
     cache: bool,
     fresh: bool = True,
     chunk_size: int | None = None,
+    overlap: bool = False,
 ) -> dict:
     """One `cai judge` run into `work` (emptied first when `fresh`), call cache in `work`."""
+    from cai.backends.cached import CachedBackend
     from cai.backends.vllm_offline import VLLMOfflineBackend
-    from cai.cache import CachedBackend, CallCache
+    from cai.cache import CallCache
     from cai.pipeline import load_pipeline_config, run_pipeline
 
     if fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    backend = VLLMOfflineBackend(str(model_dir), engine=engine, show_progress=False)
+    backend = VLLMOfflineBackend(
+        str(model_dir),
+        engine=engine,
+        show_progress=False,
+        overlap_batch=64 if overlap else None,
+    )
     store = None
     if cache:
         store = CallCache(work / "calls.sqlite")
@@ -93,7 +101,7 @@ def _defaults() -> tuple[int, int]:
     """The chunk sizes a default `cai judge` uses (read, not assumed)."""
     import inspect
 
-    from cai.cache import CachedBackend
+    from cai.backends.cached import CachedBackend
     from cai.pipeline import PipelineConfig
 
     cache_batch = inspect.signature(CachedBackend.__init__).parameters["chunk_size"].default
@@ -104,17 +112,27 @@ DEFAULT_CHUNK, CACHE_BATCH = _defaults()
 
 # Where a cai run spends its time: (label, file suffix, function name) of cumulative timers.
 BREAKDOWN = [
-    ("whole run (run_pipeline)", "cai/pipeline.py", "run_pipeline"),
-    ("judge stage", "cai/pipeline.py", "_judge_stage"),
+    ("whole run (run_pipeline)", "cai/pipeline/run.py", "run_pipeline"),
+    ("judge stage", "cai/pipeline/stages.py", "_judge_stage"),
     ("  inside vLLM LLM.generate", "vllm/entrypoints/llm.py", "generate"),
+    ("  queueing groups in vLLM (LLM.enqueue)", "vllm/entrypoints/llm.py", "enqueue"),
+    (
+        "  waiting for the engine (LLM.wait_for_completion)",
+        "vllm/entrypoints/llm.py",
+        "wait_for_completion",
+    ),
     ("  rendering templates", "cai/templates.py", "render"),
     ("  tokenizing prompts", "cai/backends/tokens.py", "batch_request_prompt_ids"),
     ("  choice token ids", "cai/backends/tokens.py", "choice_token_ids"),
     ("  principle sampling", "cai/judge/compare.py", "principles_for"),
     ("  assembling judgments", "cai/judge/compare.py", "_assemble"),
-    ("  call cache (lookups, writes and the engine calls it makes)", "cai/cache.py", "_cached"),
-    ("  chunk commits (fsync)", "cai/jobs.py", "_atomic_write_lines"),
-    ("preferences stage (dataset + card)", "cai/pipeline.py", "_preferences_stage"),
+    (
+        "  call cache (lookups, writes and the engine calls it makes)",
+        "cai/backends/cached.py",
+        "_cached",
+    ),
+    ("  chunk commits (fsync)", "cai/jobs.py", "_commit"),
+    ("preferences stage (dataset + card)", "cai/pipeline/stages.py", "_preferences_stage"),
 ]
 
 
@@ -144,13 +162,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="32 pairs, 3 repeats")
     parser.add_argument("--profile", action="store_true", help="always print a profile")
+    parser.add_argument(
+        "--model", default=None, help="a model directory or pulled embedded name (default: tiny)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.repeats = 32, 3
 
     root = Path(tempfile.mkdtemp(prefix="cai-bench-overhead-"))
     try:
-        model_dir = build_tiny_model(root / "model")
+        model_dir = bench_model(args.model, root / "model")
         samples = root / "samples.jsonl"
         write_jsonl(samples, synthetic_samples(args.pairs, seed=1))
         requests = record_choice_requests(samples)
@@ -173,18 +194,27 @@ def main() -> None:
         run_cai(engine, model_dir, samples, root / "warm", cache=False)
 
         results: dict[str, object] = {}
-        engine_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": [], "cai_big": []}
+        names = ("cai", "cai_cache", "cai_big", "cai_overlap")
+        engine_seconds: dict[str, list[float]] = {n: [] for n in names}
         engine_calls: dict[str, int] = {}
-        stage_seconds: dict[str, list[float]] = {"cai": [], "cai_cache": [], "cai_big": []}
+        stage_seconds: dict[str, list[float]] = {n: [] for n in names}
 
         def before(name: str) -> None:
             engine.reset_prefix_cache()
             engine.reset()
 
-        def cai_variant(name: str, cache: bool, chunk_size: int | None = None):
+        def cai_variant(
+            name: str, cache: bool, chunk_size: int | None = None, overlap: bool = False
+        ):
             def go():
                 summary = run_cai(
-                    engine, model_dir, samples, root / name, cache, chunk_size=chunk_size
+                    engine,
+                    model_dir,
+                    samples,
+                    root / name,
+                    cache,
+                    chunk_size=chunk_size,
+                    overlap=overlap,
                 )
                 engine_seconds[name].append(engine.generate_seconds)
                 engine_calls[name] = engine.generate_calls
@@ -200,12 +230,14 @@ def main() -> None:
                 "cai": cai_variant("cai", cache=False),
                 "cai_cache": cai_variant("cai_cache", cache=True),
                 "cai_big": cai_variant("cai_big", cache=False, chunk_size=args.pairs),
+                "cai_overlap": cai_variant("cai_overlap", cache=True, overlap=True),
             },
             args.repeats,
             before_each=before,
         )
-        raw_t, tuned_t, cai_t, cache_t, big_t = (
-            median(times[n]) for n in ("raw", "raw_tuned", "cai", "cai_cache", "cai_big")
+        raw_t, tuned_t, cai_t, cache_t, big_t, overlap_t = (
+            median(times[n])
+            for n in ("raw", "raw_tuned", "cai", "cai_cache", "cai_big", "cai_overlap")
         )
         stage_t = median(stage_seconds["cai"])
         engine_t = median(engine_seconds["cai"])
@@ -244,18 +276,34 @@ def main() -> None:
                 f"{args.pairs / stage_t:.1f}",
                 fmt_ratio(r_stage),
             ],
+            [
+                "cai judge, fresh call cache, overlap on (groups of 64 prompts queued to the "
+                "engine as they are tokenized: overlap_batch=64)",
+                f"{overlap_t:.2f}",
+                f"{args.pairs / overlap_t:.1f}",
+                fmt_ratio(raw_t / overlap_t),
+            ],
         ]
         details = [
+            f"{model_label(args.model)}; "
             f"{args.pairs} pairs x 4 principles x 2 orders = {len(prompts)} scored prompts of "
             f"{tokens / len(prompts):.0f} tokens on average; median of {args.repeats} interleaved "
             "repeats, prefix cache reset before each run.",
             "",
             table(["path", "seconds", "labels/s", "throughput vs raw"], rows),
             "",
-            f"- Inside `LLM.generate` during a cai run (cache off): {engine_t:.2f} s of "
+            "- Overlap (off by default, `VLLMOfflineBackend(overlap_batch=64)`): each batch "
+            "queued in groups of 64 prompts (`LLM.enqueue`) as they are tokenized, so the "
+            "engine (its own process) computes while cai tokenizes the next group: "
+            f"{fmt_ratio(cache_t / overlap_t)} the speed of the default (each batch tokenized "
+            "whole, then one `generate` call), both with the call cache. Against the tuned "
+            "raw script, cai with the call cache (as users run it) is at "
+            f"{fmt_ratio(tuned_t / cache_t)}.",
+            f"- Inside vLLM (generate, enqueue, wait) during a cai run (cache off): "
+            f"{engine_t:.2f} s of "
             f"{cai_t:.2f} s ({engine_t / cai_t:.0%}); the rest is cai (rendering, "
             "tokenizing, records, chunk commits, the preference dataset) and vLLM calls split "
-            f"into {engine_calls['cai']} `generate` calls (one per {DEFAULT_CHUNK}-prompt chunk) "
+            f"into {engine_calls['cai']} engine calls (one per {DEFAULT_CHUNK}-pair chunk) "
             f"where the raw script makes one; with the call cache, {engine_calls['cai_cache']} "
             f"calls (the cache sends at most {CACHE_BATCH} requests per call) and a SQLite "
             "write per batch.",
@@ -274,19 +322,30 @@ def main() -> None:
                 lambda: run_cai(engine, model_dir, samples, root / "profiled", cache=True)
             )
             print(report)
+            top = [line for line in report.splitlines() if line.strip()][-14:]
             section = [
                 "",
                 "Where the time of one cai run goes (fresh call cache, under cProfile, which slows "
                 "Python code, so shares matter more than seconds):",
                 "",
                 table(["step", "cumulative seconds"], breakdown),
+                "",
+                "The profile's top entries by own time:",
+                "",
+                "```",
+                *top,
+                "```",
             ]
             print("\n".join(section))
             details += section
+        name = "overhead" + (f"-{Path(args.model).name}" if args.model else "")
         record_result(
-            "overhead",
+            name,
             {
-                "title": "1. Overhead: cai judge vs raw vLLM",
+                "title": "1. Overhead: cai judge vs raw vLLM"
+                + (f" ({args.model})" if args.model else ""),
+                "command": "python bench/overhead.py"
+                + (f" --model {args.model}" if args.model else ""),
                 "summary": [
                     ["cai judge / raw LLM.generate throughput (cache off)", fmt_ratio(r_e2e)],
                     [
@@ -294,6 +353,14 @@ def main() -> None:
                         fmt_ratio(tuned_t / cai_t),
                     ],
                     ["cai judge / raw throughput (fresh call cache)", fmt_ratio(r_cache)],
+                    [
+                        "cai judge (fresh call cache) / raw tuned like cai's backend",
+                        fmt_ratio(tuned_t / cache_t),
+                    ],
+                    [
+                        "overlap of tokenizing and engine: with / without (fresh call cache)",
+                        fmt_ratio(cache_t / overlap_t),
+                    ],
                     ["judge stage only / raw throughput", fmt_ratio(r_stage)],
                     [
                         f"cai judge, chunk_size={args.pairs} / raw throughput",

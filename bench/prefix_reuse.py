@@ -21,9 +21,10 @@ from pathlib import Path
 
 from common import (
     EngineObserver,
-    build_tiny_model,
+    bench_model,
     fmt_ratio,
     median,
+    model_label,
     print_header,
     record_result,
     reusable_prefix_tokens,
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per engine start")
     parser.add_argument("--cycles", type=int, default=2, help="on/off engine pairs")
     parser.add_argument("--quick", action="store_true", help="16 pairs, 2 repeats, 1 cycle")
+    parser.add_argument(
+        "--model", default=None, help="a model directory or pulled embedded name (default: tiny)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.repeats, args.cycles = 16, 2, 1
@@ -83,7 +87,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="cai-bench-prefix-"))
     try:
-        model_dir = build_tiny_model(root / "model")
+        model_dir = bench_model(args.model, root / "model")
         items = [
             PairToJudge(
                 key=row["prompt_id"],
@@ -121,6 +125,7 @@ def main() -> None:
         ]
         details = "\n".join(
             [
+                f"{model_label(args.model)}; "
                 f"{args.pairs} pairs x {args.principles} principles x 2 orders = {requests} "
                 f"scored prompts, {tokens / max(requests, 1):.0f} tokens each on average; "
                 f"median of {len(runs['on'])} runs per setting over {args.cycles} alternating "
@@ -138,12 +143,19 @@ def main() -> None:
         )
         print(details)
         record_result(
-            "prefix_reuse",
+            "prefix_reuse" + (f"-{Path(args.model).name}" if args.model else ""),
             {
-                "title": "3. Prefix reuse: prefix caching on vs off",
+                "title": "3. Prefix reuse: prefix caching on vs off"
+                + (f" ({args.model})" if args.model else ""),
+                "command": "python bench/prefix_reuse.py"
+                + (f" --model {args.model}" if args.model else ""),
                 "summary": [
                     ["speed-up from prefix caching (off time / on time)", fmt_ratio(speed)],
                     ["share of prompt tokens served from the prefix cache", f"{share:.0%}"],
+                    [
+                        "bound: share of prompt tokens that repeat a prefix (in whole blocks)",
+                        f"{ideal[0] / tokens:.0%} ({ideal[1] / tokens:.0%})",
+                    ],
                 ],
                 "details": details,
                 "raw": {

@@ -83,12 +83,12 @@ def _run(session, samples: Path, pairs: int, work: Path, chunk_size: int) -> Non
 
 def overhead(root: Path, pairs: int, repeats: int, chunk_size: int) -> dict:
     """Local engine vs the same engine in one Ray actor."""
-    from cai.backends import BackendSpec, make_backend
+    from cai.backends import backend_spec, make_backend
     from cai.executors import ExecutorConfig, LocalExecutor
     from cai.executors.ray import RayExecutor
 
     model_dir = build_tiny_model(root / "model")
-    spec = BackendSpec(kind="vllm", model=str(model_dir), enforce_eager=True, max_model_len=2048)
+    spec = backend_spec(kind="vllm", model=str(model_dir), enforce_eager=True, max_model_len=2048)
     recipe = _recipe(spec)
     sets = []
     for r in range(repeats + 1):  # the first set warms both engines up
@@ -138,11 +138,11 @@ def overhead(root: Path, pairs: int, repeats: int, chunk_size: int) -> dict:
 
 def scaling(root: Path, pairs: int, repeats: int, chunk_size: int) -> dict:
     """Scripted backend: one actor vs two (one CPU each), and local for reference."""
-    from cai.backends import BackendSpec
+    from cai.backends import backend_spec
     from cai.executors import ExecutorConfig, LocalExecutor
     from cai.executors.ray import RayExecutor
 
-    spec = BackendSpec(kind="scripted", model="bench")
+    spec = backend_spec(kind="scripted", model="bench")
     recipe = _recipe(spec)
     samples = root / "scripted.jsonl"
     write_jsonl(samples, synthetic_samples(pairs, seed=7))

@@ -14,16 +14,33 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-BENCHMARKS = ["overhead", "judge_method", "prefix_reuse", "scale", "resume", "label_latency", "ray_executor"]
+BENCHMARKS = [
+    "overhead",
+    "judge_method",
+    "prefix_reuse",
+    "scale",
+    "resume",
+    "label_latency",
+    "ray_executor",
+]
+TAKES_MODEL = {"overhead", "prefix_reuse"}  # the others run on the tiny random model
 
 
-def commands(names: list[str], quick: bool) -> list[list[str]]:
-    """The command line of each named benchmark."""
+def commands(names: list[str], quick: bool, model: str | None = None) -> list[list[str]]:
+    """The command line of each named benchmark (`model` goes to those that take one)."""
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {BENCHMARKS}")
     extra = ["--quick"] if quick else []
-    return [[sys.executable, str(BENCH_DIR / f"{name}.py"), *extra] for name in names]
+    return [
+        [
+            sys.executable,
+            str(BENCH_DIR / f"{name}.py"),
+            *extra,
+            *(["--model", model] if model and name in TAKES_MODEL else []),
+        ]
+        for name in names
+    ]
 
 
 def main() -> int:
@@ -32,9 +49,12 @@ def main() -> int:
     parser.add_argument(
         "--only", nargs="+", default=BENCHMARKS, metavar="NAME", help=f"subset of {BENCHMARKS}"
     )
+    parser.add_argument(
+        "--model", default=None, help=f"model for {sorted(TAKES_MODEL)} (default: tiny)"
+    )
     args = parser.parse_args()
     failed = []
-    for name, command in zip(args.only, commands(args.only, args.quick), strict=True):
+    for name, command in zip(args.only, commands(args.only, args.quick, args.model), strict=True):
         print(f"\n##### {name}: {' '.join(command[1:])}", flush=True)
         start = time.monotonic()
         code = subprocess.call(command, cwd=BENCH_DIR.parent)

@@ -31,6 +31,8 @@ from common import (
     write_jsonl,
 )
 
+DEFAULT_SIZES = "1000,10000,100000"
+
 
 def _score(request) -> list[float]:
     text = "".join(m["content"] for m in request.messages or []) + request.assistant_prefix
@@ -38,9 +40,22 @@ def _score(request) -> list[float]:
     return [-digest[0] / 64, -digest[1] / 64]
 
 
-def worker(pairs: int, principles: int, work: Path) -> dict:
-    """Judge `pairs` synthetic pairs with the scripted backend; returns time and memory."""
-    from cai.backends.scripted import ScriptedBackend
+def _backend(engine: str, work: Path):
+    """The scripted stand-in, or real vLLM on the tiny model (started before timing)."""
+    if engine == "scripted":
+        from cai.backends.scripted import ScriptedBackend
+
+        return ScriptedBackend(score=_score, model_id="scripted-scale")
+    from common import build_tiny_model, start_engine
+
+    from cai.backends.vllm_offline import VLLMOfflineBackend
+
+    model_dir = build_tiny_model(work / "model")
+    return VLLMOfflineBackend(str(model_dir), engine=start_engine(model_dir), show_progress=False)
+
+
+def worker(pairs: int, principles: int, work: Path, engine: str = "scripted") -> dict:
+    """Judge `pairs` synthetic pairs on `engine`; returns time and memory."""
     from cai.constitution import load_constitution
     from cai.judge.compare import JudgeConfig, PairwiseJudge
     from cai.judge.stage import judge_samples
@@ -50,7 +65,7 @@ def worker(pairs: int, principles: int, work: Path) -> dict:
     samples = work / "samples.jsonl"
     write_jsonl(samples, synthetic_samples(pairs, seed=4))
     judge = PairwiseJudge(
-        ScriptedBackend(score=_score, model_id="scripted-scale"),
+        _backend(engine, work),
         load_constitution("default"),
         TemplateSet(),
         JudgeConfig(principles_per_pair=principles),
@@ -69,7 +84,7 @@ def worker(pairs: int, principles: int, work: Path) -> dict:
     }
 
 
-def run_size(pairs: int, principles: int) -> dict:
+def run_size(pairs: int, principles: int, engine: str = "scripted") -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"cai-bench-scale-{pairs}-"))
     try:
         out = subprocess.run(
@@ -82,6 +97,8 @@ def run_size(pairs: int, principles: int) -> dict:
                 str(principles),
                 "--work",
                 str(work),
+                "--engine",
+                engine,
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -94,20 +111,29 @@ def run_size(pairs: int, principles: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES)
     parser.add_argument("--principles", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="sizes 500, 2000, 8000")
+    parser.add_argument(
+        "--engine",
+        choices=["scripted", "vllm"],
+        default="scripted",
+        help="vllm: real vLLM on the tiny model (default sizes 1000,10000)",
+    )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.principles, args.work)))
+        print(json.dumps(worker(args.worker, args.principles, args.work, args.engine)))
         return
+    real = args.engine == "vllm"
+    if real and args.sizes == DEFAULT_SIZES:
+        args.sizes = "1000,10000"
     sizes = [500, 2000, 8000] if args.quick else [int(s) for s in args.sizes.split(",")]
-    print_header(f"scale: judge stage, scripted backend standing in for the engine, sizes {sizes}")
+    print_header(f"scale: judge stage on the {args.engine} backend, sizes {sizes}")
     results = []
     for pairs in sizes:
-        got = run_size(pairs, args.principles)
+        got = run_size(pairs, args.principles, args.engine)
         results.append(got)
         print(
             f"{pairs} pairs: {got['seconds']:.1f} s, peak RSS {got['peak_rss_mib']:.0f} MiB",
@@ -132,12 +158,17 @@ def main() -> None:
     last = results[-1]
     time_ratio = (last["seconds"] / last["pairs"]) / base_rate
     mem_ratio = last["peak_rss_mib"] / base["peak_rss_mib"]
+    about = (
+        "**Real vLLM on the tiny random model** (engine started before timing; peak RSS is "
+        "cai's process, the engine core runs in a process of its own)"
+        if real
+        else "**The ScriptedBackend stands in for the engine at these sizes** (no model runs)"
+    )
     details = "\n".join(
         [
-            "**The ScriptedBackend stands in for the engine at these sizes** (no model runs); "
-            f"the judge stage is otherwise the real one: {args.principles} principles x 2 "
-            "orders per pair, every prompt rendered, chunks of 16 prompts committed atomically. "
-            "One run per size, each in its own process.",
+            f"{about}; the judge stage is otherwise the real one: {args.principles} principles "
+            "x 2 orders per pair, every prompt rendered, chunks of 16 pairs committed "
+            "atomically. One run per size, each in its own process.",
             "",
             table(
                 [
@@ -159,9 +190,12 @@ def main() -> None:
     )
     print(details)
     record_result(
-        "scale",
+        "scale-vllm" if real else "scale",
         {
-            "title": "4. Scale: judge stage, 1k to 100k pairs (scripted engine)",
+            "title": "4b. Scale on real vLLM: judge stage, tiny model"
+            if real
+            else "4. Scale: judge stage, 1k to 100k pairs (scripted engine)",
+            "command": f"python bench/scale.py --engine {args.engine} --sizes {args.sizes}",
             "summary": [
                 [
                     f"time per pair, {last['pairs']:,} vs {base['pairs']:,} pairs (1.0 = linear)",

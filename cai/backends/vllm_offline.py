@@ -20,6 +20,7 @@ from cai.backends.base import (
     BackendError,
     ChoiceRequest,
     ChoiceScore,
+    ContextOverflowError,
     Generation,
     GenerationParams,
     Message,
@@ -34,6 +35,18 @@ from cai.backends.tokens import (
 )
 
 _FINISH = {"stop": "stop", "length": "length"}
+
+# What vLLM reports as the model dtype for each dtype setting a local engine is given.
+_ENGINE_DTYPES = {
+    "float32": "float32",
+    "float": "float32",
+    "float16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+}
+
+ENGINES_STARTED = 0
+"""vLLM engines this process has started (tests check that resumed work starts none)."""
 
 
 def _check_model_path(model: str) -> None:
@@ -73,8 +86,10 @@ class VLLMOfflineBackend(Backend):
         engine: Any | None = None,
         model_id: str | None = None,
         show_progress: bool = True,
+        overlap_batch: int | None = None,
     ) -> None:
         self.show_progress = show_progress
+        self.overlap_batch = overlap_batch
         if engine is None:
             _check_model_path(model)
             from cai.platform import prepare_vllm_env
@@ -96,6 +111,8 @@ class VLLMOfflineBackend(Backend):
                 kwargs.update(revision=revision, tokenizer_revision=revision)
             if gpu_memory_utilization is not None:
                 kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            global ENGINES_STARTED
+            ENGINES_STARTED += 1
             try:
                 engine = LLM(model, **kwargs)
             except (OSError, ValueError) as err:
@@ -109,7 +126,7 @@ class VLLMOfflineBackend(Backend):
         self.max_model_len = engine.llm_engine.model_config.max_model_len
         engine_dtype = str(engine.llm_engine.model_config.dtype).replace("torch.", "")
         if model_id is None:
-            from cai.models import model_identity
+            from cai.model_names import model_identity
 
             model_id = f"vllm:{model_identity(model, revision)}:{engine_dtype}"
         self.model_id = model_id
@@ -166,36 +183,22 @@ class VLLMOfflineBackend(Backend):
 
     # scoring --------------------------------------------------------------------------
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
+        """Scores of the label tokens at one greedy step.
+
+        With `overlap_batch` set, the batch goes to the engine in groups of that size: each
+        group is queued as soon as its token ids exist, so the engine computes the first
+        groups while later ones are tokenized here (vLLM's engine core runs in its own
+        process), and all groups share one engine queue. Off by default: on a 2-core CPU it
+        measured no faster than one call (bench/overhead.py reports both).
+        """
         if not requests:
             return []
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        prompts = batch_request_prompt_ids(self.tokenizer, requests)
-        check_context([len(p) for p in prompts], 1, self.max_model_len)
         ids_by_choices: dict[tuple[str, ...], list[int]] = {}
         for request in requests:
             if request.choices not in ids_by_choices:
                 ids_by_choices[request.choices] = choice_token_ids(self._encode, request.choices)
         choice_ids = [ids_by_choices[r.choices] for r in requests]
-        # A fresh SamplingParams per request with skip_clone: vLLM would otherwise deep-copy a
-        # shared one for every request, which costs more than the forward pass on small models.
-        sampling = [
-            SamplingParams(
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=len(ids),
-                logprob_token_ids=list(ids),
-                detokenize=False,  # only the label log-probs are read
-                skip_clone=True,
-            )
-            for ids in choice_ids
-        ]
-        outputs = self.engine.generate(
-            [TokensPrompt(prompt_token_ids=p) for p in prompts],
-            sampling,
-            use_tqdm=self.show_progress and len(prompts) > 1,
-        )
+        outputs = self._score_outputs(requests, choice_ids)
         scores = []
         for request, ids, out in zip(requests, choice_ids, outputs, strict=True):
             step = out.outputs[0].logprobs[0]
@@ -206,9 +209,59 @@ class VLLMOfflineBackend(Backend):
                     "this vLLM build may not support logprob_token_ids."
                 )
             scores.append(
-                ChoiceScore.from_logprobs(request.choices, [float(step[i].logprob) for i in ids])
+                ChoiceScore.from_logprobs(
+                    request.choices,
+                    [float(step[i].logprob) for i in ids],
+                    len(out.prompt_token_ids) if out.prompt_token_ids is not None else None,
+                )
             )
         return scores
+
+    def _score_outputs(self, requests: list[ChoiceRequest], choice_ids: list[list[int]]):
+        """The engine's outputs for `requests`, in order; groups queued as they are tokenized."""
+        step = self.overlap_batch or len(requests)
+        if step >= len(requests):
+            prompts = self._checked_ids(requests, 0)
+            return self.engine.generate(
+                _token_prompts(prompts),
+                _score_params(choice_ids),
+                use_tqdm=self.show_progress and len(prompts) > 1,
+            )
+        queued: list[list[int]] = []
+        try:
+            for start in range(0, len(requests), step):
+                prompts = self._checked_ids(requests[start : start + step], start)
+                self.engine.enqueue(
+                    _token_prompts(prompts),
+                    _score_params(choice_ids[start : start + step]),
+                    use_tqdm=False,
+                )
+                queued += prompts
+        except BaseException:
+            self.engine.wait_for_completion(use_tqdm=False)  # leave nothing queued behind
+            raise
+        # finished requests come back in the order they were queued (sorted by request id)
+        finished = self.engine.wait_for_completion(use_tqdm=self.show_progress)
+        if len(finished) != len(queued) or any(
+            list(out.prompt_token_ids or []) != ids
+            for out, ids in zip(finished, queued, strict=False)
+        ):
+            raise BackendError(
+                f"vLLM returned {len(finished)} results for {len(queued)} queued prompts, or "
+                "not in the order they were queued; the engine is shared with another caller",
+                fix="Give this backend an engine of its own.",
+            )
+        return finished
+
+    def _checked_ids(self, requests: list[ChoiceRequest], offset: int) -> list[list[int]]:
+        """Prompt token ids of a group; an overflow names indices in the whole batch."""
+        prompts = batch_request_prompt_ids(self.tokenizer, requests)
+        try:
+            check_context([len(p) for p in prompts], 1, self.max_model_len)
+        except ContextOverflowError as err:
+            err.indices = [offset + i for i in err.indices]  # type: ignore[attr-defined]
+            raise
+        return prompts
 
     def close(self) -> None:
         if self._owns_engine and self.engine is not None:
@@ -216,3 +269,55 @@ class VLLMOfflineBackend(Backend):
             import gc
 
             gc.collect()
+
+
+def shared_vllm_backend(model: str, *, revision: str | None = None, **settings: Any) -> Backend:
+    """A vLLM backend that starts its engine on first use, shared by every caller in this
+    process that names the same model and engine settings (`cai.backends.shared`).
+
+    `settings` are VLLMOfflineBackend's keyword arguments. The model path is checked now, so
+    a wrong path fails before any work; the engine starts on the first batch.
+    """
+    from cai.backends.shared import shared_backend
+
+    _check_model_path(model)
+    engine_dtype = _ENGINE_DTYPES.get(str(settings.get("dtype", "float32")))
+    if engine_dtype is None:  # a dtype only the engine can resolve: build it now
+        return VLLMOfflineBackend(model, revision=revision, **settings)
+    from cai.model_names import model_identity
+
+    model_id = f"vllm:{model_identity(model, revision)}:{engine_dtype}"
+    path = Path(model).expanduser()
+    where = str(path.resolve()) if path.is_dir() else model
+    engine_settings = {k: v for k, v in settings.items() if k != "show_progress"}
+    engine_settings["dtype"] = engine_dtype
+    key = ("vllm", where, revision, tuple(sorted(engine_settings.items())))
+    return shared_backend(
+        key, lambda: VLLMOfflineBackend(model, revision=revision, **settings), model_id
+    )
+
+
+def _token_prompts(prompts: list[list[int]]) -> list:
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+
+
+def _score_params(choice_ids: list[list[int]]) -> list:
+    """One greedy step with the raw log-probs of exactly the label tokens.
+
+    A fresh SamplingParams per request with skip_clone: vLLM would otherwise deep-copy a
+    shared one for every request, which costs more than the forward pass on small models."""
+    from vllm import SamplingParams
+
+    return [
+        SamplingParams(
+            max_tokens=1,
+            temperature=0.0,
+            logprobs=len(ids),
+            logprob_token_ids=list(ids),
+            detokenize=False,  # only the label log-probs are read
+            skip_clone=True,
+        )
+        for ids in choice_ids
+    ]

@@ -174,3 +174,55 @@ def test_reusable_prefix_tokens():
     assert common.reusable_prefix_tokens(prompts, block_size=2) == 2 + 4
     assert common.reusable_prefix_tokens(prompts, block_size=8) == 0
     assert common.reusable_prefix_tokens([]) == 0
+
+
+def test_run_all_passes_the_model_only_to_scripts_that_take_one():
+    run_all = _load("run_all")
+    over, scale = run_all.commands(["overhead", "scale"], quick=False, model="m-dir")
+    assert over[-2:] == ["--model", "m-dir"]
+    assert "--model" not in scale
+
+
+def test_engine_observer_times_queued_groups_like_generate():
+    class Out:
+        def __init__(self, n):
+            self.prompt_token_ids = list(range(n))
+            self.num_cached_tokens = 0
+
+    class Engine:
+        def __init__(self):
+            self.queue = []
+
+        def enqueue(self, prompts, params=None, use_tqdm=False):
+            self.queue += prompts
+            return [str(i) for i in range(len(prompts))]
+
+        def wait_for_completion(self, use_tqdm=False):
+            done, self.queue = [Out(n) for n in self.queue], []
+            return done
+
+    observer = common.EngineObserver(Engine())
+    observer.enqueue([10, 20])
+    observer.enqueue([30])
+    assert observer.requests == 0  # nothing finished yet
+    outputs = observer.wait_for_completion()
+    assert [len(o.prompt_token_ids) for o in outputs] == [10, 20, 30]
+    assert (observer.requests, observer.prompt_tokens, observer.generate_calls) == (3, 60, 1)
+
+
+def test_bench_model_and_its_label(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert common.bench_model(str(tmp_path), tmp_path / "unused") == tmp_path
+    assert common.model_label(None) == "the tiny random model"
+    assert common.model_label("smollm2-135m-instruct") == "model `smollm2-135m-instruct`"
+
+
+def test_a_section_names_the_command_that_wrote_it(tmp_path):
+    js, md = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    entry = {**_entry("Overhead (m)", "0.97x"), "command": "python bench/overhead.py --model m"}
+    common.record_result("overhead-m", entry, json_path=js, md_path=md)
+    common.record_result("overhead", _entry("Overhead", "0.95x"), json_path=js, md_path=md)
+    text = md.read_text()
+    assert "; `python bench/overhead.py --model m`_" in text
+    assert "; `python bench/overhead.py`_" in text
+    assert text.index("## Overhead\n") < text.index("## Overhead (m)")

@@ -1,0 +1,53 @@
+"""Scoring in groups queued while the rest is tokenized gives the one-call results exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from cai.backends.base import ChoiceRequest, ContextOverflowError
+
+pytestmark = pytest.mark.vllm
+
+
+def _requests(n: int) -> list[ChoiceRequest]:
+    return [
+        ChoiceRequest(
+            messages=[{"role": "user", "content": f"Question {i}: is {i} even? " * (1 + i % 5)}],
+            choices=("A", "B") if i % 3 else ("B", "A"),
+            assistant_prefix="Answer: " if i % 2 else "",
+        )
+        for i in range(n)
+    ]
+
+
+def test_grouped_queueing_scores_exactly_as_one_call(vllm_engine, tiny_model_dir):
+    from cai.backends.vllm_offline import VLLMOfflineBackend
+
+    one_call = VLLMOfflineBackend(
+        str(tiny_model_dir), engine=vllm_engine, show_progress=False, overlap_batch=None
+    )
+    grouped = VLLMOfflineBackend(
+        str(tiny_model_dir), engine=vllm_engine, show_progress=False, overlap_batch=16
+    )
+    requests = _requests(70)  # 5 groups, the last one short
+    expected = one_call.score_choices(requests)
+    found = grouped.score_choices(requests)
+    assert [s.choices for s in found] == [list(r.choices) for r in requests]
+    assert [s.logprobs for s in found] == [s.logprobs for s in expected]
+    assert vllm_engine.llm_engine.get_num_unfinished_requests() == 0
+
+
+def test_an_overflow_in_a_later_group_leaves_nothing_queued(vllm_engine, tiny_model_dir):
+    from cai.backends.vllm_offline import VLLMOfflineBackend
+
+    backend = VLLMOfflineBackend(
+        str(tiny_model_dir), engine=vllm_engine, show_progress=False, overlap_batch=4
+    )
+    requests = _requests(10)
+    long = "word " * 3000  # past the 2048-token context of the session engine
+    requests[6] = ChoiceRequest(messages=[{"role": "user", "content": long}], choices=("A", "B"))
+    with pytest.raises(ContextOverflowError) as caught:
+        backend.score_choices(requests)
+    assert caught.value.indices == [6]  # type: ignore[attr-defined]
+    assert vllm_engine.llm_engine.get_num_unfinished_requests() == 0
+    assert len(backend.score_choices(requests[:6])) == 6  # the engine is clean for the next call
