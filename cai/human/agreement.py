@@ -39,6 +39,7 @@ from cai.human.metrics import (
 from cai.human.pairs import prob_first
 from cai.judge.families import SelfPreference, self_preference
 from cai.judge.health import JudgeHealth, LengthUnit, judge_health, order_outcome, pair_of_row
+from cai.judge.panel import MemberAccuracy, member_accuracy
 
 __all__ = [
     "AgreementReport",
@@ -109,6 +110,8 @@ class AgreementReport(BaseModel):
     judge_health: JudgeHealth | None = None
     """The judge's own numbers over every AI row (cai.judge.health)."""
     self_preference: SelfPreference | None = None
+    panel_members: list[MemberAccuracy] = Field(default_factory=list)
+    """A judge panel's members against people, one row each ([] without a panel)."""
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     tie_policy: str = TIE_POLICY
 
@@ -250,6 +253,7 @@ def compute_agreement(
         self_preference=self_preference(
             (r.get("judge_model") for r in joined.ai_rows), policy_models
         ),
+        panel_members=member_accuracy((p.ai, p.human_on_chosen) for p in joined.pairs),
         bootstrap=settings,
         notes=notes,
     )

@@ -185,6 +185,22 @@ def _principles(report: AgreementReport) -> list[Block]:
     ]
 
 
+def _panel(report: AgreementReport) -> list[Block]:
+    if not report.panel_members:
+        return []
+    rows = [[m.member, str(m.n), fmt(m.accuracy)] for m in report.panel_members]
+    text = (
+        "Each judge of the panel against people, on the pairs where neither that judge nor the "
+        "people are at exactly 0.5. A member far below the others is worth dropping or "
+        "down-weighting (`panel.weights`)."
+    )
+    return [
+        Block("h2", "Panel members against people"),
+        Block("p", text),
+        _table(["member", "decisive pairs", "accuracy"], rows),
+    ]
+
+
 def report_blocks(report: AgreementReport) -> list[Block]:
     """The whole report, in order."""
     notes = [Block("h2", "Notes"), Block("ul", rows=tuple((n,) for n in report.notes))]
@@ -195,6 +211,7 @@ def report_blocks(report: AgreementReport) -> list[Block]:
         *_length(report),
         *_self_preference(report),
         *_health(report),
+        *_panel(report),
         *_principles(report),
         *(notes if report.notes else []),
     ]

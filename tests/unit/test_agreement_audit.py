@@ -239,3 +239,28 @@ def test_agree_cli_options(tmp_path):
     result = CliRunner().invoke(app, [*args, "--length-unit", "tokens"])
     assert result.exit_code == 2 and "unknown length unit 'tokens'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_panel_members_against_people_by_hand(tmp_path):
+    # Two members voted on every pair. People, on the AI's chosen: pairs 1,3,4 chosen wins;
+    # pair 2 and 6 rejected wins; pair 5 tie (left out).
+    votes = {
+        0: (0.9, 0.2),  # judge-a right, judge-b wrong
+        1: (0.3, 0.8),  # people chose rejected: a right, b wrong
+        2: (0.6, 0.6),  # both right
+        3: (0.5, 0.9),  # a at exactly 0.5: left out for a; b right
+        4: (0.7, 0.7),  # people tie: left out for both
+        5: (0.2, 0.4),  # people chose rejected (l*6): both right
+    }
+    ai = [
+        {**r, "judge_members": ["judge-a", "judge-b"], "prob_chosen_by_member": list(votes[i])}
+        for i, r in enumerate(AI)
+    ]
+    report = compute_agreement(ai, HUMAN, bootstrap=FAST)
+    by_member = {m.member: (m.n, m.accuracy) for m in report.panel_members}
+    assert by_member["judge-a"] == (4, pytest.approx(4 / 4))
+    assert by_member["judge-b"] == (5, pytest.approx(3 / 5))
+    files = write_report(report, tmp_path / "report")
+    text = files["markdown"].read_text(encoding="utf-8")
+    assert "Panel members against people" in text and "judge-b" in text
+    assert compute_agreement(AI, HUMAN, bootstrap=FAST).panel_members == []
