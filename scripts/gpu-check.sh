@@ -6,6 +6,8 @@
 #            printed; fails above GPU_CHECK_JUDGE_TOLERANCE, default 0.1)
 #   reward   `cai train reward` steps on the GPU (bf16 mixed precision), finite loss, model saved
 #   ppo      `cai train ppo` steps on the GPU against the tiny reward model, metrics and policy saved
+#   ppo-extras  the same with SFT mixing (ptx_coef > 0) and the reward-hacking monitor judging with
+#            the transformers backend on the GPU: ptx loss logged, monitor.jsonl and monitor.png written
 #   ddp      with 2+ GPUs: reward and PPO under `accelerate launch --config_file
 #            examples/accelerate/ddp.yaml --num_processes 2`, ranks on different data and with
 #            identical weights (CAI_DEBUG_DATA_LOG)
@@ -223,6 +225,45 @@ def check_ppo(out, processes=1, engine="transformers"):
     return report(name, ok, detail)
 
 
+def check_ppo_extras(out):
+    import yaml
+
+    lm, rm = tiny_models(out)
+    prompts = out / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q, _, _ in PAIRS * 2))
+    sft = out / "sft.jsonl"
+    sft.write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+        + "\n" for q, a, _ in PAIRS * 2))
+    config = out / "ppo-extras.yaml"
+    config.write_text(yaml.safe_dump({
+        "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 2, "max_new_tokens": 8,
+        "learning_rate": 1e-4, "progress": False, "save_every": 1,
+        "ptx_coef": 0.05, "ptx_dataset": str(sft), "ptx_batch_size": 2,
+        "monitor": {"prompts": str(prompts), "limit": 4, "every": 1, "batch_size": 4,
+                    "judge": {"backend": {"kind": "transformers", "model": str(lm)}}},
+    }))
+    run = out / "ppo-extras"
+    shutil.rmtree(run, ignore_errors=True)
+    args = ["train", "ppo", "-c", str(config), "--model", str(lm), "--prompts", str(prompts),
+            "--reward-model", str(rm), "-o", str(run), "--steps", "2"]
+    code, output = cai(args, 1, {})
+    if code != 0:
+        return report("ppo-extras", False, output[-3000:])
+    from cai.train.ppo.logging import read_metrics
+
+    rows = read_metrics(run / "metrics.jsonl")
+    ptx = [r.get("ptx/loss") for r in rows]
+    checks = (run / "logs" / "monitor.jsonl").read_text().splitlines() if (
+        run / "logs" / "monitor.jsonl").exists() else []
+    ok = (len(rows) == 2 and all(v is not None and math.isfinite(v) for v in ptx)
+          and len(checks) >= 2 and (run / "monitor.png").exists() or False)
+    last = json.loads(checks[-1]) if checks else {}
+    detail = (f"ptx loss {ptx}, {len(checks)} monitor checks, last win rate "
+              f"{last.get('win_rate')}, monitor.png {(run / 'monitor.png').exists()}")
+    return report("ppo-extras", ok, detail)
+
+
 def check_imports():
     import cai.backends  # noqa: F401
     import cai.judge.compare  # noqa: F401
@@ -236,7 +277,7 @@ def check_imports():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("check", choices=["imports", "judge", "reward", "ppo", "ddp", "vllm"])
+    parser.add_argument("check", choices=["imports", "judge", "reward", "ppo", "ppo-extras", "ddp", "vllm"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args()
@@ -253,6 +294,8 @@ def main():
         return check_reward(args.out)
     if args.check == "ppo":
         return check_ppo(args.out)
+    if args.check == "ppo-extras":
+        return check_ppo_extras(args.out)
     if args.check == "ddp":
         return check_reward(args.out, args.processes) | check_ppo(args.out, args.processes)
     return check_judge(args.out, "vllm") | check_ppo(args.out, engine="vllm")
@@ -290,6 +333,7 @@ FAILED=0
 run_check judge || FAILED=1
 run_check reward || FAILED=1
 run_check ppo || FAILED=1
+run_check ppo-extras || FAILED=1
 if [ "$COUNT" -ge 2 ]; then
   run_check ddp --processes 2 || FAILED=1
 else
