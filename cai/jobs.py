@@ -29,7 +29,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -249,7 +249,11 @@ class ChunkedJob:
             self._write_meta(None)
 
     def _write_meta(self, complete: dict[str, Any] | None) -> None:
-        meta = {"fingerprint": self.fingerprint, "chunk_size": self.chunk_size, "complete": complete}
+        meta = {
+            "fingerprint": self.fingerprint,
+            "chunk_size": self.chunk_size,
+            "complete": complete,
+        }
         atomic_write_json(self.work_dir / JOB_FILE, meta)
         self._complete = complete
 
@@ -306,11 +310,6 @@ class ChunkedJob:
         started = time.monotonic()
         if self._complete is not None:
             self._write_meta(None)  # results are in flux until this run finishes
-        existing = _chunk_files(self.chunks_dir)
-        stats = JobStats(items_total=total or 0)
-        names: list[str] = []
-        pending: dict[int, tuple[Path, list[Path], int]] = {}
-        drained = stopped = False
         label = getattr(executor, "label", "")
         bar = tqdm(
             total=total,
@@ -319,66 +318,23 @@ class ChunkedJob:
             dynamic_ncols=True,
             smoothing=0.1,
         )
-
-        def to_process() -> Iterator[tuple[int, list[T]]]:
-            """The chunks not committed yet; committed ones are counted and passed over."""
-            nonlocal drained, stopped
-            iterator = iter(items)
-            index = 0
-            while True:
-                chunk = list(islice(iterator, self.chunk_size))
-                if not chunk:
-                    drained = True
-                    return
-                path = self._chunk_path(index, chunk_digest(chunk))
-                stale = [p for p in existing.get(index, []) if p != path]
-                names.append(path.name)
-                if path.is_file():
-                    stats.items_done_before += len(chunk)
-                    for old in stale:  # written for inputs that changed since
-                        old.unlink(missing_ok=True)
-                    bar.update(len(chunk))
-                    if gate is not None:
-                        gate.done(path, len(chunk))
-                elif gate is not None and not gate.admit(len(chunk)):
-                    stopped = True
-                    return
-                else:
-                    pending[index] = (path, stale, len(chunk))
-                    yield index, chunk
-                index += 1
-
-        for index, rows in executor.map(to_process()):
-            if index not in pending:
-                raise RuntimeError(f"the executor returned chunk {index} twice or unasked")
-            path, stale, size = pending.pop(index)
-            self._commit(path, rows)
-            stats.items_processed += size
-            stats.chunks_committed += 1
-            for old in stale:  # written for inputs that changed since
-                old.unlink(missing_ok=True)
-            bar.update(size)
-            if gate is not None:
-                gate.done(path, size)
+        sweep = _Sweep(self, _chunk_files(self.chunks_dir), JobStats(items_total=total or 0), bar)
+        sweep.gate = gate
+        for index, rows in executor.map(sweep.to_process(items)):
+            sweep.commit(index, rows)
         bar.close()
-        if stopped and not pending:
+        stats = sweep.stats
+        if sweep.stopped and not sweep.pending:
             stats.stopped = True
-            stats.items_total = stats.items_done_before + stats.items_processed
-            stats.seconds = time.monotonic() - started
-            report = getattr(executor, "report", None)
-            stats.executor = report() if callable(report) else None
-            return stats
-        if pending or not drained:
+        elif sweep.pending or not sweep.drained:
             raise RuntimeError(
-                f"the executor stopped early (no rows for chunk(s) {sorted(pending)})"
+                f"the executor stopped early (no rows for chunk(s) {sorted(sweep.pending)})"
             )
-        index = len(names)
-        for past_end in [i for i in existing if i >= index]:
-            for old in existing[past_end]:
-                old.unlink(missing_ok=True)
-            stats.chunks_dropped += 1
+        else:
+            stats.chunks_dropped = sweep.drop_past_end()
         stats.items_total = stats.items_done_before + stats.items_processed
-        self._write_meta({"chunks": names, "items": stats.items_total})
+        if not stats.stopped:
+            self._write_meta({"chunks": sweep.names, "items": stats.items_total})
         stats.seconds = time.monotonic() - started
         report = getattr(executor, "report", None)
         stats.executor = report() if callable(report) else None
@@ -387,6 +343,73 @@ class ChunkedJob:
     def iter_results(self) -> Iterator[dict[str, Any]]:
         """Every row of the finished job, in input order."""
         return iter_job_results(self.work_dir)
+
+
+@dataclass
+class _Sweep:
+    """One pass of `ChunkedJob.run` over the items: which chunks are already committed (and
+    counted), which are in flight, and which files of earlier runs no longer match an input."""
+
+    job: ChunkedJob
+    existing: dict[int, list[Path]]
+    stats: JobStats
+    bar: Any
+    gate: ChunkGate | None = None
+    names: list[str] = field(default_factory=list)
+    pending: dict[int, tuple[Path, list[Path], int]] = field(default_factory=dict)
+    drained: bool = False
+    stopped: bool = False
+
+    def to_process(self, items: Iterable[Any]) -> Iterator[tuple[int, list[Any]]]:
+        """The chunks not committed yet; committed ones are counted and passed over."""
+        iterator = iter(items)
+        index = 0
+        while True:
+            chunk = list(islice(iterator, self.job.chunk_size))
+            if not chunk:
+                self.drained = True
+                return
+            path = self.job._chunk_path(index, chunk_digest(chunk))
+            stale = [p for p in self.existing.get(index, []) if p != path]
+            self.names.append(path.name)
+            if path.is_file():
+                self.stats.items_done_before += len(chunk)
+                _unlink_all(stale)  # written for inputs that changed since
+                self.bar.update(len(chunk))
+                if self.gate is not None:
+                    self.gate.done(path, len(chunk))
+            elif self.gate is not None and not self.gate.admit(len(chunk)):
+                self.stopped = True
+                return
+            else:
+                self.pending[index] = (path, stale, len(chunk))
+                yield index, chunk
+            index += 1
+
+    def commit(self, index: int, rows: list[dict[str, Any]] | EncodedRows) -> None:
+        """Commit one processed chunk, by this process alone, and retire its stale files."""
+        if index not in self.pending:
+            raise RuntimeError(f"the executor returned chunk {index} twice or unasked")
+        path, stale, size = self.pending.pop(index)
+        self.job._commit(path, rows)
+        self.stats.items_processed += size
+        self.stats.chunks_committed += 1
+        _unlink_all(stale)  # written for inputs that changed since
+        self.bar.update(size)
+        if self.gate is not None:
+            self.gate.done(path, size)
+
+    def drop_past_end(self) -> int:
+        """Delete chunks beyond the (possibly shorter) new input; returns how many."""
+        past_end = [i for i in self.existing if i >= len(self.names)]
+        for index in past_end:
+            _unlink_all(self.existing[index])
+        return len(past_end)
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def job_is_complete(work_dir: str | Path) -> bool:
