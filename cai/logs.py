@@ -2,8 +2,8 @@
 
 A user should see one progress bar per stage, the warnings that matter, and the summary. vLLM
 (its engine processes included), transformers, TRL and datasets log a great deal at INFO;
-`route_library_logs(run_dir)` sends all of it to `run_dir/logs/engine.log` and lets only
-errors through to the terminal. `cai --debug` (or `CAI_DEBUG=1`) keeps everything live.
+`route_library_logs(run_dir)` sends all of it, Python warnings included, to
+`run_dir/logs/engine.log` and lets only errors through to the terminal. `cai --debug` (or `CAI_DEBUG=1`) keeps everything live.
 
 vLLM configures its logging when it is first imported, in every process it starts, from the
 environment; so the routing is an environment variable pointing at a logging config file,
@@ -23,6 +23,9 @@ from pathlib import Path
 LOG_DIR = "logs"
 LOG_FILE = "engine.log"
 _LIBRARIES = ("vllm", "transformers", "trl", "datasets", "accelerate", "torch", "httpx")
+#: Python warnings (`warnings.warn`), which libraries use for advice such as TRL's "supports
+#: vLLM versions ..." or torch's pin_memory note: to the log file with everything else.
+_WARNINGS_LOGGER = "py.warnings"
 
 
 def _logging_config(log_file: Path) -> dict:
@@ -44,7 +47,7 @@ def _logging_config(log_file: Path) -> dict:
     }
     loggers = {
         name: {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False}
-        for name in _LIBRARIES
+        for name in (*_LIBRARIES, _WARNINGS_LOGGER)
     }
     return {
         "version": 1,
@@ -77,6 +80,7 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     logging.config.dictConfig(config)
+    logging.captureWarnings(True)
     if "datasets" in sys.modules:
         import datasets
 

@@ -107,7 +107,7 @@ def _restore_library_logging():
     import logging
     import os
 
-    from cai.logs import _LIBRARIES
+    from cai.logs import _LIBRARIES, _WARNINGS_LOGGER
 
     keys = (
         "VLLM_CONFIGURE_LOGGING",
@@ -123,9 +123,10 @@ def _restore_library_logging():
             logging.getLogger(name).level,
             logging.getLogger(name).propagate,
         )
-        for name in _LIBRARIES
+        for name in (*_LIBRARIES, _WARNINGS_LOGGER)
     }
     yield
+    logging.captureWarnings(False)
     for key, value in saved_env.items():
         if value is None:
             os.environ.pop(key, None)
