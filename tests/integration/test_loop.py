@@ -240,3 +240,44 @@ def test_sigkill_in_round_two_then_rerun_finishes_it(tmp_path, tiny_model_dir, t
     assert sampled["prompts_resumed"] >= 4  # the chunk committed before the kill was kept
     check_round_data(out)
     check_win_rates(out)
+
+
+@pytest.mark.parametrize(
+    ("method", "reward", "train"),
+    [
+        ("ppo", "reward_model", {"steps": 2, "batch_size": 4, "mini_batch_size": 2}),
+        (
+            "grpo",
+            "judge",
+            {
+                "max_steps": 2,
+                "per_device_train_batch_size": 4,
+                "num_generations": 2,
+                "max_completion_length": 8,
+            },
+        ),
+    ],
+)
+def test_one_round_with_an_online_policy_step(
+    tmp_path, tiny_model_dir, tiny_reward_dir, method, reward, train
+):
+    """PPO on the round's reward model and GRPO with the judge as reward each train a policy
+    that the round's evaluation then samples; PPO's KL reaches the summary."""
+    config = write_inputs(
+        tmp_path,
+        tiny_model_dir,
+        tiny_reward_dir,
+        rounds=1,
+        policy_step={"method": method, "reward": reward, "train": train},
+    )
+    out = tmp_path / "run"
+    finish(start(tmp_path, config, out))
+    summary = json.loads((out / "summary.json").read_text())
+    (row,) = summary["rounds"]
+    assert row["pairs"] > 0 and row["mean_reward"] is not None
+    assert 0.0 <= row["win_vs_start"] <= 1.0
+    assert (row["kl"] is not None) == (method == "ppo")
+    policy = out / summary["final_policy"]
+    assert list(policy.rglob("model.safetensors")), f"no trained weights under {policy}"
+    state_stages = state(out)["rounds"]["1"]["stages"]
+    assert all(s["status"] == "done" for s in state_stages.values())
