@@ -26,6 +26,10 @@ _LIBRARIES = ("vllm", "transformers", "trl", "datasets", "accelerate", "torch", 
 #: Python warnings (`warnings.warn`), which libraries use for advice such as TRL's "supports
 #: vLLM versions ..." or torch's pin_memory note: to the log file with everything else.
 _WARNINGS_LOGGER = "py.warnings"
+_CHILD_WARNINGS = (
+    "ignore::DeprecationWarning,ignore::FutureWarning,"
+    "ignore::UserWarning:multiprocessing.resource_tracker"
+)
 
 
 def _logging_config(log_file: Path) -> dict:
@@ -77,6 +81,10 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
     config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     os.environ["VLLM_CONFIGURE_LOGGING"] = "1"
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file.resolve())
+    # processes started from here on (vLLM's engine core and workers, multiprocessing's
+    # resource tracker) do not share this process's warning capture: keep their library
+    # advice (deprecations, "leaked shared_memory" at exit) off the terminal too
+    os.environ.setdefault("PYTHONWARNINGS", _CHILD_WARNINGS)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     logging.config.dictConfig(config)

@@ -115,6 +115,7 @@ def _restore_library_logging():
         "TRANSFORMERS_VERBOSITY",
         "TRANSFORMERS_NO_ADVISORY_WARNINGS",
         "HF_DATASETS_DISABLE_PROGRESS_BARS",
+        "PYTHONWARNINGS",
     )
     saved_env = {k: os.environ.get(k) for k in keys}
     saved = {

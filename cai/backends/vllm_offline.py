@@ -104,6 +104,7 @@ class VLLMOfflineBackend(Backend):
                 enforce_eager=enforce_eager,
                 enable_prefix_caching=True,
                 seed=seed,
+                use_tqdm_on_load=show_progress,
             )
             if max_model_len:
                 kwargs["max_model_len"] = max_model_len
