@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from cai.backends.base import ChoiceRequest, Message
+from cai.backends.prompt_split import with_tail
 from cai.errors import CaiError
 
 ROLES = ("system", "user", "assistant")
@@ -126,6 +128,9 @@ class RenderedPrompt(BaseModel):
     template: str = ""
     labels: list[str] = Field(default_factory=list)
     """The option labels the template offered (compare / rank / assess), in order."""
+    tail: str = ""
+    """The end of the last message that differs between prompts that `render_each` made
+    from one render (the rest of the messages is shared); empty when unknown."""
 
     def choice_request(
         self, choices: Sequence[str] | None = None, rationale: str | None = None
@@ -137,7 +142,8 @@ class RenderedPrompt(BaseModel):
         picked = tuple(choices if choices is not None else self.labels)
         if not picked:
             raise TemplateError(f"template {self.template!r} offers no labels; pass `choices`")
-        return ChoiceRequest(messages=self.messages, assistant_prefix=prefix, choices=picked)
+        request = ChoiceRequest(messages=self.messages, assistant_prefix=prefix, choices=picked)
+        return with_tail(request, self.tail)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -269,6 +275,10 @@ class TemplateSet:
             autoescape=False,
         )
         self._fingerprint: str | None = None
+        self._render_whole: set[str] = set()
+        """Templates `render_each` renders in full (a check found them not to fit the fast
+        way); `_render_checked` holds the (template, value) pairs it has checked."""
+        self._render_checked: set[tuple[str, str]] = set()
         if self.user_dir is not None:
             self._check_user_templates(self.user_dir)
 
@@ -348,25 +358,37 @@ class TemplateSet:
 
     def render(self, name: str, **variables: Any) -> RenderedPrompt:
         """Render template `name` with `variables` (user text is treated as data)."""
-        from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
-        from jinja2.exceptions import SecurityError
+        data = self._checked_data(name, variables)
+        return self._prompt(name, *self._render_data(name, data, sorted(variables)), variables)
 
+    def _checked_data(self, name: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """The variables as template data, after checking the name and their shape."""
         if name.startswith("_") or "/" in name or "\\" in name:
             raise TemplateError(f"{name!r} is not a template name; use one of {self.names()}")
         if "conversation" in variables:
             _check_conversation(name, variables["conversation"])
         _check_options(name, variables)
-        data = {key: _to_data(value) for key, value in variables.items()}
+        return {key: _to_data(value) for key, value in variables.items()}
+
+    def _render_data(self, name: str, data: dict[str, Any], given: list[str]) -> tuple[str, Any]:
+        """The body and module of template `name` rendered with `data` (already data)."""
+        from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
+        from jinja2.exceptions import SecurityError
+
         try:
             template = self.env.get_template(f"{name}{self.suffix}")
             module = template.make_module(data)
-            body = str(module)
+            return str(module), module
         except TemplateNotFound as err:
             if err.name == f"{name}{self.suffix}":
                 raise self._not_found(name) from None
-            raise self._render_error(name, err, sorted(variables)) from None
+            raise self._render_error(name, err, given) from None
         except (TemplateSyntaxError, UndefinedError, SecurityError) as err:
-            raise self._render_error(name, err, sorted(variables)) from None
+            raise self._render_error(name, err, given) from None
+
+    def _prompt(
+        self, name: str, body: str, module: Any, variables: Mapping[str, Any]
+    ) -> RenderedPrompt:
         messages = _split_messages(name, body)
         exported = getattr(module, "choice_labels", None)
         labels = [str(label) for label in (exported or variables.get("labels") or [])]
@@ -377,6 +399,96 @@ class TemplateSet:
             template=name,
             labels=labels,
         )
+
+    def render_each(
+        self, name: str, vary: str, values: Sequence[Any], **variables: Any
+    ) -> list[RenderedPrompt]:
+        """`[render(name, **variables, <vary>=value) for value in values]`, byte for byte, with
+        one Jinja render for all the values where the template allows.
+
+        The template is rendered once with a stand-in for `vary` that answers every field the
+        template reads with a unique placeholder, and each value's fields (as data) are put in
+        their place. That is exact when the template writes those fields verbatim and decides
+        nothing on them, as the bundled ones do with a principle's question. It is checked by
+        rendering in full the first time each value is used with a template: on any
+        difference that template is rendered in full from then on. Each prompt records where
+        its text starts to vary in its last message (`tail`), so a backend can tokenize the
+        shared start once (`cai.backends.prompt_split`)."""
+        from cai.backends import prompt_split
+
+        if not prompt_split.SHARE_PREFIXES or name in self._render_whole or len(values) < 2:
+            return [self.render(name, **variables, **{vary: value}) for value in values]
+        data = self._checked_data(name, variables)
+        stand_in = _StandIn()
+        try:
+            body, module = self._render_data(name, {**data, vary: stand_in}, [])
+            shared = self._prompt(name, body, module, variables)
+        except Exception:  # the template does more with the value than write its text
+            self._render_whole.add(name)
+            return [self.render(name, **variables, **{vary: value}) for value in values]
+        fields = list(stand_in)
+        out = []
+        for value in values:
+            value_data = _to_data(value)
+            prompt = None
+            if isinstance(value_data, dict):
+                strings = [value_data.get(field) for field in fields]
+                if all(isinstance(text, str) and text for text in strings):
+                    prompt = self._substituted(name, body, module, shared, strings, variables)
+            out.append(self._checked(name, vary, value, value_data, prompt, variables))
+        return out
+
+    def _substituted(
+        self,
+        name: str,
+        body: str,
+        module: Any,
+        stand_in: RenderedPrompt,
+        strings: list[str],
+        variables: Mapping[str, Any],
+    ) -> RenderedPrompt | None:
+        """The prompt with each placeholder replaced by its string, and its `tail`; None if
+        a placeholder reached anything but the messages (prefixes, labels)."""
+        fields = [stand_in.assistant_prefix, stand_in.answer_prefix, *stand_in.labels]
+        if any(_PLACEHOLDER_IN.search(text) for text in fields):
+            return None
+        text = _PLACEHOLDER_IN.sub(lambda m: strings[int(m[1])], body)
+        if _PLACEHOLDER_KEY in text:  # a placeholder the template cut or changed
+            return None
+        prompt = self._prompt(name, text, module, variables)
+        *head, last = stand_in.messages
+        start = _PLACEHOLDER_IN.search(last["content"])
+        if start is None or any(_PLACEHOLDER_IN.search(m["content"]) for m in head):
+            return prompt
+        shared = last["content"][: start.start()]
+        content = prompt.messages[-1]["content"]
+        if content.startswith(shared) and len(content) > len(shared):
+            prompt.tail = content[len(shared) :]
+        return prompt
+
+    def _checked(
+        self,
+        name: str,
+        vary: str,
+        value: Any,
+        value_data: Any,
+        prompt: RenderedPrompt | None,
+        variables: Mapping[str, Any],
+    ) -> RenderedPrompt:
+        """`prompt`, compared with the full render the first time `value` meets `name`."""
+        key = (name, repr(value_data))
+        if prompt is not None and key in self._render_checked:
+            return prompt
+        full = self.render(name, **variables, **{vary: value})
+        if prompt is None:  # this value cannot be put in (a field that is not text)
+            return full
+        if prompt.model_dump(exclude={"tail"}) != full.model_dump(exclude={"tail"}):
+            self._render_whole.add(name)
+            return full
+        if len(self._render_checked) >= 4096:
+            self._render_checked.clear()
+        self._render_checked.add(key)
+        return prompt
 
     def _render_error(self, name: str, err: Exception, given: list[str]) -> TemplateError:
         """The TemplateError for a Jinja failure while rendering `name`, naming its file."""
@@ -429,6 +541,22 @@ def _read_template(path: Path) -> str:
             line=raw.count(b"\n", 0, err.start) + 1,
             fix="Save the template as UTF-8.",
         ) from None
+
+
+_PLACEHOLDER_KEY = secrets.token_hex(6)
+_PLACEHOLDER = "\ue001cai-{}-" + _PLACEHOLDER_KEY + "\ue001"
+"""Stands in for a string of the varying value in `render_each` (private-use characters,
+which `as_data` leaves alone and no text of a template holds)."""
+_PLACEHOLDER_IN = re.compile(re.escape(_PLACEHOLDER).replace(r"\{\}", r"(\d+)"))
+
+
+class _StandIn(dict):
+    """Template data that answers each field read from it with a placeholder numbered in
+    the order of first reading (its keys, once rendered, are the fields the template read)."""
+
+    def __missing__(self, key: str) -> str:
+        self[key] = _PLACEHOLDER.format(len(self))
+        return self[key]
 
 
 def _split_messages(name: str, body: str) -> list[Message]:

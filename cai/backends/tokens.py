@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError, Message
+from cai.backends.prompt_split import PromptSplitter, request_tail
 
 Encode = Callable[[str, bool], list[int]]
 """encode(text, add_special_tokens) -> token ids."""
@@ -105,19 +106,28 @@ def request_prompt_ids(tokenizer, encode: Encode, request: ChoiceRequest) -> lis
 
 def batch_request_prompt_ids(tokenizer, requests: Sequence[ChoiceRequest]) -> list[list[int]]:
     """`request_prompt_ids` for a whole batch, identical ids, with one tokenizer call per kind
-    of text: fast tokenizers encode a batch in parallel, and assistant prefixes repeat."""
+    of text: fast tokenizers encode a batch in parallel, and assistant prefixes repeat.
+
+    A request that says which end of its last message it shares with other requests
+    (`TailedChoiceRequest`, as the judge's do) is tokenized in two parts, the text before
+    that end once per distinct text and the end once per distinct end, where `PromptSplitter`
+    has proved the cut exact."""
     guard = control_guard(tokenizer)
+    splitter = prompt_splitter(tokenizer)
     encoded: list[list[int] | None] = [None] * len(requests)
     bodies: dict[int, tuple[str, bool]] = {}
+    halves: dict[int, tuple[str, str]] = {}
     for index, request in enumerate(requests):
         if request.messages is not None:
             text = render_chat(tokenizer, request.messages)
             plan = guard.plan(text, request.messages) if guard is not None else None
-            if plan is None:
-                bodies[index] = (text, False)
-            else:
+            if plan is not None:
                 assert guard is not None
                 encoded[index] = guard.encode_plan(plan)
+            elif (cut := splitter.cut(text, request_tail(request))) is not None:
+                halves[index] = cut
+            else:
+                bodies[index] = (text, False)
         elif request.text is None:
             raise BackendError("A ChoiceRequest needs `messages` or `text`; both are empty.")
         else:
@@ -128,6 +138,9 @@ def batch_request_prompt_ids(tokenizer, requests: Sequence[ChoiceRequest]) -> li
             ids = _encode_many(tokenizer, [bodies[i][0] for i in picked], special)
             for i, row in zip(picked, ids, strict=True):
                 encoded[i] = row
+    if halves:
+        for i, row in zip(halves, splitter.encode(list(halves.values())), strict=True):
+            encoded[i] = row
     prefix_ids = _prefix_ids(tokenizer, guard, requests)
     out = []
     for request, row in zip(requests, encoded, strict=True):
@@ -151,8 +164,25 @@ def _prefix_ids(
 
 
 def _encode_many(tokenizer, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    """Ids of each text, as `tokenizer(texts, add_special_tokens=...)` gives them.
+
+    A Hugging Face fast tokenizer is asked through its Rust tokenizer directly when that
+    call is the same one `__call__` makes (no truncation, padding or special-token
+    splitting configured): `__call__` then only converts each result into Python lists of
+    offsets and masks that nobody reads here, which costs about as much as the encoding."""
     if not texts:
         return []
+    rust = getattr(tokenizer, "_tokenizer", None)
+    if (
+        rust is not None
+        and hasattr(rust, "encode_batch_fast")
+        and rust.truncation is None
+        and rust.padding is None
+        and getattr(tokenizer, "split_special_tokens", False) is False
+    ):
+        if rust.encode_special_tokens:  # left on by a split_special_tokens=True call
+            rust.encode_special_tokens = False
+        return [e.ids for e in rust.encode_batch_fast(texts, add_special_tokens=add_special_tokens)]
     batch = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False)
     return [list(ids) for ids in batch["input_ids"]]
 
@@ -356,6 +386,22 @@ def control_guard(tokenizer: Any) -> ControlTokenGuard | None:
 
 
 _GUARDS: dict[int, tuple[Any, ControlTokenGuard | None]] = {}
+
+
+def prompt_splitter(tokenizer: Any) -> PromptSplitter:
+    """The `PromptSplitter` of a tokenizer (memoised per tokenizer object, so that the cuts
+    it has verified are trusted across batches)."""
+    found = _SPLITTERS.get(id(tokenizer))
+    if found is not None and found[0] is tokenizer:
+        return found[1]
+    splitter = PromptSplitter(lambda texts: _encode_many(tokenizer, texts, False))
+    if len(_SPLITTERS) >= 16:
+        _SPLITTERS.clear()
+    _SPLITTERS[id(tokenizer)] = (tokenizer, splitter)
+    return splitter
+
+
+_SPLITTERS: dict[int, tuple[Any, PromptSplitter]] = {}
 
 
 def _control_tokens(tokenizer: Any) -> dict[str, int]:

@@ -317,27 +317,32 @@ class PairwiseJudge:
                     for name in empty
                 ]
                 continue
-            for principle in principles:
+            # One render per order for all principles: the template puts the principle last.
+            by_order = {
+                order: self.templates.render_each(
+                    template,
+                    "principle",
+                    principles,
+                    conversation=item.conversation,
+                    responses=[item.response_a, item.response_b]
+                    if order == "AB"
+                    else [item.response_b, item.response_a],
+                    labels=labels,
+                    constitution=self.constitution,
+                )
+                for order in orders
+            }
+            for at, principle in enumerate(principles):
                 for order in orders:
-                    pair = (
-                        [item.response_a, item.response_b]
-                        if order == "AB"
-                        else [item.response_b, item.response_a]
-                    )
-                    rendered = self.templates.render(
-                        template,
-                        conversation=item.conversation,
-                        responses=pair,
-                        labels=labels,
-                        principle=principle,
-                        constitution=self.constitution,
-                    )
-                    slots.append(_Slot(index, principle.id, order, rendered))
+                    slots.append(_Slot(index, principle.id, order, by_order[order][at]))
         if self.config.chain_of_thought:
             self._generate_rationales(slots)
         self._score(slots)
+        by_item: dict[int, list[_Slot]] = {}
+        for slot in slots:
+            by_item.setdefault(slot.item, []).append(slot)
         return [
-            self._assemble(index, item, principle_ids[index], early.get(index), slots)
+            self._assemble(index, item, principle_ids[index], early.get(index), by_item)
             for index, item in enumerate(items)
         ]
 
@@ -392,11 +397,11 @@ class PairwiseJudge:
         item: PairToJudge,
         principle_ids: list[str],
         early: list[JudgeFailure] | None,
-        slots: list[_Slot],
+        by_item: dict[int, list[_Slot]],
     ) -> PairJudgment:
         if early:
             return PairJudgment(key=item.key, ok=False, principles=principle_ids, failures=early)
-        mine = [s for s in slots if s.item == index]
+        mine = by_item.get(index, [])
         failures = [s.failure for s in mine if s.failure is not None]
         per_principle: list[PrincipleJudgment] = []
         expected_orders = 2 if self.config.both_orders else 1
