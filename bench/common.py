@@ -191,6 +191,21 @@ def write_jsonl(path: Path, rows: Iterator[dict[str, Any]]) -> int:
     return count
 
 
+def last_json(text: str) -> dict[str, Any]:
+    """The last line of a child's output that is a JSON object: engines log to the same
+    stdout, before and after (their shutdown messages), the line the child printed."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(found, dict):
+                return found
+    raise ValueError("the run printed no JSON object")
+
+
 # ---- the vLLM engine the benchmarks share ---------------------------------------------------------
 def build_tiny_model(directory: Path) -> Path:
     """The tiny random Llama the test suite uses (built locally, no hub)."""
@@ -270,9 +285,12 @@ ORDER = [
     "judge_method",
     "prefix_reuse",
     "scale",
+    "scale-vllm",
     "resume",
     "label_latency",
     "ray_executor",
+    "peer_distilabel",
+    "http_path",
 ]
 
 

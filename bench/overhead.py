@@ -48,8 +48,13 @@ def run_cai(
     fresh: bool = True,
     chunk_size: int | None = None,
     overlap: bool = False,
+    share: bool = True,
 ) -> dict:
-    """One `cai judge` run into `work` (emptied first when `fresh`), call cache in `work`."""
+    """One `cai judge` run into `work` (emptied first when `fresh`), call cache in `work`.
+
+    `share=False` renders and tokenizes every prompt whole, as cai did before it shared the
+    start common to a pair's prompts (`cai.backends.prompt_split.SHARE_PREFIXES`)."""
+    from cai.backends import prompt_split
     from cai.backends.cached import CachedBackend
     from cai.backends.vllm_offline import VLLMOfflineBackend
     from cai.cache import CallCache
@@ -78,12 +83,21 @@ def run_cai(
             *([f"chunk_size={chunk_size}"] if chunk_size else []),
         ],
     )
+    prompt_split.SHARE_PREFIXES = share
     try:
         result = run_pipeline(config, judge_backend=backend)
     finally:
+        prompt_split.SHARE_PREFIXES = True
         if store is not None:
             store.close()
     return result.summary
+
+
+def batch_request_prompt_ids(tokenizer, requests):
+    """Prompt ids as cai's vLLM backend builds them for a batch (shared starts once)."""
+    from cai.backends.tokens import batch_request_prompt_ids as batch_ids
+
+    return batch_ids(tokenizer, requests)
 
 
 def label_logprobs(out_dir: Path) -> list[tuple[float, ...]]:
@@ -187,14 +201,14 @@ def main() -> None:
         render_t = median([timed(lambda: record_choice_requests(samples))[0] for _ in range(3)])
         tokenizer = engine.get_tokenizer()
         tokenize_t = median(
-            [timed(lambda: token_prompts(tokenizer, requests))[0] for _ in range(3)]
+            [timed(lambda: batch_request_prompt_ids(tokenizer, requests))[0] for _ in range(3)]
         )
         # Warm up both paths once (imports, first-call setup), then measure interleaved.
         raw_score(engine, prompts[:8], choices[:8])
         run_cai(engine, model_dir, samples, root / "warm", cache=False)
 
         results: dict[str, object] = {}
-        names = ("cai", "cai_cache", "cai_big", "cai_overlap")
+        names = ("cai", "cai_cache", "cai_whole", "cai_big", "cai_overlap")
         engine_seconds: dict[str, list[float]] = {n: [] for n in names}
         engine_calls: dict[str, int] = {}
         stage_seconds: dict[str, list[float]] = {n: [] for n in names}
@@ -204,7 +218,11 @@ def main() -> None:
             engine.reset()
 
         def cai_variant(
-            name: str, cache: bool, chunk_size: int | None = None, overlap: bool = False
+            name: str,
+            cache: bool,
+            chunk_size: int | None = None,
+            overlap: bool = False,
+            share: bool = True,
         ):
             def go():
                 summary = run_cai(
@@ -215,6 +233,7 @@ def main() -> None:
                     cache,
                     chunk_size=chunk_size,
                     overlap=overlap,
+                    share=share,
                 )
                 engine_seconds[name].append(engine.generate_seconds)
                 engine_calls[name] = engine.generate_calls
@@ -229,15 +248,24 @@ def main() -> None:
                 "raw_tuned": lambda: raw_score(engine, prompts, choices, tuned=True),
                 "cai": cai_variant("cai", cache=False),
                 "cai_cache": cai_variant("cai_cache", cache=True),
+                "cai_whole": cai_variant("cai_whole", cache=True, share=False),
                 "cai_big": cai_variant("cai_big", cache=False, chunk_size=args.pairs),
                 "cai_overlap": cai_variant("cai_overlap", cache=True, overlap=True),
             },
             args.repeats,
             before_each=before,
         )
-        raw_t, tuned_t, cai_t, cache_t, big_t, overlap_t = (
+        raw_t, tuned_t, cai_t, cache_t, whole_t, big_t, overlap_t = (
             median(times[n])
-            for n in ("raw", "raw_tuned", "cai", "cai_cache", "cai_big", "cai_overlap")
+            for n in (
+                "raw",
+                "raw_tuned",
+                "cai",
+                "cai_cache",
+                "cai_whole",
+                "cai_big",
+                "cai_overlap",
+            )
         )
         stage_t = median(stage_seconds["cai"])
         engine_t = median(engine_seconds["cai"])
@@ -263,6 +291,13 @@ def main() -> None:
                 f"{cache_t:.2f}",
                 f"{args.pairs / cache_t:.1f}",
                 fmt_ratio(r_cache),
+            ],
+            [
+                "cai judge, fresh call cache, shared prefixes off (each prompt rendered and "
+                "tokenized whole)",
+                f"{whole_t:.2f}",
+                f"{args.pairs / whole_t:.1f}",
+                fmt_ratio(raw_t / whole_t),
             ],
             [
                 f"cai judge, cache off, chunk_size={args.pairs} (one engine batch)",
@@ -299,6 +334,13 @@ def main() -> None:
             "whole, then one `generate` call), both with the call cache. Against the tuned "
             "raw script, cai with the call cache (as users run it) is at "
             f"{fmt_ratio(tuned_t / cache_t)}.",
+            "- Shared prefixes (on by default): the judge template is rendered once per pair "
+            "and order for all its principles, and the prompt start they share is tokenized "
+            "once (each principle's end once per run), cut only where the cut was checked to "
+            f"give the whole prompt's ids: {fmt_ratio(whole_t / cache_t)} the speed of "
+            "rendering and tokenizing each prompt whole (fresh call cache); against the tuned "
+            f"raw script {fmt_ratio(tuned_t / whole_t)} without, {fmt_ratio(tuned_t / cache_t)} "
+            "with.",
             f"- Inside vLLM (generate, enqueue, wait) during a cai run (cache off): "
             f"{engine_t:.2f} s of "
             f"{cai_t:.2f} s ({engine_t / cai_t:.0%}); the rest is cai (rendering, "
@@ -356,6 +398,10 @@ def main() -> None:
                     [
                         "cai judge (fresh call cache) / raw tuned like cai's backend",
                         fmt_ratio(tuned_t / cache_t),
+                    ],
+                    [
+                        "shared prefixes: with / without (fresh call cache)",
+                        fmt_ratio(whole_t / cache_t),
                     ],
                     [
                         "overlap of tokenizing and engine: with / without (fresh call cache)",

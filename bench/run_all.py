@@ -22,6 +22,8 @@ BENCHMARKS = [
     "resume",
     "label_latency",
     "ray_executor",
+    "peer_distilabel",
+    "http_path",
 ]
 TAKES_MODEL = {"overhead", "prefix_reuse"}  # the others run on the tiny random model
 

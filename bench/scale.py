@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from common import (
     current_rss_mib,
     fmt_ratio,
+    last_json,
     peak_rss_mib,
     print_header,
     record_result,
@@ -104,7 +106,7 @@ def run_size(pairs: int, principles: int, engine: str = "scripted") -> dict:
             text=True,
             check=True,
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return last_json(out.stdout)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -133,7 +135,9 @@ def main() -> None:
     print_header(f"scale: judge stage on the {args.engine} backend, sizes {sizes}")
     results = []
     for pairs in sizes:
+        load_before = os.getloadavg()[0]
         got = run_size(pairs, args.principles, args.engine)
+        got["load"] = [load_before, os.getloadavg()[0]]
         results.append(got)
         print(
             f"{pairs} pairs: {got['seconds']:.1f} s, peak RSS {got['peak_rss_mib']:.0f} MiB",
@@ -186,6 +190,11 @@ def main() -> None:
             f"- Time per pair at {last['pairs']:,} pairs is {fmt_ratio(time_ratio)} that at "
             f"{base['pairs']:,} (1.00x = linear); peak memory is {fmt_ratio(mem_ratio)} "
             "(1.00x = flat).",
+            "- The sizes run one after another, not interleaved, so a change in the machine's "
+            "load between them shows in the time ratio; 1-minute load average before and "
+            "after each size: "
+            + "; ".join(f"{g['pairs']:,}: {g['load'][0]:.1f} / {g['load'][1]:.1f}" for g in results)
+            + f" ({os.cpu_count()} cores).",
         ]
     )
     print(details)

@@ -18,6 +18,7 @@ def _load(name: str):
         sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 
@@ -226,3 +227,99 @@ def test_a_section_names_the_command_that_wrote_it(tmp_path):
     assert "; `python bench/overhead.py --model m`_" in text
     assert "; `python bench/overhead.py`_" in text
     assert text.index("## Overhead\n") < text.index("## Overhead (m)")
+
+
+def test_count_posts_reads_uvicorn_access_lines_by_path_and_status():
+    servers = _load("servers")
+    log = "\n".join(
+        [
+            'INFO:     127.0.0.1:5 - "POST /v1/completions HTTP/1.1" 200 OK',
+            'INFO:     127.0.0.1:6 - "POST /tokenize HTTP/1.1" 200 OK',
+            'INFO:     127.0.0.1:7 - "POST /v1/completions HTTP/1.1" 200 OK',
+            'INFO:     127.0.0.1:8 - "POST /v1/chat/completions?x=1 HTTP/1.1" 500 Internal',
+            'INFO:     127.0.0.1:9 - "GET /health HTTP/1.1" 200 OK',
+            "(APIServer pid=1) INFO Route: /v1/completions, Methods: POST",
+        ]
+    )
+    assert servers.count_posts(log) == {
+        "/v1/completions 200": 2,
+        "/tokenize 200": 1,
+        "/v1/chat/completions 500": 1,
+    }
+    assert servers.count_posts("") == {}
+
+
+def test_free_port_is_bindable():
+    import socket
+
+    port = _load("servers").free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+def test_peer_rows_turn_samples_into_prometheus_relative_inputs():
+    peer = _load("peer_distilabel")
+    sample = {
+        "prompt": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "Q: why?"},
+        ],
+        "responses": ["a", "b", "c"],
+    }
+    assert list(peer.peer_rows([sample])) == [{"instruction": "Q: why?", "generations": ["a", "b"]}]
+
+
+def test_last_json_skips_engine_logs_printed_after_it():
+    text = "\n".join(
+        [
+            "INFO starting",
+            '{"rows": 1}',
+            '{"rows": 2, "parsed": 0}',
+            "(EngineCore pid=3) INFO [shutdown] EngineCore: exiting busy loop",
+            "{not json",
+            "[1, 2]",
+            "",
+        ]
+    )
+    assert common.last_json(text) == {"rows": 2, "parsed": 0}
+    with pytest.raises(ValueError, match="no JSON object"):
+        common.last_json("INFO only logs\n[1]\n")
+
+
+def test_peer_batches_counts_only_the_judge_steps_stored_batches(tmp_path):
+    peer = _load("peer_distilabel")
+    steps = tmp_path / "pipe" / "steps_data"
+    for folder, names in {
+        "prometheus_eval_0_abc": ["batch_0.json", "batch_1.json", "other.json"],
+        "load_data_from_dicts_0_def": ["batch_0.json"],
+    }.items():
+        (steps / folder).mkdir(parents=True)
+        for name in names:
+            (steps / folder / name).write_text("{}")
+    assert peer.peer_batches(tmp_path) == 2
+    assert peer.peer_batches(tmp_path / "missing") == 0
+
+
+def test_describe_posts_merges_paths_and_keeps_failures_apart():
+    peer = _load("peer_distilabel")
+    posts = {"/v1/completions 200": 3, "/tokenize 200": 2, "/v1/completions 500": 1}
+    assert peer.describe_posts(posts) == "2 /tokenize, 3 /v1/completions, 1 /v1/completions (500)"
+    assert peer.describe_posts({}) == "none"
+
+
+def test_cai_outcome_reads_the_judge_summary(tmp_path):
+    peer = _load("peer_distilabel")
+    judge = {
+        "judge_health": {"pairs_judged": 10, "pairs_labeled": 9},
+        "prompts_resumed": 4,
+        "seconds": 1.5,
+    }
+    (tmp_path / "summary.json").write_text(json.dumps({"stages": {"judge": judge}}))
+    assert peer.cai_outcome(tmp_path) == {
+        "rows": 10,
+        "parsed": 9,
+        "resumed": 4,
+        "inner_seconds": 1.5,
+    }
