@@ -112,6 +112,7 @@ class OpenAIServerBackend(Backend):
         self.model_id = f"openai:{self.model}:{self._identity(roots)}"
         self._is_vllm: bool | None = None
         self._choice_ids: dict[str, int] = {}
+        self._prefix_ids: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
     # setup ----------------------------------------------------------------------------
@@ -242,15 +243,25 @@ class OpenAIServerBackend(Backend):
             self._choice_ids[choice] = tokens[0]
         return tokens[0]
 
+    def _assistant_prefix_ids(self, prefix: str) -> list[int]:
+        """The assistant prefix's ids, asked of the server once per text: a judge sends the
+        same prefix with every request, and a second /tokenize each time cost a third of all
+        requests."""
+        with self._lock:
+            cached = self._prefix_ids.get(prefix)
+        if cached is None:
+            cached = self._tokenize({"prompt": prefix, "add_special_tokens": False})[0]
+            with self._lock:
+                self._prefix_ids[prefix] = cached
+        return list(cached)
+
     def _prompt_ids(self, request: ChoiceRequest) -> tuple[list[int], int]:
         if request.messages is not None:
             ids, limit = self._tokenize(
                 {"messages": request.messages, "add_generation_prompt": True}
             )
             if request.assistant_prefix:
-                ids += self._tokenize(
-                    {"prompt": request.assistant_prefix, "add_special_tokens": False}
-                )[0]
+                ids += self._assistant_prefix_ids(request.assistant_prefix)
             return ids, limit
         if request.text is None:
             raise BackendError("A ChoiceRequest needs `messages` or `text`; both are empty.")
