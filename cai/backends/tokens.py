@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError, Message
+from cai.backends.chat_render import ChatRenderer
 from cai.backends.prompt_split import PromptSplitter, request_tail
 
 Encode = Callable[[str, bool], list[int]]
@@ -72,7 +73,7 @@ def chat_prompt_ids(
 ) -> list[int]:
     """Token ids of a chat prompt; contents and prefix never become control tokens."""
     guard = control_guard(tokenizer)
-    text = render_chat(tokenizer, messages)
+    text = chat_renderer(tokenizer).render(messages)
     plan = guard.plan(text, messages) if guard is not None else None
     if plan is None:
         ids = encode(text, False)
@@ -114,12 +115,13 @@ def batch_request_prompt_ids(tokenizer, requests: Sequence[ChoiceRequest]) -> li
     has proved the cut exact."""
     guard = control_guard(tokenizer)
     splitter = prompt_splitter(tokenizer)
+    renderer = chat_renderer(tokenizer)
     encoded: list[list[int] | None] = [None] * len(requests)
     bodies: dict[int, tuple[str, bool]] = {}
     halves: dict[int, tuple[str, str]] = {}
     for index, request in enumerate(requests):
         if request.messages is not None:
-            text = render_chat(tokenizer, request.messages)
+            text = renderer.render(request.messages)
             plan = guard.plan(text, request.messages) if guard is not None else None
             if plan is not None:
                 assert guard is not None
@@ -402,6 +404,23 @@ def prompt_splitter(tokenizer: Any) -> PromptSplitter:
 
 
 _SPLITTERS: dict[int, tuple[Any, PromptSplitter]] = {}
+
+
+def chat_renderer(tokenizer: Any) -> ChatRenderer:
+    """The `ChatRenderer` of a tokenizer's current chat template (memoised per tokenizer
+    object; a template set on the tokenizer later gets a renderer of its own)."""
+    template = getattr(tokenizer, "chat_template", None)
+    found = _RENDERERS.get(id(tokenizer))
+    if found is not None and found[0] is tokenizer and found[1].template is template:
+        return found[1]
+    renderer = ChatRenderer(template, lambda messages: render_chat(tokenizer, messages))
+    if len(_RENDERERS) >= 16:
+        _RENDERERS.clear()
+    _RENDERERS[id(tokenizer)] = (tokenizer, renderer)
+    return renderer
+
+
+_RENDERERS: dict[int, tuple[Any, ChatRenderer]] = {}
 
 
 def _control_tokens(tokenizer: Any) -> dict[str, int]:
