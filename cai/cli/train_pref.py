@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 _CONFIG_HELP = "YAML file of the trainer's settings (see docs/training.md)."
 _SET_HELP = "Any setting as dotted.key=value (repeatable), e.g. judge.mode=pairwise."
+
+# The flags every trainer here shares, declared once; each command lists only its own.
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help=_CONFIG_HELP)]
+ModelOpt = Annotated[str | None, typer.Option(help="Policy model directory.")]
+OutputDirOpt = Annotated[str | None, typer.Option("--output-dir", "-o")]
+MaxStepsOpt = Annotated[int | None, typer.Option()]
+EpochsOpt = Annotated[float | None, typer.Option()]
+LearningRateOpt = Annotated[float | None, typer.Option()]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Per-device train batch size.")]
+LoraOpt = Annotated[bool | None, typer.Option("--lora/--full")]
+ResumeOpt = Annotated[bool | None, typer.Option("--resume/--no-resume")]
+SeedOpt = Annotated[int | None, typer.Option()]
+SetOpt = Annotated[list[str], typer.Option("--set", help=_SET_HELP)]
+# The dataset flags DPO and ORPO share.
+PairDataOpt = Annotated[str | None, typer.Option("--data", help="Preference dataset.")]
+PairEvalOpt = Annotated[str | None, typer.Option(help="Held-out preference dataset.")]
 
 
 def _report(result) -> None:
@@ -17,34 +34,39 @@ def _report(result) -> None:
         typer.echo(f"trained {result.global_step} steps -> {result.output_dir}")
 
 
-def _run_options(output_dir, max_steps, epochs, learning_rate, batch_size) -> dict:
-    """The run flags every preference trainer shares, under their config keys."""
+def _run_options(
+    output_dir, max_steps, epochs, learning_rate, batch_size, lora, resume, seed
+) -> dict:
+    """The run flags every trainer shares, under their config keys."""
     return {
         "output_dir": output_dir,
         "max_steps": max_steps,
         "num_train_epochs": epochs,
         "learning_rate": learning_rate,
         "per_device_train_batch_size": batch_size,
+        "lora.enabled": lora,
+        "resume": resume,
+        "seed": seed,
     }
 
 
 def register(train_app: typer.Typer) -> None:
     @train_app.command("dpo")
     def dpo(
-        config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-        model: str | None = typer.Option(None, help="Policy model directory."),
-        train_data: str | None = typer.Option(None, "--data", help="Preference dataset."),
-        eval_data: str | None = typer.Option(None, help="Held-out preference dataset."),
+        config: ConfigOpt = None,
+        model: ModelOpt = None,
+        train_data: PairDataOpt = None,
+        eval_data: PairEvalOpt = None,
         beta: float | None = typer.Option(None, help="DPO temperature (KL strength)."),
-        output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
-        max_steps: int | None = typer.Option(None),
-        epochs: float | None = typer.Option(None),
-        learning_rate: float | None = typer.Option(None),
-        batch_size: int | None = typer.Option(None, help="Per-device train batch size."),
-        lora: bool | None = typer.Option(None, "--lora/--full"),
-        resume: bool | None = typer.Option(None, "--resume/--no-resume"),
-        seed: int | None = typer.Option(None),
-        overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+        output_dir: OutputDirOpt = None,
+        max_steps: MaxStepsOpt = None,
+        epochs: EpochsOpt = None,
+        learning_rate: LearningRateOpt = None,
+        batch_size: BatchSizeOpt = None,
+        lora: LoraOpt = None,
+        resume: ResumeOpt = None,
+        seed: SeedOpt = None,
+        overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
     ) -> None:
         """Direct preference optimisation on a cai preference dataset (TRL DPOTrainer)."""
         from cai.config import load_config
@@ -56,14 +78,9 @@ def register(train_app: typer.Typer) -> None:
             "train_data": train_data,
             "eval_data": eval_data,
             "beta": beta,
-            "output_dir": output_dir,
-            "max_steps": max_steps,
-            "num_train_epochs": epochs,
-            "learning_rate": learning_rate,
-            "per_device_train_batch_size": batch_size,
-            "lora.enabled": lora,
-            "resume": resume,
-            "seed": seed,
+            **_run_options(
+                output_dir, max_steps, epochs, learning_rate, batch_size, lora, resume, seed
+            ),
         }
         settings = load_config(DPOTrainConfig, config, options, overrides)
         route_library_logs(settings.output_dir)
@@ -71,8 +88,8 @@ def register(train_app: typer.Typer) -> None:
 
     @train_app.command("kto")
     def kto(
-        config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-        model: str | None = typer.Option(None, help="Policy model directory."),
+        config: ConfigOpt = None,
+        model: ModelOpt = None,
         train_data: str | None = typer.Option(
             None, "--data", help="Thumbs up/down rows (prompt/completion/label) or pairs."
         ),
@@ -83,15 +100,15 @@ def register(train_app: typer.Typer) -> None:
         min_confidence: float | None = typer.Option(
             None, help="Pairs only: drop pairs with |prob_chosen - 0.5| below this."
         ),
-        output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
-        max_steps: int | None = typer.Option(None),
-        epochs: float | None = typer.Option(None),
-        learning_rate: float | None = typer.Option(None),
+        output_dir: OutputDirOpt = None,
+        max_steps: MaxStepsOpt = None,
+        epochs: EpochsOpt = None,
+        learning_rate: LearningRateOpt = None,
         batch_size: int | None = typer.Option(None, help="Per-device train batch size (>= 2)."),
-        lora: bool | None = typer.Option(None, "--lora/--full"),
-        resume: bool | None = typer.Option(None, "--resume/--no-resume"),
-        seed: int | None = typer.Option(None),
-        overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+        lora: LoraOpt = None,
+        resume: ResumeOpt = None,
+        seed: SeedOpt = None,
+        overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
     ) -> None:
         """KTO on answers marked good or bad, or on pairs split into them (TRL KTOTrainer)."""
         from cai.config import load_config
@@ -106,8 +123,9 @@ def register(train_app: typer.Typer) -> None:
             "desirable_weight": desirable_weight,
             "undesirable_weight": undesirable_weight,
             "min_confidence": min_confidence,
-            **_run_options(output_dir, max_steps, epochs, learning_rate, batch_size),
-            **{"lora.enabled": lora, "resume": resume, "seed": seed},
+            **_run_options(
+                output_dir, max_steps, epochs, learning_rate, batch_size, lora, resume, seed
+            ),
         }
         settings = load_config(KTOTrainConfig, config, options, overrides)
         route_library_logs(settings.output_dir)
@@ -115,20 +133,20 @@ def register(train_app: typer.Typer) -> None:
 
     @train_app.command("orpo")
     def orpo(
-        config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-        model: str | None = typer.Option(None, help="Policy model directory."),
-        train_data: str | None = typer.Option(None, "--data", help="Preference dataset."),
-        eval_data: str | None = typer.Option(None, help="Held-out preference dataset."),
+        config: ConfigOpt = None,
+        model: ModelOpt = None,
+        train_data: PairDataOpt = None,
+        eval_data: PairEvalOpt = None,
         beta: float | None = typer.Option(None, help="Weight of the odds-ratio term."),
-        output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
-        max_steps: int | None = typer.Option(None),
-        epochs: float | None = typer.Option(None),
-        learning_rate: float | None = typer.Option(None),
-        batch_size: int | None = typer.Option(None, help="Per-device train batch size."),
-        lora: bool | None = typer.Option(None, "--lora/--full"),
-        resume: bool | None = typer.Option(None, "--resume/--no-resume"),
-        seed: int | None = typer.Option(None),
-        overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+        output_dir: OutputDirOpt = None,
+        max_steps: MaxStepsOpt = None,
+        epochs: EpochsOpt = None,
+        learning_rate: LearningRateOpt = None,
+        batch_size: BatchSizeOpt = None,
+        lora: LoraOpt = None,
+        resume: ResumeOpt = None,
+        seed: SeedOpt = None,
+        overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
     ) -> None:
         """Odds-ratio preference optimisation: no reference model (TRL ORPOTrainer)."""
         from cai.config import load_config
@@ -140,8 +158,9 @@ def register(train_app: typer.Typer) -> None:
             "train_data": train_data,
             "eval_data": eval_data,
             "beta": beta,
-            **_run_options(output_dir, max_steps, epochs, learning_rate, batch_size),
-            **{"lora.enabled": lora, "resume": resume, "seed": seed},
+            **_run_options(
+                output_dir, max_steps, epochs, learning_rate, batch_size, lora, resume, seed
+            ),
         }
         settings = load_config(ORPOTrainConfig, config, options, overrides)
         route_library_logs(settings.output_dir)
@@ -149,8 +168,8 @@ def register(train_app: typer.Typer) -> None:
 
     def _online(algorithm: str):
         def command(
-            config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-            model: str | None = typer.Option(None, help="Policy model directory."),
+            config: ConfigOpt = None,
+            model: ModelOpt = None,
             prompts: str | None = typer.Option(None, help="Prompts file (.jsonl/.csv/.parquet)."),
             reward_model: list[str] = typer.Option([], help="Reward model directory (repeatable)."),
             judge_backend: str | None = typer.Option(
@@ -160,15 +179,15 @@ def register(train_app: typer.Typer) -> None:
             constitution: str | None = typer.Option(None, help="Constitution for the judge."),
             num_generations: int | None = typer.Option(None, help="Completions per prompt."),
             max_completion_length: int | None = typer.Option(None),
-            output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
-            max_steps: int | None = typer.Option(None),
-            epochs: float | None = typer.Option(None),
-            learning_rate: float | None = typer.Option(None),
-            batch_size: int | None = typer.Option(None, help="Per-device train batch size."),
-            lora: bool | None = typer.Option(None, "--lora/--full"),
-            resume: bool | None = typer.Option(None, "--resume/--no-resume"),
-            seed: int | None = typer.Option(None),
-            overrides: list[str] = typer.Option([], "--set", help=_SET_HELP),
+            output_dir: OutputDirOpt = None,
+            max_steps: MaxStepsOpt = None,
+            epochs: EpochsOpt = None,
+            learning_rate: LearningRateOpt = None,
+            batch_size: BatchSizeOpt = None,
+            lora: LoraOpt = None,
+            resume: ResumeOpt = None,
+            seed: SeedOpt = None,
+            overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
         ) -> None:
             from cai.config import load_config
             from cai.logs import route_library_logs
@@ -183,14 +202,9 @@ def register(train_app: typer.Typer) -> None:
                 "judge.constitution": constitution,
                 "num_generations": num_generations,
                 "max_completion_length": max_completion_length,
-                "output_dir": output_dir,
-                "max_steps": max_steps,
-                "num_train_epochs": epochs,
-                "learning_rate": learning_rate,
-                "per_device_train_batch_size": batch_size,
-                "lora.enabled": lora,
-                "resume": resume,
-                "seed": seed,
+                **_run_options(
+                    output_dir, max_steps, epochs, learning_rate, batch_size, lora, resume, seed
+                ),
             }
             settings = load_config(OnlineTrainConfig, config, options, overrides)
             route_library_logs(settings.output_dir)
