@@ -11,60 +11,24 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cai.train.ppo.config import PPOConfig  # noqa: E402
+from ppo_setup import PROMPTS, tiny_ppo_config, token_share_reward  # noqa: E402
+
 from cai.train.ppo.logging import read_metrics  # noqa: E402
-from cai.train.ppo.rewards import TokenFractionReward  # noqa: E402
 from cai.train.ppo.trainer import PPOTrainer  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_torch_thread")]
 
 STEPS = 20
-PROMPTS = [
-    [{"role": "user", "content": f"question {i} about the world and people"}] for i in range(32)
-]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The tiny model's matrices are too small for intra-op threads to pay: one thread is as fast
-    on an idle machine and many times faster on a busy one (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _config(model_dir, out, **overrides):
+    return tiny_ppo_config(model_dir, out, **{"steps": STEPS, **overrides})
 
 
-def _config(model_dir, out, **overrides) -> PPOConfig:
-    settings = dict(
-        model=str(model_dir),
-        output_dir=str(out),
-        steps=STEPS,
-        batch_size=32,
-        mini_batch_size=32,
-        ppo_epochs=4,
-        max_new_tokens=8,
-        learning_rate=1e-3,
-        lr_schedule="constant",
-        kl_coef=0.02,
-        missing_eos_penalty=None,
-        reward_normalization="none",
-        forward_batch_size=32,
-        save_every=0,
-        save_final_model=False,
-        plot=False,
-        progress=False,
-        resume=False,
-        seed=0,
-    )
-    settings.update(overrides)
-    return PPOConfig(**settings)
-
-
-def _reward(model_dir) -> TokenFractionReward:
+def _reward(model_dir):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return TokenFractionReward(list(range(0, len(tokenizer), 4)), {tokenizer.eos_token_id})
+    return token_share_reward(AutoTokenizer.from_pretrained(model_dir))
 
 
 def _run(config, reward, stop_after=None):

@@ -11,20 +11,12 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
+from ppo_setup import PROMPTS, paid_token_ids, tiny_ppo_config, token_share_reward  # noqa: E402
+
 from cai.train.monitor.log import read_monitor  # noqa: E402
 from cai.train.ppo.logging import read_metrics  # noqa: E402
 
-TRAIN_PROMPTS = [
-    [{"role": "user", "content": f"question {i} about the world and people"}] for i in range(32)
-]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _monitor_prompts(tmp_path, n=8):
@@ -105,25 +97,13 @@ def _length_judge(tokenizer, paid: set[int]):
 
 
 def _hacking_config(model_dir, out, prompts, **monitor):
-    from cai.train.ppo.config import PPOConfig
-
-    return PPOConfig(
-        model=str(model_dir),
-        output_dir=str(out),
-        steps=20,
+    return tiny_ppo_config(
+        model_dir,
+        out,
         batch_size=16,
         mini_batch_size=16,
-        max_new_tokens=8,
-        learning_rate=1e-3,
-        lr_schedule="constant",
-        kl_coef=0.02,
-        missing_eos_penalty=None,
-        reward_normalization="none",
         forward_batch_size=16,
-        save_every=0,
-        save_final_model=False,
-        progress=False,
-        resume=False,
+        plot=True,
         monitor={
             "prompts": str(prompts),
             "limit": 16,
@@ -140,18 +120,17 @@ def test_reward_climbing_while_the_judge_turns_away_stops_the_run_and_it_resumes
 ):
     from transformers import AutoTokenizer
 
-    from cai.train.ppo.rewards import TokenFractionReward
     from cai.train.ppo.trainer import PPOTrainer, latest_checkpoint
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    paid = set(range(0, len(tokenizer), 4))
-    reward = TokenFractionReward(sorted(paid), {tokenizer.eos_token_id})
+    paid = set(paid_token_ids(tokenizer))
+    reward = token_share_reward(tokenizer)
     judge = _length_judge(tokenizer, paid)
     prompts = _monitor_prompts(tmp_path, 16)
     out = tmp_path / "run"
 
     config = _hacking_config(tiny_model_dir, out, prompts, stop_on=["reward_judge_divergence"])
-    first = PPOTrainer(config, reward, TRAIN_PROMPTS, judge_backend=judge).train()
+    first = PPOTrainer(config, reward, PROMPTS, judge_backend=judge).train()
     assert first.stopped_by == ["reward_judge_divergence"]
     assert first.last_step < 20 and first.final_model_dir is None
     assert latest_checkpoint(out).name == f"step-{first.last_step:06d}"
@@ -165,9 +144,7 @@ def test_reward_climbing_while_the_judge_turns_away_stops_the_run_and_it_resumes
 
     # The user looks, decides to go on: resume from the stop's checkpoint, warnings only.
     resumed = _hacking_config(tiny_model_dir, out, prompts).model_copy(update={"resume": True})
-    second = PPOTrainer(resumed, reward, TRAIN_PROMPTS, judge_backend=judge).train(
-        stop_after_steps=2
-    )
+    second = PPOTrainer(resumed, reward, PROMPTS, judge_backend=judge).train(stop_after_steps=2)
     assert second.resumed_from == first.last_step
     assert second.last_step == first.last_step + 2 and second.stopped_by is None
     steps = [r["step"] for r in read_monitor(second.monitor_path)]

@@ -1,7 +1,7 @@
 """PPO-ptx on the tiny policy: mixing the SFT loss into PPO keeps the policy's likelihood of
 held-out SFT rows, at a reward close to plain PPO's.
 
-Reward: share of response tokens whose id is a multiple of 4 (as in test_ppo_learning.py).
+Reward: share of response tokens whose id is a multiple of 4 (ppo_setup.token_share_reward).
 SFT rows: "the answer is" + 8 words from a small vocabulary, after a random 5-word question;
 the held-out rows come from the same generator with another seed. Checked over seeds 0, 1, 2
 (16 steps, ptx_coef 0.05): without ptx the held-out mean log-likelihood per token fell by
@@ -18,25 +18,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from cai.train.ppo.config import PPOConfig  # noqa: E402
+from ppo_setup import PROMPTS, tiny_ppo_config, token_share_reward  # noqa: E402
+
 from cai.train.ppo.logging import read_metrics  # noqa: E402
 from cai.train.ppo.ptx import completion_logprobs, read_sft_pairs, tokenize_pairs  # noqa: E402
-from cai.train.ppo.rewards import TokenFractionReward  # noqa: E402
 from cai.train.ppo.trainer import PPOTrainer  # noqa: E402
 
-pytestmark = pytest.mark.slow
-
-PROMPTS = [
-    [{"role": "user", "content": f"question {i} about the world and people"}] for i in range(32)
-]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_torch_thread")]
 
 
 def _write_sft(path, n, seed):
@@ -73,27 +61,11 @@ def _heldout_loglik(trainer, path) -> float:
 def _run(model_dir, out, sft, heldout, ptx_coef):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    reward = TokenFractionReward(list(range(0, len(tokenizer), 4)), {tokenizer.eos_token_id})
-    config = PPOConfig(
-        model=str(model_dir),
-        output_dir=str(out),
+    reward = token_share_reward(AutoTokenizer.from_pretrained(model_dir))
+    config = tiny_ppo_config(
+        model_dir,
+        out,
         steps=16,
-        batch_size=32,
-        mini_batch_size=32,
-        max_new_tokens=8,
-        learning_rate=1e-3,
-        lr_schedule="constant",
-        kl_coef=0.02,
-        missing_eos_penalty=None,
-        reward_normalization="none",
-        forward_batch_size=32,
-        save_every=0,
-        save_final_model=False,
-        plot=False,
-        progress=False,
-        resume=False,
-        seed=0,
         ptx_coef=ptx_coef,
         ptx_dataset=str(sft) if ptx_coef else None,
         ptx_batch_size=16,
