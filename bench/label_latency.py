@@ -34,9 +34,6 @@ from pathlib import Path
 
 from common import machine_facts, median, print_header, record_result, table, words
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
 
 def synthetic_items(path: Path, n: int, seed: int = 0) -> Path:
     rng = random.Random(seed)
@@ -122,28 +119,6 @@ def run_http(server: Server) -> dict:
     return {"labels": n, "seconds": seconds, "server_ms": server_ms}
 
 
-def start_browser(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-
-
 def run_browser(server: Server, driver) -> dict:
     """Candidate: the page in Chromium, keyboard only."""
     from selenium.webdriver.common.action_chains import ActionChains
@@ -203,6 +178,8 @@ def compact(run: dict) -> dict:
 
 
 def main() -> None:
+    from cai.testing.browser import INSTALL_HINT, missing_browser_parts, start_headless_chromium
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
@@ -210,12 +187,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.repeats = 40, 2
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.exists():
-            raise SystemExit(f"{path} is missing: apt-get install -y chromium chromium-driver")
+    for path in missing_browser_parts():
+        raise SystemExit(f"{path} is missing: {INSTALL_HINT}")
 
     root = Path(tempfile.mkdtemp(prefix="cai-bench-label-"))
-    driver = start_browser(root / "profile")
+    driver = start_headless_chromium(root / "profile")
     try:
         items = synthetic_items(root / "items.jsonl", args.pairs)
         print_header(f"label latency: {args.pairs} pairs, {args.repeats} repeats")

@@ -20,9 +20,8 @@ import pytest
 from cai.label.export import answers_to_rows
 from cai.label.items import load_items
 from cai.label.store import LabelStore, choice_to_screen
+from cai.testing.browser import INSTALL_HINT, missing_browser_parts, start_headless_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "label-page.png"
 XSS = '<img src=x onerror="window.__pwned=1"> and <script>window.__pwned=2</script>'
 
@@ -53,12 +52,11 @@ def _need_browser():
         import selenium  # noqa: F401
     except ImportError:
         pytest.skip("selenium is not installed (it is in the dev extra: pip install -e '.[dev]')")
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.exists():
-            pytest.skip(
-                f"{path} is missing and could not be installed here; install it with "
-                "`apt-get install -y chromium chromium-driver` (.ci/run does this in CI)"
-            )
+    for path in missing_browser_parts():
+        pytest.skip(
+            f"{path} is missing and could not be installed here; install it with "
+            f"`{INSTALL_HINT}` (.ci/run does this in CI)"
+        )
 
 
 def _free_port():
@@ -100,25 +98,7 @@ def server(tmp_path):
 @pytest.fixture
 def browser(tmp_path):
     _need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver = start_headless_chromium(tmp_path / "chromium-profile")
     yield driver
     driver.quit()
 
