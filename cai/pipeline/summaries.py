@@ -79,15 +79,12 @@ class PreferencesSummary(PreferenceCounts, StageSummary):
     filtered_file: str | None = None
 
     def lines(self, shown: Shown) -> list[str]:
-        rate, mean = self.position_disagreement_rate, self.mean_prob_chosen
+        """Position flips and confidence are the judge's: JudgeSummary shows them once."""
         see = f" (see {shown(self.filtered_file)})" if self.filtered_file else ""
         return [
             f"pairs written: {self.rows_written}",
             f"filtered: {self.filtered or 'none'}{see}",
             f"judge failures: {self.judge_failures_by_kind or 'none'}",
-            "position disagreement (orders prefer different responses): "
-            + ("n/a" if rate is None else f"{rate:.1%}"),
-            "mean confidence (prob_chosen): " + ("n/a" if mean is None else f"{mean:.3f}"),
         ]
 
 

@@ -169,7 +169,7 @@ def test_cai_run_cli_end_to_end(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     dataset_path = tmp_path / "out" / "preferences.parquet"
     assert f"dataset: {dataset_path}" in proc.stdout
-    assert "position disagreement" in proc.stdout
+    assert "position flips" in proc.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["stages"]["sample"]["prompts"] == 4
     resolved = yaml.safe_load((tmp_path / "out" / "config.resolved.yaml").read_text())
