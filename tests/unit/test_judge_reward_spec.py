@@ -78,3 +78,21 @@ def test_a_backend_built_from_the_spec_is_closed_and_a_given_one_is_not(tmp_path
     given = ScriptedBackend()
     with judge_reward(spec, given) as assess:
         assert assess.backend is given
+
+
+@pytest.mark.parametrize(
+    "reward, message",
+    [
+        ("{kind: judge}", "the judge reward has no backend"),
+        ("{kind: judge, mode: pairwise, backend: {kind: scripted}}", "mode: assess"),
+    ],
+)
+def test_the_ppo_trainer_refuses_a_bad_judge_reward_before_loading_any_model(
+    tmp_path, reward, message
+):
+    """The policy `m` does not exist: an error about it would mean a model load came first."""
+    from cai.train.ppo.trainer import PPOTrainer
+
+    config = _ppo(tmp_path, reward)
+    with pytest.raises(ConfigError, match=message):
+        PPOTrainer(config)

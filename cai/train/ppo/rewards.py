@@ -156,9 +156,10 @@ def build_reward(spec, tokenizer, device=None, owned: ExitStack | None = None) -
     raise ConfigError(f"unknown reward kind {kind!r}")
 
 
-def _judge(spec: JudgeRewardSpec, owned: ExitStack | None) -> JudgeReward:
-    """The one judge-reward spec, pointwise, as PPO's reward (same refusals as GRPO's)."""
-    from cai.train.rewards import judge_reward
+def check_judge_reward(spec: JudgeRewardSpec) -> None:
+    """Refuse a judge reward PPO cannot build, before any model loads: a pairwise mode (PPO's
+    rollouts have no reference answer to beat) or no judge backend."""
+    from cai.train.rewards import judge_backend_spec
 
     if spec.mode != "assess":
         raise ConfigError(
@@ -167,6 +168,14 @@ def _judge(spec: JudgeRewardSpec, owned: ExitStack | None) -> JudgeReward:
             fix="Drop reward.mode (or set it to assess); pairwise judging needs a reference "
             "answer per prompt, which PPO's rollouts do not have.",
         )
+    judge_backend_spec(spec)
+
+
+def _judge(spec: JudgeRewardSpec, owned: ExitStack | None) -> JudgeReward:
+    """The one judge-reward spec, pointwise, as PPO's reward (same refusals as GRPO's)."""
+    from cai.train.rewards import judge_reward
+
+    check_judge_reward(spec)
     if owned is None:
         from cai.train.rewards import build_judge_reward
 

@@ -31,7 +31,13 @@ from cai.train.ppo import core
 from cai.train.ppo.config import PPOConfig
 from cai.train.ppo.logging import MetricsLogger
 from cai.train.ppo.models import load_actor_critic, load_reference, reference_logprobs
-from cai.train.ppo.rewards import RewardFunction, RewardInputs, build_reward, checked_scores
+from cai.train.ppo.rewards import (
+    RewardFunction,
+    RewardInputs,
+    build_reward,
+    check_judge_reward,
+    checked_scores,
+)
 from cai.train.ppo.rollout import (
     Rollout,
     RolloutEngine,
@@ -40,6 +46,7 @@ from cai.train.ppo.rollout import (
     create_colocated_engine,
     unwrapped_for_generation,
 )
+from cai.train.rewards import JudgeRewardSpec
 
 CHECKPOINTS = "checkpoints"
 
@@ -130,6 +137,13 @@ class PPOTrainer:
         from transformers import AutoTokenizer
 
         self.config = config
+        if reward_fn is None:  # the reward's settings are checked before any model loads
+            if config.reward is None:
+                raise PPOSetupError(
+                    "no reward: set `reward:` in the config (model, tokens, python, judge)"
+                )
+            if isinstance(config.reward, JudgeRewardSpec):
+                check_judge_reward(config.reward)
         prepare_launch()
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -182,10 +196,7 @@ class PPOTrainer:
         self.owned = ExitStack()
         """What this trainer built and closes in `close` (a judge reward's backend)."""
         if reward_fn is None:
-            if config.reward is None:
-                raise PPOSetupError(
-                    "no reward: set `reward:` in the config (model, tokens, python, judge)"
-                )
+            assert config.reward is not None  # checked above
             reward_fn = build_reward(config.reward, self.tokenizer, device, self.owned)
         self.reward_fn = reward_fn
         self.rollout = rollout_engine or self._default_rollout()
