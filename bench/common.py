@@ -295,8 +295,13 @@ ORDER = [
 
 
 def _ordered(results: dict[str, Any]) -> list[str]:
-    known = [n for n in ORDER if n in results]
-    return known + sorted(n for n in results if n not in ORDER)
+    """Sections in ORDER; a variant (`overhead-<model>`) right after its benchmark."""
+
+    def rank(name: str) -> tuple[int, str]:
+        bases = [i for i, base in enumerate(ORDER) if name == base or name.startswith(base + "-")]
+        return (max(bases, key=lambda i: len(ORDER[i])) if bases else len(ORDER), name)
+
+    return sorted(results, key=rank)
 
 
 def render_results(results: dict[str, Any]) -> str:
@@ -501,13 +506,22 @@ def token_prompts(tokenizer, requests) -> tuple[list[list[int]], list[list[int]]
     return prompts, choices
 
 
+def text_prompts(tokenizer, requests) -> list[str]:
+    """Each request's prompt as text (chat template, then the assistant prefix): what a plain
+    script that starts from text hands vLLM to tokenize."""
+    from cai.backends.tokens import render_chat
+
+    return [render_chat(tokenizer, r.messages) + r.assistant_prefix for r in requests]
+
+
 def raw_score(
-    engine, prompts: list[list[int]], choices: list[list[int]], tuned: bool = False
+    engine, prompts: list[list[int]] | list[str], choices: list[list[int]], tuned: bool = False
 ) -> list[list[float]]:
     """The minimal script: one LLM.generate call, max_tokens=1, log-probs of the label tokens.
 
     `tuned` adds the two settings cai's backend uses (no detokenizing of the sampled token,
-    no deep copy of the parameters per request), so cai's own overhead can be read alone."""
+    no deep copy of the parameters per request), so cai's own overhead can be read alone.
+    Prompts given as text are tokenized by vLLM inside the call."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -519,7 +533,9 @@ def raw_score(
         for ids in choices
     ]
     outputs = engine.generate(
-        [TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False
+        [p if isinstance(p, str) else TokensPrompt(prompt_token_ids=p) for p in prompts],
+        params,
+        use_tqdm=False,
     )
     return [
         [float(out.outputs[0].logprobs[0][i].logprob) for i in ids]

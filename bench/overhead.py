@@ -33,6 +33,7 @@ from common import (
     start_engine,
     synthetic_samples,
     table,
+    text_prompts,
     timed,
     token_prompts,
     write_jsonl,
@@ -170,6 +171,57 @@ def profile_breakdown(fn) -> tuple[list[list[str]], str]:
     return rows, text.getvalue()
 
 
+VARIANTS = [
+    "raw",
+    "raw_tuned",
+    "raw_text",
+    "cai",
+    "cai_cache",
+    "cai_whole",
+    "cai_big",
+    "cai_overlap",
+]
+
+
+def variant_labels(pairs: int) -> dict[str, str]:
+    return {
+        "raw": "raw LLM.generate (baseline)",
+        "raw_tuned": "raw LLM.generate tuned like cai's backend (detokenize off, no per-request "
+        "copy)",
+        "raw_text": "raw LLM.generate tuned, from the prompt texts (chat template applied by the "
+        "script; vLLM tokenizes inside the call)",
+        "cai": "cai judge, cache off",
+        "cai_cache": "cai judge, fresh call cache",
+        "cai_whole": "cai judge, fresh call cache, shared prefixes off (each prompt rendered and "
+        "tokenized whole)",
+        "cai_big": f"cai judge, cache off, chunk_size={pairs} (one engine batch)",
+        "cai_overlap": "cai judge, fresh call cache, overlap on (groups of 64 prompts queued to "
+        "the engine as they are tokenized: overlap_batch=64)",
+    }
+
+
+def summary_rows(t: dict[str, float], stage_t: float | None, pairs: int) -> list[list[str]]:
+    """The overview figures whose two runs were both measured."""
+    wanted = [
+        ("cai judge / raw LLM.generate throughput (cache off)", "raw", "cai"),
+        ("cai judge / raw tuned like cai's backend (cache off)", "raw_tuned", "cai"),
+        ("cai judge / raw throughput (fresh call cache)", "raw", "cai_cache"),
+        ("cai judge (fresh call cache) / raw tuned like cai's backend", "raw_tuned", "cai_cache"),
+        ("cai judge (fresh call cache) / raw tuned, from prompt texts", "raw_text", "cai_cache"),
+        ("shared prefixes: with / without (fresh call cache)", "cai_whole", "cai_cache"),
+        (
+            "overlap of tokenizing and engine: with / without (fresh call cache)",
+            "cai_cache",
+            "cai_overlap",
+        ),
+        (f"cai judge, chunk_size={pairs} / raw throughput", "raw", "cai_big"),
+    ]
+    rows = [[label, fmt_ratio(t[a] / t[b])] for label, a, b in wanted if a in t and b in t]
+    if stage_t is not None and "raw" in t:
+        rows.append(["judge stage only / raw throughput", fmt_ratio(t["raw"] / stage_t)])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=128)
@@ -179,9 +231,19 @@ def main() -> None:
     parser.add_argument(
         "--model", default=None, help="a model directory or pulled embedded name (default: tiny)"
     )
+    parser.add_argument(
+        "--only",
+        default=",".join(VARIANTS),
+        help="comma-separated runs to measure (a real model on a CPU is slow): "
+        + ", ".join(VARIANTS),
+    )
     args = parser.parse_args()
     if args.quick:
         args.pairs, args.repeats = 32, 3
+    only = [v for v in VARIANTS if v in args.only.split(",")]
+    unknown = set(args.only.split(",")) - set(VARIANTS)
+    if unknown or not {"raw", "raw_tuned"} & set(only):
+        parser.error(f"--only takes {', '.join(VARIANTS)}, with raw or raw_tuned among them")
 
     root = Path(tempfile.mkdtemp(prefix="cai-bench-overhead-"))
     try:
@@ -191,6 +253,7 @@ def main() -> None:
         requests = record_choice_requests(samples)
         engine = EngineObserver(start_engine(model_dir))
         prompts, choices = token_prompts(engine.get_tokenizer(), requests)
+        texts = text_prompts(engine.get_tokenizer(), requests) if "raw_text" in only else []
         tokens = sum(len(p) for p in prompts)
         print_header(
             f"overhead: {args.pairs} pairs, {len(prompts)} scored prompts, "
@@ -208,33 +271,17 @@ def main() -> None:
         run_cai(engine, model_dir, samples, root / "warm", cache=False)
 
         results: dict[str, object] = {}
-        names = ("cai", "cai_cache", "cai_whole", "cai_big", "cai_overlap")
-        engine_seconds: dict[str, list[float]] = {n: [] for n in names}
+        engine_seconds: dict[str, list[float]] = {n: [] for n in VARIANTS}
         engine_calls: dict[str, int] = {}
-        stage_seconds: dict[str, list[float]] = {n: [] for n in names}
+        stage_seconds: dict[str, list[float]] = {n: [] for n in VARIANTS}
 
         def before(name: str) -> None:
             engine.reset_prefix_cache()
             engine.reset()
 
-        def cai_variant(
-            name: str,
-            cache: bool,
-            chunk_size: int | None = None,
-            overlap: bool = False,
-            share: bool = True,
-        ):
+        def cai_variant(name: str, cache: bool, **options):
             def go():
-                summary = run_cai(
-                    engine,
-                    model_dir,
-                    samples,
-                    root / name,
-                    cache,
-                    chunk_size=chunk_size,
-                    overlap=overlap,
-                    share=share,
-                )
+                summary = run_cai(engine, model_dir, samples, root / name, cache, **options)
                 engine_seconds[name].append(engine.generate_seconds)
                 engine_calls[name] = engine.generate_calls
                 stage_seconds[name].append(summary["stages"]["judge"]["seconds"])
@@ -242,183 +289,94 @@ def main() -> None:
 
             return go
 
-        times = interleave(
-            {
-                "raw": lambda: results.__setitem__("raw", raw_score(engine, prompts, choices)),
-                "raw_tuned": lambda: raw_score(engine, prompts, choices, tuned=True),
-                "cai": cai_variant("cai", cache=False),
-                "cai_cache": cai_variant("cai_cache", cache=True),
-                "cai_whole": cai_variant("cai_whole", cache=True, share=False),
-                "cai_big": cai_variant("cai_big", cache=False, chunk_size=args.pairs),
-                "cai_overlap": cai_variant("cai_overlap", cache=True, overlap=True),
-            },
-            args.repeats,
-            before_each=before,
-        )
-        raw_t, tuned_t, cai_t, cache_t, whole_t, big_t, overlap_t = (
-            median(times[n])
-            for n in (
-                "raw",
-                "raw_tuned",
-                "cai",
-                "cai_cache",
-                "cai_whole",
-                "cai_big",
-                "cai_overlap",
-            )
-        )
-        stage_t = median(stage_seconds["cai"])
-        engine_t = median(engine_seconds["cai"])
-        cai_logprobs = label_logprobs(root / "cai" / "out")
-        raw_logprobs = sorted(tuple(v) for v in results["raw"])  # type: ignore[union-attr]
-        max_diff = max(
-            abs(a - b)
-            for x, y in zip(cai_logprobs, raw_logprobs, strict=True)
-            for a, b in zip(x, y, strict=True)
-        )
-        r_e2e, r_cache, r_stage = raw_t / cai_t, raw_t / cache_t, raw_t / stage_t
+        def raw_run():
+            results["raw"] = raw_score(engine, prompts, choices)
+
+        runs = {
+            "raw": raw_run,
+            "raw_tuned": lambda: raw_score(engine, prompts, choices, tuned=True),
+            "raw_text": lambda: raw_score(engine, texts, choices, tuned=True),
+            "cai": cai_variant("cai", cache=False),
+            "cai_cache": cai_variant("cai_cache", cache=True),
+            "cai_whole": cai_variant("cai_whole", cache=True, share=False),
+            "cai_big": cai_variant("cai_big", cache=False, chunk_size=args.pairs),
+            "cai_overlap": cai_variant("cai_overlap", cache=True, overlap=True),
+        }
+        times = interleave({n: runs[n] for n in only}, args.repeats, before_each=before)
+        t = {name: median(times[name]) for name in only}
+        base = "raw" if "raw" in t else "raw_tuned"
+        labels = variant_labels(args.pairs)
         rows = [
-            ["raw LLM.generate (baseline)", f"{raw_t:.2f}", f"{args.pairs / raw_t:.1f}", "1.00x"],
             [
-                "raw LLM.generate tuned like cai's backend (detokenize off, no per-request copy)",
-                f"{tuned_t:.2f}",
-                f"{args.pairs / tuned_t:.1f}",
-                fmt_ratio(raw_t / tuned_t),
-            ],
-            ["cai judge, cache off", f"{cai_t:.2f}", f"{args.pairs / cai_t:.1f}", fmt_ratio(r_e2e)],
-            [
-                "cai judge, fresh call cache",
-                f"{cache_t:.2f}",
-                f"{args.pairs / cache_t:.1f}",
-                fmt_ratio(r_cache),
-            ],
-            [
-                "cai judge, fresh call cache, shared prefixes off (each prompt rendered and "
-                "tokenized whole)",
-                f"{whole_t:.2f}",
-                f"{args.pairs / whole_t:.1f}",
-                fmt_ratio(raw_t / whole_t),
-            ],
-            [
-                f"cai judge, cache off, chunk_size={args.pairs} (one engine batch)",
-                f"{big_t:.2f}",
-                f"{args.pairs / big_t:.1f}",
-                fmt_ratio(raw_t / big_t),
-            ],
-            [
-                "judge stage only (cache off)",
-                f"{stage_t:.2f}",
-                f"{args.pairs / stage_t:.1f}",
-                fmt_ratio(r_stage),
-            ],
-            [
-                "cai judge, fresh call cache, overlap on (groups of 64 prompts queued to the "
-                "engine as they are tokenized: overlap_batch=64)",
-                f"{overlap_t:.2f}",
-                f"{args.pairs / overlap_t:.1f}",
-                fmt_ratio(raw_t / overlap_t),
-            ],
+                labels[name] + (" (baseline)" if name == base and name != "raw" else ""),
+                f"{t[name]:.2f}",
+                f"{args.pairs / t[name]:.1f}",
+                fmt_ratio(t[base] / t[name]),
+            ]
+            for name in only
         ]
+        stage_t = median(stage_seconds["cai"]) if "cai" in t else None
+        if stage_t is not None:
+            rows.append(
+                [
+                    "judge stage only (cache off)",
+                    f"{stage_t:.2f}",
+                    f"{args.pairs / stage_t:.1f}",
+                    fmt_ratio(t[base] / stage_t),
+                ]
+            )
         details = [
             f"{model_label(args.model)}; "
             f"{args.pairs} pairs x 4 principles x 2 orders = {len(prompts)} scored prompts of "
             f"{tokens / len(prompts):.0f} tokens on average; median of {args.repeats} interleaved "
             "repeats, prefix cache reset before each run.",
             "",
-            table(["path", "seconds", "labels/s", "throughput vs raw"], rows),
+            table(["path", "seconds", "labels/s", f"throughput vs {base}"], rows),
             "",
-            "- Overlap (off by default, `VLLMOfflineBackend(overlap_batch=64)`): each batch "
-            "queued in groups of 64 prompts (`LLM.enqueue`) as they are tokenized, so the "
-            "engine (its own process) computes while cai tokenizes the next group: "
-            f"{fmt_ratio(cache_t / overlap_t)} the speed of the default (each batch tokenized "
-            "whole, then one `generate` call), both with the call cache. Against the tuned "
-            "raw script, cai with the call cache (as users run it) is at "
-            f"{fmt_ratio(tuned_t / cache_t)}.",
-            "- Shared prefixes (on by default): the judge template is rendered once per pair "
-            "and order for all its principles, and the prompt start they share is tokenized "
-            "once (each principle's end once per run), cut only where the cut was checked to "
-            f"give the whole prompt's ids: {fmt_ratio(whole_t / cache_t)} the speed of "
-            "rendering and tokenizing each prompt whole (fresh call cache); against the tuned "
-            f"raw script {fmt_ratio(tuned_t / whole_t)} without, {fmt_ratio(tuned_t / cache_t)} "
-            "with.",
-            f"- Inside vLLM (generate, enqueue, wait) during a cai run (cache off): "
-            f"{engine_t:.2f} s of "
-            f"{cai_t:.2f} s ({engine_t / cai_t:.0%}); the rest is cai (rendering, "
-            "tokenizing, records, chunk commits, the preference dataset) and vLLM calls split "
-            f"into {engine_calls['cai']} engine calls (one per {DEFAULT_CHUNK}-pair chunk) "
-            f"where the raw script makes one; with the call cache, {engine_calls['cai_cache']} "
-            f"calls (the cache sends at most {CACHE_BATCH} requests per call) and a SQLite "
-            "write per batch.",
-            f"- Inside `LLM.generate` with chunk_size={args.pairs} (the whole set in one "
-            f"batch, like the raw script): {median(engine_seconds['cai_big']):.2f} s of "
-            f"{big_t:.2f} s.",
+            *detail_lines(t, args.pairs, engine_seconds, engine_calls),
             f"- cai's own work measured alone (no engine): rendering and judge bookkeeping "
             f"{render_t:.2f} s, tokenizing the {len(prompts)} prompts {tokenize_t:.2f} s.",
-            f"- Same prompts: the largest difference between cai's and the raw script's label "
-            f"log-probs is {max_diff:.2e}.",
         ]
-        print("\n".join(details))
-        if r_e2e < 0.9 or args.profile:
-            engine.reset_prefix_cache()
-            breakdown, report = profile_breakdown(
-                lambda: run_cai(engine, model_dir, samples, root / "profiled", cache=True)
+        if "raw" in results and ("cai" in t or "cai_cache" in t):
+            cai_logprobs = label_logprobs(root / ("cai" if "cai" in t else "cai_cache") / "out")
+            raw_logprobs = sorted(tuple(v) for v in results["raw"])  # type: ignore[union-attr]
+            max_diff = max(
+                abs(a - b)
+                for x, y in zip(cai_logprobs, raw_logprobs, strict=True)
+                for a, b in zip(x, y, strict=True)
             )
-            print(report)
-            top = [line for line in report.splitlines() if line.strip()][-14:]
-            section = [
-                "",
-                "Where the time of one cai run goes (fresh call cache, under cProfile, which slows "
-                "Python code, so shares matter more than seconds):",
-                "",
-                table(["step", "cumulative seconds"], breakdown),
-                "",
-                "The profile's top entries by own time:",
-                "",
-                "```",
-                *top,
-                "```",
-            ]
-            print("\n".join(section))
-            details += section
-        name = "overhead" + (f"-{Path(args.model).name}" if args.model else "")
+            details.append(
+                f"- Same prompts: the largest difference between cai's and the raw script's "
+                f"label log-probs is {max_diff:.2e}."
+            )
+        print("\n".join(details))
+        slow = "raw" in t and "cai" in t and t["raw"] / t["cai"] < 0.9
+        if slow or args.profile:
+            details += profile_section(engine, model_dir, samples, root)
+        # a run at another size is a section of its own, beside the default one
+        sized = args.pairs != 128 and not args.quick
+        name = (
+            "overhead"
+            + (f"-{Path(args.model).name}" if args.model else "")
+            + (f"-{args.pairs}" if sized else "")
+        )
         record_result(
             name,
             {
                 "title": "1. Overhead: cai judge vs raw vLLM"
-                + (f" ({args.model})" if args.model else ""),
+                + (f" ({args.model})" if args.model else "")
+                + (f" ({args.pairs} pairs)" if sized else ""),
                 "command": "python bench/overhead.py"
-                + (f" --model {args.model}" if args.model else ""),
-                "summary": [
-                    ["cai judge / raw LLM.generate throughput (cache off)", fmt_ratio(r_e2e)],
-                    [
-                        "cai judge / raw tuned like cai's backend (cache off)",
-                        fmt_ratio(tuned_t / cai_t),
-                    ],
-                    ["cai judge / raw throughput (fresh call cache)", fmt_ratio(r_cache)],
-                    [
-                        "cai judge (fresh call cache) / raw tuned like cai's backend",
-                        fmt_ratio(tuned_t / cache_t),
-                    ],
-                    [
-                        "shared prefixes: with / without (fresh call cache)",
-                        fmt_ratio(whole_t / cache_t),
-                    ],
-                    [
-                        "overlap of tokenizing and engine: with / without (fresh call cache)",
-                        fmt_ratio(cache_t / overlap_t),
-                    ],
-                    ["judge stage only / raw throughput", fmt_ratio(r_stage)],
-                    [
-                        f"cai judge, chunk_size={args.pairs} / raw throughput",
-                        fmt_ratio(raw_t / big_t),
-                    ],
-                ],
+                + (f" --model {args.model}" if args.model else "")
+                + (f" --pairs {args.pairs}" if args.pairs != 128 else "")
+                + (f" --repeats {args.repeats}" if args.repeats != 5 else "")
+                + (f" --only {','.join(only)}" if only != VARIANTS else ""),
+                "summary": summary_rows(t, stage_t, args.pairs),
                 "details": "\n".join(details),
                 "raw": {
                     "times": times,
                     "stage_seconds": stage_seconds,
                     "engine_seconds": engine_seconds,
-                    "max_logprob_diff": max_diff,
                     "render_seconds": render_t,
                     "tokenize_seconds": tokenize_t,
                 },
@@ -426,6 +384,72 @@ def main() -> None:
         )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def detail_lines(t, pairs, engine_seconds, engine_calls) -> list[str]:
+    """What each measured step buys, for the runs that were measured."""
+    lines = []
+    if "cai_overlap" in t and "cai_cache" in t:
+        lines.append(
+            "- Overlap (off by default, `VLLMOfflineBackend(overlap_batch=64)`): each batch "
+            "queued in groups of 64 prompts (`LLM.enqueue`) as they are tokenized, so the "
+            "engine (its own process) computes while cai tokenizes the next group: "
+            f"{fmt_ratio(t['cai_cache'] / t['cai_overlap'])} the speed of the default (each "
+            "batch tokenized whole, then one `generate` call), both with the call cache."
+        )
+    if "raw_tuned" in t and "cai_cache" in t:
+        lines.append(
+            "- Against the tuned raw script, cai with the call cache (as users run it) is at "
+            f"{fmt_ratio(t['raw_tuned'] / t['cai_cache'])}."
+        )
+    if "cai_whole" in t and "cai_cache" in t:
+        lines.append(
+            "- Shared prefixes (on by default): the judge template is rendered once per pair "
+            "and order for all its principles, and the prompt start they share is tokenized "
+            "once (each principle's end once per run), cut only where the cut was checked to "
+            f"give the whole prompt's ids: {fmt_ratio(t['cai_whole'] / t['cai_cache'])} the "
+            "speed of rendering and tokenizing each prompt whole (fresh call cache)."
+        )
+    if "cai" in t:
+        engine_t = median(engine_seconds["cai"])
+        lines.append(
+            f"- Inside vLLM (generate, enqueue, wait) during a cai run (cache off): "
+            f"{engine_t:.2f} s of {t['cai']:.2f} s ({engine_t / t['cai']:.0%}); the rest is cai "
+            "(rendering, tokenizing, records, chunk commits, the preference dataset) and vLLM "
+            f"calls split into {engine_calls['cai']} engine calls (one per {DEFAULT_CHUNK}-pair "
+            "chunk) where the raw script makes one."
+        )
+    if "cai_big" in t:
+        lines.append(
+            f"- Inside `LLM.generate` with chunk_size={pairs} (the whole set in one "
+            f"batch, like the raw script): {median(engine_seconds['cai_big']):.2f} s of "
+            f"{t['cai_big']:.2f} s."
+        )
+    return lines
+
+
+def profile_section(engine, model_dir: Path, samples: Path, root: Path) -> list[str]:
+    engine.reset_prefix_cache()
+    breakdown, report = profile_breakdown(
+        lambda: run_cai(engine, model_dir, samples, root / "profiled", cache=True)
+    )
+    print(report)
+    top = [line for line in report.splitlines() if line.strip()][-14:]
+    section = [
+        "",
+        "Where the time of one cai run goes (fresh call cache, under cProfile, which slows "
+        "Python code, so shares matter more than seconds):",
+        "",
+        table(["step", "cumulative seconds"], breakdown),
+        "",
+        "The profile's top entries by own time:",
+        "",
+        "```",
+        *top,
+        "```",
+    ]
+    print("\n".join(section))
+    return section
 
 
 if __name__ == "__main__":
