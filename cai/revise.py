@@ -10,7 +10,11 @@ Output directory layout:
     calls.sqlite   the call cache (unless the backend spec names another)
     sft/           the SFT dataset: split `train` (+ `flagged` under the split policy)
     preferences/   optional: final revision (chosen) vs initial answer (rejected)
-    summary.json   counts, guard report, paths; config.resolved.yaml the resolved config
+    summary.json   counts, guard report, tokens, paths; config.resolved.yaml the resolved config
+
+Every critique and revision generation is counted in the token ledger under the stage name
+`revise` (`cai.ledger`): each committed chunk carries its counts, so a resumed run reports the
+whole job, and a token budget (`cai.budget.TokenBudget`) stops the stage at a chunk boundary.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends import AnySpec, Backend, BackendSpec, GenerationParams, VLLMSpec
+from cai.budget import BudgetConfig, TokenBudget
 from cai.executors.base import Executor, ExecutorReport, ExecutorSession
 from cai.executors.config import ExecutorConfig
 from cai.guards import GuardConfig, GuardReport, RoundText, check_chain, route
+from cai.jobs import JobStats
 from cai.judge.critique import (
     MAX_ROUNDS,
     ChainStart,
@@ -34,6 +40,7 @@ from cai.judge.critique import (
     CritiqueReviser,
     RevisionChain,
 )
+from cai.ledger import TokenCount
 from cai.records import PromptRecord, SftExample
 from cai.sft_data import (
     DatasetFormat,
@@ -85,6 +92,8 @@ class ReviseConfig(ReviseSettings):
     chunk_size: int = Field(64, ge=1)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     """Where chunks run: `local` (this process) or `ray` (a pool of actors); same output."""
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    """A token budget (stops at a chunk boundary; a rerun resumes) and prices for the cost."""
     overwrite: bool = False
 
     @classmethod
@@ -113,8 +122,15 @@ class ReviseSummary(StageSummary):
     preferences_path: str | None = None
     seconds: float
     executor: ExecutorReport | None = None
+    stopped: bool = False
+    """The token budget stopped the stage at a chunk boundary: no dataset was written."""
+    tokens: TokenCount | None = None
+    """The stage's tokens over its whole job (earlier, resumed runs included)."""
 
     def lines(self, shown: Shown = shown_from(None)) -> list[str]:
+        if self.stopped:
+            done = self.prompts_processed_now + self.prompts_resumed
+            return [f"revised: {done} of {self.prompts} prompts before the token budget stopped it"]
         out = [
             f"revised: {self.prompts} prompts ({self.prompts_processed_now} now, {self.prompts_resumed} resumed), "
             f"{self.rounds} round(s), {self.failed_chains} chain(s) stopped early",
@@ -209,12 +225,25 @@ def _card(config: ReviseConfig, summary: ReviseSummary, templates_fingerprint: s
             f"- rounds: {summary.rounds}, seed: {config.seed}, prompts: {summary.prompts}",
             f"- guard policy: `{config.guards.policy}`, checks: {', '.join(config.guards.checks)}",
             *[f"- {line.strip()}" for line in summary.guards.lines()],
+            *_card_tokens(summary.tokens),
             "",
             "Columns: messages, prompt_id, initial_response, rounds (principle_id, critique,",
             "revision), principles, flags, round_flags, finish reasons, failure, provenance.",
             "",
         ]
     )
+
+
+def _card_tokens(tokens: TokenCount | None) -> list[str]:
+    if tokens is None or not (tokens.calls or tokens.cached_calls or tokens.uncounted_calls):
+        return []
+    line = (
+        f"- tokens: {tokens.spent:,} spent (prompt {tokens.prompt:,}, completion "
+        f"{tokens.completion:,}) in {tokens.calls:,} calls"
+    )
+    if tokens.cached_calls:
+        line += f"; {tokens.cached_calls:,} calls served by the call cache"
+    return [line]
 
 
 class _RevisePlan(BaseModel):
@@ -275,28 +304,74 @@ def _backend_spec(config: ReviseConfig, out: Path) -> AnySpec:
     return spec
 
 
-def _run_chains(config: ReviseConfig, plan: _RevisePlan, session: ExecutorSession, out: Path):
+def _run_chains(
+    config: ReviseConfig,
+    plan: _RevisePlan,
+    session: ExecutorSession,
+    out: Path,
+    total: int,
+    gate: TokenBudget,
+) -> JobStats:
     """Critique -> revision chains for every prompt, in resumable chunks under out/work.
 
     The chunks run wherever `session` runs them (this process or Ray actors); each is
-    `revise_batch` on a `CritiqueReviser` built from the same recipe.
+    `revise_batch` on a `CritiqueReviser` built from the same recipe, and carries its token
+    counts. `gate` sees every chunk (reused or new) and may stop the job at a boundary.
     """
-    from cai.io import count_rows, iter_prompts
+    from cai.io import iter_prompts
     from cai.jobs import ChunkedJob
 
     fingerprint = _fingerprint(plan, session.model_id)
     with ChunkedJob(out / "work", fingerprint, config.chunk_size, config.overwrite) as job:
         return job.run(
             iter_prompts(config.prompts, config.prompt_column, config.limit),
-            total=count_rows(config.prompts, config.limit),
+            total=total,
             desc="revise",
             unit="prompt",
             executor=session,
+            gate=gate,
         )
 
 
+def _stopped_summary(
+    config: ReviseConfig,
+    plan: _RevisePlan,
+    model_id: str,
+    out: Path,
+    stats: JobStats,
+    total: int,
+    started: float,
+    tokens: TokenCount,
+) -> ReviseSummary:
+    """A run the token budget stopped: counts so far, no dataset written (a rerun resumes)."""
+    summary = ReviseSummary(
+        prompts=total,
+        prompts_processed_now=stats.items_processed,
+        prompts_resumed=stats.items_done_before,
+        rounds=plan.critique.rounds,
+        failed_chains=0,
+        guards=GuardReport(policy=config.guards.policy),
+        policy_model=model_id,
+        constitution=plan.constitution.name,
+        constitution_hash=plan.constitution.content_hash,
+        sft_path=str(out / "sft"),
+        seconds=round(time.monotonic() - started, 3),
+        executor=stats.executor,
+        stopped=True,
+        tokens=tokens,
+    )
+    _save_run_files(config, summary, out)
+    return summary
+
+
 def _write_datasets(
-    config: ReviseConfig, plan: _RevisePlan, model_id: str, out: Path, stats, started: float
+    config: ReviseConfig,
+    plan: _RevisePlan,
+    model_id: str,
+    out: Path,
+    stats: JobStats,
+    started: float,
+    tokens: TokenCount,
 ) -> ReviseSummary:
     """Guards, the SFT dataset, the optional pairs, the card, the resolved config, the summary."""
     provenance = {
@@ -320,6 +395,7 @@ def _write_datasets(
         flagged_path=str(out / "sft") if flagged else None,
         seconds=0.0,
         executor=stats.executor,
+        tokens=tokens,
     )
     if config.preferences:
         pairs, skipped = revision_preferences(kept, prob_chosen=config.preference_prob)
@@ -339,14 +415,19 @@ def _write_datasets(
 
 
 def run_revise(
-    config: ReviseConfig, backend: Backend | None = None, executor: Executor | None = None
+    config: ReviseConfig,
+    backend: Backend | None = None,
+    executor: Executor | None = None,
+    gate: TokenBudget | None = None,
 ) -> ReviseSummary:
     """Run (or resume) the stage and write its datasets; `backend` overrides `config.backend`.
 
     `executor` (default: one made from `config.executor`, closed at the end) decides where
     the chunks run; a Ray executor builds the backend from the spec in each actor, so it
-    takes no `backend`. Inputs and settings are checked before any model loads; the output
-    directory is locked for the run.
+    takes no `backend`. `gate` (default: `config.budget.max_tokens` for this stage alone)
+    counts the job's tokens and may stop it at a chunk boundary: then no dataset is written
+    and the summary says `stopped`; a rerun resumes. Inputs and settings are checked before
+    any model loads; the output directory is locked for the run.
     """
     from cai.executors import executor_for
     from cai.executors.recipes import ReviseRecipe
@@ -355,8 +436,10 @@ def run_revise(
 
     started = time.monotonic()
     out = Path(config.out)
+    if gate is None:
+        gate = TokenBudget(config.budget.max_tokens, "revise")
     with DirectoryLock(out, "revise output directory"):
-        check_revise_inputs(config)
+        total = check_revise_inputs(config)
         plan = _plan(config)
         if not config.overwrite:
             fingerprint = _fingerprint(plan, "")
@@ -372,8 +455,11 @@ def run_revise(
             executor_for(config.executor, executor) as chosen,
             chosen.open(recipe, backend=backend) as session,
         ):
-            stats = _run_chains(config, plan, session, out)
-            return _write_datasets(config, plan, session.model_id, out, stats, started)
+            stats = _run_chains(config, plan, session, out, total, gate)
+            model_id, tokens = session.model_id, gate.ledger.total("revise")
+            if stats.stopped:
+                return _stopped_summary(config, plan, model_id, out, stats, total, started, tokens)
+            return _write_datasets(config, plan, model_id, out, stats, started, tokens)
 
 
 def _save_run_files(config: ReviseConfig, summary: ReviseSummary, out: Path) -> None:

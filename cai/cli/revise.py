@@ -41,6 +41,11 @@ def register(app: typer.Typer) -> None:
         actors: int | None = typer.Option(
             None, "--actors", help="Ray actors, one model each (with --executor ray)."
         ),
+        token_budget: int | None = typer.Option(
+            None,
+            "--token-budget",
+            help="Stop at a chunk boundary before the run spends more tokens (budget.max_tokens).",
+        ),
         overwrite: bool | None = typer.Option(
             None, "--overwrite", help="Discard earlier results in --out and start again."
         ),
@@ -49,8 +54,11 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Critique and revise the policy's answers against constitution principles."""
+        from cai.budget import TokenBudget, tokens_report
+        from cai.cli.run import BUDGET_STOP_EXIT
         from cai.config import load_config
         from cai.logs import route_library_logs
+        from cai.pipeline.tokens import stop_message
         from cai.revise import ReviseConfig, run_revise
 
         options = {
@@ -69,11 +77,17 @@ def register(app: typer.Typer) -> None:
             "format": fmt,
             "preferences": preferences,
             "overwrite": overwrite,
+            "budget.max_tokens": token_budget,
             "executor.kind": executor,
             "executor.actors": actors,
         }
         settings = load_config(ReviseConfig, config, options, overrides)
         route_library_logs(settings.out)
-        summary = run_revise(settings)
-        for line in summary.lines():
+        gate = TokenBudget(settings.budget.max_tokens, "revise")
+        summary = run_revise(settings, gate=gate)
+        report = tokens_report(gate.ledger, settings.budget, labels=None)
+        for line in [*summary.lines(), *report.lines()]:
             typer.echo(line)
+        if summary.stopped:
+            typer.echo(stop_message(gate, summary.prompts))
+            raise typer.Exit(BUDGET_STOP_EXIT)

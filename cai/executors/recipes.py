@@ -150,15 +150,23 @@ class JudgeRecipe(WorkerRecipe):
 
 # ---- revise ----------------------------------------------------------------------------------
 class ReviseWorker(ChunkWorker):
+    """Critique -> revision chains; every generation is counted under the `revise` stage."""
+
     def __init__(self, reviser: CritiqueReviser, response: GenerationParams) -> None:
+        from cai.ledger import counting
+
+        reviser.backend = counting(reviser.backend, "revise")
         self.reviser = reviser
         self.response = response
         self.model_id = reviser.backend.model_id
 
     def process(self, chunk: Chunk) -> Rows:
+        from cai.ledger import attach_chunk_tokens, take_chunk_tokens
         from cai.revise import revise_batch
 
-        return [c.model_dump(mode="json") for c in revise_batch(self.reviser, chunk, self.response)]
+        chains = revise_batch(self.reviser, chunk, self.response)
+        rows = [c.model_dump(mode="json") for c in chains]
+        return attach_chunk_tokens(rows, take_chunk_tokens([self.reviser.backend]))
 
     def counters(self) -> dict[str, int]:
         stats = self.reviser.stats

@@ -316,13 +316,17 @@ def _check_revise(ctx: RunContext) -> None:
 
 def _revise_stage(ctx: RunContext) -> ReviseSummary:
     """SL-CAI: critique -> revision chains into output_dir/revise (SFT data, optional pairs)."""
+    from cai.pipeline.tokens import finish_stage, stage_gate
     from cai.revise import run_revise
 
+    gate = stage_gate(ctx, "revise")
     summary = run_revise(
         _revise_config(ctx),
         backend=ctx.policy() if ctx.runs_here else None,
         executor=ctx.executor(),
+        gate=gate,
     )
+    finish_stage(ctx, gate, summary.stopped, summary.prompts)
     return summary.model_copy(
         update={
             k: ctx.rel(getattr(summary, k))
