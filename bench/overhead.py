@@ -222,6 +222,29 @@ def summary_rows(t: dict[str, float], stage_t: float | None, pairs: int) -> list
     return rows
 
 
+def engine_shares(times: dict[str, list[float]], engine_seconds: dict[str, list[float]]):
+    """Per cai variant, the median share of each run spent inside vLLM: a ratio within one run,
+    so a machine that slows down between runs does not move it (the raw script's run is all
+    engine time)."""
+    return {
+        name: median([e / s for e, s in zip(engine_seconds[name], runs, strict=True)])
+        for name, runs in times.items()
+        if name.startswith("cai") and engine_seconds.get(name)
+    }
+
+
+def share_rows(shares: dict[str, float]) -> list[list[str]]:
+    labels = {"cai": "cache off", "cai_cache": "fresh call cache"}
+    return [
+        [
+            f"share of a cai judge run inside vLLM ({labels[name]}; 100% = no overhead)",
+            f"{shares[name]:.1%}",
+        ]
+        for name in ("cai_cache", "cai")
+        if name in shares
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=128)
@@ -304,6 +327,7 @@ def main() -> None:
         }
         times = interleave({n: runs[n] for n in only}, args.repeats, before_each=before)
         t = {name: median(times[name]) for name in only}
+        shares = engine_shares(times, engine_seconds)
         base = "raw" if "raw" in t else "raw_tuned"
         labels = variant_labels(args.pairs)
         rows = [
@@ -334,6 +358,11 @@ def main() -> None:
             table(["path", "seconds", "labels/s", f"throughput vs {base}"], rows),
             "",
             *detail_lines(t, args.pairs, engine_seconds, engine_calls),
+            *[
+                f"- {label}: {value} (median over the runs of each run's own ratio, which "
+                "machine drift between runs does not move)."
+                for label, value in share_rows(shares)
+            ],
             f"- cai's own work measured alone (no engine): rendering and judge bookkeeping "
             f"{render_t:.2f} s, tokenizing the {len(prompts)} prompts {tokenize_t:.2f} s.",
         ]
@@ -371,7 +400,7 @@ def main() -> None:
                 + (f" --pairs {args.pairs}" if args.pairs != 128 else "")
                 + (f" --repeats {args.repeats}" if args.repeats != 5 else "")
                 + (f" --only {','.join(only)}" if only != VARIANTS else ""),
-                "summary": summary_rows(t, stage_t, args.pairs),
+                "summary": summary_rows(t, stage_t, args.pairs) + share_rows(shares),
                 "details": "\n".join(details),
                 "raw": {
                     "times": times,
