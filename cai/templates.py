@@ -169,8 +169,23 @@ def _defuse_fence(match: re.Match[str]) -> str:
     return "‹" + match[1] + ("›" if match[2] else "")
 
 
+class TemplateData(dict):
+    """Template variables already converted (`template_data`): passed to templates as they are."""
+
+
+def template_data(value: BaseModel | Mapping[str, Any]) -> TemplateData:
+    """`value` as template data, converted once: for a caller that renders many prompts with
+    the same model (a judge's constitution and principles) and does not change it meanwhile."""
+    data = _to_data(value)
+    if not isinstance(data, dict):
+        raise TemplateError(f"template_data takes a model or a mapping, not {type(value).__name__}")
+    return TemplateData(data)
+
+
 def _to_data(value: Any) -> Any:
     """Deep copy of template variables with every string passed through `as_data`."""
+    if type(value) is TemplateData:
+        return value
     if isinstance(value, str):
         return as_data(value)
     if isinstance(value, BaseModel):

@@ -37,7 +37,7 @@ from cai.judge.ranking import Comparison, bradley_terry
 
 if TYPE_CHECKING:
     from cai.constitution import Constitution, Principle
-    from cai.templates import RenderedPrompt, TemplateSet
+    from cai.templates import RenderedPrompt, TemplateData, TemplateSet
 
 Order = Literal["AB", "BA"]
 
@@ -299,6 +299,11 @@ class PairwiseJudge:
         slots: list[_Slot] = []
         early: dict[int, list[JudgeFailure]] = {}
         principle_ids: dict[int, list[str]] = {}
+        from cai.templates import template_data
+
+        # converted once per batch for its thousands of renders (not mutated meanwhile)
+        constitution = template_data(self.constitution)
+        principle_data: dict[str, TemplateData] = {}
         for index, item in enumerate(items):
             empty = [
                 name
@@ -317,18 +322,21 @@ class PairwiseJudge:
                     for name in empty
                 ]
                 continue
+            for p in principles:
+                if p.id not in principle_data:
+                    principle_data[p.id] = template_data(p)
             # One render per order for all principles: the template puts the principle last.
             by_order = {
                 order: self.templates.render_each(
                     template,
                     "principle",
-                    principles,
+                    [principle_data[p.id] for p in principles],
                     conversation=item.conversation,
                     responses=[item.response_a, item.response_b]
                     if order == "AB"
                     else [item.response_b, item.response_a],
                     labels=labels,
-                    constitution=self.constitution,
+                    constitution=constitution,
                 )
                 for order in orders
             }
