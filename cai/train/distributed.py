@@ -27,10 +27,12 @@ on real models; leave it unset outside checks.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,12 +85,36 @@ def prepare_launch() -> None:
     """Call before anything creates accelerate state: a multi-process launch on a machine where
     torch sees no accelerator trains on CPU in one gloo group (ACCELERATE_USE_CPU=true) instead
     of as N independent copies. An ACCELERATE_USE_CPU already set, true or false, is kept."""
+    if launched_processes() > 1:
+        _end_group_at_exit()
     if (
         launched_processes() > 1
         and "ACCELERATE_USE_CPU" not in os.environ
         and not _accelerator_available()
     ):
         os.environ["ACCELERATE_USE_CPU"] = "true"
+
+
+_GROUP_END_REGISTERED = False
+
+
+def _end_group_at_exit() -> None:
+    """Destroy the process group when the interpreter exits, before its threads are torn down.
+
+    Left to interpreter teardown, gloo's threads can abort a rank that finished its work
+    ("terminate called without an active exception", SIGABRT), and the launcher then reports a
+    successful run as failed (2 of 8 two-rank CPU launches here)."""
+    global _GROUP_END_REGISTERED
+    if _GROUP_END_REGISTERED:
+        return
+    _GROUP_END_REGISTERED = True
+
+    def end() -> None:
+        dist = sys.modules.get("torch.distributed")  # never import torch just to exit
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+    atexit.register(end)
 
 
 def check_process_group(num_processes: int) -> None:

@@ -79,37 +79,49 @@ def test_zero_configs_become_a_deepspeed_plugin_that_ppo_can_complete():
 def test_two_cpu_processes_reduce_across_ranks(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(
-        "import torch\n"
+        "import sys, torch\n"
+        "from pathlib import Path\n"
         "from accelerate import Accelerator\n"
         "acc = Accelerator()\n"
         "total = acc.reduce(torch.tensor([float(acc.process_index + 1)]), reduction='sum')\n"
-        "print(f'rank {acc.process_index} of {acc.num_processes}: {total.item()}')\n"
+        "Path(sys.argv[1], f'rank{acc.process_index}.txt').write_text(\n"
+        "    f'rank {acc.process_index} of {acc.num_processes}: {total.item()}')\n"
+        # a script that leaves its process group to interpreter teardown can abort at exit
+        "torch.distributed.destroy_process_group()\n"
     )
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         # --standalone: a local rendezvous on a free port (a fixed port may be taken)
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "rank 0 of 2: 3.0" in done.stdout and "rank 1 of 2: 3.0" in done.stdout
+    assert _rank_lines(tmp_path) == ["rank 0 of 2: 3.0", "rank 1 of 2: 3.0"]
+
+
+def _rank_lines(directory: Path) -> list[str]:
+    """What each rank wrote to its own file (ranks printing to one pipe can interleave)."""
+    return [(directory / f"rank{i}.txt").read_text() for i in range(2)]
 
 
 def _ranks_script(tmp_path) -> Path:
     script = tmp_path / "ranks.py"
     script.write_text(
-        "import torch\n"
+        "import sys, torch\n"
+        "from pathlib import Path\n"
         "from accelerate import Accelerator\n"
         "from cai.train.distributed import check_process_group, prepare_launch\n"
         "prepare_launch()\n"
         "acc = Accelerator()\n"
         "check_process_group(acc.num_processes)\n"
         "total = acc.reduce(torch.tensor([float(acc.process_index + 1)]), reduction='sum')\n"
-        "print(f'rank {acc.process_index} of {acc.num_processes}: {total.item()}')\n"
+        "Path(sys.argv[1], f'rank{acc.process_index}.txt').write_text(\n"
+        "    f'rank {acc.process_index} of {acc.num_processes}: {total.item()}')\n"
+        # no destroy_process_group here: cai's prepare_launch ends the group at exit
     )
     return script
 
@@ -124,9 +136,10 @@ def test_accelerate_launch_multi_gpu_flag_runs_two_cpu_ranks(tmp_path):
     command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["--main_process_port", str(_free_port()), str(_ranks_script(tmp_path))]
+    command += [str(tmp_path)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "rank 0 of 2: 3.0" in done.stdout and "rank 1 of 2: 3.0" in done.stdout
+    assert _rank_lines(tmp_path) == ["rank 0 of 2: 3.0", "rank 1 of 2: 3.0"]
 
 
 @pytest.mark.slow
@@ -136,12 +149,12 @@ def test_torchrun_without_the_cpu_flag_is_completed_or_refused(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     script = _ranks_script(tmp_path)
     base = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)]
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
     done = subprocess.run(
         command, env={**base, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "rank 0 of 2: 3.0" in done.stdout and "rank 1 of 2: 3.0" in done.stdout
+    assert _rank_lines(tmp_path) == ["rank 0 of 2: 3.0", "rank 1 of 2: 3.0"]
 
     env = {**base, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "false"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
