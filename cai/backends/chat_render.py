@@ -71,16 +71,8 @@ class ChatRenderer:
             )
         except Exception:  # the template refuses stand-ins: render each prompt in full
             return None
-        pieces = []
-        start = 0
-        for holder in holders:
-            at = rendered.find(holder, start)
-            if at < 0 or rendered.count(holder) != 1:
-                return None
-            pieces.append(rendered[start:at])
-            start = at + len(holder)
-        pieces.append(rendered[start:])
-        return pieces, 0
+        pieces = split_on(rendered, holders)
+        return None if pieces is None else (pieces, 0)
 
 
 def _shape(messages: list[Message]) -> tuple | None:
@@ -94,6 +86,20 @@ def _shape(messages: list[Message]) -> tuple | None:
             return None
         shape.append(fields)
     return tuple(shape)
+
+
+def split_on(rendered: str, holders: list[str]) -> list[str] | None:
+    """The text around each stand-in, when each occurs exactly once and in order."""
+    pieces = []
+    start = 0
+    for holder in holders:
+        at = rendered.find(holder, start)
+        if at < 0 or rendered.count(holder) != 1:
+            return None
+        pieces.append(rendered[start:at])
+        start = at + len(holder)
+    pieces.append(rendered[start:])
+    return pieces
 
 
 def _join(pieces: list[str], contents: list[str]) -> str:

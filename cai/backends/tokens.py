@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError, Message
-from cai.backends.chat_render import ChatRenderer
+from cai.backends.chat_render import ChatRenderer, split_on
 from cai.backends.prompt_split import PromptSplitter, request_tail
 
 Encode = Callable[[str, bool], list[int]]
@@ -326,7 +326,7 @@ class ControlTokenGuard:
             rendered = render_chat(self.tokenizer, stand_ins)
         except Exception:  # a template that inspects contents: handled as unaligned
             return None
-        pieces = _split_on(rendered, holders)
+        pieces = split_on(rendered, holders)
         if pieces is None:
             return None
         tokens = [
@@ -472,20 +472,6 @@ def _break(text: str, pattern: re.Pattern[str]) -> list[str]:
         text = text[cut:]
     parts.append(text)
     return parts
-
-
-def _split_on(rendered: str, holders: list[str]) -> list[str] | None:
-    """The text around each placeholder, when each occurs exactly once and in order."""
-    pieces = []
-    start = 0
-    for holder in holders:
-        at = rendered.find(holder, start)
-        if at < 0 or rendered.count(holder) != 1:
-            return None
-        pieces.append(rendered[start:at])
-        start = at + len(holder)
-    pieces.append(rendered[start:])
-    return pieces
 
 
 def _align(text: str, pieces: list[str], contents: list[str]) -> list[str] | None:
