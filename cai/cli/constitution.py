@@ -217,8 +217,8 @@ def test_(
 ) -> None:
     """Run a constitution's test cases through the judge (both orders, every principle)."""
     from cai.constitution import load_constitution
-    from cai.constitution.casetest import junit_xml, read_cases, run_cases
     from cai.constitution.usage import require_use
+    from cai.constitution_tools.casetest import junit_xml, read_cases, run_cases
     from cai.files import atomic_write_text
 
     loaded = load_constitution(constitution)
@@ -268,8 +268,8 @@ def lint(
 ) -> None:
     """Find duplicate, unclear, unused or conflicting principles (static and from judgments)."""
     from cai.constitution import load_constitution
-    from cai.constitution.lint import LintConfig
-    from cai.constitution.lintreport import lint_constitution, write_lint_report
+    from cai.constitution_tools.lint import LintConfig
+    from cai.constitution_tools.lintreport import lint_constitution, write_lint_report
 
     loaded = load_constitution(constitution)
     report = lint_constitution(
@@ -330,7 +330,7 @@ def induce(
 ) -> None:
     """Learn a constitution from human preferences (Inverse Constitutional AI)."""
     from cai.backends.base import GenerationParams
-    from cai.constitution.induce import InduceConfig, induce, write_result
+    from cai.constitution_tools.induce import InduceConfig, induce, write_result
     from cai.errors import InputError
     from cai.human.storage import read_preference_rows
 

@@ -14,8 +14,8 @@ from cai.backends.base import GenerationParams
 from cai.backends.cached import CachedBackend
 from cai.cache import CallCache
 from cai.constitution import load_constitution
-from cai.constitution.casetest import Case, run_cases
-from cai.constitution.induce import InduceConfig, induce, write_result
+from cai.constitution_tools.casetest import Case, run_cases
+from cai.constitution_tools.induce import InduceConfig, induce, write_result
 from cai.templates import TemplateSet
 
 pytestmark = pytest.mark.vllm

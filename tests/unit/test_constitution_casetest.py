@@ -19,7 +19,7 @@ from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
 from cai.cli.app import app
 from cai.constitution import load_constitution
-from cai.constitution.casetest import CasesError, junit_xml, read_cases, run_cases
+from cai.constitution_tools.casetest import CasesError, junit_xml, read_cases, run_cases
 from cai.templates import TemplateSet
 
 runner = CliRunner()

@@ -21,7 +21,7 @@ from cai.backends.base import ChoiceRequest, GenerationParams
 from cai.backends.scripted import ScriptedBackend
 from cai.cli.app import app
 from cai.constitution import load_constitution
-from cai.constitution.induce import (
+from cai.constitution_tools.induce import (
     InduceConfig,
     human_pairs,
     induce,

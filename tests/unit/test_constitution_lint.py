@@ -15,8 +15,8 @@ from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
 from cai.cli.app import app
 from cai.constitution import load_constitution
-from cai.constitution.lint import LintConfig, static_findings
-from cai.constitution.lintreport import lint_constitution
+from cai.constitution_tools.lint import LintConfig, static_findings
+from cai.constitution_tools.lintreport import lint_constitution
 from cai.judge.compare import JudgeConfig, PairwiseJudge
 from cai.judge.stage import judge_samples
 from cai.records import Sample

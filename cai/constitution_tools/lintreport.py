@@ -1,6 +1,6 @@
 """Run every lint check on a constitution and write the report (Markdown, JSON, heatmap).
 
-Kept apart from the checks so `cai.constitution.lint` stays importable without the
+Kept apart from the checks so `cai.constitution_tools.lint` stays importable without the
 judgment, human-label and plotting code it does not need.
 """
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from cai.constitution.lint import Finding, LintConfig, sort_findings, static_findings
 from cai.constitution.models import Constitution
-from cai.constitution.votes import Empirical
+from cai.constitution_tools.lint import Finding, LintConfig, sort_findings, static_findings
+from cai.constitution_tools.votes import Empirical
 
 
 class LintReport(BaseModel):
@@ -71,7 +71,7 @@ def lint_constitution(
 def _empirical(
     constitution: Constitution, judgments: Path, human: str | Path | None, config: LintConfig
 ) -> Empirical:
-    from cai.constitution.votes import analyse, collect_votes, human_labels
+    from cai.constitution_tools.votes import analyse, collect_votes, human_labels
     from cai.errors import InputError
     from cai.jobs import JOB_FILE, job_fingerprint, job_is_complete
     from cai.judge.stage import iter_judged

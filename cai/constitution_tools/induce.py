@@ -199,7 +199,7 @@ def parse_principle(text: str) -> str | None:
     better follows this principle: ...?". Refused: questions that name no quality ("Which
     response is better?"), statements about this pair ("(B) is ..."), rambling paragraphs.
     """
-    from cai.constitution.similarity import normalise
+    from cai.constitution_tools.similarity import normalise
 
     line = next((raw.strip() for raw in text.splitlines() if raw.strip()), "")
     previous = None
@@ -264,7 +264,7 @@ def merge_proposals(proposals: list[tuple[str, str]], threshold: float) -> list[
     """Proposals grouped by similarity; each group's most common wording represents it."""
     from collections import Counter
 
-    from cai.constitution.similarity import cluster
+    from cai.constitution_tools.similarity import cluster
 
     texts = [q for _, q in proposals]
     out = []
@@ -451,7 +451,7 @@ def induce(
 
 def _name_kept(candidates: list[Candidate]) -> None:
     """Readable ids for the kept candidates, from their content words (unique)."""
-    from cai.constitution.similarity import normalise
+    from cai.constitution_tools.similarity import normalise
 
     used: set[str] = set()
     for c in candidates:

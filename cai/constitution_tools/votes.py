@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cai.constitution.lint import Finding, LintConfig
+from cai.constitution_tools.lint import Finding, LintConfig
 
 EPS = 1e-9
 

@@ -4,7 +4,7 @@ Loading catches what makes a file unusable; lint catches what makes it work badl
 findings read only the file: near-duplicate principles, comparison questions that do not
 ask for a comparison, negated framing ("less harmful"), placeholder text, text that looks
 like a template variable (principle text is data and reaches the model as written), tiers
-and weights that can never change a label. Empirical findings (`cai.constitution.votes`)
+and weights that can never change a label. Empirical findings (`cai.constitution_tools.votes`)
 read judgments the constitution made and, optionally, human labels of the same pairs.
 
 Severities: `error` (the principle cannot work as meant), `warning` (it probably works
@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from cai.constitution.models import Constitution, Principle
-from cai.constitution.similarity import normalise, similarity
+from cai.constitution_tools.similarity import normalise, similarity
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
