@@ -14,13 +14,17 @@ badly), `info` (worth a look). `cai constitution lint` exits 1 when there is an 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from cai.constitution.models import Constitution, Principle
+from cai.constitution.usage import usable_principles
 from cai.constitution_tools.similarity import normalise, similarity
+from cai.judge.compare import effective_tiers
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -64,7 +68,7 @@ class LintConfig(BaseModel):
 # ---- where principles are written ------------------------------------------------------------
 def principle_lines(constitution: Constitution) -> dict[tuple[str, str], int]:
     """(principle id, field or "") -> line in the constitution's own file, where written."""
-    from cai.constitution.yamlmap import parse_yaml
+    from cai.yamlmap import parse_yaml
 
     path = constitution.source_path
     if path is None:
@@ -98,6 +102,7 @@ _PLACEHOLDER = re.compile(
     re.I,
 )
 _VARIABLE = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{[A-Za-z_][A-Za-z0-9_.]*\}|\$\{?[A-Za-z_]\w*\}?")
+_COMPARES = re.compile(r"\bwhich (response|reply|answer|one)\b|\bcompare\b|\bboth\b", re.I)
 _STARTER_DESCRIPTION = "what this constitution is for, in a sentence or two."
 
 
@@ -137,6 +142,11 @@ def _line(lines: dict, pid: str, field: str = "") -> int | None:
     return lines.get((pid, field)) or lines.get((pid, ""))
 
 
+def _about(pid: str, field: str, lines: dict) -> Callable[..., Finding]:
+    """Makes findings about one field of principle `pid`, placed at that field's line."""
+    return partial(Finding, principles=[pid], line=_line(lines, pid, field))
+
+
 def _duplicates(constitution: Constitution, config: LintConfig, lines: dict) -> list[Finding]:
     out = []
     principles = constitution.principles
@@ -167,132 +177,138 @@ def _duplicates(constitution: Constitution, config: LintConfig, lines: dict) -> 
 
 
 def _text_checks(principle: Principle, lines: dict) -> list[Finding]:
-    out = []
-    pid = principle.id
-    question = principle.comparison_question
-    if question is not None:
-        if not _CHOICE.search(question):
-            out.append(
-                Finding(
-                    severity="error",
-                    code="not-a-comparison",
-                    principles=[pid],
-                    line=_line(lines, pid, "comparison_question"),
-                    message=f"`{pid}`: the comparison question does not ask the judge to choose "
-                    f"between responses: {question!r}",
-                    fix='ask "Which response ...?"; a yes/no question belongs in '
-                    "assessment_question",
-                )
-            )
-        elif not normalise(question):
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="empty-question",
-                    principles=[pid],
-                    line=_line(lines, pid, "comparison_question"),
-                    message=f"`{pid}`: the comparison question names no quality to compare on: "
-                    f"{question!r}",
-                    fix="say what makes one response better, e.g. 'Which response is more "
-                    "accurate?'",
-                )
-            )
-        negated = _NEGATED.search(question)
-        if negated:
-            out.append(
-                Finding(
-                    severity="info",
-                    code="negated-framing",
-                    principles=[pid],
-                    line=_line(lines, pid, "comparison_question"),
-                    message=f"`{pid}` asks with negated framing ({negated.group(0).strip()!r}): "
-                    "the judge must pick the response with less of something, which small "
-                    "judges get backwards more often",
-                    fix="consider the positive form ('Which response is safer?'), and check "
-                    "it with `cai constitution test`",
-                )
-            )
-    assessment = principle.assessment_question
-    if assessment is not None and re.search(
-        r"\bwhich (response|reply|answer|one)\b|\bcompare\b|\bboth\b", assessment, re.I
-    ):
-        out.append(
-            Finding(
-                severity="warning",
-                code="assessment-compares",
-                principles=[pid],
-                line=_line(lines, pid, "assessment_question"),
-                message=f"`{pid}`: the assessment question compares responses, but assessment "
-                "shows the judge one response",
-                fix="ask about one response: 'Is the reply ...?'",
-            )
-        )
+    out = _comparison_checks(principle, lines) + _assessment_checks(principle, lines)
     for field in TEXT_FIELDS:
         text = getattr(principle, field)
-        if text is None:
-            continue
-        placeholder = _PLACEHOLDER.search(text)
-        if placeholder:
-            out.append(
-                Finding(
-                    severity="error",
-                    code="placeholder",
-                    principles=[pid],
-                    line=_line(lines, pid, field),
-                    message=f"`{pid}`.{field} looks unfinished ({placeholder.group(0).strip()!r})",
-                    fix="write the text out",
-                )
+        if text is not None:
+            out += _field_checks(principle.id, field, text, lines)
+    return out
+
+
+def _comparison_checks(principle: Principle, lines: dict) -> list[Finding]:
+    """The comparison question asks the judge to choose, names a quality, and is not negated."""
+    pid, question = principle.id, principle.comparison_question
+    if question is None:
+        return []
+    found = _about(pid, "comparison_question", lines)
+    out = []
+    if not _CHOICE.search(question):
+        out.append(
+            found(
+                severity="error",
+                code="not-a-comparison",
+                message=f"`{pid}`: the comparison question does not ask the judge to choose "
+                f"between responses: {question!r}",
+                fix='ask "Which response ...?"; a yes/no question belongs in assessment_question',
             )
-        variable = _VARIABLE.search(text)
-        if variable:
-            out.append(
-                Finding(
-                    severity="error",
-                    code="template-variable",
-                    principles=[pid],
-                    line=_line(lines, pid, field),
-                    message=f"`{pid}`.{field} contains {variable.group(0)!r}, which looks like a "
-                    "template variable; principle text is data, so the model reads it as written",
-                    fix="write the text out; templates, not principles, fill in variables",
-                )
+        )
+    elif not normalise(question):
+        out.append(
+            found(
+                severity="warning",
+                code="empty-question",
+                message=f"`{pid}`: the comparison question names no quality to compare on: "
+                f"{question!r}",
+                fix="say what makes one response better, e.g. 'Which response is more accurate?'",
             )
-        if len(text.split()) < 3:
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="too-short",
-                    principles=[pid],
-                    line=_line(lines, pid, field),
-                    message=f"`{pid}`.{field} is only {text!r}",
-                    fix="say what the principle is about in a full sentence",
-                )
+        )
+    negated = _NEGATED.search(question)
+    if negated:
+        out.append(
+            found(
+                severity="info",
+                code="negated-framing",
+                message=f"`{pid}` asks with negated framing ({negated.group(0).strip()!r}): "
+                "the judge must pick the response with less of something, which small judges "
+                "get backwards more often",
+                fix="consider the positive form ('Which response is safer?'), and check it with "
+                "`cai constitution test`",
             )
+        )
+    return out
+
+
+def _assessment_checks(principle: Principle, lines: dict) -> list[Finding]:
+    """An assessment question is about one response, since assessment shows only one."""
+    assessment = principle.assessment_question
+    if assessment is None or not _COMPARES.search(assessment):
+        return []
+    pid = principle.id
+    return [
+        _about(pid, "assessment_question", lines)(
+            severity="warning",
+            code="assessment-compares",
+            message=f"`{pid}`: the assessment question compares responses, but assessment "
+            "shows the judge one response",
+            fix="ask about one response: 'Is the reply ...?'",
+        )
+    ]
+
+
+def _field_checks(pid: str, field: str, text: str, lines: dict) -> list[Finding]:
+    """Any text field: finished, free of template variables, and a full sentence."""
+    found = _about(pid, field, lines)
+    out = []
+    placeholder = _PLACEHOLDER.search(text)
+    if placeholder:
+        out.append(
+            found(
+                severity="error",
+                code="placeholder",
+                message=f"`{pid}`.{field} looks unfinished ({placeholder.group(0).strip()!r})",
+                fix="write the text out",
+            )
+        )
+    variable = _VARIABLE.search(text)
+    if variable:
+        out.append(
+            found(
+                severity="error",
+                code="template-variable",
+                message=f"`{pid}`.{field} contains {variable.group(0)!r}, which looks like a "
+                "template variable; principle text is data, so the model reads it as written",
+                fix="write the text out; templates, not principles, fill in variables",
+            )
+        )
+    if len(text.split()) < 3:
+        out.append(
+            found(
+                severity="warning",
+                code="too-short",
+                message=f"`{pid}`.{field} is only {text!r}",
+                fix="say what the principle is about in a full sentence",
+            )
+        )
     return out
 
 
 def _tier_and_weight_checks(constitution: Constitution, lines: dict) -> list[Finding]:
-    from cai.constitution.usage import usable_principles
-    from cai.judge.compare import effective_tiers
-
-    out = []
-    defaults = constitution.defaults
     judged = usable_principles(constitution, "judge")
+    return (
+        _unused_tiers(constitution, judged, lines)
+        + _tiered_aggregation(constitution, judged)
+        + _weights(constitution, judged)
+    )
+
+
+def _unused_tiers(
+    constitution: Constitution, judged: list[Principle], lines: dict
+) -> list[Finding]:
+    """Tiers that can never matter: on a principle the judge never asks, or under the mean."""
     judged_ids = {p.id for p in judged}
+    out = [
+        _about(p.id, "tier", lines)(
+            severity="warning",
+            code="unused-tier",
+            message=f"`{p.id}` has a tier but no comparison_question; tiers only order the judge's "
+            "principles",
+            fix="remove the tier, or add a comparison_question",
+        )
+        for p in constitution.principles
+        if p.tier is not None and p.id not in judged_ids
+    ]
     tiered_ids = [p.id for p in constitution.principles if p.tier is not None]
-    for p in constitution.principles:
-        if p.tier is not None and p.id not in judged_ids:
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="unused-tier",
-                    principles=[p.id],
-                    line=_line(lines, p.id, "tier"),
-                    message=f"`{p.id}` has a tier but no comparison_question; tiers only order "
-                    "the judge's principles",
-                    fix="remove the tier, or add a comparison_question",
-                )
-            )
-    if defaults.aggregation == "mean" and tiered_ids:
+    if constitution.defaults.aggregation == "mean" and tiered_ids:
         out.append(
             Finding(
                 severity="warning",
@@ -304,45 +320,58 @@ def _tier_and_weight_checks(constitution: Constitution, lines: dict) -> list[Fin
                 "or drop the tiers",
             )
         )
-    if defaults.aggregation == "tiered" and judged:
-        tiers = effective_tiers(judged)
-        if len(set(tiers.values())) < 2:
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="single-tier",
-                    principles=sorted(tiers),
-                    message="`aggregation: tiered` with every judge principle in one tier is "
-                    "the mean: the tiers never matter",
-                    fix="give principles different `tier` values, or use `aggregation: mean`",
-                )
-            )
-        elif defaults.tier_margin == 0:
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="unused-tier",
-                    message="`tier_margin: 0`: the top tier decides every pair that is not an "
-                    "exact tie, so lower tiers practically never matter",
-                    fix="set tier_margin to the confidence a tier needs to decide, e.g. 0.1",
-                )
-            )
-        untiered = [p.id for p in judged if p.tier is None]
-        if untiered and len(untiered) < len(judged):
-            out.append(
-                Finding(
-                    severity="info",
-                    code="untiered",
-                    principles=untiered,
-                    message=f"{len(untiered)} judge principle(s) have no tier and form the last "
-                    f"tier ({max(tiers.values())}): {', '.join(untiered)}",
-                    fix="give them a tier if they should rank higher",
-                )
-            )
-    weights = {p.id: p.weight for p in constitution.principles}
-    uneven = sorted(pid for pid, w in weights.items() if w != 1.0)
-    if uneven and not defaults.weighted_sampling:
+    return out
+
+
+def _tiered_aggregation(constitution: Constitution, judged: list[Principle]) -> list[Finding]:
+    """Under tiered aggregation: tiers that collapse into one, or that a zero margin silences."""
+    defaults = constitution.defaults
+    if defaults.aggregation != "tiered" or not judged:
+        return []
+    out = []
+    tiers = effective_tiers(judged)
+    if len(set(tiers.values())) < 2:
         out.append(
+            Finding(
+                severity="warning",
+                code="single-tier",
+                principles=sorted(tiers),
+                message="`aggregation: tiered` with every judge principle in one tier is "
+                "the mean: the tiers never matter",
+                fix="give principles different `tier` values, or use `aggregation: mean`",
+            )
+        )
+    elif defaults.tier_margin == 0:
+        out.append(
+            Finding(
+                severity="warning",
+                code="unused-tier",
+                message="`tier_margin: 0`: the top tier decides every pair that is not an "
+                "exact tie, so lower tiers practically never matter",
+                fix="set tier_margin to the confidence a tier needs to decide, e.g. 0.1",
+            )
+        )
+    untiered = [p.id for p in judged if p.tier is None]
+    if untiered and len(untiered) < len(judged):
+        out.append(
+            Finding(
+                severity="info",
+                code="untiered",
+                principles=untiered,
+                message=f"{len(untiered)} judge principle(s) have no tier and form the last "
+                f"tier ({max(tiers.values())}): {', '.join(untiered)}",
+                fix="give them a tier if they should rank higher",
+            )
+        )
+    return out
+
+
+def _weights(constitution: Constitution, judged: list[Principle]) -> list[Finding]:
+    """Weights other than 1 that no draw ever reads, and weights that exclude a principle."""
+    defaults = constitution.defaults
+    uneven = sorted(p.id for p in constitution.principles if p.weight != 1.0)
+    if uneven and not defaults.weighted_sampling:
+        return [
             Finding(
                 severity="info",
                 code="unused-weight",
@@ -353,32 +382,34 @@ def _tier_and_weight_checks(constitution: Constitution, lines: dict) -> list[Fin
                 fix="set `defaults.weighted_sampling: true` (revise) or judge.weighted_principles"
                 "=true (judge), or drop the weights",
             )
+        ]
+    if not (uneven and judged):
+        return []
+    out = []
+    drawn = [p for p in judged if p.weight > 0]
+    if defaults.principles_per_judgment >= len(drawn):
+        out.append(
+            Finding(
+                severity="warning",
+                code="unused-weight",
+                principles=uneven,
+                message=f"principles_per_judgment ({defaults.principles_per_judgment}) "
+                f"draws all {len(drawn)} judge principles of positive weight for every "
+                "pair, so their weights never change what the judge asks",
+                fix="lower principles_per_judgment, or drop the weights",
+            )
         )
-    elif uneven and judged:
-        drawn = [p for p in judged if p.weight > 0]
-        if defaults.principles_per_judgment >= len(drawn):
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="unused-weight",
-                    principles=uneven,
-                    message=f"principles_per_judgment ({defaults.principles_per_judgment}) "
-                    f"draws all {len(drawn)} judge principles of positive weight for every "
-                    "pair, so their weights never change what the judge asks",
-                    fix="lower principles_per_judgment, or drop the weights",
-                )
+    zero = [p.id for p in constitution.principles if p.weight == 0]
+    if zero:
+        out.append(
+            Finding(
+                severity="info",
+                code="zero-weight",
+                principles=zero,
+                message=f"weight 0: never drawn when sampling by weight: {', '.join(zero)}",
+                fix="remove them if they are not meant for uniform sampling",
             )
-        zero = [p.id for p in constitution.principles if p.weight == 0]
-        if zero:
-            out.append(
-                Finding(
-                    severity="info",
-                    code="zero-weight",
-                    principles=zero,
-                    message=f"weight 0: never drawn when sampling by weight: {', '.join(zero)}",
-                    fix="remove them if they are not meant for uniform sampling",
-                )
-            )
+        )
     return out
 
 
