@@ -36,7 +36,7 @@ class ConfigError(CaiError, ValueError):
 # ---- reading ----------------------------------------------------------------------------------
 def read_settings_file(path: str | Path):
     """Parse a YAML settings file into data plus key positions; every failure is a ConfigError."""
-    from cai.constitution.yamlmap import YamlSyntaxError, parse_yaml
+    from cai.yamlmap import YamlSyntaxError, parse_yaml
 
     path = Path(path)
     if not path.is_file():
@@ -130,7 +130,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _validation_error(err: ValidationError, model: type[BaseModel], path: Path | None, parsed):
-    from cai.constitution.errors import did_you_mean
+    from cai.errors import did_you_mean
 
     # A misspelt key often also leaves a required one missing: report the unknown key first.
     problems = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")

@@ -11,6 +11,8 @@ Existing error classes keep their names and their builtin bases (`ValueError`,
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -79,7 +81,22 @@ class OutputDirError(CaiError, RuntimeError):
     """The output directory cannot be written safely (in use, holds foreign files, ...)."""
 
 
+class BackendError(CaiError, RuntimeError):
+    """A model call failed in a way the caller cannot fix by retrying (bad model, bad request).
+
+    It lives here, below the backends, because naming a model (`cai.model_names`) fails with
+    it too, before any backend exists.
+    """
+
+
 def one_line(err: BaseException) -> str:
     """An error's message on one line (multi-line messages keep their lines indented)."""
     text = str(err).strip() or type(err).__name__
     return text
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """'did you mean `x`?' for the option closest to a misspelt `word`, or '' when none is close:
+    the fix of an error about an unknown name."""
+    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else ""

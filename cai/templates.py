@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from cai.backends.base import ChoiceRequest, Message
 from cai.backends.prompt_split import with_tail
+from cai.backends.tokens import JOINER
 from cai.errors import CaiError
 
 ROLES = ("system", "user", "assistant")
@@ -101,9 +102,6 @@ that starts with `<|` (ChatML `<|im_start|>` `<|im_end|>` `<|endoftext|>`, Llama
 Phi, Command-R, ...) or with `<｜` (DeepSeek `<｜begin▁of▁sentence｜>` `<｜User｜>`
 `<｜Assistant｜>` `<｜end▁of▁sentence｜>`): every `<|` and `<｜` is defused, so no such token
 survives whatever its name."""
-JOINER = "\u200d"
-"""ZERO WIDTH JOINER: inserted after the first character of a control string. It does not
-change how the text reads, and a tokenizer no longer sees the control string."""
 _CONTROL_IN_DATA = re.compile(
     "|".join(re.escape(s) for s in sorted(CONTROL_STRINGS, key=len, reverse=True)) + r"|<\||<｜",
     re.IGNORECASE,

@@ -4,11 +4,11 @@ We compose the node tree with `yaml.SafeLoader` (no object construction) and rec
 line of every mapping key and sequence item, so validation errors can point at the exact
 line. Duplicate mapping keys, which YAML would silently collapse, are reported too.
 
-A constitution is a few levels deep and a few thousand values big, so anything far beyond
-that is refused before it is built: nesting deeper than `MAX_DEPTH` (PyYAML composes
-recursively and would hit Python's recursion limit), aliases that expand to more than
-`MAX_VALUES` values (a "billion laughs" file, which would exhaust memory or time in every
-later step that walks the data) and aliases that contain themselves.
+A constitution or a settings file is a few levels deep and a few thousand values big, so
+anything far beyond that is refused before it is built: nesting deeper than `MAX_DEPTH`
+(PyYAML composes recursively and would hit Python's recursion limit), aliases that expand
+to more than `MAX_VALUES` values (a "billion laughs" file, which would exhaust memory or
+time in every later step that walks the data) and aliases that contain themselves.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class ParsedYaml:
 
 
 class YamlSyntaxError(CaiError, ValueError):
-    """The text is not YAML that can be used as a constitution; `line`/`column` say where."""
+    """The text is not YAML that cai can read (a constitution, a settings file); `line`/`column`
+    say where."""
 
     def __init__(self, message: str, line: int | None, column: int | None, hint: str = SYNTAX_HINT):
         super().__init__(message, line=line, fix=hint)

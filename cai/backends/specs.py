@@ -144,7 +144,7 @@ def _is_default(name: str, value: Any) -> bool:
 
 
 def _foreign_setting(kind: str, name: str) -> ValidationError:
-    from cai.constitution.errors import did_you_mean
+    from cai.errors import did_you_mean
 
     known = ", ".join(SPEC_TYPES[kind].model_fields)
     owners = _owners(name)

@@ -12,10 +12,10 @@ Message contents and the assistant prefix are text, never control tokens: a resp
 says `<|im_end|>` and then `<|im_start|>assistant` must not end its turn and open another.
 The chat template's own control tokens are found by rendering it once per sequence of roles
 with placeholders for the contents (`ControlTokenGuard`). When the contents hold no control
-token string, the rendered prompt is tokenized as it always was (identical ids); when one
-does, the prompt is cut at the template's control tokens and the text between them is
-tokenized with special-token parsing off (`split_special_tokens=True`; added tokens that
-even that keeps whole, such as Qwen's `<think>`, are broken after their first character).
+token string, the rendered prompt is tokenized as one text; when one does, the prompt is cut
+at the template's control tokens and the text between them is tokenized with special-token
+parsing off (`split_special_tokens=True`; added tokens that even that keeps whole, such as
+Qwen's `<think>`, are broken after their first character).
 
 This covers the backends that tokenize here (vLLM offline, transformers). An
 OpenAI-compatible server tokenizes chat messages itself (its chat endpoint and its
@@ -41,6 +41,10 @@ from cai.backends.prompt_split import PromptSplitter, request_tail
 
 Encode = Callable[[str, bool], list[int]]
 """encode(text, add_special_tokens) -> token ids."""
+JOINER = "\u200d"
+"""ZERO WIDTH JOINER: inserted after the first character of a control string. It does not
+change how the text reads, and a tokenizer no longer sees the control string (here and in
+`cai.templates.defuse_control`)."""
 
 
 class ChoiceTokenError(BackendError):
@@ -351,8 +355,6 @@ class ControlTokenGuard:
         The chat is rendered again with the control token strings of the contents defused
         (a joiner after their first character), so every control token left is the
         template's. If `text` has the same ones, it is tokenized as it is."""
-        from cai.templates import JOINER
-
         if not any(self.touches(m["content"]) for m in messages):
             return None
         defused = [

@@ -6,7 +6,6 @@ pass instead of one per run.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,12 +52,6 @@ class ConstitutionError(CaiError, ValueError):
     def __reduce__(self):
         # Keep the issues when the error crosses a process boundary (multiprocessing).
         return (type(self), (self.issues,))
-
-
-def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """' (did you mean `x`?)'-style suggestion text, or '' when nothing is close."""
-    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f"did you mean `{matches[0]}`?" if matches else ""
 
 
 def field_path(loc: Iterable[object]) -> str:

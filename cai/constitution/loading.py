@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from cai.constitution.errors import (
     ConstitutionError,
     ConstitutionIssue,
-    did_you_mean,
     display_path,
     field_path,
 )
@@ -29,8 +28,9 @@ from cai.constitution.models import (
     Principle,
     PrincipleFile,
 )
-from cai.constitution.yamlmap import ParsedYaml, YamlSyntaxError, parse_yaml
+from cai.errors import did_you_mean
 from cai.resources import bundled_constitution_names, constitutions_dir
+from cai.yamlmap import ParsedYaml, YamlSyntaxError, parse_yaml
 
 _MODELS_BY_SECTION: dict[str, type] = {
     "principles": PrincipleFile,

@@ -179,7 +179,7 @@ def read_cases(path: str | Path, constitution: Constitution | None = None) -> li
 
 
 def _yaml_items(path: Path) -> list[tuple[int, Any, int | None]]:
-    from cai.constitution.yamlmap import YamlSyntaxError, parse_yaml
+    from cai.yamlmap import YamlSyntaxError, parse_yaml
 
     try:
         parsed = parse_yaml(path.read_text(encoding="utf-8"))
@@ -221,7 +221,7 @@ def _case(data: Any, number: int, line: int | None, path: Path) -> Case:
         raise fail("a case must be a mapping of fields", fix="Write `prompt:`, `responses:` ...")
     unknown = [k for k in data if k not in CASE_FIELDS]
     if unknown:
-        from cai.constitution.errors import did_you_mean
+        from cai.errors import did_you_mean
 
         hint = did_you_mean(str(unknown[0]), CASE_FIELDS)
         raise fail(
@@ -295,8 +295,8 @@ def _responses(data: dict, fail) -> tuple[list[str], int]:
 
 
 def _check_principles(cases: list[Case], constitution: Constitution, path: Path) -> None:
-    from cai.constitution.errors import did_you_mean
     from cai.constitution.usage import usable_principles
+    from cai.errors import did_you_mean
 
     judge_ids = [p.id for p in usable_principles(constitution, "judge")]
     for case in cases:

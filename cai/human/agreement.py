@@ -36,9 +36,9 @@ from cai.human.metrics import (
     kappa_of,
     label_of,
 )
-from cai.human.pairs import prob_first
+from cai.human.pairs import pair_of_row, prob_first
 from cai.judge.families import SelfPreference, self_preference
-from cai.judge.health import JudgeHealth, LengthUnit, judge_health, order_outcome, pair_of_row
+from cai.judge.health import JudgeHealth, LengthUnit, judge_health, order_outcome
 from cai.judge.panel import MemberAccuracy, member_accuracy
 
 __all__ = [

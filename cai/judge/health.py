@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -206,17 +206,3 @@ def pairs_of_judged(judged: Iterable[JudgedSample]) -> Iterator[JudgedPair]:
         if item.ranking is not None:
             for i, j, judgment in item.ranking.pairs:
                 yield _from_judgment(item.responses[i], item.responses[j], judgment)
-
-
-def pair_of_row(row: dict[str, Any]) -> JudgedPair:
-    """A preference row (chosen / rejected, `prob_chosen`) as a judged pair with a = chosen."""
-    from cai.human.pairs import response_text
-
-    by_order = row.get("prob_chosen_by_order")
-    return JudgedPair(
-        response_a=response_text(row["chosen"]),
-        response_b=response_text(row["rejected"]),
-        prob_a=float(row["prob_chosen"]),
-        by_order=tuple(by_order) if by_order and len(by_order) >= 2 else None,
-        orders_agree=row.get("orders_agree"),
-    )

@@ -181,7 +181,7 @@ def _check_trainer(model: type[BaseModel], settings: dict[str, Any], where: str,
         if key in own:
             raise ValueError(f"{where}.{key} is set by the loop each round; remove it")
         if key not in known:
-            from cai.constitution.errors import did_you_mean
+            from cai.errors import did_you_mean
 
             hint = did_you_mean(key, sorted(known))
             raise ValueError(f"{where}.{key} is not a setting of {model.__name__}. {hint}".strip())

@@ -16,6 +16,7 @@ import pytest
 from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
 from cai.backends.tokens import (
+    JOINER,
     batch_request_prompt_ids,
     chat_prompt_ids,
     control_guard,
@@ -25,7 +26,7 @@ from cai.backends.tokens import (
 )
 from cai.constitution import load_constitution
 from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
-from cai.templates import CONTROL_STRINGS, JOINER, TemplateSet, as_data, defuse_control
+from cai.templates import CONTROL_STRINGS, TemplateSet, as_data, defuse_control
 
 CONSTITUTION = load_constitution("default")
 PRINCIPLE = CONSTITUTION.principles[0]
