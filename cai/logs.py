@@ -68,7 +68,7 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
     Returns the log file, or None when `verbose` (logs stay live). Safe to call more than once.
     """
     if verbose is None:
-        from cai.cli.errors import debug_enabled
+        from cai.debug import debug_enabled
 
         verbose = debug_enabled()
     if verbose:

@@ -7,7 +7,8 @@ import importlib
 import typer
 
 from cai import __version__
-from cai.cli.errors import guard_all, set_debug
+from cai.cli.errors import guard_all
+from cai.debug import set_debug
 
 app = typer.Typer(
     name="cai",

@@ -17,17 +17,8 @@ from typing import Any
 
 import typer
 
+from cai.debug import debug_enabled
 from cai.errors import CaiError
-
-_state = {"debug": False}
-
-
-def set_debug(enabled: bool) -> None:
-    _state["debug"] = enabled
-
-
-def debug_enabled() -> bool:
-    return _state["debug"] or os.environ.get("CAI_DEBUG", "") not in ("", "0", "false")
 
 
 def _print_one_line(err: BaseException) -> None:

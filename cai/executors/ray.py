@@ -544,7 +544,7 @@ class RayExecutor(Executor):
         ray = self.ray
         if ray.is_initialized():
             return
-        from cai.cli.errors import debug_enabled
+        from cai.debug import debug_enabled
 
         verbose = debug_enabled()
         address = self.config.address or os.environ.get("RAY_ADDRESS")

@@ -6,7 +6,8 @@ import typer
 from typer.testing import CliRunner
 
 from cai.cli.app import app
-from cai.cli.errors import guard_all, set_debug
+from cai.cli.errors import guard_all
+from cai.debug import set_debug
 from cai.errors import CaiError, InputError
 
 
