@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cai.constitution_tools.lint import Finding, LintConfig
+from cai.constitution_tools.lint import Finding, LintConfig, Severity
+from cai.human.pairs import prob_first, row_key
+from cai.judge.compare import combine_tiers
+from cai.records import pair_key
 
 EPS = 1e-9
 
@@ -36,8 +40,6 @@ class PairVotes(BaseModel):
 
 def collect_votes(judged: Iterable[Any]) -> list[PairVotes]:
     """PairVotes of every judged pair (two-response prompts and the pairs of rankings)."""
-    from cai.records import pair_key
-
     out = []
     for sample in judged:
         if sample.kind == "pair" and sample.pair is not None:
@@ -79,8 +81,6 @@ def _sign(p: float | None) -> int:
 
 def aggregate(votes: PairVotes, margin: float, without: str | None = None) -> float | None:
     """The pair's probability re-aggregated from its principles (leaving one out)."""
-    from cai.judge.compare import combine_tiers
-
     kept = {pid: p for pid, p in votes.principles.items() if pid != without}
     if not kept:
         return None
@@ -168,12 +168,72 @@ def agreement_matrix(votes: list[PairVotes], ids: list[str], min_shared: int = 1
 
 def human_labels(rows: list[dict[str, Any]]) -> dict[str, float]:
     """Pair key -> mean probability (over raters) that the alphabetically first response wins."""
-    from cai.human.pairs import prob_first, row_key
-
     sums: dict[str, list[float]] = {}
     for row in rows:
         sums.setdefault(row_key(row), []).append(prob_first(row))
     return {key: sum(values) / len(values) for key, values in sums.items()}
+
+
+@dataclass
+class _PairVerdict:
+    """One pair's label as a sign (1: response a, -1: b, 0: a tie), from every principle."""
+
+    full: int
+    deciding_tier: int | None
+    """Under tiered aggregation, the tier that decided the pair."""
+    human: int | None
+    """The people's sign for the pair (None: not labelled)."""
+
+
+def _verdict(votes: PairVotes, tier_margin: float, human: dict[str, float] | None) -> _PairVerdict:
+    deciding_tier = None
+    if votes.aggregation == "tiered":
+        scored = [(votes.tiers.get(pid, 1), p) for pid, p in votes.principles.items()]
+        deciding_tier = combine_tiers(scored, tier_margin)[1]
+    sign = None
+    if human is not None and votes.key in human:
+        first = human[votes.key]
+        sign = _sign(first if votes.a_is_first else 1.0 - first)
+    return _PairVerdict(_sign(aggregate(votes, tier_margin)), deciding_tier, sign)
+
+
+class _Tally:
+    """What `analyse` gathers about one principle while it walks the pairs."""
+
+    def __init__(self, principle: str) -> None:
+        self.stats = PrincipleStats(principle=principle)
+        self.confidence: list[float] = []
+        self.order_flips: list[bool] = []
+        self.human_votes: list[bool] = []
+
+    def count(self, votes: PairVotes, pair: _PairVerdict, tier_margin: float) -> None:
+        """Count one pair this principle judged."""
+        s, p = self.stats, votes.principles[self.stats.principle]
+        s.pairs += 1
+        if pair.deciding_tier is not None:
+            s.tier = votes.tiers.get(s.principle, 1)
+            s.tier_decided += int(s.tier == pair.deciding_tier)
+        s.decisive += int(bool(_sign(p)))
+        self.confidence.append(abs(p - 0.5))
+        s.moves += int(_sign(aggregate(votes, tier_margin, without=s.principle)) != pair.full)
+        orders = votes.orders.get(s.principle)
+        if orders:
+            self.order_flips.append((orders[0] - 0.5) * (orders[1] - 0.5) < 0)
+        if pair.human and _sign(p):
+            self.human_votes.append(_sign(p) == pair.human)
+
+    def finish(self) -> PrincipleStats:
+        """The statistics, with the means over what was counted."""
+        s = self.stats
+        if self.confidence:
+            s.mean_confidence = sum(self.confidence) / len(self.confidence)
+        if self.order_flips:
+            s.order_pairs = len(self.order_flips)
+            s.order_disagreement = sum(self.order_flips) / len(self.order_flips)
+        if self.human_votes:
+            s.human_pairs = len(self.human_votes)
+            s.human_agreement = sum(self.human_votes) / len(self.human_votes)
+        return s
 
 
 def analyse(
@@ -187,82 +247,30 @@ def analyse(
     config = config or LintConfig()
     seen = sorted({pid for v in votes for pid in v.principles})
     known = [pid for pid in ids if pid in seen] + [pid for pid in seen if pid not in ids]
-    notes = []
     unknown = [pid for pid in seen if pid not in ids]
+    notes = []
     if unknown:
         notes.append(
             f"the judgments use principles this constitution lacks: {', '.join(unknown)} "
             "(made with another version of it?)"
         )
-    stats = {pid: PrincipleStats(principle=pid) for pid in known}
-    confidence: dict[str, list[float]] = {pid: [] for pid in known}
-    order_flips: dict[str, list[bool]] = {pid: [] for pid in known}
-    human_votes: dict[str, list[bool]] = {pid: [] for pid in known}
+    tallies = {pid: _Tally(pid) for pid in known}
     judge_votes: list[bool] = []
     human_pairs = 0
     for v in votes:
-        full = _sign(aggregate(v, tier_margin))
-        decided_tier = None
-        if v.aggregation == "tiered":
-            from cai.judge.compare import combine_tiers
-
-            scored = [(v.tiers.get(pid, 1), p) for pid, p in v.principles.items()]
-            decided_tier = combine_tiers(scored, tier_margin)[1]
-        h = None
-        if human is not None and v.key in human:
-            first = human[v.key]
-            h = _sign(first if v.a_is_first else 1.0 - first)
+        pair = _verdict(v, tier_margin, human)
+        if pair.human is not None:
             human_pairs += 1
-            if h and full:
-                judge_votes.append(full == h)
-        for pid, p in v.principles.items():
-            s = stats[pid]
-            s.pairs += 1
-            if decided_tier is not None:
-                s.tier = v.tiers.get(pid, 1)
-                s.tier_decided += int(s.tier == decided_tier)
-            s.decisive += int(bool(_sign(p)))
-            confidence[pid].append(abs(p - 0.5))
-            s.moves += int(_sign(aggregate(v, tier_margin, without=pid)) != full)
-            orders = v.orders.get(pid)
-            if orders:
-                order_flips[pid].append((orders[0] - 0.5) * (orders[1] - 0.5) < 0)
-            if h and _sign(p):
-                human_votes[pid].append(_sign(p) == h)
-    for pid, s in stats.items():
-        if confidence[pid]:
-            s.mean_confidence = sum(confidence[pid]) / len(confidence[pid])
-        if order_flips[pid]:
-            s.order_pairs = len(order_flips[pid])
-            s.order_disagreement = sum(order_flips[pid]) / len(order_flips[pid])
-        if human_votes[pid]:
-            s.human_pairs = len(human_votes[pid])
-            s.human_agreement = sum(human_votes[pid]) / len(human_votes[pid])
+            if pair.human and pair.full:
+                judge_votes.append(pair.full == pair.human)
+        for pid in v.principles:
+            tallies[pid].count(v, pair, tier_margin)
+    ordered = [tallies[pid].finish() for pid in known]
     matrix = agreement_matrix(votes, known, config.min_shared)
     judge_agreement = sum(judge_votes) / len(judge_votes) if judge_votes else None
-    ordered = [stats[pid] for pid in known]
+    confidence = {pid: tally.confidence for pid, tally in tallies.items()}
     findings = _findings(ordered, matrix, config, confidence, judge_agreement)
-    if human is not None and not human_pairs:
-        findings.append(
-            Finding(
-                severity="warning",
-                code="no-human-overlap",
-                message="no judged pair is in the human labels, so agreement with people "
-                "cannot be measured",
-                fix="label (some of) the same pairs: `cai route export` picks the ones to label",
-            )
-        )
-    missing = [pid for pid in ids if pid not in seen]
-    if missing and votes:
-        findings.append(
-            Finding(
-                severity="info",
-                code="not-judged",
-                principles=missing,
-                message=f"never judged in these judgments: {', '.join(missing)}",
-                fix="judge more pairs, or check that these principles have a comparison_question",
-            )
-        )
+    findings += _coverage_findings(ids, seen, votes, human is not None and not human_pairs)
     return Empirical(
         pairs=len(votes),
         stats=ordered,
@@ -274,6 +282,35 @@ def analyse(
     )
 
 
+def _coverage_findings(
+    ids: list[str], seen: list[str], votes: list[PairVotes], no_human_overlap: bool
+) -> list[Finding]:
+    """What the judgments cannot say: no pair people labelled, principles never judged."""
+    out = []
+    if no_human_overlap:
+        out.append(
+            Finding(
+                severity="warning",
+                code="no-human-overlap",
+                message="no judged pair is in the human labels, so agreement with people "
+                "cannot be measured",
+                fix="label (some of) the same pairs: `cai route export` picks the ones to label",
+            )
+        )
+    missing = [pid for pid in ids if pid not in seen]
+    if missing and votes:
+        out.append(
+            Finding(
+                severity="info",
+                code="not-judged",
+                principles=missing,
+                message=f"never judged in these judgments: {', '.join(missing)}",
+                fix="judge more pairs, or check that these principles have a comparison_question",
+            )
+        )
+    return out
+
+
 def _findings(
     stats: list[PrincipleStats],
     matrix: Matrix,
@@ -281,6 +318,16 @@ def _findings(
     confidence: dict[str, list[float]],
     judge_agreement: float | None,
 ) -> list[Finding]:
+    out = _pair_findings(stats, matrix, config)
+    for s in stats:
+        out += _never_moves(s, config, confidence[s.principle])
+        out += _order_disagreement(s, config)
+        out += _human_disagreement(s, config, judge_agreement)
+    return out
+
+
+def _pair_findings(stats: list[PrincipleStats], matrix: Matrix, config: LintConfig) -> list:
+    """Two principles that vote alike (redundant) or pull against each other (conflicting)."""
     by_id = {s.principle: s for s in stats}
     out: list[Finding] = []
     ids = matrix.ids
@@ -317,69 +364,87 @@ def _findings(
                         "one so they stop contradicting each other",
                     )
                 )
-    for s in stats:
-        flat = confidence[s.principle] and max(confidence[s.principle]) < config.flat_margin
-        if s.pairs >= config.min_shared and (s.moves == 0 or flat):
-            why = (
-                f"its probability never leaves 0.5 +- {config.flat_margin}"
-                if flat
-                else "leaving it out never changes a label"
-            )
-            if s.tier is not None and not s.tier_decided:
-                why += (
-                    f"; its tier ({s.tier}) decided none of them (a higher tier was sure, "
-                    "or this tier was not and a lower one decided)"
-                )
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="never-moves",
-                    principles=[s.principle],
-                    message=f"`{s.principle}` never moves a label over {s.pairs} pairs: {why}",
-                    fix="reword it to be more concrete, or drop it",
-                )
-            )
-        if (
-            s.order_disagreement is not None
-            and s.order_pairs >= config.min_shared
-            and s.order_disagreement >= config.order_disagreement
-        ):
-            out.append(
-                Finding(
-                    severity="warning",
-                    code="order-disagreement",
-                    principles=[s.principle],
-                    message=f"`{s.principle}`: its two answer orders disagree on "
-                    f"{s.order_disagreement:.0%} of {s.order_pairs} pairs (the judge reads it by "
-                    "position more than by content)",
-                    fix="reword it to name what to look for in a response",
-                )
-            )
-        if s.human_agreement is not None and s.human_pairs >= config.min_shared:
-            if s.human_agreement < 0.5:
-                out.append(
-                    Finding(
-                        severity="warning",
-                        code="disagrees-with-people",
-                        principles=[s.principle],
-                        message=f"`{s.principle}` agrees with people on only "
-                        f"{s.human_agreement:.0%} of {s.human_pairs} pairs",
-                        fix="drop it, or reword it: it points the other way from your raters",
-                    )
-                )
-            elif judge_agreement is not None and s.human_agreement < judge_agreement - 0.1:
-                out.append(
-                    Finding(
-                        severity="info",
-                        code="below-judge",
-                        principles=[s.principle],
-                        message=f"`{s.principle}` agrees with people on {s.human_agreement:.0%} "
-                        f"of {s.human_pairs} pairs, below the judge overall "
-                        f"({judge_agreement:.0%})",
-                        fix="consider rewording it",
-                    )
-                )
     return out
+
+
+def _about(s: PrincipleStats, severity: Severity = "warning", **finding: str) -> Finding:
+    """A finding about one principle."""
+    return Finding(severity=severity, principles=[s.principle], **finding)
+
+
+def _never_moves(s: PrincipleStats, config: LintConfig, confidence: list[float]) -> list:
+    """A principle that never changes a label: always near 0.5, or always outvoted."""
+    flat = confidence and max(confidence) < config.flat_margin
+    if s.pairs < config.min_shared or not (s.moves == 0 or flat):
+        return []
+    why = (
+        f"its probability never leaves 0.5 +- {config.flat_margin}"
+        if flat
+        else "leaving it out never changes a label"
+    )
+    if s.tier is not None and not s.tier_decided:
+        why += (
+            f"; its tier ({s.tier}) decided none of them (a higher tier was sure, "
+            "or this tier was not and a lower one decided)"
+        )
+    return [
+        _about(
+            s,
+            code="never-moves",
+            message=f"`{s.principle}` never moves a label over {s.pairs} pairs: {why}",
+            fix="reword it to be more concrete, or drop it",
+        )
+    ]
+
+
+def _order_disagreement(s: PrincipleStats, config: LintConfig) -> list[Finding]:
+    """A principle the judge reads by answer position more than by content."""
+    if (
+        s.order_disagreement is None
+        or s.order_pairs < config.min_shared
+        or s.order_disagreement < config.order_disagreement
+    ):
+        return []
+    return [
+        _about(
+            s,
+            code="order-disagreement",
+            message=f"`{s.principle}`: its two answer orders disagree on "
+            f"{s.order_disagreement:.0%} of {s.order_pairs} pairs (the judge reads it by "
+            "position more than by content)",
+            fix="reword it to name what to look for in a response",
+        )
+    ]
+
+
+def _human_disagreement(
+    s: PrincipleStats, config: LintConfig, judge_agreement: float | None
+) -> list[Finding]:
+    """A principle that points away from the raters, or agrees with them less than the judge."""
+    if s.human_agreement is None or s.human_pairs < config.min_shared:
+        return []
+    if s.human_agreement < 0.5:
+        return [
+            _about(
+                s,
+                code="disagrees-with-people",
+                message=f"`{s.principle}` agrees with people on only "
+                f"{s.human_agreement:.0%} of {s.human_pairs} pairs",
+                fix="drop it, or reword it: it points the other way from your raters",
+            )
+        ]
+    if judge_agreement is not None and s.human_agreement < judge_agreement - 0.1:
+        return [
+            _about(
+                s,
+                "info",
+                code="below-judge",
+                message=f"`{s.principle}` agrees with people on {s.human_agreement:.0%} "
+                f"of {s.human_pairs} pairs, below the judge overall ({judge_agreement:.0%})",
+                fix="consider rewording it",
+            )
+        ]
+    return []
 
 
 def _weaker(a: PrincipleStats, b: PrincipleStats) -> str:
