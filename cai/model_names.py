@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from cai.backends.base import BackendError
+from cai.errors import BackendError
 
 MANIFEST = "cai_model.json"
 

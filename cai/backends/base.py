@@ -13,16 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cai.errors import CaiError
+from cai.errors import BackendError
 
 Message = dict[str, str]
 """A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
 
 FinishReason = Literal["stop", "length", "error"]
-
-
-class BackendError(CaiError, RuntimeError):
-    """A model call failed in a way the caller cannot fix by retrying (bad model, bad request)."""
 
 
 class ContextOverflowError(BackendError):
