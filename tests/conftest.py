@@ -86,6 +86,33 @@ def server_backend(vllm_server):
     backend.close()
 
 
+BROWSER_TESTS = "tests/integration/test_label_browser.py"
+
+
+def pytest_unconfigure(config):
+    """Say on the last lines when the real-browser test could not run, and how to enable it:
+    `-ra` lists the skip among many lines, where it is easy to miss."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    skipped = [
+        report
+        for report in reporter.stats.get("skipped", [])
+        if report.nodeid.startswith(BROWSER_TESTS)
+    ]
+    if not skipped:
+        return
+    reporter.write_sep("=", "browser test skipped", yellow=True)
+    reporter.write_line(
+        f"{len(skipped)} test of the labelling page in headless Chromium did not run: "
+        "Chromium or chromedriver is missing."
+    )
+    reporter.write_line(
+        "Enable it with `make browser` (installs the system's chromium and chromium-driver "
+        "with apt), then run `make test` again."
+    )
+
+
 @pytest.fixture(autouse=True)
 def _fresh_accelerate_state():
     """accelerate keeps process-wide singletons; a trainer in one test must not fix the

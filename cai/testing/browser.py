@@ -8,7 +8,7 @@ from pathlib import Path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-INSTALL_HINT = "apt-get install -y chromium chromium-driver"
+INSTALL_HINT = "make browser"  # apt-get install chromium chromium-driver (see the Makefile)
 
 HEADLESS_FLAGS = (
     "--headless=new",
