@@ -36,9 +36,9 @@ from cai.human.metrics import (
     kappa_of,
     label_of,
 )
-from cai.human.pairs import pair_of_row, prob_first
+from cai.human.pairs import prob_first, response_text
 from cai.judge.families import SelfPreference, self_preference
-from cai.judge.health import JudgeHealth, LengthUnit, judge_health, order_outcome
+from cai.judge.health import JudgedPair, JudgeHealth, LengthUnit, judge_health, order_outcome
 from cai.judge.panel import MemberAccuracy, member_accuracy
 
 __all__ = [
@@ -139,6 +139,18 @@ def _calibration(
         confidence.append(max(p, 1.0 - p))
         outcome.append(pair.human_on_chosen if p >= 0.5 else 1.0 - pair.human_on_chosen)
     return calibration_bins(confidence, outcome, n_bins=n_bins)
+
+
+def pair_of_row(row: dict[str, Any]) -> JudgedPair:
+    """A preference row (chosen / rejected, `prob_chosen`) as a judged pair with a = chosen."""
+    by_order = row.get("prob_chosen_by_order")
+    return JudgedPair(
+        response_a=response_text(row["chosen"]),
+        response_b=response_text(row["rejected"]),
+        prob_a=float(row["prob_chosen"]),
+        by_order=tuple(by_order) if by_order and len(by_order) >= 2 else None,
+        orders_agree=row.get("orders_agree"),
+    )
 
 
 def row_order_outcome(row: dict[str, Any]) -> str | None:

@@ -13,7 +13,6 @@ from cai import records
 from cai.backends.base import Message
 from cai.errors import InputError
 from cai.io import ROLES, json_messages
-from cai.judge.health import JudgedPair
 
 
 class PairDataError(InputError):
@@ -101,18 +100,6 @@ def prob_first(row: dict[str, Any]) -> float:
     chosen, rejected = response_text(row["chosen"]), response_text(row["rejected"])
     p = float(row["prob_chosen"])
     return p if chosen <= rejected else 1.0 - p
-
-
-def pair_of_row(row: dict[str, Any]) -> JudgedPair:
-    """A preference row (chosen / rejected, `prob_chosen`) as a judged pair with a = chosen."""
-    by_order = row.get("prob_chosen_by_order")
-    return JudgedPair(
-        response_a=response_text(row["chosen"]),
-        response_b=response_text(row["rejected"]),
-        prob_a=float(row["prob_chosen"]),
-        by_order=tuple(by_order) if by_order and len(by_order) >= 2 else None,
-        orders_agree=row.get("orders_agree"),
-    )
 
 
 def render_conversation(messages: list[Message]) -> str:

@@ -20,19 +20,32 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from cai.judge.families import SelfPreference, self_preference
 
 if TYPE_CHECKING:
-    from cai.judge.compare import PairJudgment
-    from cai.judge.stage import JudgedSample
+    from cai.judge.compare import PairJudgment, RankingJudgment
 
 LengthUnit = Literal["chars", "words"]
 OrderOutcome = Literal["agree", "flip", "tie"]
 NEAR_TIE = 0.05
+
+
+class JudgedSample(Protocol):
+    """What health reads of a judge stage's record: the responses, the policy that wrote them,
+    and the pair or k-wise ranking the judge made of them."""
+
+    @property
+    def responses(self) -> list[str]: ...
+    @property
+    def policy_model(self) -> str: ...
+    @property
+    def pair(self) -> PairJudgment | None: ...
+    @property
+    def ranking(self) -> RankingJudgment | None: ...
 
 
 def text_length(text: str, unit: LengthUnit = "chars") -> int:

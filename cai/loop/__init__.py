@@ -3,7 +3,8 @@
     config.py    the settings (`LoopConfig`) and the fingerprint a rerun must match
     state.py     `loop_state.json`: per-round stage starts and finishes, written atomically
     data.py      a round's prompt slice, human overrides, and the mix of rounds it trains on
-    round.py     the stage order of one round and what its stages share
+    context.py   what every stage of a round reads (`RoundContext`)
+    round.py     the stage order of one round and the stage that runs at each step
     steps.py     prompts, labelling (`cai run`) and data stages
     training.py  reward-model refresh and the policy step (dpo, grpo or ppo)
     measure.py   judged win rates vs the previous and the starting policy

@@ -15,9 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cai.backends import BackendSpec
 from cai.config import ConfigError, load_config, resolve_beside
+from cai.errors import did_you_mean
 from cai.judge.compare import JudgeConfig
 from cai.preferences import PreferenceConfig
 from cai.sample import SampleConfig
+from cai.train.ppo.config import PPOConfig
+from cai.train.preference import DPOTrainConfig, OnlineTrainConfig
+from cai.train.reward import RewardTrainConfig
 
 STATE_KEYS_FREE = ("name", "output_dir", "rounds", "stop")
 """Settings a rerun may change: they decide how far the loop goes, not what a round makes."""
@@ -69,8 +73,6 @@ class RewardModelSettings(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> RewardModelSettings:
-        from cai.train.reward import RewardTrainConfig
-
         _check_trainer(RewardTrainConfig, self.train, "reward_model.train", _TRAIN_OWN)
         return self
 
@@ -166,10 +168,7 @@ _TRAIN_OWN = ("model", "output_dir", "train_data", "prompts", "resume", "reward"
 def trainer_config_class(method: str) -> type[BaseModel]:
     """The `cai train` config a policy-step method is run with."""
     if method == "ppo":
-        from cai.train.ppo.config import PPOConfig
-
         return PPOConfig
-    from cai.train.preference import DPOTrainConfig, OnlineTrainConfig
 
     return DPOTrainConfig if method == "dpo" else OnlineTrainConfig
 
@@ -181,8 +180,6 @@ def _check_trainer(model: type[BaseModel], settings: dict[str, Any], where: str,
         if key in own:
             raise ValueError(f"{where}.{key} is set by the loop each round; remove it")
         if key not in known:
-            from cai.errors import did_you_mean
-
             hint = did_you_mean(key, sorted(known))
             raise ValueError(f"{where}.{key} is not a setting of {model.__name__}. {hint}".strip())
 

@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cai.config import ConfigError
 from cai.errors import InputError
+from cai.human.mixing import MixConfig, mix
+from cai.human.pairs import row_key
+from cai.human.storage import read_preference_rows
+from cai.io import count_prompts, iter_prompts
+from cai.label.export import answers_to_rows
+from cai.label.store import LabelStore
 from cai.loop.config import LoopConfig, LoopData
 
 #: The columns every training row keeps: one schema whatever rounds and sources are mixed.
@@ -22,8 +29,6 @@ def prompt_slice(config: LoopConfig, round_no: int) -> list[dict[str, Any]]:
     """Round r's prompts: rows [(r-1)N, rN) of the pool with per_round N, else the whole pool."""
     from itertools import islice
 
-    from cai.io import iter_prompts
-
     source = config.prompts
     records = iter_prompts(source.path, source.column)
     if source.per_round != "same":
@@ -34,13 +39,9 @@ def prompt_slice(config: LoopConfig, round_no: int) -> list[dict[str, Any]]:
 
 def check_pool(config: LoopConfig) -> int:
     """Every prompt is read once before any work; a pool too small for its slices is refused."""
-    from cai.io import count_prompts
-
     source = config.prompts
     total = count_prompts(source.path, source.column)
     if source.per_round != "same" and total < source.per_round * config.rounds:
-        from cai.config import ConfigError
-
         raise ConfigError(
             f"the pool holds {total} prompts, fewer than per_round ({source.per_round}) x "
             f"rounds ({config.rounds}) = {source.per_round * config.rounds}",
@@ -73,16 +74,12 @@ def read_human_labels(path: str | Path) -> list[dict[str, Any]]:
     """Human preference rows from a `cai label` database or a human-labels file."""
     path = Path(path)
     if path.suffix.lower() in (".db", ".sqlite", ".sqlite3"):
-        from cai.label.export import answers_to_rows
-        from cai.label.store import LabelStore
-
         store = LabelStore(path, create=False)
         try:
             rows, _skips = answers_to_rows(store.live_answers())
         finally:
             store.close()
         return rows
-    from cai.human.storage import read_preference_rows
 
     return read_preference_rows(path, required=False)
 
@@ -95,9 +92,6 @@ def apply_human_labels(
     Only human labels of pairs this round sampled are used (people label the current
     policy's pairs, routed to them with `cai route` or `cai label`); the others are counted.
     """
-    from cai.human.mixing import MixConfig, mix
-    from cai.human.pairs import row_key
-
     keys = {row_key(row) for row in ai_rows}
     matched = [row for row in human_rows if row_key(row) in keys]
     counts = {"human_labels_used": len(matched), "human_labels_unmatched": 0}
@@ -115,8 +109,6 @@ def apply_human_labels(
 
 
 def _train_row(row: dict[str, Any], round_no: int) -> dict[str, Any]:
-    from cai.human.pairs import row_key
-
     out = {key: row.get(key) for key in TRAIN_COLUMNS}
     out["pair_id"] = row_key(row)
     out["source"] = row.get("source") or "ai"

@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cai.loop.round import RoundContext
+from cai.evaluate import WinRateConfig, run_win_rate
+from cai.loop.context import RoundContext
+from cai.train.reward_scorer import RewardModelScorer
 
 
 def _win_rate(ctx: RoundContext, policy: str, baseline: str, out: Path) -> dict[str, Any]:
-    from cai.evaluate import WinRateConfig, run_win_rate
-
     settings = ctx.config.eval
     config = WinRateConfig(
         prompts=settings.prompts,
@@ -49,8 +49,6 @@ def _answers(pairs_file: Path) -> list[tuple[list[dict[str, str]], str]]:
 
 def _mean_reward(reward_model: Path, answers) -> float | None:
     """The reward model's mean score of (prompt, answer) conversations."""
-    from cai.train.reward_scorer import RewardModelScorer
-
     if not answers:
         return None
     scorer = RewardModelScorer(str(reward_model))

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cai.files import atomic_write_json, atomic_write_text, temp_path_beside
 from cai.loop.state import StateFile
 
 
@@ -107,8 +108,6 @@ def write_report(
     run_dir: Path, name: str, rows: list[RoundRow], stopped: str | None, extra: dict[str, Any]
 ) -> dict[str, Path]:
     """summary.json, summary.md and loop.png in the run directory (each written atomically)."""
-    from cai.files import atomic_write_json, atomic_write_text
-
     payload = {
         "name": name,
         "rounds": [row.model_dump(mode="json") for row in rows],
@@ -133,8 +132,6 @@ def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cai.files import temp_path_beside
 
     x = [row.round for row in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))

@@ -10,8 +10,19 @@ from typing import Any
 from pydantic import BaseModel
 
 from cai.backends.base import Backend
+from cai.config import save_resolved
+from cai.constitution import load_constitution
+from cai.constitution.usage import require_use
+from cai.files import DirectoryLock, relative_to_run
+from cai.io import count_prompts
 from cai.loop.config import LoopConfig, fingerprint
-from cai.loop.report import RoundRow
+from cai.loop.context import RoundContext
+from cai.loop.data import check_pool, read_human_labels
+from cai.loop.report import RoundRow, markdown_table, round_rows, stop_reason, write_report
+from cai.loop.round import run_round
+from cai.loop.state import StateFile
+from cai.model_names import resolve_model
+from cai.templates import TemplateSet
 
 
 class LoopResult(BaseModel):
@@ -25,12 +36,6 @@ class LoopResult(BaseModel):
 
 def check_inputs(config: LoopConfig) -> None:
     """Everything a round reads is read once here, before any model loads or file is written."""
-    from cai.constitution import load_constitution
-    from cai.constitution.usage import require_use
-    from cai.io import count_prompts
-    from cai.loop.data import check_pool, read_human_labels
-    from cai.templates import TemplateSet
-
     check_pool(config)
     count_prompts(config.eval.prompts, config.eval.column, config.eval.limit)
     require_use(load_constitution(config.constitution), "judge")
@@ -41,14 +46,10 @@ def check_inputs(config: LoopConfig) -> None:
 
 def _start_policy(config: LoopConfig) -> str:
     """The starting policy as a local directory (an embedded name is resolved once)."""
-    from cai.model_names import resolve_model
-
     return resolve_model(config.policy.model)
 
 
 def _save_resolved(config: LoopConfig, run_dir: Path) -> None:
-    from cai.config import save_resolved
-
     keys = (
         "prompts.path",
         "eval.prompts",
@@ -70,11 +71,6 @@ def run_loop(
     say: Callable[[str], None] = lambda text: None,
 ) -> LoopResult:
     """Run (or resume) every round; `judge_backend` replaces the judge the config describes."""
-    from cai.files import DirectoryLock, relative_to_run
-    from cai.loop.report import markdown_table, round_rows, stop_reason, write_report
-    from cai.loop.round import RoundContext, run_round
-    from cai.loop.state import StateFile
-
     run_dir = Path(config.output_dir)
     with DirectoryLock(run_dir, "loop directory"):
         check_inputs(config)

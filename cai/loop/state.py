@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from cai.errors import CaiError
+from cai.files import atomic_write_json
+from cai.jobs import changed_keys
 
 STATE_FILE = "loop_state.json"
 
@@ -63,8 +65,6 @@ class StateFile:
             ) from None
 
     def _refuse_changed(self, fingerprint: dict[str, Any]) -> None:
-        from cai.jobs import changed_keys
-
         changed = changed_keys(self.state.fingerprint, fingerprint)
         if changed:
             raise LoopConfigChangedError(
@@ -76,8 +76,6 @@ class StateFile:
             )
 
     def _write(self) -> None:
-        from cai.files import atomic_write_json
-
         atomic_write_json(self.path, self.state.model_dump(mode="json"))
 
     # ---- queries ------------------------------------------------------------------------------

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from cai.loop.round import RoundContext
+from cai.files import atomic_write_lines
+from cai.human.storage import read_preference_rows
+from cai.loop.context import RoundContext
+from cai.loop.data import (
+    apply_human_labels,
+    mix_rounds,
+    prompt_slice,
+    read_human_labels,
+    require_rows,
+    round_copies,
+)
+from cai.pipeline import PipelineConfig, run_pipeline
 
 
 def prompts_stage(ctx: RoundContext) -> dict[str, Any]:
     """Write the round's prompt slice (a file of its own: the round's input, kept with it)."""
-    from cai.files import atomic_write_lines
-    from cai.loop.data import prompt_slice
-
     rows = prompt_slice(ctx.config, ctx.round_no)
     path = atomic_write_lines(ctx.dir / "prompts.jsonl", rows)
     return {"path": ctx.rel(path), "prompts": len(rows)}
@@ -44,8 +52,6 @@ def pipeline_settings(ctx: RoundContext) -> dict[str, Any]:
 
 def label_stage(ctx: RoundContext) -> dict[str, Any]:
     """`cai run` (sample -> judge -> preferences) into rounds/<r>/; it resumes by chunks."""
-    from cai.pipeline import PipelineConfig, run_pipeline
-
     pipeline = PipelineConfig.model_validate(pipeline_settings(ctx))
     result = run_pipeline(pipeline, judge_backend=ctx.judge_backend)
     prefs = result.summary["stages"]["preferences"]
@@ -60,16 +66,6 @@ def label_stage(ctx: RoundContext) -> dict[str, Any]:
 
 def data_stage(ctx: RoundContext) -> dict[str, Any]:
     """This round's pairs (human labels override AI ones) and the mix of rounds it trains on."""
-    from cai.files import atomic_write_lines
-    from cai.human.storage import read_preference_rows
-    from cai.loop.data import (
-        apply_human_labels,
-        mix_rounds,
-        read_human_labels,
-        require_rows,
-        round_copies,
-    )
-
     dataset = ctx.result("label")["dataset"]
     ai_rows = read_preference_rows(ctx.path(dataset), required=False) if dataset else []
     human = read_human_labels(ctx.config.human_labels) if ctx.config.human_labels else []

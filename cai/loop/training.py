@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cai.loop.round import RoundContext
+from cai.loop.context import RoundContext
+from cai.train.ppo.config import PPOConfig
+from cai.train.preference import DPOTrainConfig, OnlineTrainConfig, train_dpo, train_grpo
+from cai.train.reward import RewardTrainConfig, train_reward_model
+from cai.train.rewards import JudgeRewardSpec
 
 
 def reward_model_stage(ctx: RoundContext) -> dict[str, Any]:
     """Train round r's reward model on the mixed data, starting from the previous one."""
-    from cai.train.reward import RewardTrainConfig, train_reward_model
-
     settings = ctx.config.reward_model
     assert settings is not None  # the stage runs only with a reward_model section
     out = ctx.dir / "reward_model"
@@ -36,8 +38,6 @@ def _judge_spec(ctx: RoundContext) -> dict[str, Any]:
 
 
 def _dpo(ctx: RoundContext, out: str) -> dict[str, Any]:
-    from cai.train.preference import DPOTrainConfig, train_dpo
-
     config = DPOTrainConfig(
         **{
             **ctx.config.policy_step.train,
@@ -52,9 +52,6 @@ def _dpo(ctx: RoundContext, out: str) -> dict[str, Any]:
 
 
 def _grpo(ctx: RoundContext, out: str) -> dict[str, Any]:
-    from cai.train.preference import OnlineTrainConfig, train_grpo
-    from cai.train.rewards import JudgeRewardSpec
-
     by_judge = ctx.config.policy_step.reward == "judge"
     judge = None
     if by_judge:
@@ -82,7 +79,6 @@ def _grpo(ctx: RoundContext, out: str) -> dict[str, Any]:
 def _ppo(ctx: RoundContext, out: str) -> dict[str, Any]:
     import json
 
-    from cai.train.ppo.config import PPOConfig
     from cai.train.ppo.trainer import train_ppo
 
     if ctx.config.policy_step.reward == "judge":

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from cai.human.pairs import pair_of_row
+from cai.human.agreement import pair_of_row
 from cai.judge.compare import PairJudgment, RankingJudgment
 from cai.judge.families import model_family, self_preference
 from cai.judge.health import JudgedPair, judge_health, judged_health, order_outcome
