@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -38,33 +39,76 @@ def _median(values: list[float]) -> float | None:
 
 
 def compute_stats(store: LabelStore, server_ms: list[float] | None = None) -> dict[str, Any]:
-    answers = store.live_answers()
+    """Everything the admin page shows, as JSON-ready data."""
     counts = store.item_counts()
     assigned = store.assignment_counts()
     settings = store.settings()
+    per_rater = {
+        rater.rater_id: _rater_row(
+            rater.rater_id,
+            pending=assigned.get(rater.rater_id, {}).get("pending", 0),
+            progress=store.progress(rater.rater_id),
+        )
+        for rater in store.raters()
+    }
+    labels = _tally_answers(store.live_answers(), per_rater)
+    by_item = labels.by_item
+    raters, all_seconds = _finish_raters(per_rater)
+    total_left = sum(r["left"] for r in raters)
+    total_decisive = sum(r["decisive"] for r in raters)
+    full = sum(
+        1
+        for key, item_labels in by_item.items()
+        if key not in labels.overlap_items and len(item_labels) >= settings.per_pair
+    )
+    return {
+        "items": counts["items"],
+        "overlap_items": counts["overlap"],
+        "items_with_ai": counts["with_ai"],
+        "per_pair": settings.per_pair,
+        "items_labelled": len(by_item),
+        "items_done": full,
+        "labels": sum(r["labels"] for r in raters),
+        "skips": sum(r["skips"] for r in raters),
+        "median_seconds": _median(all_seconds),
+        "left_share": total_left / total_decisive if total_decisive else None,
+        "raters": raters,
+        "inter_rater": _inter_rater(by_item, sorted(per_rater)),
+        "ai_human": _ai_human(labels.ai_pairs) if counts["with_ai"] else None,
+        "server_ms_median": _median(server_ms or []),
+        "server_ms_n": len(server_ms or []),
+    }
 
-    per_rater: dict[str, dict[str, Any]] = {}
-    for rater in store.raters():
-        per_rater[rater.rater_id] = {
-            "rater_id": rater.rater_id,
-            "labels": 0,
-            "skips": 0,
-            "pending": assigned.get(rater.rater_id, {}).get("pending", 0),
-            "progress": store.progress(rater.rater_id),
-            "seconds": [],
-            "left": 0,
-            "decisive": 0,
-            "last_at": None,
-        }
-    by_item: dict[str, dict[str, str]] = defaultdict(dict)
-    overlap_items: set[str] = set()
-    ai_pairs: list[tuple[str, str]] = []
+
+def _rater_row(rater_id: str, pending: int = 0, progress: Any = None) -> dict[str, Any]:
+    """A rater's row before their answers are counted."""
+    return {
+        "rater_id": rater_id,
+        "labels": 0,
+        "skips": 0,
+        "pending": pending,
+        "progress": progress,
+        "seconds": [],
+        "left": 0,
+        "decisive": 0,
+        "last_at": None,
+    }
+
+
+@dataclass
+class _Labels:
+    by_item: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    """Item id -> rater id -> a / b / tie."""
+    overlap_items: set[str] = field(default_factory=set)
+    ai_pairs: list[tuple[str, str]] = field(default_factory=list)
+    """(AI label, human label) of every labelled pair the AI judged."""
+
+
+def _tally_answers(answers: list[dict[str, Any]], per_rater: dict[str, dict]) -> _Labels:
+    """Count each answer in its rater's row, and collect the labels by item."""
+    out = _Labels()
     for answer in answers:
-        stats = per_rater.setdefault(
-            answer["rater_id"],
-            {"rater_id": answer["rater_id"], "labels": 0, "skips": 0, "pending": 0,
-             "progress": None, "seconds": [], "left": 0, "decisive": 0, "last_at": None},
-        )  # fmt: skip
+        stats = per_rater.setdefault(answer["rater_id"], _rater_row(answer["rater_id"]))
         stats["last_at"] = max(stats["last_at"] or 0.0, answer["answered_at"])
         label = label_of(answer["choice"])
         if label is None:
@@ -77,28 +121,33 @@ def compute_stats(store: LabelStore, server_ms: list[float] | None = None) -> di
             stats["decisive"] += 1
             stats["left"] += label == answer["left_side"]
         item = answer["item"]
-        by_item[item.item_id][answer["rater_id"]] = label
+        out.by_item[item.item_id][answer["rater_id"]] = label
         if answer["overlap"]:
-            overlap_items.add(item.item_id)
+            out.overlap_items.add(item.item_id)
         if item.ai_prob_a is not None:
-            ai_pairs.append((ai_label(item.ai_prob_a), label))
+            out.ai_pairs.append((ai_label(item.ai_prob_a), label))
+    return out
 
+
+def _finish_raters(per_rater: dict[str, dict]) -> tuple[list[dict[str, Any]], list[float]]:
+    """The rater rows with median time and left share, and every answer's seconds."""
     raters = []
     all_seconds: list[float] = []
-    total_left = total_decisive = 0
     for stats in per_rater.values():
         seconds = stats.pop("seconds")
         all_seconds += seconds
-        total_left += stats["left"]
-        total_decisive += stats["decisive"]
         stats["median_seconds"] = _median(seconds)
         stats["left_share"] = stats["left"] / stats["decisive"] if stats["decisive"] else None
         raters.append(stats)
+    return raters, all_seconds
 
+
+def _inter_rater(by_item: dict[str, dict[str, str]], rater_ids: list[str]) -> dict[str, Any]:
+    """Fleiss' kappa over every pair two or more people labelled; Cohen's for each two raters."""
     shared = {key: labels for key, labels in by_item.items() if len(labels) >= 2}
     fleiss, observed = fleiss_kappa([list(labels.values()) for labels in shared.values()])
     pairwise = []
-    for r1, r2 in combinations(sorted(per_rater), 2):
+    for r1, r2 in combinations(rater_ids, 2):
         both = [
             (labels[r1], labels[r2]) for labels in by_item.values() if r1 in labels and r2 in labels
         ]
@@ -109,44 +158,22 @@ def compute_stats(store: LabelStore, server_ms: list[float] | None = None) -> di
                 {"raters": [r1, r2], "n": len(both), "agreement": agree,
                  "cohen_kappa": cohen_kappa(list(x), list(y))}
             )  # fmt: skip
-
-    ai = None
-    if counts["with_ai"]:
-        decisive = [(a, h) for a, h in ai_pairs if a != "tie" and h != "tie"]
-        ai = {
-            "n": len(ai_pairs),
-            "n_decisive": len(decisive),
-            "accuracy": sum(a == h for a, h in decisive) / len(decisive) if decisive else None,
-            "cohen_kappa": cohen_kappa([a for a, _ in ai_pairs], [h for _, h in ai_pairs])
-            if ai_pairs
-            else None,
-        }
-
-    labelled = {key for key in by_item}
-    full = sum(
-        1
-        for key, labels in by_item.items()
-        if key not in overlap_items and len(labels) >= settings.per_pair
-    )
     return {
-        "items": counts["items"],
-        "overlap_items": counts["overlap"],
-        "items_with_ai": counts["with_ai"],
-        "per_pair": settings.per_pair,
-        "items_labelled": len(labelled),
-        "items_done": full,
-        "labels": sum(r["labels"] for r in raters),
-        "skips": sum(r["skips"] for r in raters),
-        "median_seconds": _median(all_seconds),
-        "left_share": total_left / total_decisive if total_decisive else None,
-        "raters": raters,
-        "inter_rater": {
-            "n_items": len(shared),
-            "observed_agreement": observed,
-            "fleiss_kappa": fleiss,
-            "pairwise": pairwise,
-        },
-        "ai_human": ai,
-        "server_ms_median": _median(server_ms or []),
-        "server_ms_n": len(server_ms or []),
+        "n_items": len(shared),
+        "observed_agreement": observed,
+        "fleiss_kappa": fleiss,
+        "pairwise": pairwise,
+    }
+
+
+def _ai_human(ai_pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """The AI's label against people's: accuracy where both are decisive, kappa over all."""
+    decisive = [(a, h) for a, h in ai_pairs if a != "tie" and h != "tie"]
+    return {
+        "n": len(ai_pairs),
+        "n_decisive": len(decisive),
+        "accuracy": sum(a == h for a, h in decisive) / len(decisive) if decisive else None,
+        "cohen_kappa": cohen_kappa([a for a, _ in ai_pairs], [h for _, h in ai_pairs])
+        if ai_pairs
+        else None,
     }
