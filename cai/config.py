@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from cai.errors import CaiError
+from cai.model_names import CHECK_MODEL_NAMES
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -163,8 +164,14 @@ def load_config(
     path: str | Path | None = None,
     options: Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
+    check_models: bool = False,
 ) -> M:
-    """A validated `model` from YAML < typed options (None = not given) < `--set` overrides."""
+    """A validated `model` from YAML < typed options (None = not given) < `--set` overrides.
+
+    `check_models`: the settings come from a user's command, so a model name
+    (`cai.model_names.ModelName`) that is not a directory, an embedded model or a hub id fails
+    here, before anything loads.
+    """
     parsed = None
     data: dict[str, Any] = {}
     if path is not None:
@@ -178,7 +185,7 @@ def load_config(
         keys, value = parse_override(text)
         set_dotted(data, keys, value)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={CHECK_MODEL_NAMES: check_models})
     except ValidationError as err:
         raise _validation_error(err, model, path, parsed) from None
 

@@ -23,8 +23,10 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from cai.errors import BackendError
 
@@ -283,12 +285,56 @@ def resolve_model(model: str, pull_if_missing: bool | None = None) -> str:
             fix="Point at the directory that holds config.json and the weights",
         )
     if _HUB_NAME.match(model) and not model.startswith((".", "/", "~")):
+        if hub_offline() and not in_hub_cache(model):
+            raise ModelPullError(
+                f"model {model!r} is not a local directory, an embedded model "
+                f"({', '.join(EMBEDDED)}) or a hub id in the local hub cache (HF_HUB_OFFLINE "
+                "is set, so the hub is not asked)",
+                fix="Download it while online, or point at a local model directory",
+            )
         return model
     raise ModelPullError(
         f"model {model!r} is not a local directory, an embedded model "
         f"({', '.join(EMBEDDED)}) or a hub id (org/name)",
         fix="Check the path, or run `cai models list` for the embedded names",
     )
+
+
+def hub_offline() -> bool:
+    """Whether the user told the Hugging Face libraries not to use the network."""
+    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(flag.strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+def in_hub_cache(model: str) -> bool:
+    """Whether the local Hugging Face cache holds a snapshot of hub id `model`."""
+    cache = _hub_cache()
+    snapshots = cache / f"models--{model.replace('/', '--')}" / "snapshots" if cache else None
+    return snapshots is not None and snapshots.is_dir() and any(snapshots.iterdir())
+
+
+CHECK_MODEL_NAMES = "check_model_names"
+"""Validation context key the config loader sets for a user's command: there a model name that
+names nothing fails at once. Settings built in code keep a name they cannot check."""
+
+
+def _model_field(value: str, info: ValidationInfo) -> str:
+    """A settings field's model name, resolved by `resolve_model` (see `ModelName`)."""
+    check = bool(info.context and info.context.get(CHECK_MODEL_NAMES))
+    if not (check or value in EMBEDDED):
+        return value
+    try:
+        return resolve_model(value)
+    except ModelPullError as err:
+        message = f"{err.file}: {err.message}" if err.file else err.message
+        raise PydanticCustomError("model_name", message, {"fix": err.fix or ""}) from None
+
+
+ModelName = Annotated[str, AfterValidator(_model_field)]
+"""The type of every settings field that names a model to load (trainers, the loop): an
+embedded name becomes its converted directory (or a CaiError saying `cai models pull NAME`),
+a directory or hub id stays as written, and through the config loader a name that is none of
+these fails at once with one line."""
 
 
 # model identity -------------------------------------------------------------------------
@@ -441,11 +487,8 @@ def hub_commit(model: str, revision: str | None = None) -> str | None:
     revision = revision or "main"
     if _COMMIT.fullmatch(revision):
         return revision
-    try:
-        from huggingface_hub import constants
-
-        cache = Path(constants.HF_HUB_CACHE)
-    except ImportError:
+    cache = _hub_cache()
+    if cache is None:
         return None
     ref = cache / f"models--{model.replace('/', '--')}" / "refs" / revision
     try:
@@ -453,6 +496,14 @@ def hub_commit(model: str, revision: str | None = None) -> str | None:
     except OSError:
         return None
     return commit if _COMMIT.fullmatch(commit) else None
+
+
+def _hub_cache() -> Path | None:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    return Path(constants.HF_HUB_CACHE)
 
 
 class LocalModel(BaseModel):

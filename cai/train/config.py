@@ -19,6 +19,7 @@ from cai.config import (  # noqa: F401  (the one loader, re-exported for trainer
     save_resolved,
     set_dotted,
 )
+from cai.model_names import ModelName
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,8 +44,8 @@ class TrainCommon(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    """Local model directory (or an embedded model name the models registry resolves)."""
+    model: ModelName
+    """A local model directory, an embedded model name (see `cai models list`) or a hub id."""
     output_dir: str
     seed: int = 0
     learning_rate: float = Field(2e-5, gt=0)

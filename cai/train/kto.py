@@ -98,11 +98,10 @@ def train_kto(config: KTOTrainConfig) -> TrainResult:
     _check(config)  # before the slow imports: a wrong setting fails at once
     from trl import KTOConfig, KTOTrainer
 
-    from cai.model_names import resolve_model
     from cai.train.distributed import prepare_launch
 
     prepare_launch()
-    model = resolve_model(config.model)
+    model = config.model
     train, facts = load_kto_dataset(config.train_data, config.min_confidence)
     evald = load_kto_dataset(config.eval_data)[0] if config.eval_data else None
     kwargs = config.trl_kwargs()

@@ -87,12 +87,11 @@ def train_orpo(config: ORPOTrainConfig) -> TrainResult:
         warnings.simplefilter("ignore", TRLExperimentalWarning)
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    from cai.model_names import resolve_model
     from cai.train.distributed import prepare_launch
 
     prepare_launch()
     resolve_resume(config.resume, config.output_dir)  # a bad resume fails before any load
-    model = resolve_model(config.model)
+    model = config.model
     train, facts = load_orpo_dataset(config.train_data)
     evald = load_orpo_dataset(config.eval_data)[0] if config.eval_data else None
     kwargs = config.trl_kwargs()

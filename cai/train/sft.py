@@ -128,7 +128,6 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     from trl import SFTConfig, SFTTrainer
 
     from cai.datasets_io import load_table
-    from cai.model_names import resolve_model
     from cai.train.distributed import (
         one_writer,
         prepare_launch,
@@ -138,7 +137,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
 
     prepare_launch()
     started = time.monotonic()
-    base_model = resolve_model(config.model)
+    base_model = config.model
     if not (Path(base_model) / "config.json").is_file():
         raise FileNotFoundError(
             f"model {config.model!r}: {base_model} is not a model directory (no config.json). "

@@ -230,3 +230,97 @@ def test_hub_ids_carry_the_resolved_revision(tmp_path, monkeypatch):
     assert model_identity("org/model") == f"org/model@{'b' * 40}"
     assert model_identity("org/model", "v2") == f"org/model@{'c' * 40}"
     assert model_identity("served-name") == "served-name"
+
+
+# model names in settings ---------------------------------------------------------------------
+
+
+def _trainer_configs():
+    """Every trainer's settings class, with the other settings it requires."""
+    from cai.train.kto import KTOTrainConfig
+    from cai.train.orpo import ORPOTrainConfig
+    from cai.train.ppo.config import PPOConfig
+    from cai.train.preference import DPOTrainConfig, OnlineTrainConfig
+    from cai.train.reward import RewardTrainConfig
+    from cai.train.sft import SftTrainConfig
+
+    data = {"output_dir": "o", "train_data": "d"}
+    return [
+        (SftTrainConfig, {"output_dir": "o", "dataset": "d"}),
+        (DPOTrainConfig, data),
+        (KTOTrainConfig, data),
+        (ORPOTrainConfig, data),
+        (RewardTrainConfig, data),
+        (OnlineTrainConfig, {"output_dir": "o", "prompts": "p.jsonl"}),
+        (PPOConfig, {}),
+    ]
+
+
+TRAINERS = _trainer_configs()
+TRAINER_IDS = [cls.__name__ for cls, _ in TRAINERS]
+
+
+def _pulled(cai_home: Path) -> Path:
+    target = local_model_dir("smollm2-135m-instruct")
+    target.mkdir(parents=True)
+    (target / MANIFEST).write_text(json.dumps({"name": "smollm2-135m-instruct"}))
+    return target
+
+
+@pytest.mark.parametrize("cls,required", TRAINERS, ids=TRAINER_IDS)
+def test_every_trainer_resolves_an_embedded_name_to_its_directory(cls, required, cai_home):
+    from cai.config import load_config
+
+    target = _pulled(cai_home)
+    options = {**required, "model": "smollm2-135m-instruct"}
+    assert load_config(cls, None, options).model == str(target)
+    assert load_config(cls, None, options, check_models=True).model == str(target)
+
+
+@pytest.mark.parametrize("cls,required", TRAINERS, ids=TRAINER_IDS)
+def test_every_trainer_says_how_to_pull_an_embedded_model(cls, required, monkeypatch):
+    import io
+
+    from cai.config import ConfigError, load_config
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: nothing is asked
+    options = {**required, "model": "smollm2-135m-instruct"}
+    with pytest.raises(ConfigError) as err:
+        load_config(cls, None, options)
+    message = str(err.value)
+    assert message.startswith("model: embedded model 'smollm2-135m-instruct' is not pulled yet")
+    assert "Run `cai models pull smollm2-135m-instruct`" in message
+
+
+@pytest.mark.parametrize("cls,required", TRAINERS, ids=TRAINER_IDS)
+def test_a_command_refuses_a_model_name_that_names_nothing(cls, required, tmp_path):
+    from cai.config import ConfigError, load_config
+
+    options = {**required, "model": "no-such-model"}
+    assert load_config(cls, None, options).model == "no-such-model"  # settings built in code
+    with pytest.raises(ConfigError, match="not a local directory, an embedded model"):
+        load_config(cls, None, options, check_models=True)
+    options["model"] = str(tmp_path)
+    assert load_config(cls, None, options, check_models=True).model == str(tmp_path)
+
+
+def test_the_reference_and_critic_of_ppo_resolve_too(cai_home):
+    from cai.config import load_config
+    from cai.train.ppo.config import PPOConfig
+
+    target = _pulled(cai_home)
+    name = "smollm2-135m-instruct"
+    config = load_config(PPOConfig, None, {"model": name, "reference": name, "critic_init": name})
+    assert config.model == config.reference == config.critic_init == str(target)
+
+
+def test_a_hub_id_offline_must_be_in_the_hub_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve_model("org/some-model") == "org/some-model"  # online: the hub decides
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelPullError, match="HF_HUB_OFFLINE is set") as err:
+        resolve_model("org/some-model")
+    assert "not a local directory, an embedded model" in str(err.value)
+    snapshot = tmp_path / "hub" / "models--org--some-model" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    assert resolve_model("org/some-model") == "org/some-model"

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cai.model_names import ModelName
 from cai.train.monitor.config import MonitorConfig
 from cai.train.rewards import JudgeRewardSpec  # the judge reward: one spec for every trainer
 
@@ -61,14 +62,14 @@ class PPOConfig(_Strict):
     """The whole PPO run. Loaded from YAML (`examples/ppo.yaml`) with CLI overrides."""
 
     # --- models and data -------------------------------------------------------------------
-    model: str
+    model: ModelName
     """Local directory of the starting policy (usually the SL-CAI model); also the default reference."""
-    reference: str | None = None
+    reference: ModelName | None = None
     """Frozen reference for the KL penalty; None = `model` as loaded."""
     value_model: Literal["shared", "separate"] = "shared"
     """"shared": a value head on the policy's trunk (cheap). "separate": its own critic trunk,
     initialised from `critic_init` (usually better on large models; twice the memory)."""
-    critic_init: str | None = None
+    critic_init: ModelName | None = None
     """Trunk for a separate critic; None = the policy (a reward model directory also works)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights of policy, critic and reference. float32 is exact; bfloat16 halves memory on GPUs
