@@ -115,91 +115,119 @@ def _starts_block(lines: list[str], i: int) -> bool:
     )
 
 
+Block = tuple[str, int]
+"""A block's HTML and the index of the line after it."""
+
+
+def _fenced(lines: list[str], i: int, depth: int) -> Block | None:
+    fence = _FENCE.match(lines[i])
+    if not fence:
+        return None
+    marker, lang = fence.group(1), fence.group(2)
+    body: list[str] = []
+    i += 1
+    while i < len(lines):
+        close = lines[i].strip()
+        if close.startswith(marker[0] * len(marker)) and not close.strip(marker[0]):
+            i += 1
+            break
+        body.append(lines[i])
+        i += 1
+    label = f' class="language-{escape(lang)}"' if lang else ""
+    tag = f' data-lang="{escape(lang)}"' if lang else ""
+    return f"<pre{tag}><code{label}>{escape(chr(10).join(body))}</code></pre>", i
+
+
+def _heading(lines: list[str], i: int, depth: int) -> Block | None:
+    heading = _HEADING.match(lines[i])
+    if not heading:
+        return None
+    level = min(6, len(heading.group(1)) + 2)  # the page's own headings are h1-h2
+    return f"<h{level}>{inline(heading.group(2))}</h{level}>", i + 1
+
+
+def _rule(lines: list[str], i: int, depth: int) -> Block | None:
+    return ("<hr>", i + 1) if _RULE.match(lines[i]) else None
+
+
+def _table_block(lines: list[str], i: int, depth: int) -> Block | None:
+    if not _is_table_start(lines, i):
+        return None
+    header = lines[i]
+    i += 2
+    rows = []
+    while i < len(lines) and lines[i].strip() and "|" in lines[i]:
+        rows.append(lines[i])
+        i += 1
+    return _table(header, rows), i
+
+
+def _quote(lines: list[str], i: int, depth: int) -> Block | None:
+    if not _QUOTE.match(lines[i]):
+        return None
+    inner = []
+    while i < len(lines) and (m := _QUOTE.match(lines[i])):
+        inner.append(m.group(1))
+        i += 1
+    if depth >= MAX_QUOTE_DEPTH:
+        content = "<p>" + escape("\n".join(inner)) + "</p>"
+    else:
+        content = "".join(_blocks(inner, depth + 1))
+    return f"<blockquote>{content}</blockquote>", i
+
+
+def _list(lines: list[str], i: int, depth: int) -> Block | None:
+    line = lines[i]
+    if not (_BULLET.match(line) or _NUMBER.match(line)):
+        return None
+    ordered = bool(_NUMBER.match(line)) and not _BULLET.match(line)
+    pattern = _NUMBER if ordered else _BULLET
+    items: list[list[str]] = []
+    start = _NUMBER.match(line).group(1) if ordered else None
+    while i < len(lines):
+        current = lines[i]
+        match = pattern.match(current)
+        if match:
+            items.append([match.group(match.lastindex)])
+            i += 1
+        elif current.strip() and current.startswith((" ", "\t")) and items:
+            items[-1].append(current.strip())
+            i += 1
+        else:
+            break
+    body = "".join(f"<li>{inline(chr(10).join(item))}</li>" for item in items)
+    if not ordered:
+        return f"<ul>{body}</ul>", i
+    first = int(start)
+    attr = f' start="{first}"' if first != 1 else ""
+    return f"<ol{attr}>{body}</ol>", i
+
+
+def _paragraph(lines: list[str], i: int, depth: int) -> Block:
+    paragraph = [lines[i]]
+    i += 1
+    while i < len(lines) and lines[i].strip() and not _starts_block(lines, i):
+        paragraph.append(lines[i])
+        i += 1
+    return f"<p>{inline(chr(10).join(paragraph))}</p>", i
+
+
+_BLOCK_READERS = (_fenced, _heading, _rule, _table_block, _quote, _list)
+"""Tried in this order on a block's first line; a line none of them takes starts a paragraph."""
+
+
 def _blocks(lines: list[str], depth: int) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(lines):
-        line = lines[i]
-        if not line.strip():
+        if not lines[i].strip():
             i += 1
             continue
-        fence = _FENCE.match(line)
-        if fence:
-            marker, lang = fence.group(1), fence.group(2)
-            body: list[str] = []
-            i += 1
-            while i < len(lines):
-                close = lines[i].strip()
-                if close.startswith(marker[0] * len(marker)) and not close.strip(marker[0]):
-                    i += 1
-                    break
-                body.append(lines[i])
-                i += 1
-            label = f' class="language-{escape(lang)}"' if lang else ""
-            tag = f' data-lang="{escape(lang)}"' if lang else ""
-            out.append(f"<pre{tag}><code{label}>{escape(chr(10).join(body))}</code></pre>")
-            continue
-        heading = _HEADING.match(line)
-        if heading:
-            level = min(6, len(heading.group(1)) + 2)  # the page's own headings are h1-h2
-            out.append(f"<h{level}>{inline(heading.group(2))}</h{level}>")
-            i += 1
-            continue
-        if _RULE.match(line):
-            out.append("<hr>")
-            i += 1
-            continue
-        if _is_table_start(lines, i):
-            header = line
-            i += 2
-            rows = []
-            while i < len(lines) and lines[i].strip() and "|" in lines[i]:
-                rows.append(lines[i])
-                i += 1
-            out.append(_table(header, rows))
-            continue
-        quote = _QUOTE.match(line)
-        if quote:
-            inner = []
-            while i < len(lines) and (m := _QUOTE.match(lines[i])):
-                inner.append(m.group(1))
-                i += 1
-            if depth >= MAX_QUOTE_DEPTH:
-                content = "<p>" + escape("\n".join(inner)) + "</p>"
-            else:
-                content = "".join(_blocks(inner, depth + 1))
-            out.append(f"<blockquote>{content}</blockquote>")
-            continue
-        if _BULLET.match(line) or _NUMBER.match(line):
-            ordered = bool(_NUMBER.match(line)) and not _BULLET.match(line)
-            pattern = _NUMBER if ordered else _BULLET
-            items: list[list[str]] = []
-            start = _NUMBER.match(line).group(1) if ordered else None
-            while i < len(lines):
-                current = lines[i]
-                match = pattern.match(current)
-                if match:
-                    items.append([match.group(match.lastindex)])
-                    i += 1
-                elif current.strip() and current.startswith((" ", "\t")) and items:
-                    items[-1].append(current.strip())
-                    i += 1
-                else:
-                    break
-            body = "".join(f"<li>{inline(chr(10).join(item))}</li>" for item in items)
-            if ordered:
-                first = int(start)
-                attr = f' start="{first}"' if first != 1 else ""
-                out.append(f"<ol{attr}>{body}</ol>")
-            else:
-                out.append(f"<ul>{body}</ul>")
-            continue
-        paragraph = [line]
-        i += 1
-        while i < len(lines) and lines[i].strip() and not _starts_block(lines, i):
-            paragraph.append(lines[i])
-            i += 1
-        out.append(f"<p>{inline(chr(10).join(paragraph))}</p>")
+        block = next(
+            (found for read in _BLOCK_READERS if (found := read(lines, i, depth))), None
+        ) or _paragraph(lines, i, depth)
+        out.append(block[0])
+        i = block[1]
     return out
 
 
