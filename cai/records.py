@@ -19,6 +19,13 @@ from cai.backends.base import Message
 
 Source = Literal["ai", "human"]
 
+PROB_COLUMN = "prob_chosen"
+"""P(chosen beats rejected) in a preference row: the reward model's soft target."""
+WEIGHT_COLUMN = "sample_weight"
+"""A reward-training row's weight (from its `source`), added when the rows are prepared."""
+ROW_COLUMN = "cai_row"
+"""A reward-training row's number, added only with CAI_DEBUG_DATA_LOG set, for the data log."""
+
 
 def stable_id(*parts: object) -> str:
     """A short content hash, stable across runs and machines (used for prompt and pair ids)."""

@@ -18,7 +18,14 @@ from typing import Literal
 
 from pydantic import Field
 
+from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
 from cai.train.config import resolve_resume, save_config
+from cai.train.distributed import (
+    debug_data_log_enabled,
+    one_writer,
+    prepare_launch,
+    trainer_debug_callback,
+)
 from cai.train.preference import (
     RunConfig,
     TrainingDataError,
@@ -29,27 +36,7 @@ from cai.train.preference import (
     save_trained_model,
     write_card,
 )
-
-PROB_COLUMN = "prob_chosen"
-WEIGHT_COLUMN = "sample_weight"
-ROW_COLUMN = "cai_row"
-"""Row number in the training table; added only with CAI_DEBUG_DATA_LOG set, for the data log."""
-
-
-def soft_label_loss(r_chosen, r_rejected, prob_chosen, weights=None):
-    """Mean of weight * BCE(sigmoid(r_chosen - r_rejected), prob_chosen).
-
-    Weights scale each row's share of the mean (they are not renormalised per batch), so a
-    human row of weight 2 counts twice an AI row of weight 1 whatever the batch holds.
-    """
-    import torch.nn.functional as F
-
-    per_row = F.binary_cross_entropy_with_logits(
-        r_chosen - r_rejected, prob_chosen.to(r_chosen.dtype), reduction="none"
-    )
-    if weights is not None:
-        per_row = per_row * weights.to(per_row.dtype)
-    return per_row.mean()
+from cai.train.reward_scorer import RewardModelScorer
 
 
 class RewardTrainConfig(RunConfig):
@@ -109,15 +96,6 @@ def _source_counts(dataset) -> dict[str, int]:
     return dict(counts)
 
 
-def __getattr__(name: str):
-    """`from cai.train.reward import SoftLabelRewardTrainer` still works (imports TRL then)."""
-    if name in ("SoftPreferenceCollator", "SoftLabelRewardTrainer"):
-        from cai.train import reward_trainer
-
-        return getattr(reward_trainer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def preference_accuracy(scorer, dataset) -> dict[str, float]:
     """Accuracy (r_chosen > r_rejected where the label decides) and BCE on a preference set."""
     rows = list(dataset)
@@ -166,14 +144,6 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
     the config, checkpoints, model, card and held-out metrics (see `cai.train.distributed`).
     """
     from trl import RewardConfig
-
-    from cai.train.distributed import (
-        debug_data_log_enabled,
-        one_writer,
-        prepare_launch,
-        trainer_debug_callback,
-    )
-    from cai.train.reward_scorer import RewardModelScorer
 
     prepare_launch()
     train_raw = load_table(config.train_data)

@@ -13,8 +13,9 @@ import torch
 from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
+from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
 from cai.train.distributed import DataLog
-from cai.train.reward import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN, soft_label_loss
+from cai.train.reward_loss import soft_label_loss
 
 _EXTRA_COLUMNS = (PROB_COLUMN, WEIGHT_COLUMN, ROW_COLUMN, "margin")
 

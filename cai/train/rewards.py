@@ -20,11 +20,16 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from cai.backends import AnySpec, BackendSpec
+from cai.backends import AnySpec, BackendSpec, make_backend
 from cai.backends.base import Backend, BackendError, ChoiceRequest, Message
+from cai.backends.owned import backend_for
 from cai.config import ConfigError
+from cai.constitution import load_constitution, sample_principles
+from cai.constitution.usage import require_use
 from cai.errors import InputError
+from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
 from cai.records import stable_id
+from cai.templates import TemplateSet
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +104,6 @@ class AssessReward:
     """Reward = P(the completion follows the principle), judged by log-probs, no sampling."""
 
     def __init__(self, backend: Backend, constitution, templates, k: int = 1, seed: int = 0):
-        from cai.constitution.usage import require_use
-
         require_use(constitution, "assess")
         self.backend = backend
         self.constitution = constitution
@@ -111,8 +114,6 @@ class AssessReward:
         self.failures: list[dict[str, str]] = []
 
     def _requests(self, conversation: list[Message], response: str, key: str):
-        from cai.constitution import sample_principles
-
         principles = sample_principles(self.constitution, key, self.k, self.seed, use="assess")
         out = []
         for principle in principles:
@@ -184,8 +185,6 @@ class PairwiseReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float | None]:
-        from cai.judge.compare import PairToJudge
-
         references = kwargs.get(self.reference_column)
         if references is None:
             raise InputError(
@@ -218,9 +217,6 @@ class PairwiseReward:
 
 def _judge_inputs(spec: JudgeRewardSpec):
     """Constitution and templates, loaded first: a bad one fails before any model loads."""
-    from cai.constitution import load_constitution
-    from cai.templates import TemplateSet
-
     return load_constitution(spec.constitution), TemplateSet(spec.templates)
 
 
@@ -229,7 +225,6 @@ def _reward_on(spec: JudgeRewardSpec, backend: Backend, constitution, templates)
         return AssessReward(
             backend, constitution, templates, k=spec.principles_per_completion, seed=spec.seed
         )
-    from cai.judge.compare import JudgeConfig, PairwiseJudge
 
     judge = PairwiseJudge(backend, constitution, templates, JudgeConfig(**spec.judge))
     return PairwiseReward(judge, spec.reference_column)
@@ -239,8 +234,6 @@ def _reward_on(spec: JudgeRewardSpec, backend: Backend, constitution, templates)
 def judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None) -> Iterator[Any]:
     """The judge reward a spec describes, for the length of the block: on `backend` when one
     is given (the caller keeps it), else on one built from `spec.backend` and closed here."""
-    from cai.backends.owned import backend_for
-
     constitution, templates = _judge_inputs(spec)
     spec_backend = spec.backend if backend is not None else judge_backend_spec(spec)
     with backend_for(spec_backend, backend) as used:
@@ -253,8 +246,6 @@ def build_judge_reward(spec: JudgeRewardSpec, backend: Backend | None = None):
     A backend built here from the spec is the reward's own (`reward.backend`, or
     `reward.judge.backend` in pairwise mode); prefer `judge_reward`, which closes it.
     """
-    from cai.backends import make_backend
-
     constitution, templates = _judge_inputs(spec)
     if backend is None:
         backend = make_backend(judge_backend_spec(spec))

@@ -15,7 +15,8 @@ from cai.train.preference import (
     TrainingDataError,
     _online_reward_funcs,
 )
-from cai.train.reward import prepare_rows, soft_label_loss
+from cai.train.reward import prepare_rows
+from cai.train.reward_loss import soft_label_loss
 from cai.train.rewards import AssessReward, JudgeRewardSpec
 
 
