@@ -113,39 +113,82 @@ def _expand_user(path: str | Path) -> Path:
 def _load_parsed(
     text: str, shown: str, path: Path | None, base_dir: Path, chain: tuple[Path, ...]
 ) -> Constitution:
+    parsed = _parse_mapping(text, shown)
+    issues = _Issues(parsed, shown)
+    for loc in parsed.duplicates:
+        line, column = parsed.marks[(*loc, "__duplicate__")]
+        issues.at(
+            loc,
+            line,
+            column,
+            f"key `{loc[-1]}` is given twice in the same mapping",
+            "keep one of them; YAML would silently use the last",
+        )
+    data: dict[str, Any] = parsed.data
+    spec: ConstitutionFile | None = None
+    try:
+        spec = ConstitutionFile.model_validate(data)
+    except ValidationError as err:
+        for error in err.errors():
+            _report_validation_error(error, issues)
+    _check_duplicate_ids(data, parsed, issues)
+
+    parent: Constitution | None = None
+    parent_failed = False
+    extends = data.get("extends")
+    if isinstance(extends, str) and extends.strip():
+        parent = _load_parent(extends, base_dir, path, chain, issues)
+        parent_failed = parent is None
+    if not parent_failed:
+        _check_uses(data, parent, issues)
+        _check_remove(data, parent, issues)
+    if spec is not None and not parent_failed:
+        constitution = _resolve(spec, parent, path, issues)
+        if constitution is not None and not issues.found:
+            return constitution
+    raise ConstitutionError(_ordered(issues.found, shown))
+
+
+def _parse_mapping(text: str, shown: str) -> ParsedYaml:
+    """The file's YAML, which must be a mapping; ConstitutionError with its line otherwise."""
     try:
         parsed = parse_yaml(text)
     except YamlSyntaxError as err:
-        raise ConstitutionError(
-            [
-                ConstitutionIssue(
-                    file=shown,
-                    line=err.line,
-                    column=err.column,
-                    message=err.message,
-                    hint=err.hint,
-                )
-            ]
-        ) from None
+        problem = ConstitutionIssue(
+            file=shown, line=err.line, column=err.column, message=err.message, hint=err.hint
+        )
+        raise ConstitutionError([problem]) from None
     if not isinstance(parsed.data, dict):
         kind = "empty" if parsed.data is None else f"a {type(parsed.data).__name__}"
-        raise ConstitutionError(
-            [
-                ConstitutionIssue(
-                    file=shown,
-                    line=1,
-                    message=f"a constitution must be a YAML mapping, but this file is {kind}",
-                    hint="start from `cai constitution new NAME`",
-                )
-            ]
+        problem = ConstitutionIssue(
+            file=shown,
+            line=1,
+            message=f"a constitution must be a YAML mapping, but this file is {kind}",
+            hint="start from `cai constitution new NAME`",
         )
-    issues: list[ConstitutionIssue] = []
+        raise ConstitutionError([problem])
+    return parsed
 
-    def issue(loc: tuple, message: str, hint: str = "") -> None:
-        line, column = parsed.position(loc)
-        issues.append(
+
+class _Issues:
+    """The problems found in one file (and the files it extends), each at its line and field.
+
+    Calling it reports a problem at a field; the checks below take it as `issue`.
+    """
+
+    def __init__(self, parsed: ParsedYaml, shown: str) -> None:
+        self.parsed = parsed
+        self.shown = shown
+        self.found: list[ConstitutionIssue] = []
+
+    def __call__(self, loc: tuple, message: str, hint: str = "") -> None:
+        line, column = self.parsed.position(loc)
+        self.at(loc, line, column, message, hint)
+
+    def at(self, loc: tuple, line: int | None, column: int | None, message: str, hint: str) -> None:
+        self.found.append(
             ConstitutionIssue(
-                file=shown,
+                file=self.shown,
                 line=line,
                 column=column,
                 field=field_path(loc),
@@ -153,45 +196,6 @@ def _load_parsed(
                 hint=hint,
             )
         )
-
-    for loc in parsed.duplicates:
-        line, column = parsed.marks[(*loc, "__duplicate__")]
-        issues.append(
-            ConstitutionIssue(
-                file=shown,
-                line=line,
-                column=column,
-                field=field_path(loc),
-                message=f"key `{loc[-1]}` is given twice in the same mapping",
-                hint="keep one of them; YAML would silently use the last",
-            )
-        )
-
-    data: dict[str, Any] = parsed.data
-    spec: ConstitutionFile | None = None
-    try:
-        spec = ConstitutionFile.model_validate(data)
-    except ValidationError as err:
-        for error in err.errors():
-            _report_validation_error(error, issue)
-
-    _check_duplicate_ids(data, parsed, issue)
-
-    parent: Constitution | None = None
-    parent_failed = False
-    extends = data.get("extends")
-    if isinstance(extends, str) and extends.strip():
-        parent = _load_parent(extends, base_dir, path, chain, issue, issues)
-        parent_failed = parent is None
-    if not parent_failed:
-        _check_uses(data, parent, issue)
-        _check_remove(data, parent, issue)
-
-    if spec is not None and not parent_failed:
-        constitution = _resolve(spec, parent, path, issue, issues)
-        if constitution is not None and not issues:
-            return constitution
-    raise ConstitutionError(_ordered(issues, shown))
 
 
 def _ordered(issues: list[ConstitutionIssue], shown: str) -> list[ConstitutionIssue]:
@@ -381,7 +385,7 @@ def _check_remove(data: dict, parent: Constitution | None, issue) -> None:
 
 
 def _load_parent(
-    extends: str, base_dir: Path, path: Path | None, chain: tuple[Path, ...], issue, issues
+    extends: str, base_dir: Path, path: Path | None, chain: tuple[Path, ...], issue: _Issues
 ) -> Constitution | None:
     target = _locate_parent(extends, base_dir)
     if target is None:
@@ -404,7 +408,7 @@ def _load_parent(
         return _load_file(target, here)
     except ConstitutionError as err:
         issue(("extends",), f"the extended constitution `{extends}` has errors (listed below)")
-        issues.extend(err.issues)
+        issue.found.extend(err.issues)
         return None
 
 
@@ -431,7 +435,7 @@ def _locate_parent(extends: str, base_dir: Path) -> Path | None:
 
 
 def _resolve(
-    spec: ConstitutionFile, parent: Constitution | None, path: Path | None, issue, issues: list
+    spec: ConstitutionFile, parent: Constitution | None, path: Path | None, issue: _Issues
 ) -> Constitution | None:
     """Merge one validated file onto its parent (if any) into a Constitution."""
     inherited: dict[str, dict[str, Any]] = {}
@@ -458,7 +462,7 @@ def _resolve(
     defaults = parent.defaults.model_dump() if parent is not None else {}
     if spec.defaults is not None:
         defaults.update(spec.defaults.model_dump(exclude_unset=True))
-    if issues:
+    if issue.found:
         return None  # reported; building would only repeat them
     principles = [Principle.model_validate(fields) for fields in merged.values()]
 
