@@ -9,6 +9,13 @@ vLLM configures its logging when it is first imported, in every process it start
 environment; so the routing is an environment variable pointing at a logging config file,
 set before vLLM is imported (cai imports it lazily, inside the functions that need it), plus
 a direct reconfiguration for a process where it was imported already.
+
+Some lines escape any logging config: vLLM's engine processes log at import time, before
+vLLM configures their logging (Triton's "doesn't include CPU backend"), and torch's C++ code
+prints straight to file descriptor 2 (the CPU worker's "NUMA binding" warning). Those
+processes inherit their output from the process that starts them, so
+`engine_output_to_log()` points this process's descriptors 1 and 2 at the log file while an
+engine starts: its processes keep the log as their terminal, and this one gets its own back.
 """
 
 from __future__ import annotations
@@ -18,10 +25,16 @@ import logging
 import logging.config
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from cai.debug import debug_enabled
 
 LOG_DIR = "logs"
 LOG_FILE = "engine.log"
+#: Set while library logs are routed: the log file, for the engine processes started later.
+LOG_FILE_ENV = "CAI_ENGINE_LOG"
 _LIBRARIES = ("vllm", "transformers", "trl", "datasets", "accelerate", "torch", "httpx")
 #: Python warnings (`warnings.warn`), which libraries use for advice such as TRL's "supports
 #: vLLM versions ..." or torch's pin_memory note: to the log file with everything else.
@@ -68,8 +81,6 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
     Returns the log file, or None when `verbose` (logs stay live). Safe to call more than once.
     """
     if verbose is None:
-        from cai.debug import debug_enabled
-
         verbose = debug_enabled()
     if verbose:
         return None
@@ -79,6 +90,7 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
     config = _logging_config(log_file.resolve())
     config_file = log_dir / "logging.json"
     config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    os.environ[LOG_FILE_ENV] = str(log_file.resolve())
     os.environ["VLLM_CONFIGURE_LOGGING"] = "1"
     os.environ["VLLM_LOGGING_CONFIG_PATH"] = str(config_file.resolve())
     # processes started from here on (vLLM's engine core and workers, multiprocessing's
@@ -96,3 +108,37 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
     else:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     return log_file
+
+
+@contextmanager
+def engine_output_to_log() -> Iterator[None]:
+    """While the body starts engine processes, their stdout and stderr become the engine log
+    (when library logs are routed; otherwise nothing changes). This process's own output goes
+    back to where it was on exit, errors included."""
+    log_file = os.environ.get(LOG_FILE_ENV)
+    if not log_file:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with open(log_file, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield
+    except BaseException:
+        _restore(saved)
+        # the engine's own account of why it failed went to the log, not the terminal
+        print(f"the engine's output is in {log_file}", file=sys.stderr)
+        raise
+    else:
+        _restore(saved)
+
+
+def _restore(saved: tuple[int, int]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, original in zip((1, 2), saved, strict=True):
+        os.dup2(original, fd)
+        os.close(original)

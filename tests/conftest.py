@@ -137,6 +137,7 @@ def _restore_library_logging():
     from cai.logs import _LIBRARIES, _WARNINGS_LOGGER
 
     keys = (
+        "CAI_ENGINE_LOG",
         "VLLM_CONFIGURE_LOGGING",
         "VLLM_LOGGING_CONFIG_PATH",
         "TRANSFORMERS_VERBOSITY",

@@ -33,6 +33,7 @@ from cai.backends.tokens import (
     hf_encoder,
     text_prompt_ids,
 )
+from cai.logs import engine_output_to_log
 
 _FINISH = {"stop": "stop", "length": "length"}
 
@@ -115,7 +116,8 @@ class VLLMOfflineBackend(Backend):
             global ENGINES_STARTED
             ENGINES_STARTED += 1
             try:
-                engine = LLM(model, **kwargs)
+                with engine_output_to_log():
+                    engine = LLM(model, **kwargs)
             except (OSError, ValueError) as err:
                 raise BackendError(f"vLLM could not load model {model!r}: {err}") from err
             self._owns_engine = True

@@ -4,9 +4,13 @@ reach the terminal; --debug keeps everything live."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import warnings
 
-from cai.logs import route_library_logs
+import pytest
+
+from cai.logs import engine_output_to_log, route_library_logs
 
 
 def test_library_logs_and_warnings_go_to_the_file_errors_to_the_terminal(tmp_path, capsys):
@@ -31,3 +35,32 @@ def test_library_logs_and_warnings_go_to_the_file_errors_to_the_terminal(tmp_pat
 def test_verbose_leaves_logging_alone(tmp_path):
     assert route_library_logs(tmp_path, verbose=True) is None
     assert not (tmp_path / "logs").exists()
+
+
+CHILD = "import os; os.write(2, b'a C-level warning\\n'); print('an import-time line', flush=True)"
+
+
+def test_processes_an_engine_start_spawns_write_to_the_log(tmp_path, capfd):
+    log_file = route_library_logs(tmp_path, verbose=False)
+    with engine_output_to_log():
+        subprocess.run([sys.executable, "-c", CHILD], check=True)
+    print("this process writes to the terminal again")
+    out, err = capfd.readouterr()
+    assert "a C-level warning" not in err and "an import-time line" not in out
+    assert "this process writes to the terminal again" in out
+    text = log_file.read_text(encoding="utf-8")
+    assert "a C-level warning" in text and "an import-time line" in text
+
+
+def test_a_failed_engine_start_names_the_log(tmp_path, capfd):
+    log_file = route_library_logs(tmp_path, verbose=False)
+    with pytest.raises(RuntimeError, match="no engine"), engine_output_to_log():
+        raise RuntimeError("no engine")
+    assert str(log_file) in capfd.readouterr().err
+
+
+def test_without_routing_the_engine_output_stays_live(capfd):
+    with engine_output_to_log():
+        subprocess.run([sys.executable, "-c", CHILD], check=True)
+    out, err = capfd.readouterr()
+    assert "a C-level warning" in err and "an import-time line" in out
