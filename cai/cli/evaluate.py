@@ -3,58 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from cai.cli.options import BackendOpt, ConstitutionOpt, LimitOpt
+from cai.cli.settings_command import Flag, settings_command
 
 eval_app = typer.Typer(
     help="Evaluate policies with the constitutional judge.", no_args_is_help=True
 )
 
+_ROLES = ("policy", "baseline", "judge")
 
-@eval_app.command("winrate")
-def winrate(
-    config: Path | None = typer.Option(
-        None, "--config", "-c", help="YAML file of WinRateConfig settings."
+
+def _model(role: str) -> Flag:
+    help_text = f"{role.capitalize()} model (directory, embedded name or hub id)."
+    return Flag(role, Annotated[str | None, typer.Option(help=help_text)], f"{role}.model")
+
+
+WINRATE_FLAGS = (
+    Flag("prompts", Annotated[str | None, typer.Option(help="Held-out prompts file.")]),
+    *(_model(role) for role in _ROLES),
+    Flag(
+        "backend",
+        BackendOpt,
+        to_options=lambda kind: {f"{role}.kind": kind for role in _ROLES},
     ),
-    prompts: str | None = typer.Option(None, help="Held-out prompts (.jsonl/.csv/.parquet)."),
-    policy: str | None = typer.Option(None, help="Policy model (path or name)."),
-    baseline: str | None = typer.Option(None, help="Baseline model (path or name)."),
-    judge: str | None = typer.Option(None, help="Judge model (path or name)."),
-    backend: str | None = typer.Option(
-        None, help="Backend kind for all three models: vllm, openai or transformers."
-    ),
-    constitution: str | None = typer.Option(None, help="Constitution file or bundled name."),
-    limit: int | None = typer.Option(None, help="Use only the first N prompts."),
-    output_dir: str | None = typer.Option(None, "--output-dir", "-o"),
-    overrides: list[str] = typer.Option(
-        [], "--set", help="Any setting as dotted.key=value (repeatable), e.g. tie_margin=0.02."
-    ),
-) -> None:
-    """Generate with policy and baseline, judge each pair in both orders, report with a CI."""
+    Flag("constitution", ConstitutionOpt),
+    Flag("limit", LimitOpt),
+)
+
+
+def _winrate(config: Path | None, options: dict, overrides: list[str]) -> None:
     from cai.config import load_config
     from cai.evaluate import WinRateConfig, run_win_rate
     from cai.logs import route_library_logs
 
-    options = {
-        "prompts": prompts,
-        "policy.model": policy,
-        "baseline.model": baseline,
-        "judge.model": judge,
-        "constitution": constitution,
-        "limit": limit,
-        "output_dir": output_dir,
-    }
-    if backend is not None:
-        options.update({f"{role}.kind": backend for role in ("policy", "baseline", "judge")})
-    settings = load_config(WinRateConfig, config, options, overrides)
+    settings = load_config(WinRateConfig, config, options, overrides, check_models=True)
     route_library_logs(settings.output_dir)
-    report = run_win_rate(settings)
-    s = report.summary
+    s = run_win_rate(settings).summary
     typer.echo(
         f"win rate {s.win_rate if s.win_rate is None else f'{s.win_rate:.3f}'} "
         f"(CI {s.win_rate_ci}); wins/ties/losses {s.wins}/{s.ties}/{s.losses}; "
         f"failed {s.n_failed} -> {settings.output_dir}"
     )
+
+
+eval_app.command("winrate")(
+    settings_command(
+        WINRATE_FLAGS,
+        _winrate,
+        "Generate with policy and baseline, judge each pair in both orders, report with a CI.",
+    )
+)
 
 
 def register(app: typer.Typer) -> None:
