@@ -15,13 +15,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cai.config import ConfigError
+from cai.tables import load_table
 from cai.train.config import resolve_resume
-from cai.train.preference import (
-    RunConfig,
-    TrainingDataError,
-    TrainResult,
-    load_table,
-)
+from cai.train.preference import RunConfig, TrainingDataError, TrainResult
 from cai.train.preference import _run as run_trainer
 from cai.train.unpaired import (
     UNPAIRED_COLUMNS,
@@ -52,9 +48,9 @@ class KTOTrainConfig(RunConfig):
 def load_kto_dataset(path: str | Path, min_confidence: float = 0.0):
     """(dataset of unpaired rows ordered for KTO, facts for the card) from unpaired rows or
     from a preference dataset (split into answers); errors name the file and row."""
-    from cai.datasets_io import dataset_from_rows
+    from cai.tables import dataset_from_rows
 
-    table = load_table(path)
+    table = load_table(path, allow_empty=False)
     columns = set(table.column_names)
     facts: dict[str, Any] = {}
     if {"chosen", "rejected"} <= columns:
@@ -104,15 +100,14 @@ def train_kto(config: KTOTrainConfig) -> TrainResult:
     model = config.model
     train, facts = load_kto_dataset(config.train_data, config.min_confidence)
     evald = load_kto_dataset(config.eval_data)[0] if config.eval_data else None
-    kwargs = config.trl_kwargs()
-    kwargs.setdefault("beta", config.beta)
-    kwargs.setdefault("loss_type", config.loss_type)
-    kwargs.setdefault("desirable_weight", config.desirable_weight)
-    kwargs.setdefault("undesirable_weight", config.undesirable_weight)
-    kwargs.setdefault("max_length", config.max_length)
-    if evald is not None:
-        kwargs.setdefault("eval_strategy", "steps")
-        kwargs.setdefault("eval_steps", config.save_steps)
+    kwargs = config.trl_kwargs(
+        evaluate=evald is not None,
+        beta=config.beta,
+        loss_type=config.loss_type,
+        desirable_weight=config.desirable_weight,
+        undesirable_weight=config.undesirable_weight,
+        max_length=config.max_length,
+    )
     trainer = KTOTrainer(
         model=model,
         args=KTOConfig(**kwargs),

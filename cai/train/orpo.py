@@ -14,14 +14,9 @@ from typing import Any
 
 from pydantic import Field
 
+from cai.tables import load_table
 from cai.train.config import resolve_resume
-from cai.train.preference import (
-    RunConfig,
-    TrainingDataError,
-    TrainResult,
-    load_table,
-    require_columns,
-)
+from cai.train.preference import RunConfig, TrainingDataError, TrainResult, require_columns
 from cai.train.preference import _run as run_trainer
 from cai.train.unpaired import TIE_EPSILON, pair_probability
 
@@ -54,9 +49,9 @@ def load_orpo_dataset(path: str | Path):
     """(prompt / chosen / rejected dataset, facts for the card). Ties are dropped (they
     prefer neither answer); a pair whose `prob_chosen` is below 0.5 is turned around; the
     other columns are left out, since TRL's ORPO collator would receive them."""
-    from cai.datasets_io import dataset_from_rows
+    from cai.tables import dataset_from_rows
 
-    table = load_table(path)
+    table = load_table(path, allow_empty=False)
     require_columns(table, PAIR_COLUMNS, str(path), "ORPO")
     oriented = (_oriented(row, str(path), n) for n, row in enumerate(table, 1))
     pairs = [pair for pair in oriented if pair is not None]
@@ -94,15 +89,14 @@ def train_orpo(config: ORPOTrainConfig) -> TrainResult:
     model = config.model
     train, facts = load_orpo_dataset(config.train_data)
     evald = load_orpo_dataset(config.eval_data)[0] if config.eval_data else None
-    kwargs = config.trl_kwargs()
-    kwargs.setdefault("beta", config.beta)
-    kwargs.setdefault("max_length", config.max_length)
-    kwargs.setdefault("max_completion_length", config.max_completion_length)
-    # float32 master weights like DPO and KTO, and one whole copy per process (no device_map)
-    kwargs.setdefault("model_init_kwargs", {"dtype": "float32", "device_map": None})
-    if evald is not None:
-        kwargs.setdefault("eval_strategy", "steps")
-        kwargs.setdefault("eval_steps", config.save_steps)
+    kwargs = config.trl_kwargs(
+        evaluate=evald is not None,
+        beta=config.beta,
+        max_length=config.max_length,
+        max_completion_length=config.max_completion_length,
+        # float32 master weights like DPO and KTO, and one whole copy per process (no device_map)
+        model_init_kwargs={"dtype": "float32", "device_map": None},
+    )
     trainer = ORPOTrainer(
         model=model,
         args=ORPOConfig(**kwargs),

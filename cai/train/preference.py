@@ -22,6 +22,7 @@ from cai.train.config import (
     resolve_resume,
     save_config,
 )
+from cai.train.lora import lora_config
 from cai.train.monitor.config import MonitorConfig
 from cai.train.rewards import JudgeRewardSpec
 
@@ -41,8 +42,10 @@ class RunConfig(TrainCommon):
     trl: dict[str, Any] = Field(default_factory=dict)
     """Extra fields of the TRL config class (TRL validates them), e.g. {eval_steps: 50}."""
 
-    def trl_kwargs(self) -> dict[str, Any]:
-        """Arguments for the TRL config dataclass (shared fields, then `trl` overrides)."""
+    def trl_kwargs(self, evaluate: bool = False, **defaults: Any) -> dict[str, Any]:
+        """Arguments for the TRL config dataclass: shared fields, then `trl` overrides, then
+        the trainer's own `defaults` where `trl` does not set them; `evaluate` adds an
+        evaluation every `save_steps`."""
         kwargs: dict[str, Any] = {
             "output_dir": self.output_dir,
             "learning_rate": self.learning_rate,
@@ -61,26 +64,16 @@ class RunConfig(TrainCommon):
             **precision_flags(self.dtype),
         }
         kwargs.update(self.trl)
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
+        if evaluate:
+            kwargs.setdefault("eval_strategy", "steps")
+            kwargs.setdefault("eval_steps", self.save_steps)
         return kwargs
 
     def peft_config(self, task_type: str = "CAUSAL_LM"):
         """A peft LoraConfig when `lora.enabled`, else None (SEQ_CLS also trains the head)."""
-        if not self.lora.enabled:
-            return None
-        try:
-            from peft import LoraConfig
-        except ImportError as err:
-            raise TrainingDataError(
-                "lora.enabled is true but the `peft` package is not installed: "
-                "pip install 'cai[peft]' (or set lora.enabled=false)."
-            ) from err
-        return LoraConfig(
-            r=self.lora.r,
-            lora_alpha=self.lora.alpha,
-            lora_dropout=self.lora.dropout,
-            target_modules=self.lora.target_modules,
-            task_type=task_type,
-        )
+        return lora_config(self.lora, task_type)
 
 
 def load_table(path: str | Path, split: str | None = None):
@@ -189,13 +182,12 @@ def train_dpo(config: DPOTrainConfig) -> TrainResult:
     train = load_table(config.train_data)
     require_columns(train, ("prompt", "chosen", "rejected"), config.train_data, "DPO")
     evald = load_table(config.eval_data) if config.eval_data else None
-    kwargs = config.trl_kwargs()
-    kwargs.setdefault("beta", config.beta)
-    kwargs.setdefault("loss_type", [config.loss_type])
-    kwargs.setdefault("max_length", config.max_length)
-    if evald is not None:
-        kwargs.setdefault("eval_strategy", "steps")
-        kwargs.setdefault("eval_steps", config.save_steps)
+    kwargs = config.trl_kwargs(
+        evaluate=evald is not None,
+        beta=config.beta,
+        loss_type=[config.loss_type],
+        max_length=config.max_length,
+    )
     trainer = DPOTrainer(
         model=config.model,
         args=DPOConfig(**kwargs),
@@ -286,11 +278,12 @@ def train_online(
     dataset = load_prompt_dataset(config.prompts, config.prompt_column, config.limit)
     owned = ExitStack()
     funcs = _online_reward_funcs(config, judge_backend, owned)
-    kwargs = config.trl_kwargs()
-    kwargs.setdefault("num_generations", config.num_generations)
-    kwargs.setdefault("max_completion_length", config.max_completion_length)
-    kwargs.setdefault("temperature", config.temperature)
-    kwargs.setdefault("beta", config.beta)
+    kwargs = config.trl_kwargs(
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+    )
     if config.reward_weights is not None:
         kwargs.setdefault("reward_weights", config.reward_weights)
     trainer = TRLTrainer(

@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cai.config import ConfigError
-from cai.io import InputFormatError
+from cai.tables import InputFormatError
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
+from cai.train.lora import lora_config
 
 
 class SftTrainConfig(TrainCommon):
@@ -97,27 +97,6 @@ def _model_card(config: SftTrainConfig, result: SftResult, base_model: str) -> s
     )
 
 
-def _peft_config(config: SftTrainConfig):
-    if not config.lora.enabled:
-        return None
-    try:
-        from peft import LoraConfig
-    except ImportError as err:
-        raise ConfigError(
-            "LoRA needs the `peft` package, which is not installed",
-            key="lora.enabled",
-            fix="pip install 'cai[peft]' (or pip install peft), or train the full model with "
-            "lora.enabled=false",
-        ) from err
-    return LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
 def train_sft(config: SftTrainConfig) -> SftResult:
     """Train, save the model, tokenizer, resolved config and a model card in output_dir.
 
@@ -125,15 +104,10 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     checkpoints, model, config and card (see `cai.train.distributed`).
     """
     from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from cai.datasets_io import load_table
-    from cai.train.distributed import (
-        one_writer,
-        prepare_launch,
-        save_trained_model,
-        trainer_debug_callback,
-    )
+    from cai.train.distributed import one_writer, prepare_launch, trainer_debug_callback
 
     prepare_launch()
     started = time.monotonic()
@@ -150,7 +124,38 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    args = SFTConfig(
+    args = _sft_args(config)
+    main = args.process_index == 0
+    with one_writer(config.output_dir, args.world_size, main):
+        trainer = SFTTrainer(
+            model=base_model,
+            args=args,
+            train_dataset=train_rows,
+            processing_class=tokenizer,
+            peft_config=lora_config(config.lora),
+        )
+        callback = trainer_debug_callback(args.process_index, config.output_dir)
+        if callback is not None:
+            trainer.add_callback(callback)
+        output = trainer.train(resume_from_checkpoint=resume_from)
+        result = SftResult(
+            output_dir=config.output_dir,
+            train_rows=len(train_rows),
+            steps=trainer.state.global_step,
+            final_loss=_final_loss(trainer, output),
+            lora=config.lora.enabled,
+            resumed_from=resume_from,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        _save(trainer, config, result, main)
+    return result
+
+
+def _sft_args(config: SftTrainConfig):
+    """TRL's SFTConfig from cai's settings."""
+    from trl import SFTConfig
+
+    return SFTConfig(
         output_dir=config.output_dir,
         seed=config.seed,
         learning_rate=config.learning_rate,
@@ -170,37 +175,23 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         model_init_kwargs={"dtype": "float32"},  # float32 master weights; AMP per dtype
         **precision_flags(config.dtype),
     )
-    main = args.process_index == 0
-    with one_writer(config.output_dir, args.world_size, main):
-        trainer = SFTTrainer(
-            model=base_model,
-            args=args,
-            train_dataset=train_rows,
-            processing_class=tokenizer,
-            peft_config=_peft_config(config),
+
+
+def _final_loss(trainer, output) -> float | None:
+    """The last logged training loss (the run's mean when none was logged)."""
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    final_loss = losses[-1] if losses else output.training_loss
+    return float(final_loss) if final_loss is not None else None
+
+
+def _save(trainer, config: SftTrainConfig, result: SftResult, main: bool) -> None:
+    """Model and tokenizer (every process takes part), then config and card from the main one."""
+    from cai.train.distributed import save_trained_model
+
+    save_trained_model(trainer, config.output_dir, bool(config.lora.enabled and config.lora.merge))
+    if main:
+        save_config(config, config.output_dir)
+        (Path(config.output_dir) / "README.md").write_text(
+            _model_card(config, result, config.model), encoding="utf-8"
         )
-        callback = trainer_debug_callback(args.process_index, config.output_dir)
-        if callback is not None:
-            trainer.add_callback(callback)
-        output = trainer.train(resume_from_checkpoint=resume_from)
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        final_loss = losses[-1] if losses else output.training_loss
-        save_trained_model(
-            trainer, config.output_dir, bool(config.lora.enabled and config.lora.merge)
-        )
-        result = SftResult(
-            output_dir=config.output_dir,
-            train_rows=len(train_rows),
-            steps=trainer.state.global_step,
-            final_loss=float(final_loss) if final_loss is not None else None,
-            lora=config.lora.enabled,
-            resumed_from=resume_from,
-            seconds=round(time.monotonic() - started, 3),
-        )
-        if main:
-            save_config(config, config.output_dir)
-            (Path(config.output_dir) / "README.md").write_text(
-                _model_card(config, result, config.model), encoding="utf-8"
-            )
-        trainer.accelerator.wait_for_everyone()
-    return result
+    trainer.accelerator.wait_for_everyone()
