@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -79,3 +80,46 @@ def test_error_fields_survive_pickling():
     err = pickle.loads(pickle.dumps(InputError("m", file="f", line=2, key="k", fix="x")))
     assert isinstance(err, CaiError) and (err.file, err.line, err.key) == ("f", 2, "k")
     assert str(err) == "f:2: k: m. x"
+
+
+TRAINERS = ["sft", "reward", "dpo", "kto", "orpo", "grpo", "rloo", "ppo"]
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_trainer_says_how_to_pull_an_embedded_model(trainer, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAI_HOME", str(tmp_path / "home"))
+    args = ["train", trainer, "--model", "smollm2-135m-instruct", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: model: embedded model 'smollm2-135m-instruct'")
+    assert "Run `cai models pull smollm2-135m-instruct`" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("trainer", ["dpo", "ppo"])
+def test_a_model_name_that_names_nothing_fails_before_anything_loads(trainer, tmp_path):
+    args = ["train", trainer, "--model", "no-such-model", "--output-dir", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)  # --output-dir: the hidden spelling of --out
+    assert result.exit_code == 2, result.output
+    assert "'no-such-model' is not a local directory, an embedded model" in result.output
+    assert "a hub id" in result.output and "Traceback" not in result.output
+
+
+def test_output_dir_is_a_hidden_alias_of_out():
+    for command in (["train", "dpo"], ["eval", "winrate"]):
+        result = CliRunner().invoke(app, [*command, "--help"])
+        assert "--out" in result.output and "--output-dir" not in result.output
+
+
+def test_the_command_line_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = "import sys, cai.cli.app; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    heavy = {"torch", "vllm", "trl", "ray", "transformers", "datasets"}
+    assert not heavy & loaded
