@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from cai.backends.base import (
     Backend,
+    CallStats,
     ChoiceRequest,
     ChoiceScore,
     Generation,
@@ -144,17 +145,18 @@ class LedgerBackend(Backend):
         self.model_id = inner.model_id
         self.ledger = TokenLedger()
 
-    def __getattr__(self, name: str):
-        """Anything else (stats, tokenizer, max_model_len, ...) comes from the wrapped backend."""
-        inner = self.__dict__.get("inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
+    @property
+    def stats(self) -> CallStats | None:
+        return self.inner.stats
+
+    @property
+    def last_served(self) -> list[bool] | None:
+        return self.inner.last_served
 
     def _count(self, answers: list[Any]) -> list[Any]:
         if not answers:
             return answers
-        served = vars(self.inner).get("last_served")
+        served = self.inner.last_served
         if not isinstance(served, list) or len(served) != len(answers):
             served = [False] * len(answers)
         seen: set[int] = set()

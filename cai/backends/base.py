@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -118,11 +119,33 @@ class ChoiceScore(BaseModel):
         )
 
 
+@dataclass
+class CallStats:
+    """Items answered from the call cache (hits), sent to the engine (misses), and answers
+    not stored because they record an engine error (failed)."""
+
+    hits: int = 0
+    misses: int = 0
+    failed: int = 0
+
+
 class Backend(ABC):
-    """A model behind cai's interface. Subclasses implement the three batch methods."""
+    """A model behind cai's interface. Subclasses implement the three batch methods.
+
+    A wrapper (call cache, token ledger, lazy or shared engine) is a Backend around another
+    one; what callers read of the backend inside it is declared here and passed on by each
+    wrapper, so nothing reaches through a wrapper by name.
+    """
 
     #: A stable identity of the model and the settings that change its outputs (cache key).
     model_id: str
+
+    #: The call cache's counts, on a backend with a call cache in it; None without one.
+    stats: CallStats | None = None
+
+    #: For the answers of the last batch, in order, whether the call cache served each one
+    #: (the token ledger counts those apart); None when no call cache says.
+    last_served: list[bool] | None = None
 
     @abstractmethod
     def generate_chat(

@@ -8,13 +8,13 @@ sends the misses on in chunks, and stores what succeeded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from cai.backends.base import (
     Backend,
+    CallStats,
     ChoiceRequest,
     ChoiceScore,
     Generation,
@@ -25,16 +25,6 @@ from cai.cache import CallCache, call_key
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass
-class CallStats:
-    """Items answered from the cache (hits), sent to the engine (misses), and answers not
-    stored because they record an engine error (failed)."""
-
-    hits: int = 0
-    misses: int = 0
-    failed: int = 0
 
 
 def _decode(model: type[M], text: str) -> M | None:
@@ -61,13 +51,7 @@ class CachedBackend(Backend):
         self.chunk_size = chunk_size
         self.model_id = backend.model_id
         self.stats = CallStats()
-
-    def __getattr__(self, name: str):
-        """Anything else (tokenizer, max_model_len, ...) comes from the wrapped backend."""
-        inner = self.__dict__.get("inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
+        self.last_served: list[bool] | None = None
 
     def _cached(
         self,
@@ -89,7 +73,6 @@ class CachedBackend(Backend):
             if key not in results and key not in missing:
                 missing[key] = item
         self.stats.hits += sum(1 for k in keys if k in results)
-        # which answers of this call the cache served (the token ledger counts them apart)
         self.last_served = [k in results for k in keys]
         self.stats.misses += len(missing)
         todo = list(missing.items())

@@ -4,29 +4,24 @@ Starting a vLLM engine costs tens of seconds and gigabytes, so nothing should st
 before there is work for it: a fully resumed run, a stage whose chunks are all done, a
 command that fails its checks. `LazyBackend` knows its `model_id` up front (cache keys and
 resume fingerprints need it before any call) and builds the real backend on the first
-batch that is not empty, or the first attribute only the real backend has (`tokenizer`,
-`max_model_len`). `close` of a backend never built does nothing.
+batch that is not empty (or on `backend()`). `close` of a backend never built does nothing.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from cai.backends.base import (
     Backend,
     BackendError,
+    CallStats,
     ChoiceRequest,
     ChoiceScore,
     Generation,
     GenerationParams,
     Message,
 )
-
-# Attributes that callers probe with getattr(backend, name, None) to see whether a backend
-# has them (call statistics): asking must not start an engine.
-_PROBED = frozenset({"stats"})
 
 
 class LazyBackend(Backend):
@@ -65,11 +60,14 @@ class LazyBackend(Backend):
                 self._inner = inner
             return self._inner
 
-    def __getattr__(self, name: str) -> Any:
-        """Anything else (tokenizer, max_model_len, ...) comes from the real backend."""
-        if name.startswith("_") or (name in _PROBED and self.__dict__.get("_inner") is None):
-            raise AttributeError(name)
-        return getattr(self.backend(), name)
+    @property
+    def stats(self) -> CallStats | None:
+        """The real backend's, once built (reading it starts nothing)."""
+        return self._inner.stats if self._inner is not None else None
+
+    @property
+    def last_served(self) -> list[bool] | None:
+        return self._inner.last_served if self._inner is not None else None
 
     def generate_chat(
         self, conversations: list[list[Message]], params: GenerationParams

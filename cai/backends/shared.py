@@ -14,10 +14,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
 
 from cai.backends.base import (
     Backend,
+    CallStats,
     ChoiceRequest,
     ChoiceScore,
     Generation,
@@ -51,10 +51,13 @@ class SharedBackend(Backend):
         """The backend behind every handle of this key."""
         return self._entry.backend
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.__dict__["_entry"].backend, name)
+    @property
+    def stats(self) -> CallStats | None:
+        return self._entry.backend.stats
+
+    @property
+    def last_served(self) -> list[bool] | None:
+        return self._entry.backend.last_served
 
     def generate_chat(
         self, conversations: list[list[Message]], params: GenerationParams

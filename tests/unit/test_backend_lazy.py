@@ -57,7 +57,7 @@ def test_lazy_builds_once_and_closes_what_it_built():
     lazy = LazyBackend(build, "m")
     assert lazy.score_choices([REQUEST, REQUEST])[0].probs == [0.5, 0.5]
     assert lazy.generate_chat([[{"role": "user", "content": "hi"}]], PARAMS)[0].texts
-    assert lazy.calls == {"generate": 1, "score": 2}  # forwarded to the one built backend
+    assert lazy.backend().calls == {"generate": 1, "score": 2}  # forwarded to the one built backend
     assert len(build.built) == 1
     lazy.close()
     assert build.built[0].closed == 1

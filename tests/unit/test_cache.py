@@ -179,7 +179,7 @@ def test_cached_backend_exposes_the_inner_backend():
     inner = ScriptedBackend(model_id="abc")
     cached = CachedBackend(inner, CallCache(":memory:"))
     assert cached.model_id == "abc"
-    assert cached.calls is inner.calls
+    assert cached.inner is inner and cached.inner.calls is inner.calls
 
 
 def test_many_processes_can_create_the_same_new_cache_at_once(tmp_path):
