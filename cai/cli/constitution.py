@@ -7,9 +7,18 @@ lintreport, induce); this module turns flags into settings and results into line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from cai.cli.options import (
+    BackendOpt,
+    BaseUrlOpt,
+    JudgeModelOpt,
+    PipelineConfigOpt,
+    SetOpt,
+    TemplatesOpt,
+)
 
 group = typer.Typer(
     help="Write and check constitutions (the principles AI feedback follows).",
@@ -194,26 +203,28 @@ def _cache_line(backend: Any) -> str | None:
     return f"call cache: {stats.misses} sent to the model, {stats.hits} served from cache"
 
 
-_CONFIG_HELP = "Pipeline YAML whose judge_backend / judge / templates settings to use."
-_CACHE_HELP = "Call cache file (default: $CAI_HOME/calls.sqlite)."
+CacheOpt = Annotated[
+    Path | None, typer.Option("--cache", help="Call cache file (default: $CAI_HOME/calls.sqlite).")
+]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not use the call cache.")]
 
 
 @group.command("test")
 def test_(
     constitution: str = typer.Argument(..., help="Constitution file or bundled name."),
     cases: Path = typer.Argument(..., help="Cases file (.yaml or .jsonl)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    backend: str | None = typer.Option(None, help="vllm | openai | transformers."),
-    model: str | None = typer.Option(None, help="Judge model (path or embedded name)."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible /v1 URL."),
-    templates: str | None = typer.Option(None, help="Directory overriding bundled templates."),
+    config: PipelineConfigOpt = None,
+    backend: BackendOpt = None,
+    model: JudgeModelOpt = None,
+    base_url: BaseUrlOpt = [],  # noqa: B006 - click passes a fresh list
+    templates: TemplatesOpt = None,
     min_pass: float = typer.Option(
         1.0, "--min-pass", min=0.0, max=1.0, help="Exit 1 when the pass rate is below this."
     ),
     junit: Path | None = typer.Option(None, "--junit", help="Also write a JUnit XML report."),
-    cache: Path | None = typer.Option(None, "--cache", help=_CACHE_HELP),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the call cache."),
-    overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
 ) -> None:
     """Run a constitution's test cases through the judge (both orders, every principle)."""
     from cai.constitution import load_constitution
@@ -307,11 +318,11 @@ def induce(
     human_pairs: Path = typer.Argument(..., help="Human preference labels (cai import-human)."),
     out: Path = typer.Option(..., "--out", "-o", help="Constitution file to write."),
     name: str | None = typer.Option(None, help="Name of the constitution (default: file stem)."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=_CONFIG_HELP),
-    backend: str | None = typer.Option(None, help="vllm | openai | transformers."),
-    model: str | None = typer.Option(None, help="Model that proposes and judges."),
-    base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible /v1 URL."),
-    templates: str | None = typer.Option(None, help="Directory overriding bundled templates."),
+    config: PipelineConfigOpt = None,
+    backend: BackendOpt = None,
+    model: JudgeModelOpt = None,
+    base_url: BaseUrlOpt = [],  # noqa: B006 - click passes a fresh list
+    templates: TemplatesOpt = None,
     sample: int | None = typer.Option(64, min=1, help="Held-in pairs that propose principles."),
     holdout: float = typer.Option(0.25, min=0.0, max=0.95, help="Share of pairs held out."),
     seed: int = typer.Option(0, help="Seed of the split and the sample."),
@@ -324,9 +335,9 @@ def induce(
         None, min=0.0, help="Proposal sampling temperature (default 0, or 0.8 with several)."
     ),
     force: bool = typer.Option(False, help="Overwrite an existing constitution file."),
-    cache: Path | None = typer.Option(None, "--cache", help=_CACHE_HELP),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not use the call cache."),
-    overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
 ) -> None:
     """Learn a constitution from human preferences (Inverse Constitutional AI)."""
     from cai.backends.base import GenerationParams

@@ -16,6 +16,9 @@ import typer
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML file of the command's settings.")
 ]
+PipelineConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="Pipeline YAML to start from.")
+]
 OutOpt = Annotated[str | None, typer.Option("--out", "-o", help="Output directory.")]
 OutputDirAlias = Annotated[str | None, typer.Option("--output-dir", hidden=True)]
 """The trainers' and `cai eval`'s older spelling of --out, still accepted."""
