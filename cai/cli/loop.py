@@ -6,16 +6,16 @@ from pathlib import Path
 
 import typer
 
+from cai.cli.options import OutOpt, SetOpt
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def loop(
         config: Path = typer.Argument(..., help="Loop YAML (see examples/loop.yaml)."),
-        out: str | None = typer.Option(None, "--out", "-o", help="Run directory."),
+        out: OutOpt = None,
         rounds: int | None = typer.Option(None, help="Number of rounds."),
-        overrides: list[str] = typer.Option(
-            [], "--set", help="Any setting as dotted.key=value, e.g. policy_step.method=dpo."
-        ),
+        overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
     ) -> None:
         """Rounds of sample -> judge -> reward model -> policy step -> win rate (resumable)."""
         from cai.logs import route_library_logs
