@@ -468,8 +468,8 @@ def record_choice_requests(samples_path: Path, constitution: str = "default", **
     from cai.backends.base import Backend, ChoiceScore
     from cai.constitution import load_constitution
     from cai.judge.compare import JudgeConfig, PairwiseJudge
-    from cai.judge.stage import judge_chunk
-    from cai.sample import iter_samples
+    from cai.judge.judged import judge_chunk
+    from cai.stages.sample import iter_samples
     from cai.templates import TemplateSet
 
     class Recorder(Backend):

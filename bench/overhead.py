@@ -102,7 +102,7 @@ def batch_request_prompt_ids(tokenizer, requests):
 
 
 def label_logprobs(out_dir: Path) -> list[tuple[float, ...]]:
-    from cai.judge.stage import iter_judged
+    from cai.judge.judged import iter_judged
 
     found = []
     for judged in iter_judged(out_dir / "judgments"):

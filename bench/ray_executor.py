@@ -62,8 +62,8 @@ def cpu_ceiling(n: int = 10_000_000) -> float:
 
 def _recipe(spec):
     from cai.constitution import load_constitution
-    from cai.executors.recipes import JudgeRecipe
     from cai.judge.compare import JudgeConfig
+    from cai.stages.judge import JudgeRecipe
     from cai.templates import TemplateSet
 
     config = JudgeConfig(principles_per_pair=PRINCIPLES)
@@ -73,7 +73,7 @@ def _recipe(spec):
 def _run(session, samples: Path, pairs: int, work: Path, chunk_size: int) -> None:
     """The judge stage's job: stream the samples, process the chunks, commit each one."""
     from cai.jobs import ChunkedJob
-    from cai.sample import iter_samples
+    from cai.stages.sample import iter_samples
 
     shutil.rmtree(work, ignore_errors=True)
     with ChunkedJob(work, {"bench": "ray_executor"}, chunk_size=chunk_size) as job:

@@ -60,8 +60,8 @@ def worker(pairs: int, principles: int, work: Path, engine: str = "scripted") ->
     """Judge `pairs` synthetic pairs on `engine`; returns time and memory."""
     from cai.constitution import load_constitution
     from cai.judge.compare import JudgeConfig, PairwiseJudge
-    from cai.judge.stage import judge_samples
-    from cai.sample import iter_samples
+    from cai.stages.judge import judge_samples
+    from cai.stages.sample import iter_samples
     from cai.templates import TemplateSet
 
     samples = work / "samples.jsonl"

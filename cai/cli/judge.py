@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
+
+from cai.cli.options import (
+    ActorsOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ConfigOpt,
+    ConstitutionOpt,
+    CotOpt,
+    ExecutorOpt,
+    FormatOpt,
+    JudgeModelOpt,
+    MinConfidenceOpt,
+    OverwriteOpt,
+    PrinciplesOpt,
+    SetOpt,
+    TemplatesOpt,
+    TokenBudgetOpt,
+)
+from cai.cli.run import execute, run_options
 
 
 def register(app: typer.Typer) -> None:
@@ -12,41 +29,29 @@ def register(app: typer.Typer) -> None:
     def judge(
         samples: str = typer.Argument(..., help="Samples directory (from cai sample) or .jsonl."),
         out: str = typer.Option(..., "--out", "-o", help="Output directory."),
-        config: Path | None = typer.Option(
-            None, "--config", "-c", help="Pipeline YAML to start from."
-        ),
-        constitution: str | None = typer.Option(None, help="Bundled name or YAML path."),
-        templates: str | None = typer.Option(None, help="Directory overriding bundled templates."),
-        model: str | None = typer.Option(None, help="Judge model (path or embedded name)."),
-        backend: str | None = typer.Option(None, help="vllm | openai | transformers."),
-        base_url: list[str] = typer.Option([], "--base-url", help="OpenAI-compatible /v1 URL."),
-        principles: int | None = typer.Option(None, help="Principles per pair (ensemble size)."),
+        config: ConfigOpt = None,
+        constitution: ConstitutionOpt = None,
+        templates: TemplatesOpt = None,
+        model: JudgeModelOpt = None,
+        backend: BackendOpt = None,
+        base_url: BaseUrlOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+        principles: PrinciplesOpt = None,
         seed: int | None = typer.Option(None, help="Seed of the principle choice."),
-        cot: bool | None = typer.Option(None, "--cot/--no-cot", help="Chain-of-thought judging."),
-        min_confidence: float | None = typer.Option(None, help="Drop pairs with |p-0.5| below."),
+        cot: CotOpt = None,
+        min_confidence: MinConfidenceOpt = None,
         require_orders_agree: bool | None = typer.Option(
             None, "--require-orders-agree", help="Drop pairs whose two orders disagree."
         ),
         kwise: str | None = typer.Option(None, help="n>2 responses: best_vs_worst | all_pairs."),
-        fmt: str | None = typer.Option(None, "--format", help="save_to_disk | parquet | jsonl."),
+        fmt: FormatOpt = None,
         push_to_hub: str | None = typer.Option(None, help="Also push to this Hub dataset repo."),
-        executor: str | None = typer.Option(
-            None, "--executor", help="Where chunks run: local (this process) | ray (actors)."
-        ),
-        actors: int | None = typer.Option(
-            None, "--actors", help="Ray actors, one model each (with --executor ray)."
-        ),
-        token_budget: int | None = typer.Option(
-            None,
-            "--token-budget",
-            help="Stop at a chunk boundary before the run spends more tokens (budget.max_tokens).",
-        ),
-        overwrite: bool | None = typer.Option(None, "--overwrite"),
-        overrides: list[str] = typer.Option([], "--set", help="dotted.key=value settings."),
+        executor: ExecutorOpt = None,
+        actors: ActorsOpt = None,
+        token_budget: TokenBudgetOpt = None,
+        overwrite: OverwriteOpt = None,
+        overrides: SetOpt = [],  # noqa: B006
     ) -> None:
         """Label sample pairs with the judge against a constitution (resumable)."""
-        from cai.cli.run import execute
-
         options = {
             "stages": ["judge", "preferences"],
             "samples": samples,
@@ -64,9 +69,6 @@ def register(app: typer.Typer) -> None:
             "preferences.kwise": kwise,
             "preferences.format": fmt,
             "preferences.push_to_hub": push_to_hub,
-            "overwrite": overwrite,
-            "budget.max_tokens": token_budget,
-            "executor.kind": executor,
-            "executor.actors": actors,
+            **run_options(executor, actors, token_budget, overwrite),
         }
         execute(config, options, list(overrides))

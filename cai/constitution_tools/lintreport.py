@@ -74,7 +74,7 @@ def _empirical(
     from cai.constitution_tools.votes import analyse, collect_votes, human_labels
     from cai.errors import InputError
     from cai.jobs import JOB_FILE, job_fingerprint, job_is_complete
-    from cai.judge.stage import iter_judged
+    from cai.judge.judged import iter_judged
 
     if not (judgments / JOB_FILE).is_file() and (judgments / "judgments" / JOB_FILE).is_file():
         judgments = judgments / "judgments"  # the run directory was given

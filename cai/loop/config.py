@@ -17,8 +17,8 @@ from cai.backends import BackendSpec
 from cai.config import ConfigError, load_config, resolve_beside
 from cai.errors import did_you_mean
 from cai.judge.compare import JudgeConfig
-from cai.preferences import PreferenceConfig
-from cai.sample import SampleConfig
+from cai.stages.preferences import PreferenceConfig
+from cai.stages.sample import SampleConfig
 from cai.train.ppo.config import PPOConfig
 from cai.train.preference import DPOTrainConfig, OnlineTrainConfig
 from cai.train.reward import RewardTrainConfig

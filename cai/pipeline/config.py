@@ -18,9 +18,9 @@ from cai.config import ConfigError, load_config, resolve_beside, save_resolved
 from cai.executors.config import ExecutorConfig
 from cai.judge.compare import JudgeConfig
 from cai.judge.panel import PanelConfig
-from cai.preferences import PreferenceConfig
-from cai.revise import ReviseSettings
-from cai.sample import SampleConfig
+from cai.stages.preferences import PreferenceConfig
+from cai.stages.revise import COMMAND_INPUTS, ReviseConfig
+from cai.stages.sample import SampleConfig
 
 PipelineConfigError = ConfigError
 """The pipeline's settings or inputs are invalid (the one `cai.config.ConfigError`)."""
@@ -71,8 +71,8 @@ class PipelineConfig(BaseModel):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     preferences: PreferenceConfig = Field(default_factory=PreferenceConfig)
-    revise: ReviseSettings = Field(
-        default_factory=ReviseSettings, description="SL-CAI critique -> revision stage"
+    revise: ReviseConfig = Field(
+        default_factory=ReviseConfig, description="SL-CAI critique -> revision stage"
     )
     chunk_size: int = Field(
         64, ge=1, description="prompts per resumable chunk (and per engine batch)"
@@ -107,6 +107,16 @@ class PipelineConfig(BaseModel):
                 raise ValueError("; ".join(problems))
         elif self.panel != PanelConfig():
             raise ValueError("panel settings need a panel: list the judges in judge_backends")
+        return self
+
+    @model_validator(mode="after")
+    def _revise_inputs_from_the_top(self) -> PipelineConfig:
+        given = sorted(COMMAND_INPUTS & self.revise.model_fields_set)
+        if given:
+            raise ValueError(
+                f"revise.{given[0]} is a setting of `cai revise`; a pipeline sets it once for "
+                "all its stages: use the top-level setting (the policy for revise.backend)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -153,6 +163,7 @@ _PATH_KEYS = (
     "policy.cache_path",
     "judge_backend.model",
     "judge_backend.cache_path",
+    "revise.out",
 )
 
 
@@ -164,7 +175,9 @@ def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
     """
     from cai.files import relative_to_run
 
-    data = config.model_dump(mode="json", exclude={"overwrite", "output_dir"})
+    data = config.model_dump(
+        mode="json", exclude={"overwrite": True, "output_dir": True, "revise": set(COMMAND_INPUTS)}
+    )
     for spec in data.get("judge_backends") or []:  # list entries: not reached by dotted keys
         for key in ("model", "cache_path"):
             spec[key] = relative_to_run(spec.get(key), output_dir)

@@ -1,4 +1,11 @@
-"""What the stages of one run share: the config, its paths, backends built on first use."""
+"""What the stages of one run share: the config, its paths, backends built on first use, and
+the run's token ledger and budget.
+
+Each stage gets a `TokenBudget` (`gate`) that knows what the run's earlier stages spent; the
+gate sees every chunk of its stage (reused or new), so after the stage it holds the stage's
+whole ledger. A stage the budget stopped leaves a one-line message, and the run stops there:
+later stages would read unfinished results.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cai.backends.base import Backend
+from cai.budget import TokenBudget, TokensReport, tokens_report
 from cai.executors.base import Executor
-from cai.pipeline.config import PipelineConfig
+from cai.ledger import TokenLedger
+from cai.pipeline.config import PipelineConfig, PipelineConfigError
 
 
 @dataclass
@@ -26,6 +35,9 @@ class RunContext:
     provenance: dict[str, Any] | None = None
     counts: dict[str, int] = field(default_factory=dict)
     loaded: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None
+    """Why a stage stopped this run (the token budget), as one line; None: none stopped."""
+    _ledger: TokenLedger = field(default_factory=TokenLedger)
     _owned: list[Backend] = field(default_factory=list)
     _executor: Executor | None = None
 
@@ -41,8 +53,6 @@ class RunContext:
             if self.config.executor.kind != "local" and (
                 self.policy_backend is not None or self.judge_backend is not None
             ):
-                from cai.pipeline.config import PipelineConfigError
-
                 raise PipelineConfigError(
                     "backends passed to run_pipeline cannot travel to Ray actors",
                     key="executor.kind",
@@ -59,10 +69,7 @@ class RunContext:
 
     def policy(self) -> Backend:
         if self.policy_backend is None:
-            from cai.backends import make_backend
-
-            self.policy_backend = make_backend(self.config.policy)
-            self._owned.append(self.policy_backend)
+            self.policy_backend = self._build(self.config.policy)
         return self.policy_backend
 
     def judge(self) -> Backend:
@@ -71,11 +78,15 @@ class RunContext:
             if spec is None or spec == self.config.policy:
                 self.judge_backend = self.policy()
             else:
-                from cai.backends import make_backend
-
-                self.judge_backend = make_backend(spec)
-                self._owned.append(self.judge_backend)
+                self.judge_backend = self._build(spec)
         return self.judge_backend
+
+    def _build(self, spec) -> Backend:
+        from cai.backends import make_backend
+
+        backend = make_backend(spec)
+        self._owned.append(backend)
+        return backend
 
     def close(self) -> None:
         try:
@@ -101,8 +112,28 @@ class RunContext:
     def judgments_dir(self) -> Path:
         return self.output_dir / "judgments"
 
-    @property
-    def dataset_path(self) -> Path:
-        fmt = self.config.preferences.format
-        name = {"save_to_disk": "preferences", "parquet": "preferences.parquet"}
-        return self.output_dir / name.get(fmt, "preferences.jsonl")
+    # ---- tokens ------------------------------------------------------------------------------
+    def gate(self, stage: str) -> TokenBudget:
+        """The budget gate of one stage, counting what the run's earlier stages spent."""
+        return TokenBudget(self.config.budget.max_tokens, stage, spent_before=self._ledger.spent)
+
+    def finish(self, gate: TokenBudget, stopped: bool, total: int | None) -> None:
+        """Add the stage's ledger to the run's; on a budget stop, record the one-line message."""
+        self._ledger = self._ledger.merged(gate.ledger)
+        if stopped:
+            self.stopped = stop_message(gate, total)
+
+    def run_ledger(self) -> TokenLedger:
+        return self._ledger
+
+    def tokens(self, labels: int | None) -> TokensReport:
+        return tokens_report(self._ledger, self.config.budget, labels)
+
+
+def stop_message(gate: TokenBudget, total: int | None) -> str:
+    of = f" of {total}" if total else ""
+    return (
+        f"token budget reached: the {gate.stage} stage stopped after {gate.items_done}{of} "
+        f"prompts, {gate.spent:,} of {gate.max_tokens:,} tokens spent; rerun with a larger "
+        "budget.max_tokens (--token-budget) to continue where it stopped"
+    )

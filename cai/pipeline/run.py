@@ -1,19 +1,25 @@
-"""Running a pipeline: lock, check every stage, write the resolved config, run, summarise."""
+"""The one runner: lock, check every stage, write the resolved config, run, summarise.
+
+`cai run`, `cai sample`, `cai judge` and `cai revise` all run here, so they share the lock,
+the token budget, the run files (`config.resolved.yaml`, `summary.json`, `logs/`) and the
+shape of the summary.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from cai.backends.base import Backend
+from cai.budget import TokensReport
 from cai.pipeline.config import SUMMARY_FILE, PipelineConfig, save_resolved_config
 from cai.pipeline.context import RunContext
-from cai.pipeline.stages import STAGES
-from cai.pipeline.tokens import budget_stop, run_tokens
-from cai.stage_summary import shown_from
+from cai.pipeline.stages import STAGES, check_stage
+from cai.stages.summary import shown_from
 
 
 class PipelineResult(BaseModel):
@@ -48,11 +54,14 @@ def run_pipeline(
     *,
     policy_backend: Backend | None = None,
     judge_backend: Backend | None = None,
+    save_config: Callable[[Path], object] | None = None,
 ) -> PipelineResult:
     """Run the configured stages; pass backends to reuse engines you already hold.
 
     Order: lock the output directory, check every stage's inputs and settings (no model is
     loaded, nothing is written), then write the resolved config, run, and write the summary.
+    `save_config(output_dir)` writes the resolved config in the shape the command read it
+    (default: the pipeline config).
     """
     from cai.files import DirectoryLock, atomic_write_json
 
@@ -63,17 +72,13 @@ def run_pipeline(
             config, output_dir, policy_backend=policy_backend, judge_backend=judge_backend
         )
         for name in config.stages:
-            STAGES[name].check(ctx)
+            check_stage(STAGES[name], ctx)
         if config.overwrite:
             _discard_run_files(output_dir)
-        save_resolved_config(config, output_dir)
+        (save_config or (lambda out: save_resolved_config(config, out)))(output_dir)
         try:
             stages = _run_stages(ctx)
-            calls = {}
-            if ctx.policy_backend is not None:
-                calls["policy"] = _backend_calls(ctx.policy_backend)
-            if ctx.judge_backend is not None and ctx.judge_backend is not ctx.policy_backend:
-                calls["judge"] = _backend_calls(ctx.judge_backend)
+            calls = _model_calls(ctx)
         finally:
             ctx.close()
         summary: dict[str, Any] = {
@@ -85,17 +90,25 @@ def run_pipeline(
         if ctx.provenance is not None:
             summary["provenance"] = ctx.provenance
         labels = stages.get("preferences", {}).get("rows_written")
-        summary["tokens"] = run_tokens(ctx, labels).model_dump(mode="json")
-        stopped = budget_stop(ctx)
-        if stopped:
-            summary["stopped"] = stopped
+        summary["tokens"] = ctx.tokens(labels).model_dump(mode="json")
+        if ctx.stopped:
+            summary["stopped"] = ctx.stopped
         atomic_write_json(output_dir / SUMMARY_FILE, summary)
     dataset = stages.get("preferences", {}).get("dataset")
     if dataset is not None:
         dataset = str(output_dir / dataset)
     return PipelineResult(
-        output_dir=str(output_dir), dataset=dataset, summary=summary, stopped=stopped
+        output_dir=str(output_dir), dataset=dataset, summary=summary, stopped=ctx.stopped
     )
+
+
+def _model_calls(ctx: RunContext) -> dict[str, Any]:
+    calls = {}
+    if ctx.policy_backend is not None:
+        calls["policy"] = _backend_calls(ctx.policy_backend)
+    if ctx.judge_backend is not None and ctx.judge_backend is not ctx.policy_backend:
+        calls["judge"] = _backend_calls(ctx.judge_backend)
+    return calls
 
 
 def _run_stages(ctx: RunContext) -> dict[str, Any]:
@@ -103,14 +116,13 @@ def _run_stages(ctx: RunContext) -> dict[str, Any]:
     out = {}
     for name in ctx.config.stages:
         out[name] = STAGES[name].run(ctx).model_dump(mode="json")
-        if budget_stop(ctx):
+        if ctx.stopped:
             break
     return out
 
 
 def format_summary(result: PipelineResult) -> str:
     """The human-readable end-of-run report (paths as the user can open them)."""
-
     shown = shown_from(result.output_dir)
     s = result.summary
     lines = [f"{s['name']}: done in {s['wall_seconds']:.1f} s"]
@@ -130,9 +142,7 @@ def format_summary(result: PipelineResult) -> str:
                 f"  {role} call cache: {sent} sent to the model, {served} served from cache"
             )
     if s.get("tokens"):
-        from cai.budget import TokensReport
-
-        lines += [f"  {line}" for line in TokensReport.model_validate(s["tokens"]).lines()]
+        lines += TokensReport.model_validate(s["tokens"]).lines()
     if "sample" in s["stages"] and "judge" not in s["stages"] and not result.stopped:
         lines.append(f"samples: {shown(s['stages']['sample'].get('samples_dir'))}")
     if result.dataset:

@@ -13,9 +13,9 @@ import math
 import pytest
 import yaml
 
-from cai.judge.stage import iter_judged
+from cai.judge.judged import iter_judged
 from cai.pipeline import load_pipeline_config, run_pipeline
-from cai.preferences import load_preferences
+from cai.preference_data import load_preferences
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

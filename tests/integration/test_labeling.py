@@ -14,9 +14,9 @@ import sys
 import pytest
 import yaml
 
-from cai.judge.stage import iter_judged
+from cai.judge.judged import iter_judged
 from cai.pipeline import load_pipeline_config, run_pipeline
-from cai.preferences import load_preferences
+from cai.preference_data import load_preferences
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -180,7 +180,7 @@ def test_cai_run_cli_end_to_end(tiny_model_dir, tmp_path):
 def test_shared_seed_batches_are_reproducible_per_prompt_on_vllm(vllm_backend, tmp_path):
     """vLLM seeds each request of a batch separately: chunking does not change responses."""
     from cai.records import PromptRecord
-    from cai.sample import SampleConfig, iter_samples, sample_prompts
+    from cai.stages.sample import SampleConfig, iter_samples, sample_prompts
 
     records = [
         PromptRecord(prompt_id=f"p{i}", prompt=[{"role": "user", "content": text}])

@@ -23,10 +23,10 @@ import yaml
 from cai.backends import backend_spec
 from cai.executors import ExecutorConfig, LocalExecutor
 from cai.jobs import job_is_complete
-from cai.pipeline import load_pipeline_config, run_pipeline
+from cai.pipeline import load_pipeline_config, run_pipeline, run_revise
 from cai.records import PromptRecord
-from cai.revise import ReviseConfig, run_revise
-from cai.sample import SampleConfig, sample_prompts
+from cai.stages.revise import ReviseConfig
+from cai.stages.sample import SampleConfig, sample_prompts
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_two_actors_write_the_same_bytes_as_local(tmp_path, ray_address):
 
 
 def test_results_come_in_input_order_with_bounded_work_ahead(ray_address):
-    from cai.executors.recipes import SampleRecipe
+    from cai.stages.sample import SampleRecipe
 
     recipe = SampleRecipe(backend=backend_spec(kind="scripted", model="unit"), config=SampleConfig())
     pulled = []
@@ -214,9 +214,9 @@ def test_actors_that_keep_dying_stop_the_run_with_one_clear_error(tmp_path, ray_
 def test_errors_inside_an_actor_and_missing_resources_are_one_line(tmp_path, ray_address):
     from cai.constitution import load_constitution
     from cai.executors.ray import ExecutorError
-    from cai.executors.recipes import JudgeRecipe, RecipeError
     from cai.judge.compare import JudgeConfig
-    from cai.judge.stage import judge_samples
+    from cai.stages.base import RecipeError
+    from cai.stages.judge import JudgeRecipe, judge_samples
 
     spec = backend_spec(kind="scripted", model="unit")
     recipe = JudgeRecipe(

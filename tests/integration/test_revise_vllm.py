@@ -7,8 +7,9 @@ import pytest
 from cai.backends.cached import CachedBackend
 from cai.cache import CallCache
 from cai.constitution import load_constitution, sample_principles
-from cai.revise import ReviseConfig, iter_chains, run_revise
+from cai.pipeline import run_revise
 from cai.sft_data import load_split
+from cai.stages.revise import ReviseConfig, iter_chains
 
 pytestmark = pytest.mark.vllm
 

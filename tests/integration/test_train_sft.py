@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.app import app
-from cai.revise import ReviseConfig, run_revise
+from cai.pipeline import run_revise
+from cai.stages.revise import ReviseConfig
 
 pytestmark = pytest.mark.slow
 

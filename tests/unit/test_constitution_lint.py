@@ -18,8 +18,8 @@ from cai.constitution import load_constitution
 from cai.constitution_tools.lint import LintConfig, static_findings
 from cai.constitution_tools.lintreport import lint_constitution
 from cai.judge.compare import JudgeConfig, PairwiseJudge
-from cai.judge.stage import judge_samples
 from cai.records import Sample
+from cai.stages.judge import judge_samples
 from cai.templates import TemplateSet
 
 runner = CliRunner()

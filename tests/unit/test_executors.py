@@ -19,13 +19,12 @@ from cai.cli.app import app
 from cai.config import ConfigError
 from cai.constitution import load_constitution
 from cai.executors import ExecutorConfig, LocalExecutor, make_executor
-from cai.executors.recipes import JudgeRecipe, SampleRecipe
 from cai.jobs import ChunkedJob, encode_rows, iter_job_results
 from cai.judge.compare import JudgeConfig, PairwiseJudge
-from cai.judge.stage import judge_samples
 from cai.pipeline import PipelineConfigError, load_pipeline_config, run_pipeline
 from cai.records import PromptRecord
-from cai.sample import SampleConfig, iter_samples, sample_chunk, sample_prompts
+from cai.stages.judge import JudgeRecipe, judge_samples
+from cai.stages.sample import SampleConfig, SampleRecipe, iter_samples, sample_chunk, sample_prompts
 from cai.templates import TemplateSet
 
 
@@ -75,7 +74,7 @@ def test_cli_flags_reach_the_executor_setting(tmp_path, monkeypatch, command):
         raise SystemExit(0)
 
     monkeypatch.setattr("cai.pipeline.run_pipeline", fake_run)
-    monkeypatch.setattr("cai.revise.run_revise", fake_run)
+    monkeypatch.setattr("cai.pipeline.run_revise", fake_run)
     args = {
         "run": ["run", str(tmp_path / "p.yaml")],
         "sample": ["sample", "prompts.jsonl", "--out", str(tmp_path / "o")],

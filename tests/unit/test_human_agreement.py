@@ -165,9 +165,9 @@ def test_report_files(tmp_path):
     ("fmt", "name"), [("save_to_disk", "prefs"), ("parquet", "p.parquet"), ("jsonl", "p.jsonl")]
 )
 def test_reads_the_preference_datasets_the_labeler_writes(tmp_path, fmt, name):
-    from cai.human.storage import read_rows
-    from cai.preferences import write_dataset
+    from cai.preference_data import write_dataset
     from cai.records import PreferenceRow
+    from cai.tables import read_rows
 
     rows_path = tmp_path / "rows.jsonl"
     rows_path.write_text("".join(PreferenceRow(**row).model_dump_json() + "\n" for row in AI))

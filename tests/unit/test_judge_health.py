@@ -12,8 +12,8 @@ from cai.human.agreement import pair_of_row
 from cai.judge.compare import PairJudgment, RankingJudgment
 from cai.judge.families import model_family, self_preference
 from cai.judge.health import JudgedPair, judge_health, judged_health, order_outcome
+from cai.judge.judged import JudgedSample
 from cai.judge.parse import JudgeFailure
-from cai.judge.stage import JudgedSample
 
 PAIRS = [
     # a shorter than b (5 vs 16 chars, 1 vs 3 words), a wins; orders agree

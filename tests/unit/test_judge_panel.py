@@ -14,10 +14,10 @@ from cai.backends.base import ChoiceRequest, ContextOverflowError
 from cai.backends.scripted import ScriptedBackend
 from cai.constitution import Constitution, Principle
 from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
+from cai.judge.judged import judge_chunk
 from cai.judge.panel import PanelConfig, PanelJudge, combine_probs, member_agreement, member_names
-from cai.judge.stage import judge_chunk
-from cai.preferences import PreferenceConfig, Provenance, rows_for
 from cai.records import Sample
+from cai.stages.preferences import PreferenceConfig, Provenance, rows_for
 from cai.templates import TemplateSet
 
 GOOD, BAD = "GOOD reply about tea", "BAD reply about tea"

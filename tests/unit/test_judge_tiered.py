@@ -20,8 +20,8 @@ from cai.judge.compare import (
     combine_tiers,
     effective_tiers,
 )
-from cai.judge.stage import JudgedSample
-from cai.preferences import PreferenceConfig, Provenance, rows_for
+from cai.judge.judged import JudgedSample
+from cai.stages.preferences import PreferenceConfig, Provenance, rows_for
 from cai.templates import TemplateSet
 
 GOOD, BAD = "GOOD reply", "BAD reply"

@@ -11,7 +11,7 @@ import yaml
 from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
 from cai.pipeline import PipelineConfigError, load_pipeline_config, run_pipeline
-from cai.preferences import load_preferences
+from cai.preference_data import load_preferences
 
 LONG_LOGIT = 2.0
 
@@ -102,7 +102,7 @@ def test_cli_run_with_two_scripted_members(tmp_path, opinionated):
     from typer.testing import CliRunner
 
     from cai.cli.app import app
-    from cai.judge.stage import iter_judged
+    from cai.judge.judged import iter_judged
 
     path = write_config(tmp_path)
     result = CliRunner().invoke(app, ["run", str(path)])

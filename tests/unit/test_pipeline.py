@@ -16,7 +16,7 @@ from cai.pipeline import (
     load_pipeline_config,
     run_pipeline,
 )
-from cai.preferences import load_preferences
+from cai.preference_data import load_preferences
 
 
 def content_score(request: ChoiceRequest) -> list[float]:
@@ -199,7 +199,7 @@ def test_cli_sample_then_judge_on_the_scripted_backend(tmp_path):
 
 def test_revise_stage_runs_from_the_pipeline_file(tmp_path):
     """SL-CAI as a pipeline stage: prompts -> critique -> revision -> SFT data beside the run."""
-    from cai.revise import iter_chains
+    from cai.stages.revise import iter_chains
 
     path = write_config(tmp_path, stages=["revise"], revise={"rounds": 2})
     backend = ScriptedBackend(score=content_score, model_id="scripted-revise")

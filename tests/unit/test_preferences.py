@@ -7,16 +7,15 @@ import json
 import pytest
 
 from cai.judge.compare import PairJudgment, PrincipleJudgment, RankingJudgment
+from cai.judge.judged import JudgedSample
 from cai.judge.parse import JudgeFailure
-from cai.judge.stage import JudgedSample
-from cai.preferences import (
+from cai.preference_data import load_preferences, write_dataset
+from cai.stages.preferences import (
     PreferenceConfig,
     Provenance,
     build_preferences,
     dataset_card,
-    load_preferences,
     rows_for,
-    write_dataset,
 )
 
 PROMPT = [{"role": "user", "content": "Question?"}]
@@ -184,7 +183,7 @@ def test_empty_dataset_still_writes_with_the_schema(tmp_path):
 def test_pair_ids_match_the_human_label_key_whatever_the_order():
     """AI rows, human imports and mixing must name the same pair the same way."""
     from cai.human.pairs import row_key
-    from cai.judge.stage import judge_chunk
+    from cai.judge.judged import judge_chunk
     from cai.records import Sample, pair_key
 
     assert pair_key(PROMPT, "x", "y") == pair_key(PROMPT, "y", "x")

@@ -22,7 +22,7 @@ from cai.backends.scripted import ScriptedBackend
 from cai.errors import CaiError, OutputDirError
 from cai.jobs import ChunkedJob, JobConfigMismatchError, JobIncompleteError, iter_job_results
 from cai.pipeline import load_pipeline_config, run_pipeline
-from cai.preferences import load_preferences
+from cai.preference_data import load_preferences
 
 
 def content_score(request: ChoiceRequest) -> list[float]:

@@ -14,8 +14,9 @@ from cai.backends.base import ContextOverflowError
 from cai.backends.scripted import ScriptedBackend
 from cai.constitution import load_constitution, sample_principles
 from cai.judge.critique import ChainStart, CritiqueConfig, CritiqueReviser
-from cai.revise import ReviseConfig, iter_chains, read_summary, run_revise
+from cai.pipeline import run_revise
 from cai.sft_data import load_split
+from cai.stages.revise import ReviseConfig, iter_chains, read_summary
 from cai.templates import TemplateSet
 
 CONSTITUTION = """
@@ -271,7 +272,7 @@ def test_rounds_default_to_the_constitution(tmp_path, constitution):
 
 
 def test_pipeline_settings_build_a_full_config(tmp_path, constitution):
-    from cai.revise import ReviseSettings
+    from cai.stages.revise import ReviseConfig as ReviseSettings
 
     settings = ReviseSettings(rounds=3, guards={"policy": "keep"}, revision={"max_tokens": 9})
     config = ReviseConfig.from_settings(

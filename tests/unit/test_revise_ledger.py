@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 from cai.backends.scripted import ScriptedBackend
 from cai.cli.app import app
 from cai.ledger import CHUNK_TOKENS, chunk_file_tokens, job_tokens
-from cai.revise import ReviseConfig, read_summary, run_revise
+from cai.pipeline import run_revise
 from cai.sft_data import load_split
+from cai.stages.revise import ReviseConfig, read_summary
 
 CONSTITUTION = """
 name: ledger-test

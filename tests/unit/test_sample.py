@@ -6,7 +6,7 @@ import pytest
 
 from cai.backends.scripted import ScriptedBackend
 from cai.records import PromptRecord
-from cai.sample import SampleConfig, iter_samples, prompt_seed, sample_prompts
+from cai.stages.sample import SampleConfig, iter_samples, prompt_seed, sample_prompts
 
 
 def records(count=7):

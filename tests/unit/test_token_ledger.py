@@ -20,7 +20,7 @@ from cai.budget import BudgetConfig, TokenBudget, TokenPrice, model_name, tokens
 from cai.cache import CallCache
 from cai.ledger import LedgerBackend, TokenLedger
 from cai.pipeline import format_summary, load_pipeline_config, run_pipeline
-from cai.preferences import load_preferences
+from cai.preference_data import load_preferences
 
 CONVS = [[{"role": "user", "content": "one two three"}], [{"role": "user", "content": "four"}]]
 

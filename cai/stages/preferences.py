@@ -5,6 +5,10 @@ format plus provenance and confidence. Every judged prompt ends up either as row
 filtered record with its reason (judge failure, tie, low confidence, order disagreement,
 ...); nothing is dropped silently. The dataset is written by streaming through a JSONL file,
 so memory stays flat however many prompts there are.
+
+Reads the judgments (made by the judge stage, or an earlier run's); writes the dataset
+(`preferences/`, `preferences.parquet` or `preferences.jsonl`) with its card, the filtered
+pairs (`filtered.jsonl`) and the rows it streams through (`work/rows.jsonl`).
 """
 
 from __future__ import annotations
@@ -12,22 +16,23 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from cai.datasets_io import DatasetFormat
 from cai.judge.compare import PairJudgment
 from cai.judge.health import JudgeHealth, order_outcome
+from cai.judge.judged import JudgedSample, iter_judged
 from cai.judge.panel import member_columns
 from cai.judge.ranking import win_probability
-from cai.judge.stage import JudgedSample
+from cai.preference_data import push_to_hub, write_dataset
 from cai.records import PreferenceRow, pair_key
+from cai.stages.base import Input, Output, Stage, StageContext
+from cai.stages.summary import Shown, StageSummary
+from cai.tables import DatasetFormat
 
-OutputFormat = DatasetFormat
-"""save_to_disk | parquet | jsonl (`disk` is read as save_to_disk)."""
 KwiseMode = Literal["best_vs_worst", "all_pairs"]
 TIE_EPSILON = 1e-9
 
@@ -47,7 +52,8 @@ class PreferenceConfig(BaseModel):
         False, description="drop pairs whose two answer orders prefer different responses"
     )
     kwise: KwiseMode = "best_vs_worst"
-    format: OutputFormat = "save_to_disk"
+    format: DatasetFormat = "save_to_disk"
+    """save_to_disk | parquet | jsonl (`disk` is read as save_to_disk)."""
     write_filtered: bool = Field(True, description="also write the filtered pairs with reasons")
     push_to_hub: str | None = Field(None, description="repo id to push the dataset to")
     private: bool = True
@@ -332,98 +338,6 @@ def build_preferences(
     return counts
 
 
-def preference_features():
-    """Explicit column types, so empty or all-null columns still load with the right schema."""
-    from datasets import Features, List, Value
-
-    message = {"role": Value("string"), "content": Value("string")}
-    return Features(
-        {
-            "prompt": List(message),
-            "chosen": List(message),
-            "rejected": List(message),
-            "prompt_id": Value("string"),
-            "pair_id": Value("string"),
-            "prob_chosen": Value("float64"),
-            "n_judgments": Value("int64"),
-            "orders_agree": Value("bool"),
-            "principles": List(Value("string")),
-            "judge_model": Value("string"),
-            "constitution_name": Value("string"),
-            "constitution_hash": Value("string"),
-            "source": Value("string"),
-            "method": Value("string"),
-            "prob_chosen_by_order": List(Value("float64")),
-            "prob_chosen_by_principle": List(Value("float64")),
-            "score_margin": Value("float64"),
-            "rater_id": Value("string"),
-            "decided_by_tier": Value("int64"),
-            "judge_members": List(Value("string")),
-            "prob_chosen_by_member": List(Value("float64")),
-        }
-    )
-
-
-def _rows(rows_path: str | Path) -> Iterator[dict[str, Any]]:
-    from cai.datasets_io import stream_rows
-
-    return stream_rows(rows_path)
-
-
-def load_rows_dataset(rows_path: str | Path, cache_dir: str | Path):
-    """The rows JSONL as a `datasets.Dataset` streamed into an Arrow file in `cache_dir`
-    (memory-mapped, not in memory); the caller keeps `cache_dir` while it uses the dataset."""
-    from cai.datasets_io import mapped_dataset
-
-    return mapped_dataset(_rows(rows_path), preference_features(), cache_dir)
-
-
-def write_dataset(
-    rows_path: str | Path,
-    destination: str | Path,
-    fmt: OutputFormat,
-    card: str | None = None,
-    cache_dir: str | Path | None = None,
-) -> Path:
-    """Write the rows in `fmt` to `destination` atomically (a rerun replaces it whole).
-
-    save_to_disk -> a directory; parquet -> a .parquet file; jsonl -> a .jsonl file (`disk`
-    is accepted for save_to_disk). The dataset card goes into the directory, or beside the
-    file as <name>.README.md. See `cai.datasets_io.write_dataset`.
-    """
-    from cai.datasets_io import write_dataset as write
-
-    return write(
-        _rows(rows_path),
-        destination,
-        fmt,
-        card=card,
-        features=preference_features(),
-        scratch_dir=cache_dir,
-    )
-
-
-def push_to_hub(rows_path: str | Path, repo_id: str, card: str, private: bool = True) -> None:
-    """Upload the dataset and its card (needs a Hugging Face token in the environment)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as cache:
-        dataset = load_rows_dataset(rows_path, cache)
-        dataset.push_to_hub(repo_id, private=private)
-        del dataset
-    from huggingface_hub import DatasetCard
-
-    DatasetCard(card).push_to_hub(repo_id, repo_type="dataset")
-
-
-def load_preferences(path: str | Path):
-    """Load a dataset this module wrote, in any of its formats, as a `datasets.Dataset`
-    (columns of a JSONL file typed as preference rows; see `cai.datasets_io.load_table`)."""
-    from cai.datasets_io import load_table
-
-    return load_table(path, features=preference_features())
-
-
 def dataset_card(
     *,
     title: str,
@@ -468,3 +382,123 @@ def dataset_card(
     if health is not None:
         lines += ["## Judge health", "", *(f"- {line}" for line in health.lines()), ""]
     return "\n".join(lines)
+
+
+# ---- the stage -------------------------------------------------------------------------------
+class PreferencesSummary(PreferenceCounts, StageSummary):
+    dataset: str | None = None
+    filtered_file: str | None = None
+
+    def lines(self, shown: Shown) -> list[str]:
+        """Position flips and confidence are the judge's: JudgeSummary shows them once."""
+        see = f" (see {shown(self.filtered_file)})" if self.filtered_file else ""
+        return [
+            f"pairs written: {self.rows_written}",
+            f"filtered: {self.filtered or 'none'}{see}",
+            f"judge failures: {self.judge_failures_by_kind or 'none'}",
+        ]
+
+
+def dataset_path(ctx: StageContext) -> Path:
+    fmt = ctx.config.preferences.format
+    name = {"save_to_disk": "preferences", "parquet": "preferences.parquet"}
+    return ctx.output_dir / name.get(fmt, "preferences.jsonl")
+
+
+def _judgments_ready(ctx: StageContext) -> None:
+    from cai.config import ConfigError
+    from cai.jobs import job_is_complete
+
+    if not job_is_complete(ctx.judgments_dir):
+        raise ConfigError(
+            f"{ctx.rel(ctx.judgments_dir)} holds no finished judgments",
+            key="stages",
+            fix="Add the `judge` stage (or run `cai judge`) before `preferences`.",
+        )
+
+
+def _provenance_from_job(judgments_dir: Path) -> dict[str, Any]:
+    """Provenance of a finished judging job (when `preferences` runs without `judge`)."""
+    from cai.config import ConfigError
+    from cai.jobs import job_fingerprint
+
+    fingerprint = job_fingerprint(judgments_dir)
+    if fingerprint is None:
+        raise ConfigError(f"{judgments_dir} holds no judgments; run the `judge` stage first.")
+    return {
+        "judge_model": fingerprint.get("judge_model"),
+        "constitution_name": fingerprint.get("constitution"),
+        "constitution_hash": fingerprint.get("constitution_hash"),
+        "templates": fingerprint.get("templates"),
+    }
+
+
+def _card_details(ctx: StageContext, labels: int) -> dict[str, Any]:
+    """The card's `inputs`, `tokens` and `panel` entries (tokens of the finished jobs when this
+    run judged nothing itself, as when `preferences` runs alone)."""
+    from cai.budget import tokens_report
+    from cai.ledger import job_tokens
+    from cai.stages.judge import panel_fingerprint
+
+    inputs: dict[str, Any]
+    if ctx.config.prompts is not None and "sample" in ctx.config.stages:
+        inputs = ctx.config.prompts.model_dump(mode="json")
+        inputs["path"] = ctx.rel(inputs["path"])
+    else:
+        inputs = {"samples": ctx.rel(ctx.samples_dir)}
+    ledger = ctx.run_ledger()
+    if not ledger.stages:
+        ledger = job_tokens(ctx.judgments_dir).merged(job_tokens(ctx.samples_dir))
+    report = tokens_report(ledger, ctx.config.budget, labels)
+    out: dict[str, Any] = {
+        "inputs": inputs,
+        "tokens": report.model_dump(mode="json", exclude={"max_tokens", "unpriced_models"}),
+    }
+    if ctx.config.judge_backends is not None:
+        out["panel"] = panel_fingerprint(ctx)
+    return out
+
+
+def run(ctx: StageContext) -> PreferencesSummary:
+    from cai.stages.judge import judge_health
+
+    config = ctx.config.preferences
+    provenance = ctx.provenance or _provenance_from_job(ctx.judgments_dir)
+    prov = Provenance(**{k: provenance.get(k) for k in Provenance.model_fields})
+    rows_path = ctx.output_dir / "work" / "rows.jsonl"
+    filtered_path = ctx.output_dir / "filtered.jsonl" if config.write_filtered else None
+    counts = build_preferences(
+        iter_judged(ctx.judgments_dir), config, prov, rows_path, filtered_path
+    )
+    card = dataset_card(
+        title=ctx.config.name,
+        counts=counts,
+        provenance=prov,
+        details={
+            "templates": provenance.get("templates"),
+            "sampling": ctx.config.sample.model_dump(mode="json"),
+            "judge": ctx.config.judge.model_dump(mode="json"),
+            "filters": config.model_dump(mode="json", exclude={"push_to_hub", "private"}),
+            **_card_details(ctx, counts.rows_written),
+        },
+        health=judge_health(ctx),
+    )
+    destination = write_dataset(rows_path, dataset_path(ctx), config.format, card=card)
+    if config.push_to_hub:
+        push_to_hub(rows_path, config.push_to_hub, card, private=config.private)
+    return PreferencesSummary(
+        **counts.model_dump(exclude={"position_disagreement_rate"}),
+        dataset=ctx.rel(destination),
+        filtered_file=ctx.rel(filtered_path) if filtered_path else None,
+    )
+
+
+JUDGMENTS_IN = Input("judgments", made_by="judge", check=_judgments_ready)
+STAGE = Stage(
+    "preferences",
+    (JUDGMENTS_IN,),
+    (Output("preferences", dataset_path, key="output_dir", fix="Use another --out."),),
+    lambda ctx: None,
+    run,
+    PreferencesSummary,
+)

@@ -1,4 +1,4 @@
-"""Policy sampling: n responses per prompt, streamed, chunked and resumable.
+"""The sample stage: n policy responses per prompt, streamed, chunked and resumable.
 
 A prompt's responses depend only on the run seed and the prompt itself: not on the chunk it
 fell in, the prompts around it, or whether the run was interrupted and resumed. Every backend
@@ -6,22 +6,35 @@ applies a seed per request (vLLM seeds each request of a batch on its own), so t
 `seed_mode: shared` sends a whole chunk as one batched request with the run seed.
 `seed_mode: per_prompt` sends one request per prompt with a seed derived from (seed,
 prompt_id), for servers that seed per batch; it is several times slower.
+
+Reads the prompts (`prompts:`); writes `samples/`, one `Sample` per prompt.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends import BackendSpec
 from cai.backends.base import Backend, GenerationParams
-from cai.executors.base import ExecutorReport
-from cai.jobs import JOB_FILE, ChunkedJob, JobStats, iter_job_results, job_item_count
+from cai.executors.base import Chunk, WorkerRecipe
+from cai.jobs import JOB_FILE, iter_job_results, job_item_count
 from cai.records import PromptRecord, Sample
+from cai.stages.base import (
+    CountedWorker,
+    Input,
+    Output,
+    Stage,
+    StageContext,
+    check_executor,
+    run_chunks,
+)
+from cai.stages.summary import JobSummary, Shown
 
 if TYPE_CHECKING:
     from cai.executors import Executor
@@ -50,16 +63,26 @@ class SampleConfig(BaseModel):
     )
 
 
-class SampleStats(BaseModel):
+class SampleSummary(JobSummary):
     prompts: int
     prompts_sampled_now: int
     prompts_resumed: int
     responses: int
+    """Responses in the whole job (not counted when the budget stopped it)."""
     truncated_responses: int
-    seconds: float
-    executor: ExecutorReport | None = None
-    stopped: bool = False
-    """A token budget stopped the job at a chunk boundary (responses are not counted then)."""
+    samples_dir: str | None = None
+
+    def lines(self, shown: Shown) -> list[str]:
+        if self.stopped:
+            return [f"sampled: {self.prompts} prompts before the token budget stopped it"]
+        return [
+            f"sampled: {self.prompts} prompts ({self.prompts_resumed} resumed), "
+            f"{self.responses} responses, {self.truncated_responses} hit max_tokens",
+            *self.executor_lines(),
+        ]
+
+    def requests_made(self) -> str:
+        return f"{self.prompts_sampled_now} generation requests"
 
 
 def prompt_seed(seed: int, prompt_id: str) -> int:
@@ -113,6 +136,29 @@ def sample_fingerprint(policy_model: str, config: SampleConfig) -> dict:
     return {"stage": "sample", "policy_model": policy_model, "config": config.model_dump(mode="json")}
 
 
+class SampleWorker(CountedWorker):
+    def __init__(self, backend: Backend, config: SampleConfig) -> None:
+        from cai.ledger import counting
+
+        self.backend = counting(backend, "sample")
+        self.backends = [self.backend]
+        self.config = config
+        self.model_id = backend.model_id
+
+    def work(self, chunk: Chunk) -> list[Sample]:
+        return sample_chunk(self.backend, chunk, self.config)
+
+
+@dataclass
+class SampleRecipe(WorkerRecipe):
+    config: SampleConfig
+
+    stage: ClassVar[str] = "sample"
+
+    def build(self, backend: Backend) -> SampleWorker:
+        return SampleWorker(backend, self.config)
+
+
 def sample_prompts(
     backend: Backend | BackendSpec,
     prompts: Iterable[PromptRecord],
@@ -124,7 +170,7 @@ def sample_prompts(
     overwrite: bool = False,
     executor: Executor | None = None,
     gate: ChunkGate | None = None,
-) -> SampleStats:
+) -> SampleSummary:
     """Sample every prompt into `work_dir` (resumable; rerun skips finished chunks).
 
     Each chunk is keyed by the content of its prompts (ids and messages), so a prompts file
@@ -134,24 +180,25 @@ def sample_prompts(
     from the spec in each of its actors. The files written are the same either way.
     `gate` (a token budget) may stop the job at a chunk boundary; a rerun resumes it.
     """
-    from cai.executors import LocalExecutor
-    from cai.executors.recipes import SampleRecipe
-
-    given = backend if isinstance(backend, Backend) else None
-    spec = None if given is not None else backend
-    recipe = SampleRecipe(backend=spec, config=config)
-    executor = executor or LocalExecutor()
-    with executor.open(recipe, backend=given) as session:
-        fingerprint = sample_fingerprint(session.model_id, config)
-        with ChunkedJob(work_dir, fingerprint, chunk_size=chunk_size, overwrite=overwrite) as job:
-            stats: JobStats = job.run(
-                prompts, total=total, desc="sampling", unit="prompt", executor=session, gate=gate
-            )
+    spec = None if isinstance(backend, Backend) else backend
+    stats = run_chunks(
+        SampleRecipe(backend=spec, config=config),
+        lambda model_id: sample_fingerprint(model_id, config),
+        prompts,
+        work_dir,
+        desc="sampling",
+        total=total,
+        chunk_size=chunk_size,
+        overwrite=overwrite,
+        executor=executor,
+        gate=gate,
+        backend=backend,
+    )
     responses = truncated = 0
     for sample in [] if stats.stopped else iter_samples(work_dir):
         responses += len(sample.responses)
         truncated += sum(1 for r in sample.finish_reasons if r == "length")
-    return SampleStats(
+    return SampleSummary(
         prompts=stats.items_total,
         prompts_sampled_now=stats.items_processed,
         prompts_resumed=stats.items_done_before,
@@ -186,3 +233,60 @@ def count_samples(path: str | Path) -> int:
     if path.is_dir() and (path / JOB_FILE).exists():
         return job_item_count(path)
     return sum(1 for _ in iter_samples(path))
+
+
+# ---- the stage -------------------------------------------------------------------------------
+def count_prompts(ctx: StageContext) -> int:
+    """Every prompt read and validated (an empty or unreadable file is an error)."""
+    from cai.tables import count_prompts as count
+
+    source = ctx.config.prompts
+    assert source is not None  # checked by PipelineConfig
+    return count(source.path, source.column, source.limit)
+
+
+PROMPTS = Input("prompts", made_by=None, check=count_prompts)
+SAMPLES_OUT = Output(
+    "samples",
+    path=lambda ctx: ctx.samples_dir,
+    key="samples",
+    fix="Drop `samples:` (samples then go to output_dir/samples), or drop the sample stage to "
+    "judge those samples as they are.",
+)
+
+
+def check(ctx: StageContext) -> None:
+    from cai.jobs import check_fingerprint
+
+    check_executor(ctx)
+    if not ctx.config.overwrite:
+        fingerprint = sample_fingerprint("", ctx.config.sample)
+        check_fingerprint(
+            ctx.samples_dir, fingerprint, ctx.config.chunk_size, ignore=["policy_model"]
+        )
+
+
+def run(ctx: StageContext) -> SampleSummary:
+    from cai.tables import iter_prompts
+
+    source = ctx.config.prompts
+    assert source is not None  # checked by PipelineConfig
+    gate = ctx.gate("sample")
+    summary = sample_prompts(
+        ctx.policy() if ctx.runs_here else ctx.config.policy,
+        iter_prompts(source.path, source.column, source.limit),
+        ctx.samples_dir,
+        ctx.config.sample,
+        total=ctx.counts.get("prompts"),
+        chunk_size=ctx.config.chunk_size,
+        overwrite=ctx.config.overwrite,
+        executor=ctx.executor(),
+        gate=gate,
+    )
+    ctx.finish(gate, summary.stopped, ctx.counts.get("prompts"))
+    return summary.model_copy(
+        update={"samples_dir": ctx.rel(ctx.samples_dir), "tokens": gate.ledger.total("sample")}
+    )
+
+
+STAGE = Stage("sample", (PROMPTS,), (SAMPLES_OUT,), check, run, SampleSummary)
