@@ -39,6 +39,10 @@ _LIBRARIES = ("vllm", "transformers", "trl", "datasets", "accelerate", "torch", 
 #: Python warnings (`warnings.warn`), which libraries use for advice such as TRL's "supports
 #: vLLM versions ..." or torch's pin_memory note: to the log file with everything else.
 _WARNINGS_LOGGER = "py.warnings"
+#: Every metrics dict a trainer logs (`quiet_trainer`), one line per logging step.
+_METRICS_LOGGER = "cai.training"
+#: The loggers whose records go to the log file (errors to the terminal as well).
+ROUTED_LOGGERS = (*_LIBRARIES, _WARNINGS_LOGGER, _METRICS_LOGGER)
 _CHILD_WARNINGS = (
     "ignore::DeprecationWarning,ignore::FutureWarning,"
     "ignore::UserWarning:multiprocessing.resource_tracker"
@@ -64,7 +68,7 @@ def _logging_config(log_file: Path) -> dict:
     }
     loggers = {
         name: {"handlers": ["file", "terminal"], "level": "INFO", "propagate": False}
-        for name in (*_LIBRARIES, _WARNINGS_LOGGER)
+        for name in ROUTED_LOGGERS
     }
     return {
         "version": 1,
@@ -107,7 +111,60 @@ def route_library_logs(run_dir: str | Path, verbose: bool | None = None) -> Path
         datasets.disable_progress_bars()
     else:
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # transformers' "Loading weights" / "Writing model shards" bars, once per model load or
+    # save: a loop loads and saves models many times a round
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     return log_file
+
+
+def quiet_trainer(trainer) -> None:
+    """When library logs are routed: a transformers/TRL trainer shows one step bar (its postfix
+    the latest loss) instead of printing every logged metrics dict, and the metrics go to the
+    engine log. Unrouted (`--debug`), the trainer keeps its own output."""
+    if not os.environ.get(LOG_FILE_ENV):
+        return
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_step_bar())
+
+
+def _step_bar():
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    metrics_log = logging.getLogger(_METRICS_LOGGER)
+
+    class StepBar(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = tqdm(
+                    total=state.max_steps, initial=state.global_step, desc="training", unit="step"
+                )
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            metrics_log.info("step %d: %s", state.global_step, logs)
+            if self.bar is not None and isinstance(logs.get("loss"), int | float):
+                self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return StepBar()
 
 
 @contextmanager

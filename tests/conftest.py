@@ -133,8 +133,9 @@ def _restore_library_logging():
     each real run is its own process, so undo that between tests."""
     import logging
     import os
+    import sys
 
-    from cai.logs import _LIBRARIES, _WARNINGS_LOGGER
+    from cai.logs import ROUTED_LOGGERS
 
     keys = (
         "CAI_ENGINE_LOG",
@@ -152,10 +153,14 @@ def _restore_library_logging():
             logging.getLogger(name).level,
             logging.getLogger(name).propagate,
         )
-        for name in (*_LIBRARIES, _WARNINGS_LOGGER)
+        for name in ROUTED_LOGGERS
     }
     yield
     logging.captureWarnings(False)
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.enable_progress_bar()
     for key, value in saved_env.items():
         if value is None:
             os.environ.pop(key, None)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.io import InputFormatError
+from cai.logs import quiet_trainer
 from cai.train.config import (
     TrainCommon,
     precision_flags,
@@ -337,6 +338,7 @@ def _run(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> Train
         callback = trainer_debug_callback(trainer.args.process_index, config.output_dir)
         if callback is not None:
             trainer.add_callback(callback)
+        quiet_trainer(trainer)
         if main:
             save_config(config, config.output_dir)
         trainer.train(resume_from_checkpoint=resume)

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from cai.logs import quiet_trainer
 from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
 from cai.train.config import resolve_resume, save_config
 from cai.train.distributed import (
@@ -181,6 +182,7 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
         callback = trainer_debug_callback(args.process_index, config.output_dir)
         if callback is not None:
             trainer.add_callback(callback)
+        quiet_trainer(trainer)
         if trainer.is_world_process_zero():
             save_config(config, config.output_dir)
         trainer.train(resume_from_checkpoint=resume)

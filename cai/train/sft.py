@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cai.logs import quiet_trainer
 from cai.tables import InputFormatError
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 from cai.train.lora import lora_config
@@ -137,6 +138,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
         callback = trainer_debug_callback(args.process_index, config.output_dir)
         if callback is not None:
             trainer.add_callback(callback)
+        quiet_trainer(trainer)
         output = trainer.train(resume_from_checkpoint=resume_from)
         result = SftResult(
             output_dir=config.output_dir,

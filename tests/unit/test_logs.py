@@ -64,3 +64,51 @@ def test_without_routing_the_engine_output_stays_live(capfd):
         subprocess.run([sys.executable, "-c", CHILD], check=True)
     out, err = capfd.readouterr()
     assert "a C-level warning" in err and "an import-time line" in out
+
+
+class _Trainer:
+    """Just the callback list of a transformers Trainer."""
+
+    def __init__(self, callbacks):
+        self.callbacks = list(callbacks)
+
+    def remove_callback(self, kind):
+        self.callbacks = [c for c in self.callbacks if not isinstance(c, kind)]
+
+    def add_callback(self, callback):
+        self.callbacks.append(callback)
+
+
+def test_a_routed_trainer_logs_metrics_to_the_file_and_shows_one_bar(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from cai.logs import quiet_trainer
+
+    log_file = route_library_logs(tmp_path, verbose=False)
+    trainer = _Trainer([PrinterCallback(), ProgressCallback()])
+    quiet_trainer(trainer)
+    [bar] = trainer.callbacks
+    state = SimpleNamespace(is_world_process_zero=True, max_steps=4, global_step=0)
+    bar.on_train_begin(None, state, None)
+    for step in range(1, 5):
+        state.global_step = step
+        bar.on_step_end(None, state, None)
+        bar.on_log(None, state, None, logs={"loss": 0.5 / step, "grad_norm": 1.0})
+    bar.on_train_end(None, state, None)
+    captured = capsys.readouterr()
+    assert "grad_norm" not in captured.out + captured.err
+    assert "4/4" in captured.err
+    assert "step 4: {'loss': 0.125, 'grad_norm': 1.0}" in log_file.read_text(encoding="utf-8")
+
+
+def test_an_unrouted_trainer_keeps_its_own_output():
+    from transformers.trainer_callback import PrinterCallback
+
+    from cai.logs import quiet_trainer
+
+    printer = PrinterCallback()
+    trainer = _Trainer([printer])
+    quiet_trainer(trainer)
+    assert trainer.callbacks == [printer]
