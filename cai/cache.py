@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from cai.errors import CaiError
+from cai.model_names import cai_home
 
 T = TypeVar("T")
 
@@ -399,6 +400,4 @@ class CallCache:
 
 
 def default_cache_path() -> Path:
-    from cai.model_names import cai_home
-
     return cai_home() / "calls.sqlite"

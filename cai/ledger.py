@@ -32,6 +32,7 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.jobs import finished_chunk_files
 
 CHUNK_TOKENS = "chunk_tokens"
 """The key of a chunk's token counts, on the first record of each committed chunk."""
@@ -227,8 +228,6 @@ def chunk_file_tokens(path: str | Path) -> TokenLedger:
 
 def job_tokens(work_dir: str | Path) -> TokenLedger:
     """The counts of every chunk of a finished stage job (an unfinished one counts none)."""
-    from cai.jobs import finished_chunk_files
-
     out = TokenLedger()
     for path in finished_chunk_files(work_dir):
         out = out.merged(chunk_file_tokens(path))

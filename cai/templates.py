@@ -38,10 +38,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from cai.backends import prompt_split
 from cai.backends.base import ChoiceRequest, Message
 from cai.backends.prompt_split import with_tail
 from cai.backends.tokens import JOINER
+from cai.constitution import Constitution
 from cai.errors import CaiError
+from cai.resources import prompts_dir
 
 ROLES = ("system", "user", "assistant")
 _MARKER_LINE = re.compile(r"^[ \t]*\[\[(system|user|assistant)\]\][ \t]*$", re.MULTILINE)
@@ -205,8 +208,6 @@ def _to_data(value: Any) -> Any:
 def _convert_model(model: BaseModel) -> dict[str, Any]:
     """Template data of a pydantic model, converted at every render: models are mutable, and
     a content key costs more than the conversion (the strings inside are memoised by as_data)."""
-    from cai.constitution import Constitution
-
     if isinstance(model, Constitution):
         # Templates need the constitution's identity and judge prompt, not every principle.
         return _to_data(
@@ -271,8 +272,6 @@ class TemplateSet:
     def __init__(self, directory: str | Path | None = None):
         from jinja2 import FileSystemLoader, StrictUndefined
         from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        from cai.resources import prompts_dir
 
         self.bundled_dir = prompts_dir()
         self.user_dir: Path | None = None
@@ -427,8 +426,6 @@ class TemplateSet:
         difference that template is rendered in full from then on. Each prompt records where
         its text starts to vary in its last message (`tail`), so a backend can tokenize the
         shared start once (`cai.backends.prompt_split`)."""
-        from cai.backends import prompt_split
-
         if not prompt_split.SHARE_PREFIXES or name in self._render_whole or len(values) < 2:
             return [self.render(name, **variables, **{vary: value}) for value in values]
         data = self._checked_data(name, variables)

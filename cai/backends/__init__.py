@@ -19,6 +19,8 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.backends.cached import CachedBackend
+from cai.backends.scripted import ScriptedBackend
 from cai.backends.specs import (
     AnySpec,
     BackendKind,
@@ -30,13 +32,17 @@ from cai.backends.specs import (
     backend_spec,
     parse_backend_spec,
 )
+from cai.backends.transformers_local import TransformersBackend
+from cai.backends.vllm_offline import shared_vllm_backend
+from cai.cache import CallCache
+from cai.model_names import resolve_model
+from cai.platform import is_vllm_cpu_build
 
 
 def eager_default(setting: bool | None) -> bool:
     """The one default for every command: eager on vLLM's CPU build unless said otherwise."""
     if setting is not None:
         return setting
-    from cai.platform import is_vllm_cpu_build
 
     return is_vllm_cpu_build()
 
@@ -47,9 +53,6 @@ def _local_dtype(dtype: str) -> str:
 
 
 def _vllm(spec: VLLMSpec) -> Backend:
-    from cai.backends.vllm_offline import shared_vllm_backend
-    from cai.model_names import resolve_model
-
     # the engine starts on first use, one per model and settings (cai.backends.shared)
     return shared_vllm_backend(
         resolve_model(spec.model),
@@ -90,9 +93,6 @@ def _openai(spec: OpenAISpec) -> Backend:
 
 
 def _transformers(spec: TransformersSpec) -> Backend:
-    from cai.backends.transformers_local import TransformersBackend
-    from cai.model_names import resolve_model
-
     return TransformersBackend(
         resolve_model(spec.model),
         revision=spec.revision,
@@ -103,8 +103,6 @@ def _transformers(spec: TransformersSpec) -> Backend:
 
 
 def _scripted(spec: ScriptedSpec) -> Backend:
-    from cai.backends.scripted import ScriptedBackend
-
     return ScriptedBackend(model_id=f"scripted:{spec.model}")
 
 
@@ -121,9 +119,6 @@ def make_backend(spec: BackendSpec) -> Backend:
     spec = parse_backend_spec(spec)  # a mapping is checked here; a spec passes as it is
     backend = _BUILDERS[type(spec)](spec)
     if spec.cache_path:
-        from cai.backends.cached import CachedBackend
-        from cai.cache import CallCache
-
         backend = CachedBackend(backend, CallCache(spec.cache_path))
     return backend
 

@@ -37,6 +37,7 @@ from cai.backends.base import (
 )
 from cai.backends.http import HttpPool, RequestRejectedError
 from cai.backends.tokens import ChoiceTokenError
+from cai.model_names import model_identity
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,8 +60,6 @@ def served_identity(root: str, base_urls: list[str]) -> str:
     """
     hosts = {httpx.URL(url).host for url in base_urls}
     if hosts <= _LOOPBACK and Path(root).is_dir():
-        from cai.model_names import model_identity
-
         return model_identity(root)
     return root
 

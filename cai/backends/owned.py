@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cai.backends import make_backend
 from cai.backends.base import Backend
 
 
@@ -26,7 +27,6 @@ def backend_for(spec, given: Backend | None = None) -> Iterator[Backend]:
     if given is not None:
         yield given
         return
-    from cai.backends import make_backend
 
     built = make_backend(spec)
     try:
@@ -50,7 +50,6 @@ class RoleHandover:
         """The next role's backend: `given` as is, or one built from `spec` (a BackendSpec)."""
         if given is not None:
             return given
-        from cai.backends import make_backend
 
         if not starts_lazily(spec):
             self.close()

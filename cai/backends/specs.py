@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from cai.errors import did_you_mean
+
 DEFAULT_KIND = "vllm"
 KINDS = ("vllm", "openai", "transformers", "scripted")
 _PROGRESS_HELP = (
@@ -144,8 +146,6 @@ def _is_default(name: str, value: Any) -> bool:
 
 
 def _foreign_setting(kind: str, name: str) -> ValidationError:
-    from cai.errors import did_you_mean
-
     known = ", ".join(SPEC_TYPES[kind].model_fields)
     owners = _owners(name)
     if owners:

@@ -27,6 +27,8 @@ from cai.backends.tokens import (
     request_prompt_ids,
     text_prompt_ids,
 )
+from cai.backends.vllm_offline import check_model_path
+from cai.model_names import model_identity
 
 
 def _pick_device(device: str) -> str:
@@ -53,10 +55,7 @@ class TransformersBackend(Backend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from cai.backends.vllm_offline import _check_model_path
-        from cai.model_names import model_identity
-
-        _check_model_path(model)
+        check_model_path(model)
         self.device = _pick_device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)

@@ -25,6 +25,7 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.backends.shared import shared_backend
 from cai.backends.tokens import (
     batch_request_prompt_ids,
     chat_prompt_ids,
@@ -34,6 +35,8 @@ from cai.backends.tokens import (
     text_prompt_ids,
 )
 from cai.logs import engine_output_to_log
+from cai.model_names import model_identity
+from cai.platform import prepare_vllm_env
 
 _FINISH = {"stop": "stop", "length": "length"}
 
@@ -50,7 +53,7 @@ ENGINES_STARTED = 0
 """vLLM engines this process has started (tests check that resumed work starts none)."""
 
 
-def _check_model_path(model: str) -> None:
+def check_model_path(model: str) -> None:
     """A clear error for a model that is neither a model directory nor a hub id.
 
     vLLM's own error for a bad path is a long traceback about the hub; a hub id
@@ -92,8 +95,7 @@ class VLLMOfflineBackend(Backend):
         self.show_progress = show_progress
         self.overlap_batch = overlap_batch
         if engine is None:
-            _check_model_path(model)
-            from cai.platform import prepare_vllm_env
+            check_model_path(model)
 
             prepare_vllm_env()
             from vllm import LLM
@@ -129,8 +131,6 @@ class VLLMOfflineBackend(Backend):
         self.max_model_len = engine.llm_engine.model_config.max_model_len
         engine_dtype = str(engine.llm_engine.model_config.dtype).replace("torch.", "")
         if model_id is None:
-            from cai.model_names import model_identity
-
             model_id = f"vllm:{model_identity(model, revision)}:{engine_dtype}"
         self.model_id = model_id
 
@@ -281,13 +281,10 @@ def shared_vllm_backend(model: str, *, revision: str | None = None, **settings: 
     `settings` are VLLMOfflineBackend's keyword arguments. The model path is checked now, so
     a wrong path fails before any work; the engine starts on the first batch.
     """
-    from cai.backends.shared import shared_backend
-
-    _check_model_path(model)
+    check_model_path(model)
     engine_dtype = _ENGINE_DTYPES.get(str(settings.get("dtype", "float32")))
     if engine_dtype is None:  # a dtype only the engine can resolve: build it now
         return VLLMOfflineBackend(model, revision=revision, **settings)
-    from cai.model_names import model_identity
 
     model_id = f"vllm:{model_identity(model, revision)}:{engine_dtype}"
     path = Path(model).expanduser()

@@ -31,9 +31,13 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.constitution import sample_principles
 from cai.constitution.models import Aggregation
+from cai.constitution.usage import require_use, usable_principles
 from cai.judge.parse import JudgeFailure, check_rationale
 from cai.judge.ranking import Comparison, bradley_terry
+from cai.records import stable_id
+from cai.templates import template_data
 
 if TYPE_CHECKING:
     from cai.constitution import Constitution, Principle
@@ -239,8 +243,6 @@ class PairwiseJudge:
         templates: TemplateSet,
         config: JudgeConfig | None = None,
     ) -> None:
-        from cai.constitution.usage import require_use, usable_principles
-
         self.backend = backend
         self.constitution = constitution
         self.templates = templates
@@ -261,8 +263,6 @@ class PairwiseJudge:
     # ---- principle choice -------------------------------------------------------------
     def principles_for(self, key: str) -> list[Principle]:
         """The principles a pair is judged with: m sampled (per tier, under tiered)."""
-        from cai.constitution import sample_principles
-
         m = self.config.principles_per_pair or self.constitution.defaults.principles_per_judgment
         if self.aggregation == "mean":
             return sample_principles(
@@ -299,7 +299,6 @@ class PairwiseJudge:
         slots: list[_Slot] = []
         early: dict[int, list[JudgeFailure]] = {}
         principle_ids: dict[int, list[str]] = {}
-        from cai.templates import template_data
 
         # converted once per batch for its thousands of renders (not mutated meanwhile)
         constitution = template_data(self.constitution)
@@ -516,8 +515,6 @@ class FixedPrinciplesJudge(PairwiseJudge):
 
 def ranking_pairs(item: ResponsesToRank) -> list[tuple[int, int, PairToJudge]]:
     """Every unordered pair (i < j) of an item's responses, keyed by the item and indices."""
-    from cai.records import stable_id
-
     return [
         (
             i,

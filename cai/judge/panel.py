@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.errors import CaiError
 from cai.judge.compare import MemberVote, PairJudgment, PairToJudge, PrincipleJudgment
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ class PanelJudge:
         self.panel = config or PanelConfig()
         problems = self.panel.problems(len(members))
         if problems:
-            from cai.errors import CaiError
-
             raise CaiError(
                 "; ".join(problems),
                 key="panel",

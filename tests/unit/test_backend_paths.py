@@ -5,21 +5,21 @@ from __future__ import annotations
 import pytest
 
 from cai.backends.base import BackendError
-from cai.backends.vllm_offline import _check_model_path
+from cai.backends.vllm_offline import check_model_path
 
 
 def test_model_directory_and_hub_ids_pass(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    _check_model_path(str(tmp_path))
-    _check_model_path("org/model-name")
+    check_model_path(str(tmp_path))
+    check_model_path("org/model-name")
 
 
 @pytest.mark.parametrize("model", ["missing-model", "/no/such/dir", "./rel/dir"])
 def test_missing_paths_are_clear_errors(model):
     with pytest.raises(BackendError, match="it does not exist"):
-        _check_model_path(model)
+        check_model_path(model)
 
 
 def test_directory_without_config_is_a_clear_error(tmp_path):
     with pytest.raises(BackendError, match=r"no config\.json there"):
-        _check_model_path(str(tmp_path))
+        check_model_path(str(tmp_path))
