@@ -259,8 +259,8 @@ def run_win_rate(
     """
     from cai.backends.owned import RoleHandover
     from cai.constitution import load_constitution
-    from cai.io import iter_prompts
     from cai.judge.compare import JudgeConfig, PairwiseJudge
+    from cai.tables import iter_prompts
     from cai.templates import TemplateSet
 
     # every prompt is read and checked before any model loads

@@ -82,7 +82,7 @@ def sample_from_row(row: dict[str, Any], origin: str) -> Sample:
 
 def iter_sample_rows(path: str | Path) -> Iterator[Sample]:
     """Samples from a table file or save_to_disk directory, in file order."""
-    from cai.io import RowError, iter_table_rows
+    from cai.tables import RowError, iter_rows
 
     path = Path(path)
     if not path.exists():
@@ -93,7 +93,7 @@ def iter_sample_rows(path: str | Path) -> Iterator[Sample]:
             "file or save_to_disk dataset of responses.",
         )
     origin = path.name
-    for number, row in iter_table_rows(path):
+    for number, row, _line in iter_rows(path):
         if isinstance(row, RowError):
             raise row
         try:

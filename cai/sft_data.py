@@ -2,7 +2,7 @@
 
 A dataset is a directory: `save_to_disk` output (a DatasetDict with a `train` split and, under
 the `split` guard policy, a `flagged` split), or one `<split>.parquet` / `<split>.jsonl` file
-per split. `cai.datasets_io` writes and reads all three, so `cai train sft` takes whichever
+per split. `cai.tables` writes and reads all three, so `cai train sft` takes whichever
 was written. `disk`, the format's older name in `cai revise` configs, means `save_to_disk`.
 """
 
@@ -12,10 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cai.datasets_io import FORMATS, DatasetFormat, dataset_from_rows, load_table
-from cai.datasets_io import write_splits as _write_splits
-from cai.io import InputFormatError
 from cai.records import PreferenceRow, stable_id
+from cai.tables import FORMATS, DatasetFormat, InputFormatError, dataset_from_rows, load_table
+from cai.tables import write_splits as _write_splits
 
 __all__ = [
     "FORMATS",

@@ -12,7 +12,7 @@ from cai.errors import InputError
 def _write_import(rows, report, out: Path, strict: bool) -> None:
     """Print the summary, write the JSON report beside `out`, then the rows: nothing is
     written when no row was importable (an error) or, with --strict, when any row was bad."""
-    from cai.human.storage import write_rows
+    from cai.tables import write_table
 
     typer.echo(report.summary())
     sidecar = out.parent / f"{out.name}.import-report.json"
@@ -24,7 +24,7 @@ def _write_import(rows, report, out: Path, strict: bool) -> None:
             f"not written: {len(report.errors)} malformed row(s) and --strict; see {sidecar}"
         )
         raise typer.Exit(1)
-    write_rows(rows, out)
+    write_table(rows, out)
     typer.echo(f"wrote {len(rows)} human {report.row_kind} rows to {out} (report: {sidecar})")
 
 
@@ -188,11 +188,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Mix AI and human preferences: dedupe pairs, human labels override AI ones."""
         from cai.human.mixing import mix
-        from cai.human.storage import read_preference_rows, write_rows
+        from cai.human.storage import read_preference_rows
+        from cai.tables import write_table
 
         config = _mix_config(human_fraction, weight, seed)
         ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
         rows, report = mix(ai_rows, human_rows, config, names=(str(ai), str(human)))
-        write_rows(rows, out)
+        write_table(rows, out)
         typer.echo(report.summary())
         typer.echo(f"wrote {report.n_output} rows to {out}")

@@ -201,10 +201,10 @@ def _yaml_items(path: Path) -> list[tuple[int, Any, int | None]]:
 
 
 def _jsonl_items(path: Path) -> list[tuple[int, Any, int | None]]:
-    from cai.io import RowError, iter_table_records
+    from cai.tables import RowError, iter_rows
 
     out = []
-    for record in iter_table_records(path):
+    for record in iter_rows(path):
         if isinstance(record.data, RowError):
             raise record.data
         out.append((record.row, record.data, record.line))

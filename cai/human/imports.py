@@ -40,8 +40,8 @@ from cai.human.pairs import (
     response_text,
 )
 from cai.human.thumbs import SPELLINGS, ThumbError, parse_thumb
-from cai.io import RowError, iter_table_records
 from cai.records import PreferenceRow, UnpairedRow, stable_id
+from cai.tables import RowError, iter_rows
 
 Format = Literal["auto", "trl", "hh", "table", "single"]
 FLAG_KINDS = ("chosen_equals_rejected", "unalignable_prompt", "unlabelled")
@@ -527,7 +527,7 @@ def import_human(
 
     report = ImportReport(source_path=str(path), format=format)
     rows: list[dict[str, Any]] = []
-    records = iter_table_records(path)
+    records = iter_rows(path)
     for record in tqdm(records, desc="importing", unit=" rows", disable=not progress):
         report.n_rows += 1
         raw = record.data

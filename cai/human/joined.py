@@ -21,8 +21,8 @@ from cai.human.pairs import (
     response_text,
     row_key,
 )
-from cai.io import counted
 from cai.records import stable_id
+from cai.tables import counted
 
 
 class NoSharedPairsError(InputError):

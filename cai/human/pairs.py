@@ -12,7 +12,7 @@ from typing import Any
 from cai import records
 from cai.backends.base import Message
 from cai.errors import InputError
-from cai.io import ROLES, json_messages
+from cai.tables import ROLES, json_messages
 
 
 class PairDataError(InputError):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cai.human.agreement import AgreementReport
 from cai.human.bootstrap import Interval
-from cai.io import counted
+from cai.tables import counted
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from pydantic import BaseModel, Field
 from cai.errors import InputError
 from cai.human.imports import ImportReport, import_human
 from cai.human.pairs import check_preference_rows, prompt_messages, response_text, row_key
-from cai.human.storage import write_rows
-from cai.io import counted
 from cai.records import stable_id
+from cai.tables import counted, write_table
 
 ITEM_COLUMNS = ("item_id", "prompt", "response_a", "response_b", "label", "rater_id", "comment")
 
@@ -186,7 +185,7 @@ def export_for_labelling(
             for item in items:
                 handle.write(json.dumps(item, ensure_ascii=False) + "\n")
     else:
-        write_rows(items, out_path, columns=list(ITEM_COLUMNS))
+        write_table(items, out_path, columns=list(ITEM_COLUMNS))
     report.out_path = str(out_path)
     return report
 

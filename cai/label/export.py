@@ -118,9 +118,9 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def write_human_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
     """Write rows atomically as .jsonl, .parquet, .csv or a save_to_disk directory."""
-    from cai.human.storage import write_rows
+    from cai.tables import write_table
 
     out = Path(out)
     if out.suffix.lower() == ".csv":
         rows = [_csv_row(row) for row in rows]
-    return write_rows(rows, out, columns=COLUMNS)
+    return write_table(rows, out, columns=COLUMNS)

@@ -49,9 +49,9 @@ from cai.errors import InputError
 from cai.files import atomic_write_json, atomic_write_text
 from cai.human.imports import ImportReport, RowIssue
 from cai.human.pairs import PairDataError, pair_key, prompt_messages, render_conversation
-from cai.io import RowError, iter_table_records
 from cai.label.export import human_row
 from cai.label.items import Item
+from cai.tables import RowError, iter_rows
 
 PREFERENCE = "preference"
 REASON = "reason"
@@ -418,7 +418,7 @@ def import_labels(
     every record that gave none (and why)."""
     path = Path(path)
     source = path / "records.json" if path.is_dir() and (path / "records.json").is_file() else path
-    records = list(iter_table_records(source))
+    records = list(iter_rows(source))
     if format == "auto":
         first = next((r.data for r in records if isinstance(r.data, dict)), None)
         format = detect_format(path, first)

@@ -1,7 +1,7 @@
 """ITEMS: the pairs people label, read from what `cai route export` writes or from any cai or
 TRL preference dataset.
 
-Every file goes through `cai.io.iter_table_records` (JSONL, JSON, CSV, Parquet or a
+Every file goes through `cai.tables.iter_rows` (JSONL, JSON, CSV, Parquet or a
 save_to_disk directory). Each row is one of:
 
 - a labelling sheet row (`item_id`, `prompt`, `response_a`, `response_b`, ...; any name the
@@ -32,8 +32,8 @@ from cai.human.imports import (
     detect_format,
 )
 from cai.human.pairs import PairDataError, pair_key, prompt_messages, response_text
-from cai.io import RowError, counted, iter_table_records
 from cai.records import stable_id
+from cai.tables import RowError, counted, iter_rows
 
 ITEMS_FIX = (
     "ITEMS is a labelling sheet from `cai route export` (item_id, prompt, response_a, "
@@ -167,7 +167,7 @@ def load_items(path: str | Path, seed: int = 0) -> tuple[list[Item], ItemsReport
     report = ItemsReport(path=str(path))
     items: list[Item] = []
     seen: set[str] = set()
-    for record in iter_table_records(path):
+    for record in iter_rows(path):
         report.n_rows += 1
         if isinstance(record.data, RowError):
             raise record.data

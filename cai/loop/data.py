@@ -13,10 +13,10 @@ from cai.errors import InputError
 from cai.human.mixing import MixConfig, mix
 from cai.human.pairs import row_key
 from cai.human.storage import read_preference_rows
-from cai.io import count_prompts, iter_prompts
 from cai.label.export import answers_to_rows
 from cai.label.store import LabelStore
 from cai.loop.config import LoopConfig, LoopData
+from cai.tables import count_prompts, iter_prompts
 
 #: The columns every training row keeps: one schema whatever rounds and sources are mixed.
 TRAIN_COLUMNS = (

@@ -14,7 +14,6 @@ from cai.config import save_resolved
 from cai.constitution import load_constitution
 from cai.constitution.usage import require_use
 from cai.files import DirectoryLock, relative_to_run
-from cai.io import count_prompts
 from cai.loop.config import LoopConfig, fingerprint
 from cai.loop.context import RoundContext
 from cai.loop.data import check_pool, read_human_labels
@@ -22,6 +21,7 @@ from cai.loop.report import RoundRow, markdown_table, round_rows, stop_reason, w
 from cai.loop.round import run_round
 from cai.loop.state import StateFile
 from cai.model_names import resolve_model
+from cai.tables import count_prompts
 from cai.templates import TemplateSet
 
 

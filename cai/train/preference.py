@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cai.io import InputFormatError
 from cai.logs import quiet_trainer
+from cai.tables import InputFormatError, load_table
 from cai.train.config import (
     TrainCommon,
     precision_flags,
@@ -77,14 +77,6 @@ class RunConfig(TrainCommon):
         return lora_config(self.lora, task_type)
 
 
-def load_table(path: str | Path, split: str | None = None):
-    """A training dataset as a `datasets.Dataset`: a save_to_disk directory, Parquet,
-    JSONL/JSON or CSV (or a Hub dataset id); one without rows is an error. Failures name
-    the file and row (see `cai.datasets_io.load_table`)."""
-    from cai.datasets_io import load_table as load
-
-    return load(path, split, allow_empty=False)
-
 
 def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
@@ -99,9 +91,8 @@ def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str)
 
 def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int | None = None):
     """Prompts for on-policy training (GRPO/RLOO) as a `prompt` column of chat messages,
-    every row checked (`cai.io.iter_prompts`) before any model loads."""
-    from cai.datasets_io import dataset_from_rows
-    from cai.io import iter_prompts
+    every row checked (`cai.tables.iter_prompts`) before any model loads."""
+    from cai.tables import dataset_from_rows, iter_prompts
 
     rows = [
         {"prompt": record.prompt, "prompt_id": record.prompt_id}
@@ -180,9 +171,9 @@ def train_dpo(config: DPOTrainConfig) -> TrainResult:
     from cai.train.distributed import prepare_launch
 
     prepare_launch()
-    train = load_table(config.train_data)
+    train = load_table(config.train_data, allow_empty=False)
     require_columns(train, ("prompt", "chosen", "rejected"), config.train_data, "DPO")
-    evald = load_table(config.eval_data) if config.eval_data else None
+    evald = load_table(config.eval_data, allow_empty=False) if config.eval_data else None
     kwargs = config.trl_kwargs(
         evaluate=evald is not None,
         beta=config.beta,

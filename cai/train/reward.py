@@ -20,6 +20,7 @@ from pydantic import Field
 
 from cai.logs import quiet_trainer
 from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
+from cai.tables import load_table
 from cai.train.config import resolve_resume, save_config
 from cai.train.distributed import (
     debug_data_log_enabled,
@@ -32,7 +33,6 @@ from cai.train.preference import (
     TrainingDataError,
     TrainResult,
     final_metrics,
-    load_table,
     require_columns,
     save_trained_model,
     write_card,
@@ -147,18 +147,18 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
     from trl import RewardConfig
 
     prepare_launch()
-    train_raw = load_table(config.train_data)
+    train_raw = load_table(config.train_data, allow_empty=False)
     train = prepare_rows(train_raw, config.labels, config.source_weights, config.train_data)
     if debug_data_log_enabled():
         train = train.add_column(ROW_COLUMN, list(range(len(train))))
     evald = None
     if config.eval_data:
         evald = prepare_rows(
-            load_table(config.eval_data), config.labels, config.source_weights, config.eval_data
+            load_table(config.eval_data, allow_empty=False), config.labels, config.source_weights, config.eval_data
         )
     human = None
     if config.human_eval_data:
-        human = load_table(config.human_eval_data)
+        human = load_table(config.human_eval_data, allow_empty=False)
         require_columns(human, ("chosen", "rejected"), config.human_eval_data, "evaluation")
 
     kwargs = config.trl_kwargs()

@@ -107,7 +107,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    from cai.datasets_io import load_table
+    from cai.tables import load_table
     from cai.train.distributed import one_writer, prepare_launch, trainer_debug_callback
 
     prepare_launch()

@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 from cai.errors import InputError
 from cai.human.pairs import PairDataError, pair_key, prompt_messages, response_text
 from cai.human.thumbs import SPELLINGS, ThumbError, parse_thumb
-from cai.io import json_messages
 from cai.records import UnpairedRow, stable_id
+from cai.tables import json_messages
 
 TIE_EPSILON = 1e-9
 UNPAIRED_COLUMNS = ("prompt", "completion", "label")

@@ -120,7 +120,8 @@ def test_reward_climbing_while_the_judge_turns_away_stops_the_run_and_it_resumes
 ):
     from transformers import AutoTokenizer
 
-    from cai.train.ppo.trainer import PPOTrainer, latest_checkpoint
+    from cai.train.ppo.checkpoints import latest_checkpoint
+    from cai.train.ppo.trainer import PPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     paid = set(paid_token_ids(tokenizer))

@@ -61,7 +61,7 @@ def test_kto_splits_cai_preference_pairs_and_resumes(tiny_model_dir, tmp_path):
 def test_kto_trains_on_imported_thumbs_as_written(tiny_model_dir, tmp_path):
     """Thumbs up/down rows -> `import_human` -> the unpaired file `train_kto` reads as is."""
     from cai.human.imports import import_human
-    from cai.human.storage import write_rows
+    from cai.tables import write_table
     from cai.train.kto import KTOTrainConfig, train_kto
 
     thumbs = tmp_path / "thumbs.jsonl"
@@ -78,7 +78,7 @@ def test_kto_trains_on_imported_thumbs_as_written(tiny_model_dir, tmp_path):
     )
     rows, report = import_human(thumbs)
     assert report.format == "single" and report.n_imported == 6
-    data = write_rows(rows, tmp_path / "unpaired.jsonl")
+    data = write_table(rows, tmp_path / "unpaired.jsonl")
     config = KTOTrainConfig(train_data=str(data), **_common(tiny_model_dir, tmp_path / "kto"))
     result = train_kto(config)
     assert result.global_step == 2

@@ -70,7 +70,7 @@ def test_soft_label_reward_model_learns_the_deciding_feature(tiny_reward_dir, tm
         dtype="float32",
     )
     before = RewardModelScorer(str(tiny_reward_dir))
-    from cai.train.preference import load_table
+    from cai.tables import load_table
     from cai.train.reward import preference_accuracy
 
     held_out = load_table(human)

@@ -44,7 +44,7 @@ def test_zero_configs_become_a_deepspeed_plugin_that_ppo_can_complete():
     from accelerate.utils import DeepSpeedPlugin
 
     from cai.train.ppo.config import PPOConfig
-    from cai.train.ppo.trainer import PPOSetupError, _configure_deepspeed
+    from cai.train.ppo.setup import PPOSetupError, configure_deepspeed
 
     ds = load_config_from_file(str(CONFIGS[0].with_name("zero3.yaml"))).deepspeed_config
     plugin = DeepSpeedPlugin(
@@ -63,7 +63,7 @@ def test_zero_configs_become_a_deepspeed_plugin_that_ppo_can_complete():
     config = PPOConfig(
         model="m", batch_size=8, mini_batch_size=4, gradient_accumulation_steps=2, max_grad_norm=0.5
     )
-    _configure_deepspeed(Acc(), config)
+    configure_deepspeed(Acc(), config)
     assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 2
     assert plugin.deepspeed_config["gradient_accumulation_steps"] == 2
     assert plugin.deepspeed_config["train_batch_size"] == 2 * 2 * 4
@@ -72,7 +72,7 @@ def test_zero_configs_become_a_deepspeed_plugin_that_ppo_can_complete():
 
     plugin.deepspeed_config["gradient_accumulation_steps"] = 1
     with pytest.raises(PPOSetupError, match="gradient_accumulation_steps"):
-        _configure_deepspeed(Acc(), config)
+        configure_deepspeed(Acc(), config)
 
 
 @pytest.mark.slow

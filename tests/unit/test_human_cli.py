@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cai.cli.app import app
 from cai.human import pair_key
-from cai.human.storage import read_rows
+from cai.tables import read_rows
 
 
 def pref(prompt, chosen, rejected, p, **extra):

@@ -8,8 +8,8 @@ import pytest
 
 from cai.human import pair_key
 from cai.human.mixing import MixConfig, mix
-from cai.human.storage import read_rows, write_rows
 from cai.records import PreferenceRow
+from cai.tables import read_rows, write_table
 
 
 def pref(prompt, chosen, rejected, p, source="ai", **extra):
@@ -116,7 +116,7 @@ def test_mixed_rows_write_and_read_back(tmp_path, name):
     ai = [pref("q1", "a", "b", 0.7, principles=["harm"], prob_chosen_by_order=[0.6, 0.8])]
     human = [pref("q2", "x", "y", 1.0, "human", rater_id="r1")]
     rows, _ = mix(ai, human, MixConfig(shuffle=False))
-    back = read_rows(write_rows(rows, tmp_path / name))
+    back = read_rows(write_table(rows, tmp_path / name))
     assert len(back) == 2
     by_source = {r["source"]: r for r in back}
     assert by_source["ai"]["prob_chosen_by_order"] == [0.6, 0.8]

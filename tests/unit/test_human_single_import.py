@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from cai.cli.app import app
 from cai.human.imports import import_human
-from cai.human.storage import read_rows
 from cai.records import stable_id
+from cai.tables import read_rows
 
 
 def _jsonl(path, rows):

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.app import app
-from cai.human.storage import read_rows
 from cai.label.items import load_items
 from cai.label.store import LabelStore
+from cai.tables import read_rows
 
 run = CliRunner().invoke
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cai.cli.app import app
-from cai.human.storage import read_rows
 from cai.label.interchange import import_labels, to_argilla, to_label_studio
 from cai.label.items import load_items
+from cai.tables import read_rows
 
 run = CliRunner().invoke
 

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
 from cai.cli.app import app
-from cai.human.storage import read_rows
 from cai.label.app import create_app
 from cai.label.items import ai_probabilities, load_items
 from cai.label.store import LabelStore
 from cai.pipeline import load_pipeline_config, run_pipeline
+from cai.tables import read_rows
 
 pytestmark = pytest.mark.slow
 run = CliRunner().invoke

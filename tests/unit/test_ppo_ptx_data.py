@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cai.io import InputFormatError
+from cai.tables import InputFormatError
 from cai.train.ppo.ptx import ptx_indices, read_sft_pairs
 
 

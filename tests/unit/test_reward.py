@@ -199,7 +199,7 @@ def test_pairwise_reward_is_the_debiased_probability_of_beating_the_reference():
 
 
 def test_load_table_reads_every_format_cai_writes(tmp_path):
-    from cai.train.preference import load_table
+    from cai.tables import load_table
 
     rows = _rows(prob_chosen=[0.8, 0.6, 0.9], source=["ai", "human", "ai"])
     rows.save_to_disk(str(tmp_path / "prefs"))
@@ -216,7 +216,7 @@ def test_load_table_reads_every_format_cai_writes(tmp_path):
         load_table(tmp_path / "prefs.txt")
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(TrainingDataError):
-        load_table(tmp_path / "empty.jsonl")
+        load_table(tmp_path / "empty.jsonl", allow_empty=False)
     (tmp_path / "broken.jsonl").write_text('{"chosen": [1, 2\n')
     with pytest.raises(TrainingDataError, match=r"broken\.jsonl:1:17 row 1: not valid JSON"):
         load_table(tmp_path / "broken.jsonl")

@@ -41,7 +41,7 @@ class Monitor:
     def __init__(
         self, config: MonitorConfig, run_dir: str | Path, writer: bool, judge_backend=None
     ):
-        from cai.io import iter_prompts
+        from cai.tables import iter_prompts
 
         records = list(iter_prompts(config.prompts, config.prompt_column, config.limit))
         self.config = config

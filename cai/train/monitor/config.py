@@ -41,7 +41,7 @@ class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompts: str
-    """Evaluation prompts (JSONL / CSV / Parquet / save_to_disk dir; `cai.io.iter_prompts`)."""
+    """Evaluation prompts (JSONL / CSV / Parquet / save_to_disk dir; `cai.tables.iter_prompts`)."""
     prompt_column: str | None = None
     limit: int | None = Field(32, ge=1)
     """Use the first `limit` prompts (None = all)."""

@@ -76,7 +76,7 @@ class PPOConfig(_Strict):
     (log-probs are still computed in float32)."""
     reward: RewardSpec | None = None
     prompts: str | None = None
-    """JSONL / CSV / Parquet / save_to_disk directory of prompts (`cai.io.iter_prompts`)."""
+    """JSONL / CSV / Parquet / save_to_disk directory of prompts (`cai.tables.iter_prompts`)."""
     prompt_column: str | None = None
     max_prompts: int | None = Field(None, ge=1)
     max_prompt_tokens: int = Field(512, ge=1)

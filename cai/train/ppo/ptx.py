@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cai.io import InputFormatError
+from cai.tables import InputFormatError
 
 
 @dataclass
@@ -35,7 +35,7 @@ def _conversation(value, where: str, index: int, column: str) -> list[dict]:
 
 def read_sft_pairs(path: str, split: str = "train") -> list[tuple[list[dict], str]]:
     """(prompt messages, completion text) per row, every row checked (`cai.train.sft`)."""
-    from cai.datasets_io import load_table
+    from cai.tables import load_table
     from cai.train.sft import prepare_rows
 
     dataset = load_table(path, split, allow_empty=False)

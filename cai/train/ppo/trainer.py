@@ -16,7 +16,6 @@ batch_size a global minibatch is one local minibatch from each process.
 
 from __future__ import annotations
 
-import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,12 +24,13 @@ from pathlib import Path
 import torch
 
 from cai.backends.base import Message
-from cai.errors import CaiError
 from cai.train.distributed import DataLog, check_process_group, one_writer, prepare_launch
 from cai.train.ppo import core
+from cai.train.ppo.batch import RolloutBatch, rollout_tensors, score_rollout
+from cai.train.ppo.checkpoints import TrainerState, latest_checkpoint, save_checkpoint, save_final
 from cai.train.ppo.config import PPOConfig
 from cai.train.ppo.logging import MetricsLogger
-from cai.train.ppo.models import load_actor_critic, load_reference, reference_logprobs
+from cai.train.ppo.models import load_actor_critic, load_reference
 from cai.train.ppo.rewards import (
     RewardFunction,
     RewardInputs,
@@ -39,38 +39,19 @@ from cai.train.ppo.rewards import (
     checked_scores,
 )
 from cai.train.ppo.rollout import (
-    Rollout,
     RolloutEngine,
     TransformersRollout,
     VLLMRollout,
     create_colocated_engine,
     unwrapped_for_generation,
 )
+from cai.train.ppo.setup import (
+    PPOSetupError,
+    configure_deepspeed,
+    load_prompt_messages,
+    lr_factor,
+)
 from cai.train.rewards import JudgeRewardSpec
-
-CHECKPOINTS = "checkpoints"
-
-
-class PPOSetupError(CaiError, ValueError):
-    """The run cannot start as configured; the message says what to change."""
-
-
-class TrainerState:
-    """What besides weights, optimiser and RNG a resumed run needs (saved by save_state)."""
-
-    def __init__(self, kl_coef: float) -> None:
-        self.step = 0
-        self.kl_coef = kl_coef
-        self.moments = core.RunningMoments()
-
-    def state_dict(self) -> dict:
-        m = self.moments
-        return {"step": self.step, "kl_coef": self.kl_coef, "moments": [m.mean, m.var, m.count]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
-        self.kl_coef = float(state["kl_coef"])
-        self.moments = core.RunningMoments(*state["moments"])
 
 
 @dataclass
@@ -86,38 +67,6 @@ class PPOResult:
     monitor_plot: Path | None = None
     stopped_by: list[str] | None = None
     """The monitor's `stop_on` reasons when it stopped the run early (resume continues it)."""
-
-
-@dataclass
-class _Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    mask: torch.Tensor
-    """[B, T] float: 1 on real response tokens."""
-    start: int
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    root = Path(output_dir) / CHECKPOINTS
-    found = sorted(root.glob("step-*")) if root.is_dir() else []
-    complete = [p for p in found if (p / "DONE").exists()]
-    return complete[-1] if complete else None
-
-
-def load_prompt_messages(config: PPOConfig) -> list[list[Message]]:
-    """Every prompt of `config.prompts` (at most `max_prompts`), each row checked by
-    `cai.io.iter_prompts`: a bad row fails, naming its file and row, before any model loads."""
-    from cai.io import iter_prompts
-
-    if config.prompts is None:
-        raise PPOSetupError(
-            "no prompts",
-            key="prompts",
-            fix="Set `prompts:` to a JSONL/CSV/Parquet file or a save_to_disk directory.",
-        )
-    return [
-        r.prompt for r in iter_prompts(config.prompts, config.prompt_column, config.max_prompts)
-    ]
 
 
 class PPOTrainer:
@@ -150,7 +99,7 @@ class PPOTrainer:
             mixed_precision=config.mixed_precision,
         )
         check_process_group(self.accelerator.num_processes)
-        _configure_deepspeed(self.accelerator, config)
+        configure_deepspeed(self.accelerator, config)
         set_seed(config.seed)
         self.data_log = DataLog(config.output_path, self.accelerator.process_index)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
@@ -181,7 +130,7 @@ class PPOTrainer:
         )
         total = config.steps * config.optimizer_steps_per_step
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda i: _lr_factor(i, config.warmup_steps, total, config.lr_schedule)
+            self.optimizer, lambda i: lr_factor(i, config.warmup_steps, total, config.lr_schedule)
         )
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         kl_ctl = (
@@ -358,8 +307,10 @@ class PPOTrainer:
             [self.query_ids[i] for i in indices], config.max_new_tokens, config.temperature, seed
         )
         rollout_s = time.perf_counter() - started
-        batch = self._tensors(rollout)
-        old_logprobs, old_values, ref_logprobs, entropy = self._score_rollout(batch)
+        batch = rollout_tensors(rollout, self.tokenizer.pad_token_id, acc.device)
+        old_logprobs, old_values, ref_logprobs, entropy = score_rollout(
+            self.model, self.reference, batch, config.forward_batch_size, config.temperature
+        )
 
         texts = self.tokenizer.batch_decode(rollout.response_ids, skip_special_tokens=True)
         inputs = RewardInputs(
@@ -419,40 +370,6 @@ class PPOTrainer:
         }
 
     # ------------------------------------------------------------------ pieces of a step
-    def _tensors(self, rollout: Rollout) -> _Batch:
-        pad = self.tokenizer.pad_token_id
-        width_q = max(len(q) for q in rollout.query_ids)
-        width_r = max(len(r) for r in rollout.response_ids)
-        n = len(rollout.query_ids)
-        ids = torch.full((n, width_q + width_r), pad, dtype=torch.long)
-        attention = torch.zeros((n, width_q + width_r), dtype=torch.long)
-        for row, (q, r) in enumerate(zip(rollout.query_ids, rollout.response_ids, strict=True)):
-            ids[row, width_q - len(q) : width_q] = torch.tensor(q)
-            ids[row, width_q : width_q + len(r)] = torch.tensor(r)
-            attention[row, width_q - len(q) : width_q + len(r)] = 1
-        device = self.accelerator.device
-        mask = attention[:, width_q:].float()
-        return _Batch(ids.to(device), attention.to(device), mask.to(device), width_q)
-
-    @torch.no_grad()
-    def _score_rollout(self, batch: _Batch):
-        """Old log-probs, values and entropy of the policy, and reference log-probs."""
-        chunks = {"lp": [], "v": [], "ref": [], "ent": []}
-        size = self.config.forward_batch_size
-        temperature = self.config.temperature
-        for lo in range(0, batch.input_ids.shape[0], size):
-            ids, att = batch.input_ids[lo : lo + size], batch.attention_mask[lo : lo + size]
-            logits, values = self.model(ids, att, batch.start, temperature)
-            labels = ids[:, batch.start :]
-            chunks["lp"].append(core.logprobs_from_logits(logits, labels))
-            chunks["ent"].append(core.entropy_from_logits(logits))
-            chunks["v"].append(values.float())
-            chunks["ref"].append(
-                reference_logprobs(self.reference, ids, att, batch.start, temperature)
-            )
-        mask = batch.mask
-        return tuple(torch.cat(chunks[k]) * mask for k in ("lp", "v", "ref", "ent"))
-
     def _penalise(self, scores: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
         penalty = self.config.missing_eos_penalty
         if penalty:
@@ -475,7 +392,9 @@ class PPOTrainer:
     def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.accelerator.reduce(tensor, reduction="sum")
 
-    def _optimise(self, step: int, batch: _Batch, old_logprobs, old_values, advantages, returns):
+    def _optimise(
+        self, step: int, batch: RolloutBatch, old_logprobs, old_values, advantages, returns
+    ):
         """`ppo_epochs` passes of shuffled minibatches. Each micro-batch's losses are its sums
         over tokens divided by the token count of the whole global minibatch (all its
         micro-batches on all processes), scaled back up by the averaging that gradient
@@ -585,76 +504,12 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ saving
     def save_checkpoint(self, step: int) -> Path:
-        acc = self.accelerator
-        root = self.config.output_path / CHECKPOINTS
-        target = root / f"step-{step:06d}"
-        acc.save_state(str(target))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            (target / "DONE").write_text(str(step))
-            done = sorted(p for p in root.glob("step-*") if (p / "DONE").exists())
-            for old in done[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
-        return target
+        return save_checkpoint(
+            self.accelerator, self.config.output_path, step, self.config.keep_checkpoints
+        )
 
     def save_final(self) -> Path:
-        acc = self.accelerator
-        final = self.config.output_path / "final"
-        unwrapped = acc.unwrap_model(self.model)
-        state = acc.get_state_dict(self.model)
-        if acc.is_main_process:
-            final.mkdir(parents=True, exist_ok=True)
-            policy_state = {
-                k[len("policy.") :]: v for k, v in state.items() if k.startswith("policy.")
-            }
-            unwrapped.policy.save_pretrained(final, state_dict=policy_state)
-            self.tokenizer.save_pretrained(final)
-            unwrapped.save_value_head(final)
-        acc.wait_for_everyone()
-        return final
-
-
-def _configure_deepspeed(accelerator, config: PPOConfig) -> None:
-    """Fill the DeepSpeed settings accelerate can only infer from a dataloader (PPO prepares
-    none): the micro-batch per device, gradient accumulation and clipping come from the PPO
-    config wherever the accelerate config left them "auto". A no-op without DeepSpeed."""
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is None:
-        return
-    ds = plugin.deepspeed_config
-    fixed = ds.get("gradient_accumulation_steps", "auto")
-    if fixed != "auto" and int(fixed) != config.gradient_accumulation_steps:
-        raise PPOSetupError(
-            f"gradient_accumulation_steps is {config.gradient_accumulation_steps} in the PPO "
-            f"config but {fixed} in the accelerate DeepSpeed config",
-            key="gradient_accumulation_steps",
-            fix="Remove it from the accelerate config (examples/accelerate/zero*.yaml leave it "
-            "out) or make the two equal.",
-        )
-    settings = {
-        "train_micro_batch_size_per_gpu": config.micro_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "gradient_clipping": config.max_grad_norm or 0.0,
-    }
-    for key, value in settings.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-    if ds.get("train_batch_size", "auto") == "auto":
-        ds["train_batch_size"] = (
-            ds["train_micro_batch_size_per_gpu"]
-            * ds["gradient_accumulation_steps"]
-            * accelerator.num_processes
-        )
-
-
-def _lr_factor(index: int, warmup: int, total: int, schedule: str) -> float:
-    if warmup and index < warmup:
-        return (index + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    remaining = max(total - index, 0) / max(total - warmup, 1)
-    return max(remaining, 0.0)
+        return save_final(self.accelerator, self.model, self.tokenizer, self.config.output_path)
 
 
 def train_ppo(
