@@ -1,4 +1,4 @@
-"""cai.datasets_io: one reader and one writer of datasets on disk, in every format."""
+"""cai.tables: one reader and one writer of datasets on disk, in every format."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import json
 import pytest
 from pydantic import BaseModel
 
-import cai.datasets_io as dio
-from cai.datasets_io import (
+import cai.tables.dataset
+from cai.errors import CaiError, InputError, OutputDirError
+from cai.tables import (
     DatasetFormat,
+    InputFormatError,
+    RowError,
     card_path,
     is_hub_id,
     iter_rows,
@@ -21,8 +24,6 @@ from cai.datasets_io import (
     write_splits,
     write_table,
 )
-from cai.errors import CaiError, InputError, OutputDirError
-from cai.io import InputFormatError, RowError, iter_table_records
 
 ROWS = [
     {
@@ -155,7 +156,7 @@ def test_disk_is_the_old_name_of_save_to_disk():
     with pytest.raises(InputError, match="unknown dataset format 'arrow'"):
         normalize_format("arrow")
 
-    from cai.preferences import PreferenceConfig
+    from cai.stages.preferences import PreferenceConfig
 
     assert PreferenceConfig(format="disk").format == "save_to_disk"
 
@@ -189,7 +190,7 @@ def test_a_rewrite_in_another_format_replaces_the_directory_whole(tmp_path):
 
 # ---- bad training data ----------------------------------------------------------------------
 def _reader_error(path) -> RowError:
-    return next(r.data for r in iter_table_records(path) if isinstance(r.data, RowError))
+    return next(r.data for r in iter_rows(path) if isinstance(r.data, RowError))
 
 
 def test_non_utf8_jsonl_fails_as_the_reader_does(tmp_path):
@@ -226,7 +227,7 @@ def test_a_value_of_the_wrong_type_names_its_row_and_column(tmp_path):
 
 
 def test_types_are_inferred_over_every_row_not_the_first_batch(tmp_path, monkeypatch):
-    monkeypatch.setattr(dio, "_BATCH_ROWS", 2)
+    monkeypatch.setattr(cai.tables.dataset, "_BATCH_ROWS", 2)
     path = tmp_path / "rows.jsonl"
     rows = [{"a": None, "b": 1}, {"a": None, "b": 2}, {"a": "x", "b": 2.5}, {"b": 3}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -308,12 +309,11 @@ def test_an_unreachable_hub_dataset_is_one_clear_error(monkeypatch):
 
 # ---- old names ------------------------------------------------------------------------------
 def test_old_error_names_are_the_one_reading_error():
-    from cai.human.storage import DatasetFileError
     from cai.sft_data import DatasetReadError
     from cai.train.preference import TrainingDataError
     from cai.train.sft import SftDataError
 
-    for cls in (DatasetFileError, DatasetReadError, TrainingDataError, SftDataError):
+    for cls in (DatasetReadError, TrainingDataError, SftDataError):
         assert cls is InputFormatError and issubclass(cls, CaiError)
 
 

@@ -1,4 +1,4 @@
-"""The one table reader (`cai.io`): every malformed input is one CaiError naming the file and
+"""The one table reader (`cai.tables`): every malformed input is one CaiError naming the file and
 the row / line / key, never a traceback or a silently dropped row; and what cai writes as CSV
 reads back exactly."""
 
@@ -11,15 +11,15 @@ from typer.testing import CliRunner
 
 from cai.cli.app import app
 from cai.errors import CaiError
-from cai.io import (
+from cai.tables import (
     InputFormatError,
     RowError,
     count_prompts,
     count_rows,
     escape_csv_cell,
     iter_prompts,
-    iter_table_records,
-    read_table,
+    iter_rows,
+    read_rows,
     unescape_csv_cell,
     write_csv,
 )
@@ -64,7 +64,7 @@ def test_non_utf8_prompt_names_file_line_and_byte_offset(tmp_path):
 
 def test_non_utf8_csv_record_is_reported_and_later_rows_still_read(tmp_path):
     path = _write(tmp_path / "p.csv", b'prompt,id\n"multi\nline",1\nbad \xff,2\nfine,3\n')
-    records = list(iter_table_records(path))
+    records = list(iter_rows(path))
     assert [r.row for r in records] == [1, 2, 3] and [r.line for r in records] == [2, 4, 5]
     assert records[0].data == {"prompt": "multi\nline", "id": "1"}
     assert isinstance(records[1].data, RowError)
@@ -75,17 +75,17 @@ def test_non_utf8_csv_record_is_reported_and_later_rows_still_read(tmp_path):
 def test_non_utf8_header_and_utf16_files_fail_as_a_whole(tmp_path):
     header = _write(tmp_path / "h.csv", b"pr\xf6mpt\nx\n")
     with pytest.raises(InputFormatError, match=r"h\.csv:1: not UTF-8 text: byte 0xf6 at byte"):
-        read_table(header)
+        read_rows(header)
     utf16 = _write(tmp_path / "u.csv", "prompt\nhello\n".encode("utf-16"))
     with pytest.raises(InputFormatError, match=r"u\.csv:1: the file is UTF-16 text, not UTF-8"):
-        read_table(utf16)
+        read_rows(utf16)
     with pytest.raises(InputFormatError, match="UTF-16"):
         count_rows(_write(tmp_path / "u.jsonl", '{"prompt": "x"}\n'.encode("utf-16")))
 
 
 def test_byte_order_mark_is_accepted(tmp_path):
     csv_path = _write(tmp_path / "p.csv", b"\xef\xbb\xbfprompt,id\nhello,7\n")
-    assert read_table(csv_path) == [{"prompt": "hello", "id": "7"}]
+    assert read_rows(csv_path) == [{"prompt": "hello", "id": "7"}]
     jsonl = _write(tmp_path / "p.jsonl", b'\xef\xbb\xbf{"prompt": "hi"}\n')
     assert [p.prompt[0]["content"] for p in iter_prompts(jsonl)] == ["hi"]
     assert count_rows(csv_path) == count_rows(jsonl) == 1
@@ -149,14 +149,14 @@ def test_csv_fields_longer_than_128_kib_are_read(tmp_path):
 def test_csv_header_problems(tmp_path):
     path = _write(tmp_path / "p.csv", "prompt,prompt\na,b\n")
     with pytest.raises(InputFormatError, match=r"p\.csv:1: column 'prompt' appears 2 times"):
-        read_table(path)
+        read_rows(path)
     path = _write(tmp_path / "q.csv", " prompt ,\nhi,\n")
-    assert read_table(path) == [{"prompt": "hi", "column_2": ""}]
+    assert read_rows(path) == [{"prompt": "hi", "column_2": ""}]
 
 
 def test_csv_quote_problems_are_row_errors(tmp_path):
     path = _write(tmp_path / "p.csv", 'prompt,id\n"a"b,1\nfine,2\n')
-    records = list(iter_table_records(path))
+    records = list(iter_rows(path))
     assert isinstance(records[0].data, RowError) and "not valid CSV" in str(records[0].data)
     assert records[1].data == {"prompt": "fine", "id": "2"}
 
@@ -180,7 +180,7 @@ def test_write_csv_round_trip_is_exact(tmp_path):
     path = write_csv(rows, tmp_path / "out.csv", ["a", "b", "c"])
     raw = path.read_text(encoding="utf-8")
     assert "'=cmd" in raw and "'-2" in raw and "''@x" in raw
-    back = read_table(path)
+    back = read_rows(path)
     assert back[0] == {"a": rows[0]["a"], "b": "-2", "c": '["x", {"y": 1}]'}
     assert back[1] == {"a": rows[1]["a"], "b": "'@x", "c": ""}
 
@@ -307,7 +307,7 @@ def test_prompt_column_errors(tmp_path):
 )
 def test_count_rows_agrees_with_the_reader(tmp_path, name, content, expected):
     path = _write(tmp_path / name, content)
-    assert len(list(iter_table_records(path))) == count_rows(path) == expected
+    assert len(list(iter_rows(path))) == count_rows(path) == expected
     assert count_rows(path, limit=1) == min(1, expected)
 
 

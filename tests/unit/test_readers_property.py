@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from cai.errors import CaiError
 from cai.human.imports import import_human
-from cai.io import count_rows, iter_prompts, iter_table_records, read_table, write_csv
+from cai.tables import count_rows, iter_prompts, iter_rows, read_rows, write_csv
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None)
 COLUMNS = [
@@ -85,7 +85,7 @@ def _check_file(name: str, data: bytes, format: str = "auto") -> None:
             report.summary()
             report.model_dump_json()
             _rows_or_cai_error(lambda: report.require_rows())
-        records = _rows_or_cai_error(lambda: list(iter_table_records(path)))
+        records = _rows_or_cai_error(lambda: list(iter_rows(path)))
         if not isinstance(records, CaiError):
             assert count_rows(path) == len(records)
             assert [r.row for r in records] == list(range(1, len(records) + 1))
@@ -164,5 +164,5 @@ def test_written_csv_reads_back_exactly(cells):
     table = [dict(zip(columns, row, strict=True)) for row in cells]
     with tempfile.TemporaryDirectory() as folder:
         path = write_csv(table, Path(folder) / "out.csv", columns)
-        assert read_table(path) == table
+        assert read_rows(path) == table
         assert count_rows(path) == len(table)
