@@ -77,7 +77,6 @@ class RunConfig(TrainCommon):
         return lora_config(self.lora, task_type)
 
 
-
 def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
