@@ -23,15 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from cai.backends.base import (
-    Backend,
-    CallStats,
-    ChoiceRequest,
-    ChoiceScore,
-    Generation,
-    GenerationParams,
-    Message,
-)
+from cai.backends.base import Backend, BackendWrapper, ChoiceScore, Generation
 from cai.jobs import finished_chunk_files
 
 CHUNK_TOKENS = "chunk_tokens"
@@ -132,7 +124,7 @@ def _answer_tokens(answer: Generation | ChoiceScore) -> tuple[int | None, int | 
     return answer.prompt_tokens, 0
 
 
-class LedgerBackend(Backend):
+class LedgerBackend(BackendWrapper):
     """Counts the tokens of every answer passing through `inner`, under one stage name.
 
     It wraps what `make_backend` returned (so the call cache, when there is one, is inside):
@@ -146,17 +138,10 @@ class LedgerBackend(Backend):
         self.model_id = inner.model_id
         self.ledger = TokenLedger()
 
-    @property
-    def stats(self) -> CallStats | None:
-        return self.inner.stats
+    def wrapped(self) -> Backend:
+        return self.inner
 
-    @property
-    def last_served(self) -> list[bool] | None:
-        return self.inner.last_served
-
-    def _count(self, answers: list[Any]) -> list[Any]:
-        if not answers:
-            return answers
+    def passed(self, answers: list[Any]) -> list[Any]:
         served = self.inner.last_served
         if not isinstance(served, list) or len(served) != len(answers):
             served = [False] * len(answers)
@@ -170,24 +155,10 @@ class LedgerBackend(Backend):
             )
         return answers
 
-    def generate_chat(
-        self, conversations: list[list[Message]], params: GenerationParams
-    ) -> list[Generation]:
-        return self._count(self.inner.generate_chat(conversations, params))
-
-    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        return self._count(self.inner.generate_text(prompts, params))
-
-    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
-        return self._count(self.inner.score_choices(requests))
-
     def take(self) -> TokenLedger:
         """The counts since the last `take` (one chunk's), and start afresh."""
         ledger, self.ledger = self.ledger, TokenLedger()
         return ledger
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def counting(backend: Backend, stage: str) -> LedgerBackend:

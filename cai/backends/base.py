@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -134,7 +134,7 @@ class Backend(ABC):
 
     A wrapper (call cache, token ledger, lazy or shared engine) is a Backend around another
     one; what callers read of the backend inside it is declared here and passed on by each
-    wrapper, so nothing reaches through a wrapper by name.
+    wrapper (`BackendWrapper`), so nothing reaches through a wrapper by name.
     """
 
     #: A stable identity of the model and the settings that change its outputs (cache key).
@@ -169,3 +169,51 @@ class Backend(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+Answer = TypeVar("Answer", Generation, ChoiceScore)
+
+
+class BackendWrapper(Backend):
+    """A Backend in front of another one (`wrapped()`), passing on every batch, `close` and
+    the attributes declared on Backend.
+
+    A batch with no items is answered here, so it never reaches (or starts) the backend
+    behind; `passed` sees every batch's answers on their way back to the caller.
+    """
+
+    @abstractmethod
+    def wrapped(self) -> Backend:
+        """The backend behind this one."""
+
+    def passed(self, answers: list[Answer]) -> list[Answer]:
+        """The answers of one batch, on their way back (as they are unless overridden)."""
+        return answers
+
+    @property
+    def stats(self) -> CallStats | None:
+        return self.wrapped().stats
+
+    @property
+    def last_served(self) -> list[bool] | None:
+        return self.wrapped().last_served
+
+    def generate_chat(
+        self, conversations: list[list[Message]], params: GenerationParams
+    ) -> list[Generation]:
+        if not conversations:
+            return []
+        return self.passed(self.wrapped().generate_chat(conversations, params))
+
+    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
+        if not prompts:
+            return []
+        return self.passed(self.wrapped().generate_text(prompts, params))
+
+    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
+        if not requests:
+            return []
+        return self.passed(self.wrapped().score_choices(requests))
+
+    def close(self) -> None:
+        self.wrapped().close()

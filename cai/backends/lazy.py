@@ -12,19 +12,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from cai.backends.base import (
-    Backend,
-    BackendError,
-    CallStats,
-    ChoiceRequest,
-    ChoiceScore,
-    Generation,
-    GenerationParams,
-    Message,
-)
+from cai.backends.base import Backend, BackendError, BackendWrapper, CallStats
 
 
-class LazyBackend(Backend):
+class LazyBackend(BackendWrapper):
     """`build()` on first use; its result must report the `model_id` promised here."""
 
     def __init__(self, build: Callable[[], Backend], model_id: str) -> None:
@@ -69,22 +60,8 @@ class LazyBackend(Backend):
     def last_served(self) -> list[bool] | None:
         return self._inner.last_served if self._inner is not None else None
 
-    def generate_chat(
-        self, conversations: list[list[Message]], params: GenerationParams
-    ) -> list[Generation]:
-        if not conversations:
-            return []
-        return self.backend().generate_chat(conversations, params)
-
-    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        if not prompts:
-            return []
-        return self.backend().generate_text(prompts, params)
-
-    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
-        if not requests:
-            return []
-        return self.backend().score_choices(requests)
+    def wrapped(self) -> Backend:
+        return self.backend()
 
     def close(self) -> None:
         with self._lock:

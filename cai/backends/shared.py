@@ -15,15 +15,7 @@ import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from cai.backends.base import (
-    Backend,
-    CallStats,
-    ChoiceRequest,
-    ChoiceScore,
-    Generation,
-    GenerationParams,
-    Message,
-)
+from cai.backends.base import Backend, BackendWrapper
 from cai.backends.lazy import LazyBackend
 
 
@@ -37,7 +29,7 @@ _LOCK = threading.Lock()
 _ENTRIES: dict[Hashable, _Entry] = {}
 
 
-class SharedBackend(Backend):
+class SharedBackend(BackendWrapper):
     """One user's handle on a shared backend; `close` releases this user only."""
 
     def __init__(self, key: Hashable, entry: _Entry) -> None:
@@ -51,24 +43,8 @@ class SharedBackend(Backend):
         """The backend behind every handle of this key."""
         return self._entry.backend
 
-    @property
-    def stats(self) -> CallStats | None:
-        return self._entry.backend.stats
-
-    @property
-    def last_served(self) -> list[bool] | None:
-        return self._entry.backend.last_served
-
-    def generate_chat(
-        self, conversations: list[list[Message]], params: GenerationParams
-    ) -> list[Generation]:
-        return self._entry.backend.generate_chat(conversations, params)
-
-    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        return self._entry.backend.generate_text(prompts, params)
-
-    def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
-        return self._entry.backend.score_choices(requests)
+    def wrapped(self) -> Backend:
+        return self._entry.backend
 
     def close(self) -> None:
         if self._released:
