@@ -12,9 +12,10 @@ import pytest
 from cai.errors import CaiError
 from cai.human import pair_key
 from cai.label.assign import left_side, overlap_ids
+from cai.label.db import LabelDbError
 from cai.label.items import ItemsError, load_items
 from cai.label.markdown import render_markdown
-from cai.label.store import AnswerConflict, LabelDbError, LabelStore, RaterNameError
+from cai.label.store import AnswerConflict, LabelStore, RaterNameError
 
 
 def write_jsonl(path, rows):
