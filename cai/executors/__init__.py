@@ -1,10 +1,13 @@
 """Executors: where a stage's chunks are processed (this process, or a pool of Ray actors).
 
-    base.py     the interface (Executor, ExecutorSession, WorkerRecipe, ChunkWorker, reports)
-    config.py   the `executor:` setting (ExecutorConfig)
-    recipes.py  the picklable worker recipes of the sample, judge and revise stages
-    local.py    LocalExecutor: in this process, in order (the default)
-    ray.py      RayExecutor: a pool of Ray actors, one backend each (`pip install 'cai[ray]'`)
+    base.py         the interface (Executor, ExecutorSession, WorkerRecipe, ChunkWorker, reports)
+    config.py       the `executor:` setting (ExecutorConfig)
+    local.py        LocalExecutor: in this process, in order (the default)
+    ray.py          RayExecutor: a pool of Ray actors, one backend each (`pip install 'cai[ray]'`),
+                    with ray_session.py (the pool, one stage's session), ray_actor.py (inside
+                    an actor) and ray_base.py (what both share)
+
+The recipes themselves belong to the stages (`cai/stages/`).
 
 Whatever the executor, the driver is the only writer of results (`ChunkedJob.run`), so
 resume, the call cache and every output file are the same.

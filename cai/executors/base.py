@@ -1,8 +1,8 @@
 """The executor interface: chunks of items in, each chunk's rows out, in input order.
 
 A stage hands an executor a *worker recipe*: a picklable description of the object that
-processes one chunk (`SampleRecipe`, `JudgeRecipe`, `ReviseRecipe` in `cai.executors.recipes`)
-plus the `BackendSpec` its backend is built from. The executor builds the worker where the
+processes one chunk plus the `BackendSpec` its backend is built from (each stage file in
+`cai/stages/` defines its own recipe; the executors know only this protocol). The executor builds the worker where the
 work happens (this process, or each Ray actor) with `recipe.build(backend)`, so both executors
 run the same code on every chunk.
 
