@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from cai.errors import InputError
+
+AiDatasetOpt = Annotated[Path, typer.Option(help="AI-labelled preference dataset.")]
+HumanDatasetOpt = Annotated[Path, typer.Option(help="Human-labelled preference dataset.")]
+RaterIdOpt = Annotated[str | None, typer.Option(help="Rater id for rows that name none.")]
+StrictOpt = Annotated[bool, typer.Option(help="Write nothing when any row is malformed.")]
 
 
 def _write_import(rows, report, out: Path, strict: bool) -> None:
@@ -67,8 +73,8 @@ def register(app: typer.Typer) -> None:
             ..., "--out", "-o", help="Preference dataset to write (dir, .parquet, .jsonl)."
         ),
         format: str = typer.Option("auto", help="auto | trl | hh | table | single"),
-        rater_id: str | None = typer.Option(None, help="Rater id for rows that name none."),
-        strict: bool = typer.Option(False, help="Write nothing when any row is malformed."),
+        rater_id: RaterIdOpt = None,
+        strict: StrictOpt = False,
     ) -> None:
         """Import human labels: pairs (TRL, HH-RLHF, a table) or thumbs up/down (single)."""
         from cai.human.imports import import_human
@@ -84,8 +90,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("agree")
     def agree_cmd(
-        ai: Path = typer.Option(..., help="AI-labelled preference dataset."),
-        human: Path = typer.Option(..., help="Human-labelled preference dataset."),
+        ai: AiDatasetOpt,
+        human: HumanDatasetOpt,
         out: Path = typer.Option(..., "--out", "-o", help="Directory for the report."),
         bins: int = typer.Option(5, min=1, help="Calibration bins over confidence 0.5-1.0."),
         bootstrap: int = typer.Option(
@@ -136,7 +142,7 @@ def register(app: typer.Typer) -> None:
 
     @route.command("export")
     def route_export_cmd(
-        ai: Path = typer.Option(..., help="AI-labelled preference dataset."),
+        ai: AiDatasetOpt,
         out: Path = typer.Option(
             ..., "--out", "-o", help="Labelling sheet to write (.jsonl or .csv)."
         ),
@@ -166,8 +172,8 @@ def register(app: typer.Typer) -> None:
     def route_import_cmd(
         sheet: Path = typer.Argument(..., help="The filled labelling sheet."),
         out: Path = typer.Option(..., "--out", "-o", help="Preference dataset to write."),
-        rater_id: str | None = typer.Option(None, help="Rater id for rows that name none."),
-        strict: bool = typer.Option(False, help="Write nothing when any row is malformed."),
+        rater_id: RaterIdOpt = None,
+        strict: StrictOpt = False,
     ) -> None:
         """Import a filled labelling sheet as human preference rows."""
         from cai.human.routing import import_labels
@@ -177,8 +183,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("mix")
     def mix_cmd(
-        ai: Path = typer.Option(..., help="AI-labelled preference dataset."),
-        human: Path = typer.Option(..., help="Human-labelled preference dataset."),
+        ai: AiDatasetOpt,
+        human: HumanDatasetOpt,
         out: Path = typer.Option(..., "--out", "-o", help="Mixed dataset to write."),
         human_fraction: float | None = typer.Option(
             None, min=0.0, max=1.0, help="Share of human rows."
