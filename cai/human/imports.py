@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.backends.base import Message
-from cai.errors import InputError
+from cai.errors import CaiError, InputError
 from cai.human.pairs import (
     PairDataError,
     assistant,
@@ -140,12 +140,15 @@ def canonical_columns(row: dict[str, Any], fmt: str) -> Columns:
     return Columns(row=out, mapped=mapped, unknown=unknown)
 
 
-class RowProblem(ValueError):
+class RowProblem(CaiError, ValueError):
     """Why one row cannot become a preference row; `kind` is "malformed" or a flag kind."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
         self.kind = kind
+
+    def __reduce__(self):
+        return (type(self), (self.kind, self.message))
 
 
 class RowIssue(BaseModel):

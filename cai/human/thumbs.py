@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cai.errors import CaiError
+
 UP_LABELS = frozenset({"up", "thumbs_up", "thumbsup", "👍", "true", "1", "desirable"})
 DOWN_LABELS = frozenset({"down", "thumbs_down", "thumbsdown", "👎", "false", "0", "undesirable"})
 SPELLINGS = "up / down, thumbs_up / thumbs_down, 👍 / 👎, true / false or 1 / 0"
@@ -17,7 +19,7 @@ SPELLINGS = "up / down, thumbs_up / thumbs_down, 👍 / 👎, true / false or 1 
 _EMOJI_MARKS = dict.fromkeys([0xFE0F, *range(0x1F3FB, 0x1F400)])
 
 
-class ThumbError(ValueError):
+class ThumbError(CaiError, ValueError):
     """A value that is not one of the thumbs spellings."""
 
 
