@@ -1,8 +1,8 @@
 """The formats cai writes datasets in, one vocabulary for every command and config:
 `save_to_disk` (a directory), `parquet` and `jsonl`; and which format a path's name asks for.
 
-`disk` is accepted everywhere as another spelling of `save_to_disk` (configs of
-`cai revise` use it), so a config means the same whichever spelling it uses.
+`disk` is accepted everywhere as another spelling of `save_to_disk`, so a config means the
+same whichever spelling it uses.
 """
 
 from __future__ import annotations
