@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -176,109 +177,116 @@ def _duplicates(constitution: Constitution, config: LintConfig, lines: dict) -> 
     return out
 
 
+@dataclass(frozen=True)
+class _TextRule:
+    """One check of a piece of principle text: `find` returns what to quote, or None."""
+
+    severity: Severity
+    code: str
+    find: Callable[[str], str | None]
+    message: str
+    """Formatted with `pid`, `field` and `found`."""
+    fix: str
+
+
+def _matched(pattern: re.Pattern, strip: bool = True) -> Callable[[str], str | None]:
+    def find(text: str) -> str | None:
+        match = pattern.search(text)
+        if match is None:
+            return None
+        return match.group(0).strip() if strip else match.group(0)
+
+    return find
+
+
+_COMPARISON_RULES = (
+    _TextRule(
+        "error",
+        "not-a-comparison",
+        lambda q: None if _CHOICE.search(q) else q,
+        "`{pid}`: the comparison question does not ask the judge to choose between "
+        "responses: {found!r}",
+        'ask "Which response ...?"; a yes/no question belongs in assessment_question',
+    ),
+    _TextRule(
+        "warning",
+        "empty-question",
+        lambda q: q if _CHOICE.search(q) and not normalise(q) else None,
+        "`{pid}`: the comparison question names no quality to compare on: {found!r}",
+        "say what makes one response better, e.g. 'Which response is more accurate?'",
+    ),
+    _TextRule(
+        "info",
+        "negated-framing",
+        _matched(_NEGATED),
+        "`{pid}` asks with negated framing ({found!r}): the judge must pick the response "
+        "with less of something, which small judges get backwards more often",
+        "consider the positive form ('Which response is safer?'), and check it with "
+        "`cai constitution test`",
+    ),
+)
+"""The comparison question asks the judge to choose, names a quality, and is not negated."""
+
+_ASSESSMENT_RULES = (
+    _TextRule(
+        "warning",
+        "assessment-compares",
+        _matched(_COMPARES),
+        "`{pid}`: the assessment question compares responses, but assessment shows the judge "
+        "one response",
+        "ask about one response: 'Is the reply ...?'",
+    ),
+)
+"""An assessment question is about one response, since assessment shows only one."""
+
+_FIELD_RULES = (
+    _TextRule(
+        "error",
+        "placeholder",
+        _matched(_PLACEHOLDER),
+        "`{pid}`.{field} looks unfinished ({found!r})",
+        "write the text out",
+    ),
+    _TextRule(
+        "error",
+        "template-variable",
+        _matched(_VARIABLE, strip=False),
+        "`{pid}`.{field} contains {found!r}, which looks like a template variable; principle "
+        "text is data, so the model reads it as written",
+        "write the text out; templates, not principles, fill in variables",
+    ),
+    _TextRule(
+        "warning",
+        "too-short",
+        lambda text: text if len(text.split()) < 3 else None,
+        "`{pid}`.{field} is only {found!r}",
+        "say what the principle is about in a full sentence",
+    ),
+)
+"""Any text field: finished, free of template variables, and a full sentence."""
+
+
 def _text_checks(principle: Principle, lines: dict) -> list[Finding]:
-    out = _comparison_checks(principle, lines) + _assessment_checks(principle, lines)
-    for field in TEXT_FIELDS:
-        text = getattr(principle, field)
-        if text is not None:
-            out += _field_checks(principle.id, field, text, lines)
-    return out
-
-
-def _comparison_checks(principle: Principle, lines: dict) -> list[Finding]:
-    """The comparison question asks the judge to choose, names a quality, and is not negated."""
-    pid, question = principle.id, principle.comparison_question
-    if question is None:
-        return []
-    found = _about(pid, "comparison_question", lines)
-    out = []
-    if not _CHOICE.search(question):
-        out.append(
-            found(
-                severity="error",
-                code="not-a-comparison",
-                message=f"`{pid}`: the comparison question does not ask the judge to choose "
-                f"between responses: {question!r}",
-                fix='ask "Which response ...?"; a yes/no question belongs in assessment_question',
-            )
-        )
-    elif not normalise(question):
-        out.append(
-            found(
-                severity="warning",
-                code="empty-question",
-                message=f"`{pid}`: the comparison question names no quality to compare on: "
-                f"{question!r}",
-                fix="say what makes one response better, e.g. 'Which response is more accurate?'",
-            )
-        )
-    negated = _NEGATED.search(question)
-    if negated:
-        out.append(
-            found(
-                severity="info",
-                code="negated-framing",
-                message=f"`{pid}` asks with negated framing ({negated.group(0).strip()!r}): "
-                "the judge must pick the response with less of something, which small judges "
-                "get backwards more often",
-                fix="consider the positive form ('Which response is safer?'), and check it with "
-                "`cai constitution test`",
-            )
-        )
-    return out
-
-
-def _assessment_checks(principle: Principle, lines: dict) -> list[Finding]:
-    """An assessment question is about one response, since assessment shows only one."""
-    assessment = principle.assessment_question
-    if assessment is None or not _COMPARES.search(assessment):
-        return []
     pid = principle.id
-    return [
-        _about(pid, "assessment_question", lines)(
-            severity="warning",
-            code="assessment-compares",
-            message=f"`{pid}`: the assessment question compares responses, but assessment "
-            "shows the judge one response",
-            fix="ask about one response: 'Is the reply ...?'",
-        )
+    checks = [
+        ("comparison_question", _COMPARISON_RULES),
+        ("assessment_question", _ASSESSMENT_RULES),
+        *((field, _FIELD_RULES) for field in TEXT_FIELDS),
     ]
-
-
-def _field_checks(pid: str, field: str, text: str, lines: dict) -> list[Finding]:
-    """Any text field: finished, free of template variables, and a full sentence."""
-    found = _about(pid, field, lines)
     out = []
-    placeholder = _PLACEHOLDER.search(text)
-    if placeholder:
-        out.append(
-            found(
-                severity="error",
-                code="placeholder",
-                message=f"`{pid}`.{field} looks unfinished ({placeholder.group(0).strip()!r})",
-                fix="write the text out",
-            )
-        )
-    variable = _VARIABLE.search(text)
-    if variable:
-        out.append(
-            found(
-                severity="error",
-                code="template-variable",
-                message=f"`{pid}`.{field} contains {variable.group(0)!r}, which looks like a "
-                "template variable; principle text is data, so the model reads it as written",
-                fix="write the text out; templates, not principles, fill in variables",
-            )
-        )
-    if len(text.split()) < 3:
-        out.append(
-            found(
-                severity="warning",
-                code="too-short",
-                message=f"`{pid}`.{field} is only {text!r}",
-                fix="say what the principle is about in a full sentence",
-            )
-        )
+    for field, rules in checks:
+        text = getattr(principle, field)
+        if text is None:
+            continue
+        for rule in rules:
+            found = rule.find(text)
+            if found is not None:
+                message = rule.message.format(pid=pid, field=field, found=found)
+                out.append(
+                    _about(pid, field, lines)(
+                        severity=rule.severity, code=rule.code, message=message, fix=rule.fix
+                    )
+                )
     return out
 
 
