@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from cai.records import PreferenceRow, stable_id
-from cai.tables import FORMATS, DatasetFormat, InputFormatError, dataset_from_rows, load_table
+from cai.tables import FORMATS, DatasetFormat, dataset_from_rows, load_table
 from cai.tables import write_splits as _write_splits
 
 __all__ = [
     "FORMATS",
     "NO_PAIR_FLAGS",
     "DatasetFormat",
-    "DatasetReadError",
     "load_split",
     "preference_schema_example",
     "revision_preferences",
@@ -29,9 +28,6 @@ __all__ = [
 
 #: Flags that make a revised-vs-initial pair meaningless (nothing better to prefer).
 NO_PAIR_FLAGS = frozenset({"empty_revision", "unchanged_revision", "generation_failed"})
-
-DatasetReadError = InputFormatError
-"""The older name of the error for a path that holds no dataset cai can read."""
 
 
 def write_splits(

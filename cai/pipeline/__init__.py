@@ -20,7 +20,6 @@ Layout of `output_dir`:
 from cai.pipeline.config import (
     STAGE_NAMES,
     PipelineConfig,
-    PipelineConfigError,
     PromptSource,
     load_pipeline_config,
     save_resolved_config,
@@ -35,7 +34,6 @@ __all__ = [
     "STAGES",
     "STAGE_NAMES",
     "PipelineConfig",
-    "PipelineConfigError",
     "PipelineResult",
     "PromptSource",
     "RunContext",

@@ -14,16 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cai.backends import BackendSpec, VLLMSpec
 from cai.budget import BudgetConfig
-from cai.config import ConfigError, load_config, resolve_beside, save_resolved
+from cai.config import load_config, resolve_beside, save_resolved
 from cai.executors.config import ExecutorConfig
 from cai.judge.compare import JudgeConfig
 from cai.judge.panel import PanelConfig
 from cai.stages.preferences import PreferenceConfig
 from cai.stages.revise import COMMAND_INPUTS, ReviseConfig
 from cai.stages.sample import SampleConfig
-
-PipelineConfigError = ConfigError
-"""The pipeline's settings or inputs are invalid (the one `cai.config.ConfigError`)."""
 
 #: The stages a config may list, in the order they usually run (`cai.pipeline.stages`).
 STAGE_NAMES = ("sample", "judge", "preferences", "revise")

@@ -15,9 +15,10 @@ from typing import Any
 
 from cai.backends.base import Backend
 from cai.budget import TokenBudget, TokensReport, tokens_report
+from cai.config import ConfigError
 from cai.executors.base import Executor
 from cai.ledger import TokenLedger
-from cai.pipeline.config import PipelineConfig, PipelineConfigError
+from cai.pipeline.config import PipelineConfig
 
 
 @dataclass
@@ -53,7 +54,7 @@ class RunContext:
             if self.config.executor.kind != "local" and (
                 self.policy_backend is not None or self.judge_backend is not None
             ):
-                raise PipelineConfigError(
+                raise ConfigError(
                     "backends passed to run_pipeline cannot travel to Ray actors",
                     key="executor.kind",
                     fix="Describe the models in the config (policy: / judge_backend:) and pass "

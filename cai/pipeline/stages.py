@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from cai.pipeline.config import STAGE_NAMES, PipelineConfigError
+from cai.config import ConfigError
+from cai.pipeline.config import STAGE_NAMES
 from cai.pipeline.context import RunContext
 from cai.stages import judge, preferences, revise, sample
 from cai.stages.base import Stage
@@ -31,7 +32,7 @@ def check_stage(stage: Stage, ctx: RunContext) -> None:
     for output in stage.writes:
         path = output.path(ctx)
         if not is_inside(path, ctx.output_dir):
-            raise PipelineConfigError(
+            raise ConfigError(
                 f"the {stage.name} stage would write into {path}, outside the output "
                 f"directory {ctx.output_dir}; a run writes only inside its own directory",
                 key=output.key,

@@ -15,9 +15,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cai.config import ConfigError
-from cai.tables import load_table
+from cai.tables import InputFormatError, load_table
 from cai.train.config import resolve_resume
-from cai.train.preference import RunConfig, TrainingDataError, TrainResult
+from cai.train.preference import RunConfig, TrainResult
 from cai.train.preference import _run as run_trainer
 from cai.train.unpaired import (
     UNPAIRED_COLUMNS,
@@ -57,7 +57,7 @@ def load_kto_dataset(path: str | Path, min_confidence: float = 0.0):
         rows, report = unpair_preferences(table, min_confidence, where=str(path))
         facts["unpaired_from_pairs"] = report.model_dump()
         if not rows:
-            raise TrainingDataError(
+            raise InputFormatError(
                 f"none of the {report.n_pairs} pairs gives a label "
                 f"(dropped: {report.pairs_dropped}, conflicting answers: "
                 f"{report.answers_conflicting})",
@@ -67,7 +67,7 @@ def load_kto_dataset(path: str | Path, min_confidence: float = 0.0):
     elif set(UNPAIRED_COLUMNS) <= columns:
         rows = checked_unpaired(table, str(path))
     else:
-        raise TrainingDataError(
+        raise InputFormatError(
             f"neither unpaired rows nor preference pairs (columns: {', '.join(sorted(columns))})",
             file=path,
             fix="KTO reads prompt / completion / label rows (`cai import-human` of thumbs "

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import Field
 
-from cai.tables import load_table
+from cai.tables import InputFormatError, load_table
 from cai.train.config import resolve_resume
-from cai.train.preference import RunConfig, TrainingDataError, TrainResult, require_columns
+from cai.train.preference import RunConfig, TrainResult, require_columns
 from cai.train.preference import _run as run_trainer
 from cai.train.unpaired import TIE_EPSILON, pair_probability
 
@@ -56,7 +56,7 @@ def load_orpo_dataset(path: str | Path):
     oriented = (_oriented(row, str(path), n) for n, row in enumerate(table, 1))
     pairs = [pair for pair in oriented if pair is not None]
     if not pairs:
-        raise TrainingDataError(
+        raise InputFormatError(
             f"all {len(table)} pairs are ties, which prefer neither answer",
             file=path,
             fix="Train on pairs with a preference (prob_chosen other than 0.5).",

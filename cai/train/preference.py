@@ -27,11 +27,6 @@ from cai.train.lora import lora_config
 from cai.train.monitor.config import MonitorConfig
 from cai.train.rewards import JudgeRewardSpec
 
-TrainingDataError = InputFormatError
-"""The older name of the error for a training dataset that is missing, unreadable, or lacks
-the columns a trainer needs (and for training inputs that cannot be used as given)."""
-
-
 # --------------------------------------------------------------------------------------------
 # Shared run settings
 # --------------------------------------------------------------------------------------------
@@ -80,7 +75,7 @@ class RunConfig(TrainCommon):
 def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
-        raise TrainingDataError(
+        raise InputFormatError(
             f"missing column(s) {', '.join(missing)} needed for {purpose} "
             f"(columns: {', '.join(dataset.column_names)})",
             file=where,
@@ -98,7 +93,7 @@ def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int 
         for record in iter_prompts(path, column=column, limit=limit)
     ]
     if not rows:
-        raise TrainingDataError("no prompts to train on (limit is 0)", file=path)
+        raise InputFormatError("no prompts to train on (limit is 0)", file=path)
     return dataset_from_rows(rows)
 
 
@@ -227,7 +222,7 @@ def _online_reward_funcs(
     funcs: list = []
     for path in config.reward_models:
         if not Path(path).is_dir():
-            raise TrainingDataError(
+            raise InputFormatError(
                 f"reward model {path}: not a directory. Train one with `cai train reward` "
                 "or pass a local sequence-classification model directory."
             )
@@ -238,12 +233,12 @@ def _online_reward_funcs(
         else:
             funcs.append(owned.enter_context(judge_reward(config.judge, judge_backend)))
     if not funcs:
-        raise TrainingDataError(
+        raise InputFormatError(
             "no reward: set `reward_models` (a list of reward model directories) and/or `judge` "
             "(the constitutional judge) in the config."
         )
     if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
-        raise TrainingDataError(
+        raise InputFormatError(
             f"reward_weights has {len(config.reward_weights)} values but there are {len(funcs)} "
             "rewards (reward models first, then the judge)."
         )

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from cai.logs import quiet_trainer
 from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
-from cai.tables import load_table
+from cai.tables import InputFormatError, load_table
 from cai.train.config import resolve_resume, save_config
 from cai.train.distributed import (
     debug_data_log_enabled,
@@ -30,7 +30,6 @@ from cai.train.distributed import (
 )
 from cai.train.preference import (
     RunConfig,
-    TrainingDataError,
     TrainResult,
     final_metrics,
     require_columns,
@@ -69,13 +68,13 @@ def prepare_rows(dataset, labels: str, source_weights: dict[str, float], where: 
     ]
     if bad_prob:
         i = bad_prob[0]
-        raise TrainingDataError(
+        raise InputFormatError(
             f"{where}: {len(bad_prob)} row(s) have no valid {PROB_COLUMN} in [0, 1] (first: row "
             f"{i}, value {probs[i]!r}). Drop them or re-export the preferences."
         )
     unknown = sorted({str(s) for s in sources} - set(source_weights))
     if unknown:
-        raise TrainingDataError(
+        raise InputFormatError(
             f"{where}: source(s) {', '.join(unknown)} have no weight in source_weights "
             f"({source_weights}). Add them, e.g. --source-weight {unknown[0]}=1.0."
         )

@@ -42,21 +42,16 @@ class SftResult(BaseModel):
     seconds: float
 
 
-SftDataError = InputFormatError
-"""The older name of the error for a dataset that cannot be used for SFT (missing column,
-no final assistant turn, empty)."""
-
-
 def prepare_rows(dataset, column: str, loss_on: str):
     """Keep only what SFTTrainer needs: prompt/completion (or messages), checking every row."""
     if column not in dataset.column_names:
-        raise SftDataError(
+        raise InputFormatError(
             f"the dataset has no {column!r} column (columns: {', '.join(dataset.column_names)}). "
             "Point --dataset at the sft/ directory written by `cai revise`, or name the column "
             "with --set messages_column=NAME."
         )
     if len(dataset) == 0:
-        raise SftDataError(
+        raise InputFormatError(
             "the dataset is empty: nothing to train on. If `cai revise` flagged every row, see its "
             "summary, or train on the flagged split with --set split=flagged."
         )
@@ -64,7 +59,7 @@ def prepare_rows(dataset, column: str, loss_on: str):
     def convert(row: dict[str, Any], index: int) -> dict[str, Any]:
         messages = [{"role": m["role"], "content": m["content"]} for m in row[column]]
         if len(messages) < 2 or messages[-1]["role"] != "assistant":
-            raise SftDataError(
+            raise InputFormatError(
                 f"row {index}: {column!r} must end with an assistant message after at least one "
                 "prompt message."
             )

@@ -307,14 +307,17 @@ def test_an_unreachable_hub_dataset_is_one_clear_error(monkeypatch):
         load_table("someone/no-such-dataset")
 
 
-# ---- old names ------------------------------------------------------------------------------
-def test_old_error_names_are_the_one_reading_error():
-    from cai.sft_data import DatasetReadError
-    from cai.train.preference import TrainingDataError
-    from cai.train.sft import SftDataError
+# ---- one reading error ----------------------------------------------------------------------
+def test_readers_of_training_data_raise_the_one_reading_error(tmp_path):
+    import cai.train.preference
+    import cai.train.sft
+    from cai.sft_data import load_split
 
-    for cls in (DatasetReadError, TrainingDataError, SftDataError):
-        assert cls is InputFormatError and issubclass(cls, CaiError)
+    for module in (cai.train.preference, cai.train.sft):
+        assert module.InputFormatError is InputFormatError
+    assert issubclass(InputFormatError, CaiError)
+    with pytest.raises(InputFormatError):
+        load_split(tmp_path / "nope")
 
 
 def test_preference_rows_stream_with_each_row_checked(tmp_path):

@@ -21,7 +21,7 @@ from cai.constitution import load_constitution
 from cai.executors import ExecutorConfig, LocalExecutor, make_executor
 from cai.jobs import ChunkedJob, encode_rows, iter_job_results
 from cai.judge.compare import JudgeConfig, PairwiseJudge
-from cai.pipeline import PipelineConfigError, load_pipeline_config, run_pipeline
+from cai.pipeline import load_pipeline_config, run_pipeline
 from cai.records import PromptRecord
 from cai.stages.judge import JudgeRecipe, judge_samples
 from cai.stages.sample import SampleConfig, SampleRecipe, iter_samples, sample_chunk, sample_prompts
@@ -281,5 +281,5 @@ def test_backends_passed_in_code_cannot_travel_to_ray_actors(tmp_path, monkeypat
             "executor.kind": "ray",
         },
     )
-    with pytest.raises(PipelineConfigError, match="cannot travel to Ray actors"):
+    with pytest.raises(ConfigError, match="cannot travel to Ray actors"):
         run_pipeline(config, policy_backend=ScriptedBackend())

@@ -10,7 +10,8 @@ import yaml
 
 from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
-from cai.pipeline import PipelineConfigError, load_pipeline_config, run_pipeline
+from cai.config import ConfigError
+from cai.pipeline import load_pipeline_config, run_pipeline
 from cai.preference_data import load_preferences
 
 LONG_LOGIT = 2.0
@@ -85,14 +86,14 @@ def opinionated(monkeypatch):
 
 def test_config_refuses_both_judge_settings_and_mismatched_weights(tmp_path):
     path = write_config(tmp_path)
-    with pytest.raises(PipelineConfigError, match="judge_backend and judge_backends"):
+    with pytest.raises(ConfigError, match="judge_backend and judge_backends"):
         load_pipeline_config(path, ["judge_backend={kind: scripted, model: x}"])
-    with pytest.raises(PipelineConfigError, match="2 entries for 3 judges"):
+    with pytest.raises(ConfigError, match="2 entries for 3 judges"):
         load_pipeline_config(
             path, ["judge_backends=[{kind: scripted}, {kind: scripted}, {kind: scripted}]",
                    "panel.weights=[1, 2]"],
         )  # fmt: skip
-    with pytest.raises(PipelineConfigError, match="need a panel"):
+    with pytest.raises(ConfigError, match="need a panel"):
         load_pipeline_config(path, ["judge_backends=null", "panel.combine=mean_prob"])
 
 
@@ -158,7 +159,7 @@ def test_a_changed_panel_refuses_to_mix_with_old_judgments(tmp_path, opinionated
 
 def test_a_panel_with_ray_is_refused_at_check_time(tmp_path):
     path = write_config(tmp_path, executor={"kind": "ray"})
-    with pytest.raises(PipelineConfigError, match=r"executor\.kind: local"):
+    with pytest.raises(ConfigError, match=r"executor\.kind: local"):
         run_pipeline(load_pipeline_config(path))
     assert not (tmp_path / "out" / "samples").exists()
 

@@ -10,8 +10,8 @@ import yaml
 
 from cai.backends.base import ChoiceRequest
 from cai.backends.scripted import ScriptedBackend
+from cai.config import ConfigError
 from cai.pipeline import (
-    PipelineConfigError,
     format_summary,
     load_pipeline_config,
     run_pipeline,
@@ -73,7 +73,7 @@ def test_overrides_win_over_yaml_and_paths_resolve_beside_the_file(tmp_path, mon
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, overrides, message):
-    with pytest.raises(PipelineConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load_pipeline_config(write_config(tmp_path), overrides)
 
 

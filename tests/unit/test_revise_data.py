@@ -6,12 +6,12 @@ import pytest
 
 from cai.errors import OutputDirError
 from cai.sft_data import (
-    DatasetReadError,
     load_split,
     preference_schema_example,
     revision_preferences,
     write_splits,
 )
+from cai.tables import InputFormatError
 
 
 def _row(i: int, final: str, flags: list[str] | None = None) -> dict:
@@ -39,7 +39,7 @@ def test_splits_round_trip(tmp_path, fmt):
     assert train["messages"] == [r["messages"] for r in rows]
     assert load_split(directory, "flagged")["flags"] == [["empty_revision"]]
     assert (directory / "README.md").read_text() == "# c"
-    with pytest.raises(DatasetReadError, match=r"no split 'test'|no 'test' split"):
+    with pytest.raises(InputFormatError, match=r"no split 'test'|no 'test' split"):
         load_split(directory, "test")
 
 
@@ -82,8 +82,8 @@ def test_revision_preferences_mark_provenance_and_skip_pairs_without_a_differenc
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(DatasetReadError, match="nope: no such file or directory"):
+    with pytest.raises(InputFormatError, match="nope: no such file or directory"):
         load_split(tmp_path / "nope")
     (tmp_path / "x.txt").write_text("")
-    with pytest.raises(DatasetReadError, match=r"unknown file type '\.txt'"):
+    with pytest.raises(InputFormatError, match=r"unknown file type '\.txt'"):
         load_split(tmp_path / "x.txt")

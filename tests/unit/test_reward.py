@@ -8,11 +8,11 @@ import pytest
 
 from cai.backends.base import BackendError
 from cai.backends.scripted import ScriptedBackend
+from cai.tables import InputFormatError
 from cai.train.config import ConfigError
 from cai.train.preference import (
     DPOTrainConfig,
     OnlineTrainConfig,
-    TrainingDataError,
     _online_reward_funcs,
 )
 from cai.train.reward import prepare_rows
@@ -81,13 +81,13 @@ def test_prepare_rows_reads_probabilities_sources_and_weights():
 
 
 def test_prepare_rows_refuses_what_it_cannot_train_on():
-    with pytest.raises(TrainingDataError, match=r"source\(s\) crowd"):
+    with pytest.raises(InputFormatError, match=r"source\(s\) crowd"):
         prepare_rows(_rows(source=["ai", "crowd", "ai"]), "soft", {"ai": 1.0}, "d")
-    with pytest.raises(TrainingDataError, match=r"row 1, value 1.5"):
+    with pytest.raises(InputFormatError, match=r"row 1, value 1.5"):
         prepare_rows(_rows(prob_chosen=[0.7, 1.5, 0.9]), "soft", {"ai": 1.0}, "d")
     from datasets import Dataset
 
-    with pytest.raises(TrainingDataError, match="missing column"):
+    with pytest.raises(InputFormatError, match="missing column"):
         prepare_rows(Dataset.from_dict({"chosen": ["a"]}), "soft", {"ai": 1.0}, "d")
 
 
@@ -156,15 +156,15 @@ def test_trl_kwargs_map_shared_settings_and_pass_extras_through():
 
 def test_online_training_needs_a_reward(tmp_path):
     base = {"model": "m", "output_dir": "o", "prompts": "p.jsonl"}
-    with pytest.raises(TrainingDataError, match="no reward"):
+    with pytest.raises(InputFormatError, match="no reward"):
         _online_reward_funcs(OnlineTrainConfig(**base))
-    with pytest.raises(TrainingDataError, match="not a directory"):
+    with pytest.raises(InputFormatError, match="not a directory"):
         _online_reward_funcs(OnlineTrainConfig(**base, reward_models=[str(tmp_path / "x")]))
     spec = JudgeRewardSpec(principles_per_completion=1)
     config = OnlineTrainConfig(
         **base, reward_models=[str(tmp_path)], judge=spec, reward_weights=[1.0]
     )
-    with pytest.raises(TrainingDataError, match="2 rewards"):
+    with pytest.raises(InputFormatError, match="2 rewards"):
         _online_reward_funcs(config, judge_backend=ScriptedBackend())
     ok = config.model_copy(update={"reward_weights": [1.0, 0.5]})
     funcs = _online_reward_funcs(ok, judge_backend=ScriptedBackend())
@@ -209,14 +209,14 @@ def test_load_table_reads_every_format_cai_writes(tmp_path):
         loaded = load_table(tmp_path / name)
         assert loaded["prob_chosen"] == pytest.approx([0.8, 0.6, 0.9]), name
         assert loaded[1]["chosen"] == [{"role": "assistant", "content": "c"}]
-    with pytest.raises(TrainingDataError, match="no such file"):
+    with pytest.raises(InputFormatError, match="no such file"):
         load_table(tmp_path / "missing.jsonl")
     (tmp_path / "prefs.txt").write_text("x")
-    with pytest.raises(TrainingDataError, match=r"unknown file type '\.txt'"):
+    with pytest.raises(InputFormatError, match=r"unknown file type '\.txt'"):
         load_table(tmp_path / "prefs.txt")
     (tmp_path / "empty.jsonl").write_text("")
-    with pytest.raises(TrainingDataError):
+    with pytest.raises(InputFormatError):
         load_table(tmp_path / "empty.jsonl", allow_empty=False)
     (tmp_path / "broken.jsonl").write_text('{"chosen": [1, 2\n')
-    with pytest.raises(TrainingDataError, match=r"broken\.jsonl:1:17 row 1: not valid JSON"):
+    with pytest.raises(InputFormatError, match=r"broken\.jsonl:1:17 row 1: not valid JSON"):
         load_table(tmp_path / "broken.jsonl")
