@@ -1,16 +1,39 @@
 """Every flag that several commands share, declared once: one name and one help per idea.
 
 Each is an `Annotated[type, typer.Option(...)]` a command uses as a parameter's type, e.g.
-`executor: ExecutorOpt = None`. A flag left out is None (or an empty list), which the config
-loader reads as "not given", so the YAML file or the default decides.
+`seed: SeedOpt = None`, or a `Flag` that also names the settings key it sets (for the
+commands `cai.cli.settings_command` builds or extends). A flag left out is None (or an empty
+list), which the config loader reads as "not given", so the YAML file or the default decides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One flag: the parameter `name` (the flag is `--name`, unless `option` spells it), its
+    `option` (an `Annotated[type, typer.Option(...)]`), and the settings key it sets (default:
+    `name`). `to_options` maps a value to several keys instead, for flags that set more."""
+
+    name: str
+    option: Any
+    key: str | None = None
+    to_options: Callable[[Any], dict[str, Any]] | None = None
+
+    def options(self, value: Any) -> dict[str, Any]:
+        if value is None or value == []:
+            return {}  # not given: the YAML or the default decides
+        if self.to_options is not None:
+            return self.to_options(value)
+        return {self.key or self.name: value}
+
 
 # ---- every settings command --------------------------------------------------------------------
 ConfigOpt = Annotated[

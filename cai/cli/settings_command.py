@@ -11,33 +11,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-from cai.cli.options import ConfigOpt, OutOpt, OutputDirAlias, SetOpt
+from cai.cli.options import ConfigOpt, Flag, OutOpt, OutputDirAlias, SetOpt
 
 Runner = Callable[[Path | None, dict[str, Any], list[str]], None]
 """Runs a command: (the --config file, the typed flags as dotted keys, the --set overrides)."""
-
-
-@dataclass(frozen=True)
-class Flag:
-    """One flag: the parameter `name` (the flag is `--name`, unless `option` spells it), its
-    `option` (an `Annotated[type, typer.Option(...)]`), and the settings key it sets (default:
-    `name`). `to_options` maps a value to several keys instead, for flags that set more."""
-
-    name: str
-    option: Any
-    key: str | None = None
-    to_options: Callable[[Any], dict[str, Any]] | None = None
-
-    def options(self, value: Any) -> dict[str, Any]:
-        if value is None or value == []:
-            return {}  # not given: the YAML or the default decides
-        if self.to_options is not None:
-            return self.to_options(value)
-        return {self.key or self.name: value}
 
 
 def _parameter(name: str, option: Any, default: Any = None) -> inspect.Parameter:
