@@ -54,14 +54,8 @@ Aggregation = Literal["mean", "tiered"]
 """How a judgment combines its principles: their average, or tier by tier (see the guide)."""
 
 
-class Principle(BaseModel):
-    """One rule of the constitution, phrased for each way `cai` uses it.
-
-    A principle may be written for one use only: the judge needs `comparison_question`,
-    revisions need `critique_request` and `revision_request` (always together), pointwise
-    assessment uses `assessment_question` (or falls back to the comparison question). Each
-    command samples only from the principles that carry what it needs (`cai.constitution.usage`).
-    """
+class PrincipleText(BaseModel):
+    """A principle's id and its phrasings, one per way `cai` uses it (each optional)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +68,17 @@ class Principle(BaseModel):
     """Asks which of several responses better follows the principle (preference labels)."""
     assessment_question: Text | None = None
     """Asks whether one response follows the principle (pointwise judge rewards)."""
+
+
+class Principle(PrincipleText):
+    """One rule of the constitution, phrased for each way `cai` uses it.
+
+    A principle may be written for one use only: the judge needs `comparison_question`,
+    revisions need `critique_request` and `revision_request` (always together), pointwise
+    assessment uses `assessment_question` (or falls back to the comparison question). Each
+    command samples only from the principles that carry what it needs (`cai.constitution.usage`).
+    """
+
     weight: float = Field(1.0, ge=0.0)
     """Relative chance of being sampled when sampling by weight; 0 disables it there."""
     tier: int | None = Field(None, ge=1)
@@ -205,16 +210,9 @@ class Constitution(BaseModel):
 # --- what one file may contain -------------------------------------------------------------
 
 
-class PrincipleFile(BaseModel):
+class PrincipleFile(PrincipleText):
     """A principle as written in a file; fields may be left out when overriding a parent's."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: PrincipleId
-    critique_request: Text | None = None
-    revision_request: Text | None = None
-    comparison_question: Text | None = None
-    assessment_question: Text | None = None
     weight: float | None = Field(None, ge=0.0)
     tier: int | None = Field(None, ge=1)
     tags: list[Text] | None = None
