@@ -18,8 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends import BackendSpec
 from cai.backends.base import Backend, GenerationParams, Message
+from cai.backends.owned import RoleHandover
+from cai.constitution import load_constitution
 from cai.errors import CaiError
+from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
 from cai.records import stable_id
+from cai.tables import iter_prompts
+from cai.templates import TemplateSet
 
 
 class WinRateError(CaiError, ValueError):
@@ -158,8 +163,6 @@ def judge_responses(
     baseline_responses: Sequence[str],
 ) -> list[PairOutcome]:
     """Ask the PairwiseJudge (both orders) whether each policy answer beats the baseline's."""
-    from cai.judge.compare import PairToJudge
-
     if not getattr(judge.config, "both_orders", True):
         raise WinRateError(_ONE_ORDER)
     lengths = {len(prompt_ids), len(prompts), len(policy_responses), len(baseline_responses)}
@@ -257,12 +260,6 @@ def run_win_rate(
 
     Backends passed in replace the ones the config's specs would build (tests, notebooks).
     """
-    from cai.backends.owned import RoleHandover
-    from cai.constitution import load_constitution
-    from cai.judge.compare import JudgeConfig, PairwiseJudge
-    from cai.tables import iter_prompts
-    from cai.templates import TemplateSet
-
     # every prompt is read and checked before any model loads
     records = list(iter_prompts(config.prompts, config.prompt_column, config.limit))
     if not records:
@@ -285,12 +282,8 @@ def run_win_rate(
 
     # One model at a time; roles naming the same model and settings share one engine.
     with RoleHandover() as roles:
-        policy_texts, policy_id = answers(
-            roles.next(config.policy, policy)
-        )
-        baseline_texts, baseline_id = answers(
-            roles.next(config.baseline, baseline)
-        )
+        policy_texts, policy_id = answers(roles.next(config.policy, policy))
+        baseline_texts, baseline_id = answers(roles.next(config.baseline, baseline))
         judge_backend = roles.next(config.judge, judge_backend)
         judge = PairwiseJudge(judge_backend, constitution, templates, judge_config)
         outcomes = judge_responses(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from cai.human.agreement import AgreementReport, compute_agreement
 from cai.human.bootstrap import BootstrapSettings
+from cai.human.report import write_report
+from cai.human.storage import read_preference_rows
 from cai.judge.health import LengthUnit
 
 
@@ -35,9 +37,6 @@ def audit(
 ) -> tuple[AgreementReport, dict[str, Path]]:
     """The agreement report of an AI dataset against human labels, written to `out`.
     Without `policy_models`, those recorded beside the AI dataset are used."""
-    from cai.human.report import write_report
-    from cai.human.storage import read_preference_rows
-
     ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
     policies = list(policy_models) or recorded_policy_models(ai)
     report = compute_agreement(

@@ -44,7 +44,6 @@ from cai.records import PreferenceRow, UnpairedRow, stable_id
 from cai.tables import RowError, iter_rows
 
 Format = Literal["auto", "trl", "hh", "table", "single"]
-FLAG_KINDS = ("chosen_equals_rejected", "unalignable_prompt", "unlabelled")
 PROB_COLUMNS = ("prob_a", "probability")
 TIE_LABELS = {"tie", "t", "=", "equal", "same", "tie (bothbad)", "both", "neither"}
 A_LABELS = {"a", "response_a", "model_a", "answer_a"}

@@ -8,6 +8,7 @@ import base64
 import html
 from pathlib import Path
 
+from cai.files import atomic_write_text
 from cai.human.agreement import AgreementReport
 from cai.human.plots import length_bias_chart, principle_chart, reliability_diagram
 from cai.human.report_sections import Block, report_blocks
@@ -93,8 +94,6 @@ def _plots(report: AgreementReport, out: Path) -> dict[str, Path]:
 def write_report(report: AgreementReport, out_dir: str | Path) -> dict[str, Path]:
     """Write agreement.json, the plots that have data (reliability.png, length_bias.png,
     principles.png), report.md and report.html."""
-    from cai.files import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "agreement.json"}
