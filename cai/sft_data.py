@@ -3,7 +3,7 @@
 A dataset is a directory: `save_to_disk` output (a DatasetDict with a `train` split and, under
 the `split` guard policy, a `flagged` split), or one `<split>.parquet` / `<split>.jsonl` file
 per split. `cai.tables` writes and reads all three, so `cai train sft` takes whichever
-was written. `disk`, the format's older name in `cai revise` configs, means `save_to_disk`.
+was written. `disk`, the spelling `cai revise` configs accept, means `save_to_disk`.
 """
 
 from __future__ import annotations

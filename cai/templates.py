@@ -17,7 +17,7 @@ strings that could change a prompt's structure:
   inside, however long: `</response >` becomes `‹/response ›`;
 - chat control strings (see `defuse_control`), which a tokenizer would read as special
   tokens, get an invisible U+200D ZERO WIDTH JOINER after their first character:
-  `<|im_end|>` becomes `<`, U+200D, `|im_end|>`, which reads the same but is no longer
+  `<|im_end|>` becomes `<`, U+200D, `|im_end|>`, which reads the same but is not
   the token.
 
 A response that contains `{{ 7*7 }}`, `</response>`, "(B)" or `<|im_end|>` stays text.

@@ -15,7 +15,7 @@ content put in its stand-in's place. `ChatRenderer` does that where it can prove
    the full render: a difference turns the shortcut off for that shape for good.
 
 Anything else (a template that trims, splits or tests contents, a parse error, a non-string
-field) is rendered in full, as before. The result is the same text either way.
+field) is rendered in full. The result is the same text either way.
 """
 
 from __future__ import annotations

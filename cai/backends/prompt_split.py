@@ -19,7 +19,7 @@ before it cannot change the split at the cut), and the whole right part. For a j
 key is fixed per template and principle, so one check covers every pair; each key is still
 checked against the full tokenization on two different prompts before it is trusted, to
 catch a tokenizer whose splits are less local, and a mismatch refuses the key for good:
-those prompts are tokenized whole, as before. Two cuts are tried: where the end begins, and
+those prompts are tokenized whole. Two cuts are tried: where the end begins, and
 before the whitespace in front of it (GPT-2 style pre-tokenizers split there, Llama 3 style
 ones after the newlines).
 """

@@ -3,9 +3,8 @@
 Each kind accepts only the settings it uses, so a setting that does nothing for that kind
 (`base_urls` on a vllm backend, a misspelt key) is an error when the config loads, naming the
 kind, the setting and the fix, instead of being silently ignored. A spec without `kind` is a
-vllm spec, as it always was. Settings files written before the kinds were split (every
-`config.resolved.yaml` listed every setting of every kind) still load: a setting of another
-kind left at its default says nothing and is dropped.
+vllm spec. A settings file that lists every setting of every kind (as a `config.resolved.yaml`
+may) loads: a setting of another kind left at its default says nothing and is dropped.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ Encode = Callable[[str, bool], list[int]]
 """encode(text, add_special_tokens) -> token ids."""
 JOINER = "\u200d"
 """ZERO WIDTH JOINER: inserted after the first character of a control string. It does not
-change how the text reads, and a tokenizer no longer sees the control string (here and in
+change how the text reads, and a tokenizer does not see the control string in it (here and in
 `cai.templates.defuse_control`)."""
 
 
@@ -90,7 +90,8 @@ def chat_prompt_ids(
 
 
 def _plain_text_ids(guard: ControlTokenGuard | None, encode: Encode, text: str) -> list[int]:
-    """Ids of text that must stay text: as before unless it holds a control token string."""
+    """Ids of text that must stay text: tokenized as it is unless it holds a control token
+    string."""
     if guard is not None and guard.touches(text):
         return guard.text_ids(text)
     return encode(text, False)
