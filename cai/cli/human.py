@@ -135,6 +135,29 @@ def register(app: typer.Typer) -> None:
             families = ", ".join(sp.shared_families)
             typer.echo(f"warning: judge and policy share the model family {families}")
 
+    @app.command("mix")
+    def mix_cmd(
+        ai: AiDatasetOpt,
+        human: HumanDatasetOpt,
+        out: Path = typer.Option(..., "--out", "-o", help="Mixed dataset to write."),
+        human_fraction: float | None = typer.Option(
+            None, min=0.0, max=1.0, help="Share of human rows."
+        ),
+        weight: list[str] = typer.Option([], help="Per-source weight, e.g. --weight human=2."),
+        seed: int = typer.Option(0),
+    ) -> None:
+        """Mix AI and human preferences: dedupe pairs, human labels override AI ones."""
+        from cai.human.mixing import mix
+        from cai.human.storage import read_preference_rows
+        from cai.tables import write_table
+
+        config = _mix_config(human_fraction, weight, seed)
+        ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
+        rows, report = mix(ai_rows, human_rows, config, names=(str(ai), str(human)))
+        write_table(rows, out)
+        typer.echo(report.summary())
+        typer.echo(f"wrote {report.n_output} rows to {out}")
+
     route = typer.Typer(
         help="Route the pairs the AI judge is least sure of to people.", no_args_is_help=True
     )
@@ -180,26 +203,3 @@ def register(app: typer.Typer) -> None:
 
         rows, report = import_labels(sheet, rater_id=rater_id)
         _write_import(rows, report, out, strict)
-
-    @app.command("mix")
-    def mix_cmd(
-        ai: AiDatasetOpt,
-        human: HumanDatasetOpt,
-        out: Path = typer.Option(..., "--out", "-o", help="Mixed dataset to write."),
-        human_fraction: float | None = typer.Option(
-            None, min=0.0, max=1.0, help="Share of human rows."
-        ),
-        weight: list[str] = typer.Option([], help="Per-source weight, e.g. --weight human=2."),
-        seed: int = typer.Option(0),
-    ) -> None:
-        """Mix AI and human preferences: dedupe pairs, human labels override AI ones."""
-        from cai.human.mixing import mix
-        from cai.human.storage import read_preference_rows
-        from cai.tables import write_table
-
-        config = _mix_config(human_fraction, weight, seed)
-        ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
-        rows, report = mix(ai_rows, human_rows, config, names=(str(ai), str(human)))
-        write_table(rows, out)
-        typer.echo(report.summary())
-        typer.echo(f"wrote {report.n_output} rows to {out}")

@@ -99,7 +99,9 @@ BaseModelOpt = Annotated[
 ]
 PairDataOpt = Annotated[str | None, typer.Option("--data", help="Preference dataset.")]
 PairEvalOpt = Annotated[str | None, typer.Option(help="Held-out preference dataset.")]
-PromptsOpt = Annotated[str | None, typer.Option(help="Prompts: JSONL, CSV, Parquet or dataset dir.")]
+PromptsOpt = Annotated[
+    str | None, typer.Option(help="Prompts: JSONL, CSV, Parquet or dataset dir.")
+]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after this many steps.")]
 EpochsOpt = Annotated[float | None, typer.Option(help="Epochs (when max_steps is not set).")]
 LearningRateOpt = Annotated[float | None, typer.Option(help="Peak learning rate.")]

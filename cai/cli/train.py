@@ -113,7 +113,9 @@ REWARD_FLAGS = (
     Flag("labels", _option(str, help="soft (BCE on prob_chosen) or hard.")),
     Flag(
         "source_weight",
-        Annotated[list[str], typer.Option(help="Loss weight per source as SOURCE=W, e.g. human=2.")],
+        Annotated[
+            list[str], typer.Option(help="Loss weight per source as SOURCE=W, e.g. human=2.")
+        ],
         to_options=_source_weights,
     ),
     *STEPS_AND_BATCH,
@@ -175,7 +177,9 @@ ONLINE_FLAGS = (
         Annotated[list[str], typer.Option(help="Reward model directory (repeatable).")],
         key="reward_models",
     ),
-    Flag("judge_backend", _option(str, help="Judge as reward: backend kind."), "judge.backend.kind"),
+    Flag(
+        "judge_backend", _option(str, help="Judge as reward: backend kind."), "judge.backend.kind"
+    ),
     Flag("judge_model", _option(str, help="Judge model path or name."), "judge.backend.model"),
     Flag("constitution", _option(str, help="Constitution for the judge."), "judge.constitution"),
     Flag("num_generations", _option(int, help="Completions per prompt.")),
@@ -228,11 +232,10 @@ def _ppo(config: Path | None, options: dict, overrides: list[str]) -> None:
     if not _main_process():
         return
     typer.echo(f"ppo: {result.last_step} steps -> {result.output_dir}")
-    typer.echo(f"  metrics: {result.metrics_path}")
-    if result.plot_path:
-        typer.echo(f"  curves:  {result.plot_path}")
-    if result.final_model_dir:
-        typer.echo(f"  policy:  {result.final_model_dir}")
+    written = ("metrics", result.metrics_path), ("curves", result.plot_path)
+    for label, path in (*written, ("policy", result.final_model_dir)):
+        if path:
+            typer.echo(f"  {label + ':':<9}{path}")
 
 
 _ONLINE_DOC = "on prompts, rewarded by reward models and/or the constitutional judge (TRL)."
@@ -264,7 +267,12 @@ COMMANDS: tuple[tuple[str, tuple[Flag, ...], Any, str], ...] = (
     ),
     ("grpo", ONLINE_FLAGS, _online("grpo"), f"GRPO {_ONLINE_DOC}"),
     ("rloo", ONLINE_FLAGS, _online("rloo"), f"RLOO {_ONLINE_DOC}"),
-    ("ppo", PPO_FLAGS, _ppo, "Optimise a policy with PPO under a KL penalty to its starting point."),
+    (
+        "ppo",
+        PPO_FLAGS,
+        _ppo,
+        "Optimise a policy with PPO under a KL penalty to its starting point.",
+    ),
 )
 
 for _name, _flags, _run, _doc in COMMANDS:
