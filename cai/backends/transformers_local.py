@@ -11,23 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from cai.backends.base import (
-    Backend,
     BackendError,
     ChoiceRequest,
     ChoiceScore,
     Generation,
     GenerationParams,
-    Message,
 )
+from cai.backends.local import LocalBackend, check_model_path
 from cai.backends.tokens import (
-    chat_prompt_ids,
     check_context,
     choice_token_ids,
     hf_encoder,
     request_prompt_ids,
-    text_prompt_ids,
 )
-from cai.backends.vllm_offline import check_model_path
 from cai.model_names import model_identity
 
 
@@ -39,7 +35,7 @@ def _pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(LocalBackend):
     """A causal LM loaded with transformers."""
 
     def __init__(
@@ -124,15 +120,6 @@ class TransformersBackend(Backend):
     def _generate_ids(self, prompts: list[list[int]], params: GenerationParams) -> list[Generation]:
         check_context([len(p) for p in prompts], params.max_tokens, self.max_model_len)
         return [self._generate_one(ids, params) for ids in self._progress(prompts, "generate")]
-
-    def generate_chat(
-        self, conversations: list[list[Message]], params: GenerationParams
-    ) -> list[Generation]:
-        prompts = [chat_prompt_ids(self.tokenizer, self._encode, c) for c in conversations]
-        return self._generate_ids(prompts, params)
-
-    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        return self._generate_ids([text_prompt_ids(self._encode, p) for p in prompts], params)
 
     # scoring --------------------------------------------------------------------------
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:

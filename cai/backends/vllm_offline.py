@@ -11,7 +11,6 @@ because bf16 quantises log-probs.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,14 @@ from cai.backends.base import (
     ContextOverflowError,
     Generation,
     GenerationParams,
-    Message,
 )
+from cai.backends.local import LocalBackend, check_model_path
 from cai.backends.shared import shared_backend
 from cai.backends.tokens import (
     batch_request_prompt_ids,
-    chat_prompt_ids,
     check_context,
     choice_token_ids,
     hf_encoder,
-    text_prompt_ids,
 )
 from cai.logs import engine_output_to_log
 from cai.model_names import model_identity
@@ -53,26 +50,7 @@ ENGINES_STARTED = 0
 """vLLM engines this process has started (tests check that resumed work starts none)."""
 
 
-def check_model_path(model: str) -> None:
-    """A clear error for a model that is neither a model directory nor a hub id.
-
-    vLLM's own error for a bad path is a long traceback about the hub; a hub id
-    ("org/name") is passed through for machines that have one.
-    """
-    path = Path(model).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        return
-    if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not model.startswith("."):
-        return
-    raise BackendError(
-        f"Model path {model!r} is not a model directory ("
-        + ("no config.json there" if path.exists() else "it does not exist")
-        + "). Pass a directory saved with save_pretrained, or an embedded model name such "
-        "as 'smollm2-135m-instruct' (see `cai models list`)."
-    )
-
-
-class VLLMOfflineBackend(Backend):
+class VLLMOfflineBackend(LocalBackend):
     """An in-process vLLM engine; pass `engine=` to wrap one that already exists."""
 
     def __init__(
@@ -174,15 +152,6 @@ class VLLMOfflineBackend(Backend):
                 )
             )
         return results
-
-    def generate_chat(
-        self, conversations: list[list[Message]], params: GenerationParams
-    ) -> list[Generation]:
-        prompts = [chat_prompt_ids(self.tokenizer, self._encode, c) for c in conversations]
-        return self._generate_ids(prompts, params)
-
-    def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        return self._generate_ids([text_prompt_ids(self._encode, p) for p in prompts], params)
 
     # scoring --------------------------------------------------------------------------
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:

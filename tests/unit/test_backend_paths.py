@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cai.backends.base import BackendError
-from cai.backends.vllm_offline import check_model_path
+from cai.backends.local import check_model_path
 
 
 def test_model_directory_and_hub_ids_pass(tmp_path):
