@@ -42,6 +42,8 @@ as with `cai route import`) and write the same human-label rows as `cai label ex
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -427,57 +429,45 @@ def import_labels(
     rows: list[dict[str, Any]] = []
     for record in records:
         report.n_rows += 1
-        if isinstance(record.data, RowError):
-            report.errors.append(
-                RowIssue(
-                    row=record.row, line=record.line, kind="malformed", detail=record.data.message
-                )
-            )
-            continue
-        try:
-            item, labels, left_out = read(record.data)
-        except _Skip as skip:
-            issue = RowIssue(row=record.row, line=record.line, kind=skip.kind, detail=skip.detail)
-            (report.errors if skip.kind == "malformed" else report.flagged).append(issue)
-            continue
-        if left_out:
-            report.flagged.append(
-                RowIssue(
-                    row=record.row,
-                    line=record.line,
-                    kind="not_submitted",
-                    detail=f"{left_out} draft, discarded or cancelled response(s) left out",
-                )
-            )
-        usable = [label for label in labels if label["value"] in ("a", "b", "tie", "both_bad")]
-        if len(usable) < len(labels):
-            bad = [str(label["value"]) for label in labels if label not in usable]
-            report.errors.append(
-                RowIssue(
-                    row=record.row,
-                    line=record.line,
-                    kind="malformed",
-                    detail=f"answer(s) {', '.join(bad)} are not a, b, tie or both_bad",
-                )
-            )
-        if not labels and not left_out:
-            report.flagged.append(
-                RowIssue(
-                    row=record.row, line=record.line, kind="unlabelled", detail="no answer yet"
-                )
-            )
-        for label in usable:
-            seconds = label.get("seconds")
-            rows.append(
-                human_row(
-                    item,
-                    label["value"],
-                    label["user"],
-                    reason=label.get("reason"),
-                    labelled_at=label.get("at") if isinstance(label.get("at"), str) else None,
-                    seconds=seconds if isinstance(seconds, int | float) else None,
-                )
-            )
-            report.n_ties += label["value"] in ("tie", "both_bad")
+        rows += _record_rows(record, read, report)
     report.n_imported = len(rows)
     return rows, report
+
+
+def _record_rows(record: Any, read: Callable, report: ImportReport) -> list[dict[str, Any]]:
+    """The human-label rows of one exported record; what it lacks goes into `report`."""
+    issue = partial(RowIssue, row=record.row, line=record.line)
+    if isinstance(record.data, RowError):
+        report.errors.append(issue(kind="malformed", detail=record.data.message))
+        return []
+    try:
+        item, labels, left_out = read(record.data)
+    except _Skip as skip:
+        found = issue(kind=skip.kind, detail=skip.detail)
+        (report.errors if skip.kind == "malformed" else report.flagged).append(found)
+        return []
+    if left_out:
+        detail = f"{left_out} draft, discarded or cancelled response(s) left out"
+        report.flagged.append(issue(kind="not_submitted", detail=detail))
+    usable = [label for label in labels if label["value"] in ("a", "b", "tie", "both_bad")]
+    if len(usable) < len(labels):
+        bad = [str(label["value"]) for label in labels if label not in usable]
+        detail = f"answer(s) {', '.join(bad)} are not a, b, tie or both_bad"
+        report.errors.append(issue(kind="malformed", detail=detail))
+    if not labels and not left_out:
+        report.flagged.append(issue(kind="unlabelled", detail="no answer yet"))
+    rows = []
+    for label in usable:
+        seconds = label.get("seconds")
+        rows.append(
+            human_row(
+                item,
+                label["value"],
+                label["user"],
+                reason=label.get("reason"),
+                labelled_at=label.get("at") if isinstance(label.get("at"), str) else None,
+                seconds=seconds if isinstance(seconds, int | float) else None,
+            )
+        )
+        report.n_ties += label["value"] in ("tie", "both_bad")
+    return rows
