@@ -161,13 +161,13 @@ def _pct(value: float | None) -> str:
 def render_markdown(report: LintReport, paths: dict[str, Path]) -> str:
     """The report for people: findings by severity, per-principle table, the matrix."""
     lines = [f"# Lint: {report.constitution}", "", report.summary(), ""]
-    if report.source:
-        lines.append(f"- file: `{report.source}`")
-    lines.append(f"- content hash: `{report.constitution_hash}`")
-    if report.judgments:
-        lines.append(f"- judgments: `{report.judgments}`")
-    if report.human:
-        lines.append(f"- human labels: `{report.human}`")
+    inputs = (
+        ("file", report.source),
+        ("content hash", report.constitution_hash),
+        ("judgments", report.judgments),
+        ("human labels", report.human),
+    )
+    lines += [f"- {name}: `{value}`" for name, value in inputs if value]
     lines += ["", "## Findings", ""]
     if not report.findings:
         lines.append("None.")
