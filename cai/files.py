@@ -16,9 +16,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cai.errors import OutputDirError
 
@@ -44,14 +45,16 @@ def _temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` atomically (unique temp name, fsync, rename, fsync dir)."""
+@contextmanager
+def _atomic_file(path: str | Path) -> Iterator[TextIO]:
+    """A text handle whose content replaces `path` whole when the block ends without error
+    (unique temp name, fsync, rename, fsync dir); on an error the temp file goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -59,7 +62,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with _atomic_file(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
@@ -68,21 +77,10 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
 
 def atomic_write_lines(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
     """Write rows as JSONL atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    with _atomic_file(path) as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
 
 
 def temp_path_beside(path: str | Path) -> Path:

@@ -70,35 +70,22 @@ def check_rationale(
     """Decide whether a generated chain-of-thought rationale can be scored."""
     text = raw if isinstance(raw, str) else ""
     cleaned = text.strip()
+    problem = None
     if len(cleaned) < _MIN_RATIONALE_CHARS or not re.search(r"\w", cleaned):
-        return RationaleCheck(
-            ok=False,
-            rationale=text,
-            failure=JudgeFailure(
-                kind="empty_rationale",
-                raw_output=text,
-                detail="the judge produced no usable reasoning text",
-            ),
+        problem = ("empty_rationale", "the judge produced no usable reasoning text")
+    elif finish_reason == "error":
+        problem = (
+            "backend_error",
+            "the backend reported an error while generating the rationale",
         )
-    if finish_reason == "error":
-        return RationaleCheck(
-            ok=False,
-            rationale=text,
-            failure=JudgeFailure(
-                kind="backend_error",
-                raw_output=text,
-                detail="the backend reported an error while generating the rationale",
-            ),
+    elif finish_reason == "length" and not allow_truncated:
+        problem = (
+            "truncated_rationale",
+            "the rationale hit the token limit before finishing; raise cot_max_tokens or pass "
+            "allow_truncated_rationale",
         )
-    if finish_reason == "length" and not allow_truncated:
-        return RationaleCheck(
-            ok=False,
-            rationale=text,
-            failure=JudgeFailure(
-                kind="truncated_rationale",
-                raw_output=text,
-                detail="the rationale hit the token limit before finishing; raise "
-                "cot_max_tokens or pass allow_truncated_rationale",
-            ),
-        )
+    if problem is not None:
+        kind, detail = problem
+        failure = JudgeFailure(kind=kind, raw_output=text, detail=detail)
+        return RationaleCheck(ok=False, rationale=text, failure=failure)
     return RationaleCheck(ok=True, rationale=text, stated_label=stated_label(text, labels))
