@@ -377,7 +377,11 @@ def induce(
         cache_line = _cache_line(judge_backend)
     finally:
         judge_backend.close()
-    paths = write_result(result, out)
+    _report_induced(result, write_result(result, out), cache_line, out)
+
+
+def _report_induced(result: Any, paths: dict[str, Path], cache_line: str | None, out: Path) -> None:
+    """What `cai constitution induce` found and wrote; exit 1 when no principle was kept."""
     typer.echo(
         f"{result.pairs} pairs ({result.held_in} held-in, {result.held_out} held-out); "
         f"{result.proposals} proposals -> {len(result.candidates)} candidates -> "

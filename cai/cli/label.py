@@ -75,6 +75,34 @@ def _print_links(store, base: str) -> None:
     typer.echo(f"  admin: {base}/admin/{store.admin_token}")
 
 
+def _fill_store(items: Path | None, db: Path, seed, per_pair, overlap):
+    """The labelling database with ITEMS added and the settings given; (store, item counts).
+    A database that ends up with no pairs is an error."""
+    from cai.label.items import load_items
+    from cai.label.store import LabelStore
+
+    item_seed = seed
+    if item_seed is None and db.exists():
+        item_seed = LabelStore(db, create=False).settings().seed
+    loaded = load_items(items, item_seed or 0) if items is not None else None
+    store = LabelStore(db)
+    store.update_settings(seed=seed)
+    store.update_settings(per_pair=per_pair, overlap=overlap)
+    if loaded is not None:
+        pairs, report = loaded
+        added, known = store.add_items(pairs, source=str(items))
+        typer.echo(report.summary())
+        typer.echo(f"{added} new pairs in {db}" + (f" ({known} already there)" if known else ""))
+    counts = store.item_counts()
+    if counts["items"] == 0:
+        raise InputError(
+            "the labelling database holds no pairs",
+            file=db,
+            fix="Pass ITEMS: `cai label serve to_label.jsonl --db FILE`.",
+        )
+    return store, counts
+
+
 def register(app: typer.Typer) -> None:
     label = typer.Typer(
         help="Label pairs in the browser: serve a page per rater, export human labels.",
@@ -114,8 +142,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Serve the labelling page; prints one link per rater and the admin link."""
-        from cai.label.items import ai_probabilities, load_items
-        from cai.label.store import LabelStore
+        from cai.label.items import ai_probabilities
 
         if no_tokens and not is_loopback(host):
             raise ServeError(
@@ -126,27 +153,7 @@ def register(app: typer.Typer) -> None:
             )
         _require_web()
         _check_port(host, port)
-        item_seed = seed
-        if item_seed is None and db.exists():
-            item_seed = LabelStore(db, create=False).settings().seed
-        loaded = load_items(items, item_seed or 0) if items is not None else None
-        store = LabelStore(db)
-        store.update_settings(seed=seed)
-        store.update_settings(per_pair=per_pair, overlap=overlap)
-        if loaded is not None:
-            pairs, report = loaded
-            added, known = store.add_items(pairs, source=str(items))
-            typer.echo(report.summary())
-            typer.echo(
-                f"{added} new pairs in {db}" + (f" ({known} already there)" if known else "")
-            )
-        counts = store.item_counts()
-        if counts["items"] == 0:
-            raise InputError(
-                "the labelling database holds no pairs",
-                file=db,
-                fix="Pass ITEMS: `cai label serve to_label.jsonl --db FILE`.",
-            )
+        store, counts = _fill_store(items, db, seed, per_pair, overlap)
         if ai is not None:
             matched = store.set_ai_labels(ai_probabilities(ai))
             typer.echo(f"AI labels from {ai}: {matched} of {counts['items']} pairs")
