@@ -474,18 +474,6 @@ class PairwiseJudge:
             stated_label=slot.stated_label,
         )
 
-    # ---- k-wise ------------------------------------------------------------------------
-    def judge_rankings(self, items: list[ResponsesToRank]) -> list[RankingJudgment]:
-        """All pairs of each item's responses, both orders, fitted with Bradley-Terry."""
-        expanded = [ranking_pairs(item) for item in items]
-        flat = [pair for pairs in expanded for _, _, pair in pairs]
-        judged = iter(self.judge_pairs(flat))
-        out = []
-        for item, pairs in zip(items, expanded, strict=True):
-            results = [(i, j, next(judged)) for i, j, _ in pairs]
-            out.append(combine_ranking(item, results, self.config.ranking_prior))
-        return out
-
 
 class FixedPrinciplesJudge(PairwiseJudge):
     """A judge whose principles per pair are given, not sampled (tests, lint, induction).

@@ -9,7 +9,14 @@ import pytest
 from cai.backends.base import ChoiceRequest, ContextOverflowError
 from cai.backends.scripted import ScriptedBackend
 from cai.constitution import Constitution, Principle
-from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge, ResponsesToRank
+from cai.judge.compare import (
+    JudgeConfig,
+    PairToJudge,
+    PairwiseJudge,
+    ResponsesToRank,
+    combine_ranking,
+    ranking_pairs,
+)
 from cai.templates import TemplateSet
 
 GOOD, BAD = "GOOD reply about tea", "BAD reply about tea"
@@ -219,8 +226,13 @@ def test_kwise_ranking_orders_responses_by_quality():
         return [first, second]
 
     judge = judge_with(score)
-    [ranking] = judge.judge_rankings(
-        [ResponsesToRank(key="r", conversation=CONVERSATION, responses=list(quality))]
+    item = ResponsesToRank(key="r", conversation=CONVERSATION, responses=list(quality))
+    pairs = ranking_pairs(item)
+    judged = judge.judge_pairs([pair for _, _, pair in pairs])
+    ranking = combine_ranking(
+        item,
+        [(i, j, r) for (i, j, _), r in zip(pairs, judged, strict=True)],
+        judge.config.ranking_prior,
     )
     assert ranking.ok and len(ranking.pairs) == 3
     scores = ranking.scores
