@@ -62,8 +62,6 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
 }
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
 
 class ModelPullError(BackendError):
     """An embedded model could not be installed, verified or converted."""
