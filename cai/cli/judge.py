@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from cai.cli.options import (
-    ActorsOpt,
     BackendOpt,
     BaseUrlOpt,
     ConfigOpt,
     ConstitutionOpt,
     CotOpt,
-    ExecutorOpt,
     FormatOpt,
     JudgeModelOpt,
     MinConfidenceOpt,
-    OverwriteOpt,
     PrinciplesOpt,
-    SetOpt,
     TemplatesOpt,
-    TokenBudgetOpt,
 )
-from cai.cli.run import execute, run_options
+from cai.cli.run import backend_options, execute, labeling_command
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @labeling_command
     def judge(
         samples: str = typer.Argument(..., help="Samples directory (from cai sample) or .jsonl."),
         out: str = typer.Option(..., "--out", "-o", help="Output directory."),
@@ -45,11 +43,9 @@ def register(app: typer.Typer) -> None:
         kwise: str | None = typer.Option(None, help="n>2 responses: best_vs_worst | all_pairs."),
         fmt: FormatOpt = None,
         push_to_hub: str | None = typer.Option(None, help="Also push to this Hub dataset repo."),
-        executor: ExecutorOpt = None,
-        actors: ActorsOpt = None,
-        token_budget: TokenBudgetOpt = None,
-        overwrite: OverwriteOpt = None,
-        overrides: SetOpt = [],  # noqa: B006
+        *,
+        shared: dict[str, Any],
+        overrides: list[str],
     ) -> None:
         """Label sample pairs with the judge against a constitution (resumable)."""
         options = {
@@ -58,9 +54,7 @@ def register(app: typer.Typer) -> None:
             "output_dir": out,
             "constitution": constitution,
             "templates": templates,
-            "judge_backend.model": model,
-            "judge_backend.kind": backend,
-            "judge_backend.base_urls": base_url or None,
+            **backend_options("judge_backend", model, backend, base_url),
             "judge.principles_per_pair": principles,
             "judge.seed": seed,
             "judge.chain_of_thought": cot,
@@ -69,6 +63,6 @@ def register(app: typer.Typer) -> None:
             "preferences.kwise": kwise,
             "preferences.format": fmt,
             "preferences.push_to_hub": push_to_hub,
-            **run_options(executor, actors, token_budget, overwrite),
+            **shared,
         }
-        execute(config, options, list(overrides))
+        execute(config, options, overrides)

@@ -3,31 +3,29 @@ runner (`cai.pipeline.revise`), from a settings file whose keys are the revise s
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from cai.cli.options import (
-    ActorsOpt,
     BackendOpt,
     BaseUrlOpt,
     ConfigOpt,
     ConstitutionOpt,
-    ExecutorOpt,
     FormatOpt,
     LimitOpt,
     OutOpt,
-    OverwriteOpt,
     PolicyModelOpt,
     PromptColumnOpt,
     SeedOpt,
-    SetOpt,
     TemplatesOpt,
-    TokenBudgetOpt,
 )
-from cai.cli.run import run_and_report, run_options
+from cai.cli.run import backend_options, labeling_command, run_and_report
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @labeling_command
     def revise(
         prompts: str | None = typer.Argument(
             None, help="Prompts file (.jsonl/.csv/.parquet) or save_to_disk directory."
@@ -50,11 +48,9 @@ def register(app: typer.Typer) -> None:
         preferences: bool | None = typer.Option(
             None, "--preferences/--no-preferences", help="Also write revised-vs-initial pairs."
         ),
-        executor: ExecutorOpt = None,
-        actors: ActorsOpt = None,
-        token_budget: TokenBudgetOpt = None,
-        overwrite: OverwriteOpt = None,
-        overrides: SetOpt = [],  # noqa: B006
+        *,
+        shared: dict[str, Any],
+        overrides: list[str],
     ) -> None:
         """Critique and revise the policy's answers against constitution principles."""
         from cai.config import load_config
@@ -65,9 +61,7 @@ def register(app: typer.Typer) -> None:
             "prompts": prompts,
             "out": out,
             "constitution": constitution,
-            "backend.model": model,
-            "backend.kind": backend,
-            "backend.base_urls": base_url or None,
+            **backend_options("backend", model, backend, base_url),
             "rounds": rounds,
             "seed": seed,
             "limit": limit,
@@ -76,7 +70,7 @@ def register(app: typer.Typer) -> None:
             "guards.policy": guard_policy,
             "format": fmt,
             "preferences": preferences,
-            **run_options(executor, actors, token_budget, overwrite),
+            **shared,
         }
         settings = load_config(ReviseConfig, config, options, overrides)
         run_and_report(revise_pipeline(settings), save_config=revise_config_saver(settings))

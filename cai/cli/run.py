@@ -7,6 +7,8 @@ applied after the YAML (so flags win), and `--set` overrides win over both. `cai
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,21 +40,56 @@ BUDGET_STOP_EXIT = 3
 """The exit status of a run the token budget stopped (rerun with a larger budget to go on)."""
 
 
-def run_options(
-    executor: str | None, actors: int | None, token_budget: int | None, overwrite: bool | None
+#: The flags every labeling command shares, and the settings key each one sets.
+_SHARED_FLAGS = (
+    ("executor", ExecutorOpt, "executor.kind"),
+    ("actors", ActorsOpt, "executor.actors"),
+    ("token_budget", TokenBudgetOpt, "budget.max_tokens"),
+    ("overwrite", OverwriteOpt, "overwrite"),
+)
+
+
+def labeling_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the flags every labeling command shares added after its own: it gets
+    them as `shared` (dotted settings, None = not given) and `overrides` (the --set list)."""
+    own = [
+        p
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.name not in ("shared", "overrides")
+    ]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    added = [
+        inspect.Parameter(name, keyword, default=None, annotation=opt)
+        for name, opt, _ in _SHARED_FLAGS
+    ]
+    added.append(inspect.Parameter("overrides", keyword, default=[], annotation=SetOpt))
+
+    @functools.wraps(command)
+    def with_shared(**values: Any) -> None:
+        shared = {key: values.pop(name) for name, _, key in _SHARED_FLAGS}
+        overrides = list(values.pop("overrides"))
+        command(**values, shared=shared, overrides=overrides)
+
+    signature = inspect.Signature(own + added)
+    with_shared.__signature__ = signature  # type: ignore[attr-defined]
+    # typer reads this signature and these (evaluated) types, not the command's own
+    with_shared.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+    del with_shared.__wrapped__
+    return with_shared
+
+
+def backend_options(
+    prefix: str, model: str | None, backend: str | None, base_url: list[str]
 ) -> dict[str, Any]:
-    """The dotted settings of the flags every labeling command shares."""
+    """The dotted settings of the --model, --backend and --base-url flags for one backend."""
     return {
-        "overwrite": overwrite,
-        "budget.max_tokens": token_budget,
-        "executor.kind": executor,
-        "executor.actors": actors,
+        f"{prefix}.model": model,
+        f"{prefix}.kind": backend,
+        f"{prefix}.base_urls": base_url or None,
     }
 
 
-def execute(
-    config_path: Path | None, options: dict[str, Any], overrides: list[str]
-) -> None:
+def execute(config_path: Path | None, options: dict[str, Any], overrides: list[str]) -> None:
     """Load (file < typed flags < --set), run and report."""
     from cai.pipeline import load_pipeline_config
 
@@ -77,6 +114,7 @@ def run_and_report(
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @labeling_command
     def run(
         pipeline: Path = typer.Argument(..., help="Pipeline YAML (see examples/quickstart.yaml)."),
         out: OutOpt = None,
@@ -92,20 +130,16 @@ def register(app: typer.Typer) -> None:
         cot: CotOpt = None,
         min_confidence: MinConfidenceOpt = None,
         fmt: FormatOpt = None,
-        executor: ExecutorOpt = None,
-        actors: ActorsOpt = None,
-        token_budget: TokenBudgetOpt = None,
-        overwrite: OverwriteOpt = None,
-        overrides: SetOpt = [],  # noqa: B006
+        *,
+        shared: dict[str, Any],
+        overrides: list[str],
     ) -> None:
         """Run a pipeline file: sample -> judge -> TRL-ready preference dataset (resumable)."""
         options = {
             "output_dir": out,
             "prompts.path": prompts,
             "prompts.limit": limit,
-            "policy.model": model,
-            "policy.kind": backend,
-            "policy.base_urls": base_url or None,
+            **backend_options("policy", model, backend, base_url),
             "judge_backend.model": judge_model,
             "sample.n": n,
             "sample.seed": seed,
@@ -114,6 +148,6 @@ def register(app: typer.Typer) -> None:
             "judge.chain_of_thought": cot,
             "preferences.min_confidence": min_confidence,
             "preferences.format": fmt,
-            **run_options(executor, actors, token_budget, overwrite),
+            **shared,
         }
-        execute(pipeline, options, list(overrides))
+        execute(pipeline, options, overrides)

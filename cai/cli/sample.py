@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from cai.cli.options import (
-    ActorsOpt,
     BackendOpt,
     BaseUrlOpt,
     ConfigOpt,
-    ExecutorOpt,
     LimitOpt,
-    OverwriteOpt,
     PolicyModelOpt,
     PromptColumnOpt,
     SeedOpt,
-    SetOpt,
-    TokenBudgetOpt,
 )
-from cai.cli.run import execute, run_options
+from cai.cli.run import backend_options, execute, labeling_command
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @labeling_command
     def sample(
         prompts: str = typer.Argument(
             ..., help="Prompts .jsonl/.csv/.parquet or save_to_disk dir."
@@ -40,11 +38,9 @@ def register(app: typer.Typer) -> None:
         limit: LimitOpt = None,
         prompt_column: PromptColumnOpt = None,
         chunk_size: int | None = typer.Option(None, help="Prompts per resumable chunk."),
-        executor: ExecutorOpt = None,
-        actors: ActorsOpt = None,
-        token_budget: TokenBudgetOpt = None,
-        overwrite: OverwriteOpt = None,
-        overrides: SetOpt = [],  # noqa: B006
+        *,
+        shared: dict[str, Any],
+        overrides: list[str],
     ) -> None:
         """Sample responses from the policy model (rerun to resume an interrupted run)."""
         options = {
@@ -53,15 +49,13 @@ def register(app: typer.Typer) -> None:
             "prompts.path": prompts,
             "prompts.limit": limit,
             "prompts.column": prompt_column,
-            "policy.model": model,
-            "policy.kind": backend,
-            "policy.base_urls": base_url or None,
+            **backend_options("policy", model, backend, base_url),
             "sample.n": n,
             "sample.temperature": temperature,
             "sample.top_p": top_p,
             "sample.max_tokens": max_tokens,
             "sample.seed": seed,
             "chunk_size": chunk_size,
-            **run_options(executor, actors, token_budget, overwrite),
+            **shared,
         }
-        execute(config, options, list(overrides))
+        execute(config, options, overrides)

@@ -81,7 +81,7 @@ class Opinionated(ScriptedBackend):
 
 @pytest.fixture
 def opinionated(monkeypatch):
-    monkeypatch.setattr("cai.backends.scripted.ScriptedBackend", Opinionated)
+    monkeypatch.setattr("cai.backends.ScriptedBackend", Opinionated)
 
 
 def test_config_refuses_both_judge_settings_and_mismatched_weights(tmp_path):
