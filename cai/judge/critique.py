@@ -183,70 +183,61 @@ class CritiqueReviser:
             )
             for s in starts
         ]
-        critique_params = self._params(self.config.critique)
-        revision_params = self._params(self.config.revision)
         for round_index in range(self.config.rounds):
             active = [c for c in chains if c.failure is None]
             if not active:
                 break
-            principles = [self.principle_for(c.key, round_index) for c in active]
-            examples = [_examples_for(p, self.config.max_examples) for p in principles]
-            critique_prompts = [
-                _chat(
-                    self.templates.render(
-                        "critique",
-                        conversation=c.conversation,
-                        response=c.final_response,
-                        principle=p,
-                        examples=ex,
-                    ),
-                    self.templates,
-                    "critique",
-                )
-                for c, p, ex in zip(active, principles, examples, strict=True)
-            ]
-            self.stats["critique_calls"] += 1
-            critiques = self.generate_batch(critique_prompts, critique_params)
-
-            pending = []
-            for chain, principle, ex, critique in zip(
-                active, principles, examples, critiques, strict=True
-            ):
-                if critique is None:
-                    chain.failure = f"round {round_index}: critique prompt exceeds the context"
-                    continue
-                pending.append((chain, principle, ex, critique))
-            revise_prompts = [
-                _chat(
-                    self.templates.render(
-                        "revise",
-                        conversation=chain.conversation,
-                        response=chain.final_response,
-                        critique=critique.texts[0].strip(),
-                        principle=principle,
-                        examples=ex,
-                    ),
-                    self.templates,
-                    "revise",
-                )
-                for chain, principle, ex, critique in pending
-            ]
-            if revise_prompts:
-                self.stats["revision_calls"] += 1
-            revisions = self.generate_batch(revise_prompts, revision_params)
-            for (chain, principle, _, critique), revision in zip(pending, revisions, strict=True):
-                if revision is None:
-                    chain.failure = f"round {round_index}: revision prompt exceeds the context"
-                    continue
-                chain.rounds.append(
-                    RoundResult(
-                        round=round_index,
-                        principle_id=principle.id,
-                        critique=critique.texts[0].strip(),
-                        critique_finish_reason=critique.finish_reasons[0],
-                        revision=revision.texts[0].strip(),
-                        revision_finish_reason=revision.finish_reasons[0],
-                        answer_before=chain.final_response,
-                    )
-                )
+            self._round(active, round_index)
         return chains
+
+    def _prompt(
+        self, template: str, chain: RevisionChain, principle: Principle, examples, **extra: str
+    ) -> list[Message]:
+        rendered = self.templates.render(
+            template,
+            conversation=chain.conversation,
+            response=chain.final_response,
+            principle=principle,
+            examples=examples,
+            **extra,
+        )
+        return _chat(rendered, self.templates, template)
+
+    def _round(self, active: list[RevisionChain], round_index: int) -> None:
+        """One round for every active chain: one critique batch, then one revision batch."""
+        principles = [self.principle_for(c.key, round_index) for c in active]
+        examples = [_examples_for(p, self.config.max_examples) for p in principles]
+        planned = list(zip(active, principles, examples, strict=True))
+        self.stats["critique_calls"] += 1
+        critiques = self.generate_batch(
+            [self._prompt("critique", c, p, ex) for c, p, ex in planned],
+            self._params(self.config.critique),
+        )
+        pending = []
+        for (chain, principle, ex), critique in zip(planned, critiques, strict=True):
+            if critique is None:
+                chain.failure = f"round {round_index}: critique prompt exceeds the context"
+                continue
+            pending.append((chain, principle, ex, critique))
+        revise_prompts = [
+            self._prompt("revise", c, p, ex, critique=critique.texts[0].strip())
+            for c, p, ex, critique in pending
+        ]
+        if revise_prompts:
+            self.stats["revision_calls"] += 1
+        revisions = self.generate_batch(revise_prompts, self._params(self.config.revision))
+        for (chain, principle, _, critique), revision in zip(pending, revisions, strict=True):
+            if revision is None:
+                chain.failure = f"round {round_index}: revision prompt exceeds the context"
+                continue
+            chain.rounds.append(
+                RoundResult(
+                    round=round_index,
+                    principle_id=principle.id,
+                    critique=critique.texts[0].strip(),
+                    critique_finish_reason=critique.finish_reasons[0],
+                    revision=revision.texts[0].strip(),
+                    revision_finish_reason=revision.finish_reasons[0],
+                    answer_before=chain.final_response,
+                )
+            )

@@ -178,6 +178,11 @@ def rows_for(
                 prompt_id=judged.prompt_id, pair_id=None, reason=judged.skip_reason or "skipped"
             )
         ]
+    result = judged.pair if judged.kind == "pair" else judged.ranking
+    assert result is not None
+    value = result.prob_a if judged.kind == "pair" else result.scores  # type: ignore[union-attr]
+    if not result.ok or value is None:
+        return [], [_failed(judged, result.key, result.failures)]
     if judged.kind == "pair":
         return _pair_rows(judged, config, provenance)
     return _ranking_rows(judged, config, provenance)
@@ -186,11 +191,9 @@ def rows_for(
 def _pair_rows(
     judged: JudgedSample, config: PreferenceConfig, provenance: Provenance
 ) -> tuple[list[PreferenceRow], list[FilteredPair]]:
-    """One pair judged directly: its row, unless it failed or is not confident enough."""
+    """One pair judged directly: its row, unless it is not confident enough."""
     judgment = judged.pair
-    assert judgment is not None
-    if not judgment.ok or judgment.prob_a is None:
-        return [], [_failed(judged, judgment.key, judgment.failures)]
+    assert judgment is not None and judgment.prob_a is not None
     p = judgment.prob_a
     reason = _confidence_reason(p, judgment.orders_agree, config)
     if reason:
@@ -234,9 +237,7 @@ def _ranking_rows(
 ) -> tuple[list[PreferenceRow], list[FilteredPair]]:
     """k responses ranked: rows from the fitted scores (`config.kwise`), each filtered alone."""
     ranking = judged.ranking
-    assert ranking is not None
-    if not ranking.ok or ranking.scores is None:
-        return [], [_failed(judged, ranking.key, ranking.failures)]
+    assert ranking is not None and ranking.scores is not None
     scores = ranking.scores
     by_pair = {(i, j): judgment for i, j, judgment in ranking.pairs}
     principles = sorted({p for j in by_pair.values() for p in j.principles})

@@ -177,15 +177,7 @@ def chain_row(
     chain: RevisionChain, guards: GuardConfig, provenance: dict[str, Any]
 ) -> dict[str, Any]:
     """One SFT row: SftExample's columns plus per-round flags, finish reasons and provenance."""
-    texts = [
-        RoundText(
-            answer_before=r.answer_before,
-            critique=r.critique,
-            revision=r.revision,
-            revision_finish_reason=r.revision_finish_reason,
-        )
-        for r in chain.rounds
-    ]
+    texts = [RoundText.model_validate(r, from_attributes=True) for r in chain.rounds]
     flags, per_round = check_chain(texts, guards, failed=chain.failure is not None)
     example = SftExample(
         messages=[*chain.conversation, {"role": "assistant", "content": chain.final_response}],
