@@ -123,3 +123,25 @@ def test_the_command_line_imports_no_heavy_library():
     )
     heavy = {"torch", "vllm", "trl", "ray", "transformers", "datasets"}
     assert not heavy & loaded
+
+
+def test_trainer_flags_set_their_settings_keys():
+    from cai.cli.settings_command import settings_command
+    from cai.cli.train import ONLINE_FLAGS, PPO_FLAGS, REWARD_FLAGS
+
+    seen = []
+    toy = typer.Typer()
+    for name, flags in (("reward", REWARD_FLAGS), ("ppo", PPO_FLAGS), ("grpo", ONLINE_FLAGS)):
+        toy.command(name)(settings_command(flags, lambda *args: seen.append(args), name))
+    runner = CliRunner()
+    args = ["reward", "--source-weight", "human=2", "--epochs", "2", "-o", "o", "--set", "a=1"]
+    assert runner.invoke(toy, args).exit_code == 0
+    assert seen[-1] == (
+        None,
+        {"source_weights.human": 2, "num_train_epochs": 2.0, "output_dir": "o"},
+        ["a=1"],
+    )
+    assert runner.invoke(toy, ["ppo", "--reward-model", "rm", "--output-dir", "p"]).exit_code == 0
+    assert seen[-1][1] == {"reward": {"kind": "model", "path": "rm"}, "output_dir": "p"}
+    assert runner.invoke(toy, ["grpo", "--reward-model", "a", "--reward-model", "b"]).exit_code == 0
+    assert seen[-1][1] == {"reward_models": ["a", "b"]}
