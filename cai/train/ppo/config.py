@@ -63,7 +63,8 @@ class PPOConfig(_Strict):
 
     # --- models and data -------------------------------------------------------------------
     model: ModelName
-    """Local directory of the starting policy (usually the SL-CAI model); also the default reference."""
+    """The starting policy (usually the SL-CAI model): a directory, an embedded model name or a
+    hub id; also the default reference."""
     reference: ModelName | None = None
     """Frozen reference for the KL penalty; None = `model` as loaded."""
     value_model: Literal["shared", "separate"] = "shared"
