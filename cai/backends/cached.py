@@ -8,6 +8,7 @@ sends the misses on in chunks, and stores what succeeded.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -57,12 +58,13 @@ class CachedBackend(Backend):
         self,
         kind: str,
         items: list[T],
-        requests: list[Any],
-        params: Any,
         run: Callable[[list[T]], list[M]],
         model: type[M],
+        params: GenerationParams | None = None,
     ) -> list[M]:
-        keys = [call_key(self.model_id, kind, r, params) for r in requests]
+        """`run` on the items the cache does not hold; `params` (generation) join the key."""
+        settings = params.model_dump(mode="json") if params is not None else None
+        keys = [call_key(self.model_id, kind, _key_data(item), settings) for item in items]
         results: dict[str, M] = {}
         for key, text in self.cache.get_many(keys).items():
             answer = _decode(model, text)
@@ -102,34 +104,15 @@ class CachedBackend(Backend):
     def generate_chat(
         self, conversations: list[list[Message]], params: GenerationParams
     ) -> list[Generation]:
-        return self._cached(
-            "chat",
-            conversations,
-            conversations,
-            params.model_dump(mode="json"),
-            lambda batch: self.inner.generate_chat(batch, params),
-            Generation,
-        )
+        run = partial(self.inner.generate_chat, params=params)
+        return self._cached("chat", conversations, run, Generation, params)
 
     def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
-        return self._cached(
-            "text",
-            prompts,
-            prompts,
-            params.model_dump(mode="json"),
-            lambda batch: self.inner.generate_text(batch, params),
-            Generation,
-        )
+        run = partial(self.inner.generate_text, params=params)
+        return self._cached("text", prompts, run, Generation, params)
 
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
-        return self._cached(
-            "score",
-            requests,
-            [r.model_dump(mode="json") for r in requests],
-            None,
-            self.inner.score_choices,
-            ChoiceScore,
-        )
+        return self._cached("score", requests, self.inner.score_choices, ChoiceScore)
 
     def close(self) -> None:
         self.inner.close()
@@ -138,3 +121,8 @@ class CachedBackend(Backend):
 
 def _failed(answer: BaseModel) -> bool:
     return bool(getattr(answer, "failed", False))
+
+
+def _key_data(item: Any) -> Any:
+    """What of a request enters its cache key: a scoring request as JSON, text as it is."""
+    return item.model_dump(mode="json") if isinstance(item, BaseModel) else item
