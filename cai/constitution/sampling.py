@@ -13,6 +13,7 @@ import math
 import random
 
 from cai.constitution.models import Constitution, Principle
+from cai.constitution.usage import usable_principles
 from cai.errors import InputError
 
 
@@ -48,7 +49,6 @@ def sample_principles(
     (it keys the random stream, so each tier gets its own draw). A constitution whose every
     principle fits the use draws exactly what it drew before uses existed.
     """
-    from cai.constitution.usage import usable_principles
 
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")

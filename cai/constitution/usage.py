@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from cai.constitution.errors import display_path
 from cai.constitution.models import Constitution, Principle
 from cai.errors import CaiError
 
@@ -110,7 +111,6 @@ def require_use(constitution: Constitution, use: str, *, warn: bool = True) -> U
 
 def use_error(constitution: Constitution, use: str) -> ConstitutionUseError:
     """The error for a constitution with no principle for `use`, naming what each carries."""
-    from cai.constitution.errors import display_path
 
     carried = ", ".join(f"{p.id} ({describe_uses(p)})" for p in constitution.principles)
     source = constitution.source_path

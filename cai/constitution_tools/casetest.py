@@ -30,11 +30,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from cai.backends.base import Backend, Message
-from cai.errors import InputError
+from cai.constitution.usage import usable_principles
+from cai.errors import InputError, did_you_mean
+from cai.human.pairs import PairDataError, prompt_messages
+from cai.judge.compare import FixedPrinciplesJudge, JudgeConfig, PairToJudge
+from cai.judge.ranking import Comparison, bradley_terry, win_probability
+from cai.tables import RowError, iter_rows
+from cai.yamlmap import YamlSyntaxError, parse_yaml
 
 if TYPE_CHECKING:
     from cai.constitution.models import Constitution
-    from cai.judge.compare import JudgeConfig, PairJudgment
+    from cai.judge.compare import PairJudgment
     from cai.templates import TemplateSet
 
 LETTERS = string.ascii_uppercase
@@ -179,8 +185,6 @@ def read_cases(path: str | Path, constitution: Constitution | None = None) -> li
 
 
 def _yaml_items(path: Path) -> list[tuple[int, Any, int | None]]:
-    from cai.yamlmap import YamlSyntaxError, parse_yaml
-
     try:
         parsed = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -201,8 +205,6 @@ def _yaml_items(path: Path) -> list[tuple[int, Any, int | None]]:
 
 
 def _jsonl_items(path: Path) -> list[tuple[int, Any, int | None]]:
-    from cai.tables import RowError, iter_rows
-
     out = []
     for record in iter_rows(path):
         if isinstance(record.data, RowError):
@@ -212,8 +214,6 @@ def _jsonl_items(path: Path) -> list[tuple[int, Any, int | None]]:
 
 
 def _case(data: Any, number: int, line: int | None, path: Path) -> Case:
-    from cai.human.pairs import PairDataError, prompt_messages
-
     def fail(message: str, key: str | None = None, fix: str | None = None) -> CasesError:
         return CasesError(message, file=path, line=line, row=number, key=key, fix=fix)
 
@@ -221,8 +221,6 @@ def _case(data: Any, number: int, line: int | None, path: Path) -> Case:
         raise fail("a case must be a mapping of fields", fix="Write `prompt:`, `responses:` ...")
     unknown = [k for k in data if k not in CASE_FIELDS]
     if unknown:
-        from cai.errors import did_you_mean
-
         hint = did_you_mean(str(unknown[0]), CASE_FIELDS)
         raise fail(
             f"unknown field `{unknown[0]}`",
@@ -295,9 +293,6 @@ def _responses(data: dict, fail) -> tuple[list[str], int]:
 
 
 def _check_principles(cases: list[Case], constitution: Constitution, path: Path) -> None:
-    from cai.constitution.usage import usable_principles
-    from cai.errors import did_you_mean
-
     judge_ids = [p.id for p in usable_principles(constitution, "judge")]
     for case in cases:
         for pid in case.principles or []:
@@ -330,9 +325,6 @@ def run_cases(
 ) -> CaseReport:
     """Judge every case (both orders, all or its named principles) and score the results."""
     import time
-
-    from cai.constitution.usage import usable_principles
-    from cai.judge.compare import FixedPrinciplesJudge, JudgeConfig, PairToJudge
 
     started = time.monotonic()
     config = (config or JudgeConfig()).model_copy(update={"both_orders": True})
@@ -372,8 +364,6 @@ def _pairs(k: int) -> list[tuple[int, int]]:
 
 
 def _score(case: Case, judged: dict[str, PairJudgment], prior: float) -> CaseResult:
-    from cai.judge.ranking import Comparison, bradley_terry, win_probability
-
     e = case.expected
     letter = LETTERS[e]
     pairs = [(i, j, judged[f"{case.id}|{i}|{j}"]) for i, j in _pairs(len(case.responses))]

@@ -29,11 +29,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.base import Backend, GenerationParams, Message
+from cai.constitution.loading import load_constitution
+from cai.constitution.models import Constitution, ConstitutionDefaults, Principle
+from cai.constitution_tools.similarity import cluster, normalise
 from cai.errors import InputError
+from cai.files import atomic_write_text
+from cai.human.pairs import prob_first, prompt_messages, response_text, row_key
+from cai.judge.compare import FixedPrinciplesJudge, JudgeConfig, PairToJudge
 
 if TYPE_CHECKING:
-    from cai.constitution.models import Constitution
-    from cai.judge.compare import JudgeConfig
     from cai.templates import TemplateSet
 
 JUDGE_PROMPT = (
@@ -131,7 +135,6 @@ class InduceResult(BaseModel):
 # ---- input ---------------------------------------------------------------------------------------
 def human_pairs(rows: list[dict[str, Any]]) -> tuple[list[HumanPair], int]:
     """Preference rows as pairs with a winner (raters of one pair averaged); and the ties."""
-    from cai.human.pairs import prob_first, prompt_messages, response_text, row_key
 
     merged: dict[str, list[float]] = {}
     first_row: dict[str, dict[str, Any]] = {}
@@ -199,7 +202,6 @@ def parse_principle(text: str) -> str | None:
     better follows this principle: ...?". Refused: questions that name no quality ("Which
     response is better?"), statements about this pair ("(B) is ..."), rambling paragraphs.
     """
-    from cai.constitution_tools.similarity import normalise
 
     line = next((raw.strip() for raw in text.splitlines() if raw.strip()), "")
     previous = None
@@ -264,8 +266,6 @@ def merge_proposals(proposals: list[tuple[str, str]], threshold: float) -> list[
     """Proposals grouped by similarity; each group's most common wording represents it."""
     from collections import Counter
 
-    from cai.constitution_tools.similarity import cluster
-
     texts = [q for _, q in proposals]
     out = []
     for group in cluster(texts, threshold):
@@ -280,8 +280,6 @@ def merge_proposals(proposals: list[tuple[str, str]], threshold: float) -> list[
 
 # ---- testing ------------------------------------------------------------------------------------
 def _constitution(name: str, questions: dict[str, str]) -> Constitution:
-    from cai.constitution.models import Constitution, ConstitutionDefaults, Principle
-
     constitution = Constitution(
         name=name,
         description="candidate principles under test",
@@ -301,7 +299,6 @@ def _judge(
     work: list[tuple[str, HumanPair, list[str]]],
 ) -> dict[str, Any]:
     """Judge (key, pair, principle ids) items in one batch; chosen is response a."""
-    from cai.judge.compare import FixedPrinciplesJudge, JudgeConfig, PairToJudge
 
     config = (judge_config or JudgeConfig()).model_copy(
         update={"both_orders": True, "aggregation": "mean"}
@@ -451,7 +448,6 @@ def induce(
 
 def _name_kept(candidates: list[Candidate]) -> None:
     """Readable ids for the kept candidates, from their content words (unique)."""
-    from cai.constitution_tools.similarity import normalise
 
     used: set[str] = set()
     for c in candidates:
@@ -507,8 +503,6 @@ def constitution_yaml(result: InduceResult, name: str) -> str:
 
 def write_result(result: InduceResult, out: str | Path) -> dict[str, Path]:
     """The constitution (checked to load) and the report (.report.md, .report.json) beside it."""
-    from cai.constitution.loading import load_constitution
-    from cai.files import atomic_write_text
 
     out = Path(out)
     paths: dict[str, Path] = {}

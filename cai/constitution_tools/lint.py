@@ -22,10 +22,12 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from cai.constitution.errors import display_path
 from cai.constitution.models import Constitution, Principle
 from cai.constitution.usage import usable_principles
 from cai.constitution_tools.similarity import normalise, similarity
 from cai.judge.compare import effective_tiers
+from cai.yamlmap import parse_yaml
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -69,7 +71,6 @@ class LintConfig(BaseModel):
 # ---- where principles are written ------------------------------------------------------------
 def principle_lines(constitution: Constitution) -> dict[tuple[str, str], int]:
     """(principle id, field or "") -> line in the constitution's own file, where written."""
-    from cai.yamlmap import parse_yaml
 
     path = constitution.source_path
     if path is None:
@@ -113,7 +114,6 @@ def static_findings(
     templates_dir: str | Path | None = None,
 ) -> list[Finding]:
     """Every static finding about `constitution` (and the user templates in `templates_dir`)."""
-    from cai.constitution.errors import display_path
 
     config = config or LintConfig()
     lines = principle_lines(constitution)

@@ -10,9 +10,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from cai.constitution.errors import display_path
 from cai.constitution.models import Constitution
 from cai.constitution_tools.lint import Finding, LintConfig, sort_findings, static_findings
-from cai.constitution_tools.votes import Empirical
+from cai.constitution_tools.votes import Empirical, analyse, collect_votes, human_labels
+from cai.errors import InputError
+from cai.files import atomic_write_text
+from cai.human.storage import read_preference_rows
+from cai.jobs import JOB_FILE, job_fingerprint, job_is_complete
+from cai.judge.judged import iter_judged
 
 
 class LintReport(BaseModel):
@@ -42,8 +48,6 @@ def lint_constitution(
     templates_dir: str | Path | None = None,
 ) -> LintReport:
     """Static findings, plus empirical ones when a judgments directory is given."""
-    from cai.constitution.errors import display_path
-    from cai.errors import InputError
 
     config = config or LintConfig()
     findings = static_findings(constitution, config, templates_dir)
@@ -71,11 +75,6 @@ def lint_constitution(
 def _empirical(
     constitution: Constitution, judgments: Path, human: str | Path | None, config: LintConfig
 ) -> Empirical:
-    from cai.constitution_tools.votes import analyse, collect_votes, human_labels
-    from cai.errors import InputError
-    from cai.jobs import JOB_FILE, job_fingerprint, job_is_complete
-    from cai.judge.judged import iter_judged
-
     if not (judgments / JOB_FILE).is_file() and (judgments / "judgments" / JOB_FILE).is_file():
         judgments = judgments / "judgments"  # the run directory was given
     if not job_is_complete(judgments):
@@ -92,8 +91,6 @@ def _empirical(
     votes = collect_votes(iter_judged(judgments))
     labels = None
     if human is not None:
-        from cai.human.storage import read_preference_rows
-
         labels = human_labels(read_preference_rows(human))
     ids = [p.id for p in constitution.principles if p.comparison_question is not None]
     result = analyse(votes, ids, config, margin, labels)
@@ -110,7 +107,6 @@ def _empirical(
 # ---- writing -----------------------------------------------------------------------------------
 def write_lint_report(report: LintReport, out_dir: str | Path) -> dict[str, Path]:
     """lint.md, lint.json and (with judgments) agreement.png in `out_dir`; returns the paths."""
-    from cai.files import atomic_write_text
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

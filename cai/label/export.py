@@ -25,6 +25,7 @@ from typing import Any
 from cai.human.pairs import assistant
 from cai.label.items import Item
 from cai.records import stable_id
+from cai.tables import write_table
 
 LABELS = {"a": "a", "b": "b", "tie": "tie", "both_bad": "tie"}
 COLUMNS = [
@@ -118,7 +119,6 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def write_human_rows(rows: list[dict[str, Any]], out: str | Path) -> Path:
     """Write rows atomically as .jsonl, .parquet, .csv or a save_to_disk directory."""
-    from cai.tables import write_table
 
     out = Path(out)
     if out.suffix.lower() == ".csv":

@@ -31,7 +31,15 @@ from cai.human.imports import (
     convert_row,
     detect_format,
 )
-from cai.human.pairs import PairDataError, pair_key, prompt_messages, response_text
+from cai.human.pairs import (
+    PairDataError,
+    pair_key,
+    prob_first,
+    prompt_messages,
+    response_text,
+    row_key,
+)
+from cai.human.storage import read_preference_rows
 from cai.records import stable_id
 from cai.tables import RowError, counted, iter_rows
 
@@ -198,8 +206,6 @@ def load_items(path: str | Path, seed: int = 0) -> tuple[list[Item], ItemsReport
 def ai_probabilities(path: str | Path) -> dict[str, float]:
     """{pair_key: P(alphabetically first response wins)} from an AI preference dataset
     (several rows of one pair are averaged)."""
-    from cai.human.pairs import prob_first, row_key
-    from cai.human.storage import read_preference_rows
 
     sums: dict[str, list[float]] = {}
     for row in read_preference_rows(path):
