@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cai import tables
 from cai.tables import DatasetFormat
 
 
@@ -47,17 +48,13 @@ def preference_features():
 
 
 def _rows(rows_path: str | Path) -> Iterator[dict[str, Any]]:
-    from cai.tables import stream_rows
-
-    return stream_rows(rows_path)
+    return tables.stream_rows(rows_path)
 
 
 def load_rows_dataset(rows_path: str | Path, cache_dir: str | Path):
     """The rows JSONL as a `datasets.Dataset` streamed into an Arrow file in `cache_dir`
     (memory-mapped, not in memory); the caller keeps `cache_dir` while it uses the dataset."""
-    from cai.tables import mapped_dataset
-
-    return mapped_dataset(_rows(rows_path), preference_features(), cache_dir)
+    return tables.mapped_dataset(_rows(rows_path), preference_features(), cache_dir)
 
 
 def write_dataset(
@@ -73,9 +70,7 @@ def write_dataset(
     is accepted for save_to_disk). The dataset card goes into the directory, or beside the
     file as <name>.README.md. See `cai.tables.write_dataset`.
     """
-    from cai.tables import write_dataset as write
-
-    return write(
+    return tables.write_dataset(
         _rows(rows_path),
         destination,
         fmt,
@@ -101,6 +96,4 @@ def push_to_hub(rows_path: str | Path, repo_id: str, card: str, private: bool = 
 def load_preferences(path: str | Path):
     """Load a dataset this module wrote, in any of its formats, as a `datasets.Dataset`
     (columns of a JSONL file typed as preference rows; see `cai.tables.load_table`)."""
-    from cai.tables import load_table
-
-    return load_table(path, features=preference_features())
+    return tables.load_table(path, features=preference_features())

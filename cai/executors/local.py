@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 
-from cai.backends import Backend
+from cai.backends import Backend, make_backend
 from cai.errors import CaiError
 from cai.executors.base import (
     Chunk,
@@ -77,8 +77,6 @@ class LocalExecutor(Executor):
                 f"the {recipe.stage} stage has neither a backend nor a backend spec to build one",
                 fix="Pass a backend, or a recipe whose `backend` is a BackendSpec.",
             )
-        from cai.backends import make_backend
-
         built = make_backend(recipe.backend)
         try:
             return LocalSession(recipe.build(built), owned=built)

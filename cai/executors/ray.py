@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cai.backends import Backend, BackendSpec
+from cai.debug import debug_enabled
 from cai.executors.base import ChunkWorker, Executor, WorkerRecipe
 from cai.executors.config import ExecutorConfig
 from cai.executors.ray_actor import ChunkActor
@@ -81,8 +82,6 @@ class RayExecutor(Executor):
         ray = self.ray
         if ray.is_initialized():
             return
-        from cai.debug import debug_enabled
-
         verbose = debug_enabled()
         address = self.config.address or os.environ.get("RAY_ADDRESS")
         try:

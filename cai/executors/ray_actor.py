@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cai.backends import Backend
+from cai.backends import Backend, make_backend
+from cai.backends.cached import CachedBackend
+from cai.cache import CallCache
 from cai.executors.base import Chunk, ChunkWorker, WorkerRecipe, counter_delta
 from cai.executors.ray_base import engine_key
-from cai.jobs import EncodedRows
+from cai.jobs import EncodedRows, encode_rows
+from cai.platform import prepare_vllm_env
 
 
 class ChunkActor:
@@ -38,9 +41,6 @@ class ChunkActor:
         if self._engine is not None and self._engine_key != key:
             self.shutdown()
         if self._engine is None:
-            from cai.backends import make_backend
-            from cai.platform import prepare_vllm_env
-
             prepare_vllm_env()
             self._engine = make_backend(spec.model_copy(update={"cache_path": None}))
             self._engine_key = key
@@ -49,9 +49,6 @@ class ChunkActor:
             self._cache = None
         backend = self._engine
         if spec.cache_path:
-            from cai.backends.cached import CachedBackend
-            from cai.cache import CallCache
-
             self._cache = CallCache(spec.cache_path)
             backend = CachedBackend(self._engine, self._cache)
         self._worker = recipe.build(backend)
@@ -80,8 +77,6 @@ class ChunkActor:
 
     def process(self, chunk: Chunk) -> tuple[EncodedRows, float, dict[str, int]]:
         """The chunk's rows, encoded here as the JSONL text the driver commits."""
-        from cai.jobs import encode_rows
-
         worker = self._worker
         assert worker is not None, "setup() runs before process()"
         before = worker.counters()

@@ -20,7 +20,10 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
+from cai.constitution import sample_principles
+from cai.constitution.usage import require_use
 from cai.records import RevisionRound
+from cai.templates import TemplateError
 
 if TYPE_CHECKING:
     from cai.constitution import Constitution, FewShotExample, Principle
@@ -104,8 +107,6 @@ def _examples_for(principle: Principle, limit: int) -> list[FewShotExample]:
 def _chat(rendered: RenderedPrompt, templates: TemplateSet, template: str) -> list[Message]:
     """The messages of a critique or revision prompt, which must not set a prefix."""
     if getattr(rendered, "assistant_prefix", ""):
-        from cai.templates import TemplateError
-
         raise TemplateError(
             f"the {template!r} template sets an assistant_prefix, but critiques and revisions "
             "are generated as chat turns, which cannot start from a prefix",
@@ -125,8 +126,6 @@ class CritiqueReviser:
         templates: TemplateSet,
         config: CritiqueConfig,
     ):
-        from cai.constitution.usage import require_use
-
         self.backend = backend
         self.constitution = constitution
         self.templates = templates
@@ -138,8 +137,6 @@ class CritiqueReviser:
 
     def principle_for(self, key: str, round_index: int) -> Principle:
         """The principle of one round, deterministic in (constitution, key, round, seed)."""
-        from cai.constitution import sample_principles
-
         return sample_principles(
             self.constitution,
             key=f"{key}:{round_index}",

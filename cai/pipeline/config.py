@@ -16,6 +16,7 @@ from cai.backends import BackendSpec, VLLMSpec
 from cai.budget import BudgetConfig
 from cai.config import load_config, resolve_beside, save_resolved
 from cai.executors.config import ExecutorConfig
+from cai.files import relative_to_run
 from cai.judge.compare import JudgeConfig
 from cai.judge.panel import PanelConfig
 from cai.stages.preferences import PreferenceConfig
@@ -170,8 +171,6 @@ def save_resolved_config(config: PipelineConfig, output_dir: Path) -> Path:
     Loading it again resolves relative paths beside the file, so `cai run DIR/config.resolved.yaml
     --out DIR` reruns (and resumes) the same job; no absolute local path leaves the machine.
     """
-    from cai.files import relative_to_run
-
     data = config.model_dump(
         mode="json", exclude={"overwrite": True, "output_dir": True, "revise": set(COMMAND_INPUTS)}
     )

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cai.backends import make_backend
 from cai.backends.base import Backend
 from cai.budget import TokenBudget, TokensReport, tokens_report
 from cai.config import ConfigError
+from cai.executors import make_executor
 from cai.executors.base import Executor
+from cai.files import relative_to_run
 from cai.ledger import TokenLedger
 from cai.pipeline.config import PipelineConfig
 
@@ -49,8 +52,6 @@ class RunContext:
         so it refuses backends passed in by the caller (they cannot travel to an actor).
         """
         if self._executor is None:
-            from cai.executors import make_executor
-
             if self.config.executor.kind != "local" and (
                 self.policy_backend is not None or self.judge_backend is not None
             ):
@@ -83,8 +84,6 @@ class RunContext:
         return self.judge_backend
 
     def _build(self, spec) -> Backend:
-        from cai.backends import make_backend
-
         backend = make_backend(spec)
         self._owned.append(backend)
         return backend
@@ -101,8 +100,6 @@ class RunContext:
 
     def rel(self, path: str | Path | None) -> str | None:
         """A path as written into the run's files: relative to the output directory."""
-        from cai.files import relative_to_run
-
         return relative_to_run(path, self.output_dir)
 
     @property

@@ -16,6 +16,8 @@ from pydantic import BaseModel
 
 from cai.backends.base import Backend
 from cai.budget import TokensReport
+from cai.config import RESOLVED_CONFIG
+from cai.files import DirectoryLock, atomic_write_json
 from cai.pipeline.config import SUMMARY_FILE, PipelineConfig, save_resolved_config
 from cai.pipeline.context import RunContext
 from cai.pipeline.stages import STAGES, check_stage
@@ -43,8 +45,6 @@ def _backend_calls(backend: Backend) -> dict[str, Any] | None:
 
 def _discard_run_files(output_dir: Path) -> None:
     """--overwrite: the old summary and config describe data about to be replaced."""
-    from cai.config import RESOLVED_CONFIG
-
     for name in (SUMMARY_FILE, RESOLVED_CONFIG):
         (output_dir / name).unlink(missing_ok=True)
 
@@ -63,8 +63,6 @@ def run_pipeline(
     `save_config(output_dir)` writes the resolved config in the shape the command read it
     (default: the pipeline config).
     """
-    from cai.files import DirectoryLock, atomic_write_json
-
     started = time.monotonic()
     output_dir = Path(config.output_dir)
     with DirectoryLock(output_dir):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from cai.config import ConfigError
+from cai.files import is_inside
 from cai.pipeline.config import STAGE_NAMES
 from cai.pipeline.context import RunContext
 from cai.stages import judge, preferences, revise, sample
@@ -27,8 +28,6 @@ assert tuple(STAGES) == STAGE_NAMES
 
 def check_stage(stage: Stage, ctx: RunContext) -> None:
     """The stage's declared outputs and inputs, then its own check (nothing is written)."""
-    from cai.files import is_inside
-
     for output in stage.writes:
         path = output.path(ctx)
         if not is_inside(path, ctx.output_dir):

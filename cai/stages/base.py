@@ -22,8 +22,12 @@ from pydantic import BaseModel
 
 from cai.backends import Backend, BackendSpec
 from cai.errors import CaiError
+from cai.executors import LocalExecutor
 from cai.executors.base import Chunk, ChunkWorker, Rows, WorkerRecipe, backend_counters
+from cai.executors.ray import import_ray
 from cai.jobs import ChunkedJob, JobStats
+from cai.ledger import attach_chunk_tokens, take_chunk_tokens
+from cai.templates import TemplateSet
 
 if TYPE_CHECKING:
     from cai.budget import TokenBudget
@@ -95,8 +99,6 @@ class Stage:
 def check_executor(ctx: StageContext) -> None:
     """A Ray run on a machine without Ray fails here, before anything starts or is written."""
     if ctx.config.executor.kind == "ray":
-        from cai.executors.ray import import_ray
-
         import_ray()
 
 
@@ -111,8 +113,6 @@ class CountedWorker(ChunkWorker):
         """The records of one chunk, in item order."""
 
     def process(self, chunk: Chunk) -> Rows:
-        from cai.ledger import attach_chunk_tokens, take_chunk_tokens
-
         rows = [record.model_dump(mode="json") for record in self.work(chunk)]
         return attach_chunk_tokens(rows, take_chunk_tokens(self.backends))
 
@@ -152,8 +152,6 @@ class TemplatedRecipe(WorkerRecipe):
 
     def templates(self) -> TemplateSet:
         """The templates the driver loaded, rebuilt here; refused when their content differs."""
-        from cai.templates import TemplateSet
-
         templates = TemplateSet(self.templates_dir)
         if templates.fingerprint() != self.templates_fingerprint:
             raise RecipeError(
@@ -184,8 +182,6 @@ def run_chunks(
 ) -> JobStats:
     """A stage's resumable job: workers from `recipe` (or the given `backend` / `worker`) on
     `executor` (default: this process), the job keyed by `fingerprint(model_id)`."""
-    from cai.executors import LocalExecutor
-
     given = backend if isinstance(backend, Backend) else None
     with (executor or LocalExecutor()).open(recipe, backend=given, worker=worker) as session:
         settings = fingerprint(session.model_id)

@@ -16,15 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cai.backends import Backend, BackendSpec
+from cai.backends import Backend, BackendSpec, make_backend
 from cai.config import ConfigError
+from cai.constitution import load_constitution
+from cai.constitution.usage import require_use
 from cai.executors.base import Chunk
-from cai.jobs import JobStats
+from cai.jobs import JOB_FILE, JobStats, check_fingerprint, job_fingerprint, job_is_complete
 from cai.judge.compare import JudgeConfig, PairwiseJudge
-from cai.judge.health import JudgeHealth
+from cai.judge.health import JudgeHealth, judged_health
 from cai.judge.judged import JudgedSample, iter_judged, judge_chunk
-from cai.judge.panel import MemberAgreement
+from cai.judge.panel import (
+    MemberAgreement,
+    PanelJudge,
+    member_agreement,
+    member_names,
+    panel_settings,
+)
+from cai.ledger import counting
 from cai.records import Sample
+from cai.samples_input import validate_samples
 from cai.stages.base import (
     CountedWorker,
     Input,
@@ -35,7 +45,9 @@ from cai.stages.base import (
     check_executor,
     run_chunks,
 )
+from cai.stages.sample import count_samples, iter_samples
 from cai.stages.summary import JobSummary, Shown
+from cai.templates import TemplateSet
 
 if TYPE_CHECKING:
     from cai.executors import Executor
@@ -129,8 +141,6 @@ class JudgeWorker(CountedWorker):
     member's backend is counted under the `judge` stage."""
 
     def __init__(self, judge: PairwiseJudge | PanelJudge) -> None:
-        from cai.ledger import counting
-
         members = _members(judge)
         for member in members:
             member.backend = counting(member.backend, "judge")
@@ -222,8 +232,6 @@ def judge_samples(
 # ---- the judge a run uses --------------------------------------------------------------------
 def panel_fingerprint(ctx: StageContext) -> dict[str, Any] | None:
     """The panel's part of the judging fingerprint, from the config (None: one judge)."""
-    from cai.judge.panel import member_names, panel_settings
-
     specs = ctx.config.judge_backends
     if specs is None:
         return None
@@ -266,9 +274,6 @@ def _stage_judge(
             spec = config.policy if spec is None or spec == config.policy else spec
             yield JudgeRecipe.from_parts(spec, constitution, templates, config.judge)
         return
-    from cai.backends import make_backend
-    from cai.judge.panel import PanelJudge, member_names
-
     specs = config.judge_backends
     with ExitStack() as stack:
         named = []
@@ -286,8 +291,6 @@ def _panel_agreement(ctx: StageContext):
     """Each panel member's agreement with the panel over every judged pair (None: no panel)."""
     if ctx.config.judge_backends is None:
         return None
-    from cai.judge.panel import member_agreement
-
     judgments = []
     for judged in iter_judged(ctx.judgments_dir):
         if judged.pair is not None:
@@ -300,9 +303,6 @@ def _panel_agreement(ctx: StageContext):
 def judge_health(ctx: StageContext) -> JudgeHealth:
     """The judge's health over every judged pair, read back once per run (cai.judge.health)."""
     if "judge_health" not in ctx.loaded:
-        from cai.jobs import job_fingerprint
-        from cai.judge.health import judged_health
-
         judge_model = (job_fingerprint(ctx.judgments_dir) or {}).get("judge_model")
         ctx.loaded["judge_health"] = judged_health(iter_judged(ctx.judgments_dir), judge_model)
     return ctx.loaded["judge_health"]
@@ -311,9 +311,6 @@ def judge_health(ctx: StageContext) -> JudgeHealth:
 # ---- the stage -------------------------------------------------------------------------------
 def _samples_ready(ctx: StageContext) -> int | None:
     """Samples from an earlier run or a file: finished, present, every row readable."""
-    from cai.jobs import JOB_FILE, job_is_complete
-    from cai.samples_input import validate_samples
-
     samples = ctx.samples_dir
     if (samples / JOB_FILE).is_file():
         if not job_is_complete(samples):
@@ -341,11 +338,6 @@ JUDGMENTS_OUT = Output(
 
 
 def check(ctx: StageContext) -> None:
-    from cai.constitution import load_constitution
-    from cai.constitution.usage import require_use
-    from cai.jobs import check_fingerprint
-    from cai.templates import TemplateSet
-
     _check_panel(ctx)
     check_executor(ctx)
     constitution = load_constitution(ctx.config.constitution)
@@ -362,9 +354,6 @@ def check(ctx: StageContext) -> None:
 
 
 def run(ctx: StageContext) -> JudgeSummary:
-    from cai.jobs import job_fingerprint
-    from cai.stages.sample import count_samples, iter_samples
-
     constitution, templates = ctx.loaded["constitution"], ctx.loaded["templates"]
     total = ctx.counts.get("samples")
     if total is None:

@@ -22,14 +22,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from cai.budget import tokens_report
+from cai.config import ConfigError
+from cai.jobs import job_fingerprint, job_is_complete
 from cai.judge.compare import PairJudgment
 from cai.judge.health import JudgeHealth, order_outcome
 from cai.judge.judged import JudgedSample, iter_judged
 from cai.judge.panel import member_columns
 from cai.judge.ranking import win_probability
+from cai.ledger import job_tokens
 from cai.preference_data import push_to_hub, write_dataset
 from cai.records import PreferenceRow, pair_key
 from cai.stages.base import Input, Output, Stage, StageContext
+from cai.stages.judge import judge_health, panel_fingerprint
 from cai.stages.summary import Shown, StageSummary
 from cai.tables import DatasetFormat
 
@@ -407,9 +412,6 @@ def dataset_path(ctx: StageContext) -> Path:
 
 
 def _judgments_ready(ctx: StageContext) -> None:
-    from cai.config import ConfigError
-    from cai.jobs import job_is_complete
-
     if not job_is_complete(ctx.judgments_dir):
         raise ConfigError(
             f"{ctx.rel(ctx.judgments_dir)} holds no finished judgments",
@@ -420,9 +422,6 @@ def _judgments_ready(ctx: StageContext) -> None:
 
 def _provenance_from_job(judgments_dir: Path) -> dict[str, Any]:
     """Provenance of a finished judging job (when `preferences` runs without `judge`)."""
-    from cai.config import ConfigError
-    from cai.jobs import job_fingerprint
-
     fingerprint = job_fingerprint(judgments_dir)
     if fingerprint is None:
         raise ConfigError(f"{judgments_dir} holds no judgments; run the `judge` stage first.")
@@ -437,10 +436,6 @@ def _provenance_from_job(judgments_dir: Path) -> dict[str, Any]:
 def _card_details(ctx: StageContext, labels: int) -> dict[str, Any]:
     """The card's `inputs`, `tokens` and `panel` entries (tokens of the finished jobs when this
     run judged nothing itself, as when `preferences` runs alone)."""
-    from cai.budget import tokens_report
-    from cai.ledger import job_tokens
-    from cai.stages.judge import panel_fingerprint
-
     inputs: dict[str, Any]
     if ctx.config.prompts is not None and "sample" in ctx.config.stages:
         inputs = ctx.config.prompts.model_dump(mode="json")
@@ -461,8 +456,6 @@ def _card_details(ctx: StageContext, labels: int) -> dict[str, Any]:
 
 
 def run(ctx: StageContext) -> PreferencesSummary:
-    from cai.stages.judge import judge_health
-
     config = ctx.config.preferences
     provenance = ctx.provenance or _provenance_from_job(ctx.judgments_dir)
     prov = Provenance(**{k: provenance.get(k) for k in Provenance.model_fields})

@@ -31,10 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends import Backend, BackendSpec, GenerationParams, VLLMSpec
 from cai.budget import BudgetConfig
+from cai.constitution import load_constitution
+from cai.constitution.usage import require_use
 from cai.executors.base import Chunk
 from cai.executors.config import ExecutorConfig
 from cai.guards import GuardConfig, GuardReport, RoundText, check_chain, route
-from cai.jobs import JobStats
+from cai.jobs import JobStats, check_fingerprint, iter_job_results, job_fingerprint
 from cai.judge.critique import (
     MAX_ROUNDS,
     ChainStart,
@@ -42,7 +44,7 @@ from cai.judge.critique import (
     CritiqueReviser,
     RevisionChain,
 )
-from cai.ledger import TokenCount
+from cai.ledger import TokenCount, counting
 from cai.records import PromptRecord, SftExample
 from cai.sft_data import (
     DatasetFormat,
@@ -61,6 +63,8 @@ from cai.stages.base import (
 )
 from cai.stages.sample import PROMPTS
 from cai.stages.summary import JobSummary, Shown, shown_from
+from cai.tables import iter_prompts
+from cai.templates import TemplateSet
 
 #: Settings `cai revise` takes that a pipeline sets once for all its stages, at its top level.
 COMMAND_INPUTS = frozenset(
@@ -229,8 +233,6 @@ def revise_batch(
 
 def iter_chains(out: str | Path) -> Iterable[RevisionChain]:
     """The raw chains stored by a finished run, in input order."""
-    from cai.jobs import iter_job_results
-
     for row in iter_job_results(Path(out) / "work", "revise"):
         yield RevisionChain.model_validate(row)
 
@@ -246,8 +248,6 @@ class ReviseWorker(CountedWorker):
     """Critique -> revision chains; every generation is counted under the `revise` stage."""
 
     def __init__(self, reviser: CritiqueReviser, response: GenerationParams) -> None:
-        from cai.ledger import counting
-
         reviser.backend = counting(reviser.backend, "revise")
         self.reviser = reviser
         self.backends = [reviser.backend]
@@ -309,10 +309,6 @@ class _RevisePlan(BaseModel):
 
 
 def _plan(settings: ReviseConfig, constitution_name: str, templates_dir: str | None) -> _RevisePlan:
-    from cai.constitution import load_constitution
-    from cai.constitution.usage import require_use
-    from cai.templates import TemplateSet
-
     constitution = load_constitution(constitution_name)
     require_use(constitution, "revise")
     weighted = (
@@ -422,8 +418,6 @@ def _recipe_spec(ctx: StageContext, out: Path) -> BackendSpec:
 
 
 def check(ctx: StageContext) -> None:
-    from cai.jobs import check_fingerprint
-
     check_executor(ctx)
     plan = _plan(ctx.config.revise, ctx.config.constitution, ctx.config.templates)
     ctx.loaded["revise_plan"] = plan
@@ -439,9 +433,6 @@ def run(ctx: StageContext) -> ReviseSummary:
     token gate sees every chunk (reused or new) and may stop the job at a boundary: then no
     dataset is written and the summary says `stopped`; a rerun resumes.
     """
-    from cai.jobs import job_fingerprint
-    from cai.tables import iter_prompts
-
     started = time.monotonic()
     settings, plan, out = ctx.config.revise, ctx.loaded["revise_plan"], revise_dir(ctx)
     source = ctx.config.prompts

@@ -23,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from cai.backends import BackendSpec
 from cai.backends.base import Backend, GenerationParams
 from cai.executors.base import Chunk, WorkerRecipe
-from cai.jobs import JOB_FILE, iter_job_results, job_item_count
+from cai.jobs import JOB_FILE, check_fingerprint, iter_job_results, job_item_count
+from cai.ledger import counting
 from cai.records import PromptRecord, Sample
+from cai.samples_input import iter_sample_rows
 from cai.stages.base import (
     CountedWorker,
     Input,
@@ -35,6 +37,7 @@ from cai.stages.base import (
     run_chunks,
 )
 from cai.stages.summary import JobSummary, Shown
+from cai.tables import count_prompts, iter_prompts
 
 if TYPE_CHECKING:
     from cai.executors import Executor
@@ -138,8 +141,6 @@ def sample_fingerprint(policy_model: str, config: SampleConfig) -> dict:
 
 class SampleWorker(CountedWorker):
     def __init__(self, backend: Backend, config: SampleConfig) -> None:
-        from cai.ledger import counting
-
         self.backend = counting(backend, "sample")
         self.backends = [self.backend]
         self.config = config
@@ -217,8 +218,6 @@ def iter_samples(path: str | Path) -> Iterator[Sample]:
     save_to_disk dataset may hold `prompt` (text or messages) plus `responses`, or a TRL / HH
     preference dataset (`chosen` / `rejected`) to relabel; see `cai.samples_input`.
     """
-    from cai.samples_input import iter_sample_rows
-
     path = Path(path)
     if path.is_dir() and (path / JOB_FILE).exists():
         for row in iter_job_results(path, "sample"):
@@ -236,16 +235,14 @@ def count_samples(path: str | Path) -> int:
 
 
 # ---- the stage -------------------------------------------------------------------------------
-def count_prompts(ctx: StageContext) -> int:
+def _prompts_ready(ctx: StageContext) -> int:
     """Every prompt read and validated (an empty or unreadable file is an error)."""
-    from cai.tables import count_prompts as count
-
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
-    return count(source.path, source.column, source.limit)
+    return count_prompts(source.path, source.column, source.limit)
 
 
-PROMPTS = Input("prompts", made_by=None, check=count_prompts)
+PROMPTS = Input("prompts", made_by=None, check=_prompts_ready)
 SAMPLES_OUT = Output(
     "samples",
     path=lambda ctx: ctx.samples_dir,
@@ -256,8 +253,6 @@ SAMPLES_OUT = Output(
 
 
 def check(ctx: StageContext) -> None:
-    from cai.jobs import check_fingerprint
-
     check_executor(ctx)
     if not ctx.config.overwrite:
         fingerprint = sample_fingerprint("", ctx.config.sample)
@@ -267,8 +262,6 @@ def check(ctx: StageContext) -> None:
 
 
 def run(ctx: StageContext) -> SampleSummary:
-    from cai.tables import iter_prompts
-
     source = ctx.config.prompts
     assert source is not None  # checked by PipelineConfig
     gate = ctx.gate("sample")
