@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from cai.errors import BackendError
+from cai.hub import hub_unavailable
 
 MANIFEST = "cai_model.json"
 
@@ -283,12 +284,14 @@ def resolve_model(model: str, pull_if_missing: bool | None = None) -> str:
             fix="Point at the directory that holds config.json and the weights",
         )
     if _HUB_NAME.match(model) and not model.startswith((".", "/", "~")):
-        if hub_offline() and not in_hub_cache(model):
+        unavailable = None if in_hub_cache(model) else hub_unavailable()
+        if unavailable:
             raise ModelPullError(
                 f"model {model!r} is not a local directory, an embedded model "
-                f"({', '.join(EMBEDDED)}) or a hub id in the local hub cache (HF_HUB_OFFLINE "
-                "is set, so the hub is not asked)",
-                fix="Download it while online, or point at a local model directory",
+                f"({', '.join(EMBEDDED)}) or a hub id in the local hub cache, and the hub "
+                f"cannot be asked ({unavailable})",
+                fix="Check the name; download the model while online, or point at a local "
+                "model directory",
             )
         return model
     raise ModelPullError(
@@ -296,12 +299,6 @@ def resolve_model(model: str, pull_if_missing: bool | None = None) -> str:
         f"({', '.join(EMBEDDED)}) or a hub id (org/name)",
         fix="Check the path, or run `cai models list` for the embedded names",
     )
-
-
-def hub_offline() -> bool:
-    """Whether the user told the Hugging Face libraries not to use the network."""
-    flags = (os.environ.get(name, "") for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    return any(flag.strip().upper() in ("1", "ON", "YES", "TRUE") for flag in flags)
 
 
 def in_hub_cache(model: str) -> bool:

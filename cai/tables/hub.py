@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cai.hub import hub_unavailable
 from cai.tables.rows import InputFormatError, TableRow
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -57,6 +58,9 @@ def hub_dataset(repo_id: str, split: str | None, streaming: bool) -> Any:
     when `streaming`."""
     import datasets
 
+    unavailable = hub_unavailable()
+    if unavailable:
+        raise _hub_error(repo_id, ConnectionError(unavailable))
     try:
         return datasets.load_dataset(repo_id, split=split or "train", streaming=streaming)
     except Exception as err:  # the Hub fails in many ways (network, auth, missing split)

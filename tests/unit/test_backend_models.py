@@ -34,7 +34,21 @@ def cai_home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def test_directories_and_hub_ids_pass_through(tmp_path):
+@pytest.fixture
+def reachable_hub(monkeypatch):
+    """HF_ENDPOINT at a local port that accepts connections: the hub can be asked."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield
+    listener.close()
+
+
+def test_directories_and_hub_ids_pass_through(tmp_path, reachable_hub):
     assert resolve_model(str(tmp_path)) == str(tmp_path)
     assert resolve_model("org/some-model") == "org/some-model"
 
@@ -314,7 +328,7 @@ def test_the_reference_and_critic_of_ppo_resolve_too(cai_home):
     assert config.model == config.reference == config.critic_init == str(target)
 
 
-def test_a_hub_id_offline_must_be_in_the_hub_cache(monkeypatch, tmp_path):
+def test_a_hub_id_offline_must_be_in_the_hub_cache(monkeypatch, tmp_path, reachable_hub):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
     assert resolve_model("org/some-model") == "org/some-model"  # online: the hub decides
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
