@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
@@ -31,17 +31,13 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
-from cai.constitution import sample_principles
+from cai.constitution import Constitution, Principle, sample_principles
 from cai.constitution.models import Aggregation
 from cai.constitution.usage import require_use, usable_principles
 from cai.judge.parse import JudgeFailure, check_rationale
 from cai.judge.ranking import Comparison, bradley_terry
 from cai.records import stable_id
-from cai.templates import template_data
-
-if TYPE_CHECKING:
-    from cai.constitution import Constitution, Principle
-    from cai.templates import RenderedPrompt, TemplateData, TemplateSet
+from cai.templates import RenderedPrompt, TemplateData, TemplateSet, template_data
 
 Order = Literal["AB", "BA"]
 

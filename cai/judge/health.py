@@ -20,14 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from cai.judge.compare import PairJudgment, RankingJudgment
 from cai.judge.families import SelfPreference, self_preference
-
-if TYPE_CHECKING:
-    from cai.judge.compare import PairJudgment, RankingJudgment
 
 LengthUnit = Literal["chars", "words"]
 OrderOutcome = Literal["agree", "flip", "tie"]

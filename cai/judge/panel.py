@@ -19,16 +19,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai.backends.base import Backend
 from cai.errors import CaiError
-from cai.judge.compare import MemberVote, PairJudgment, PairToJudge, PrincipleJudgment
-
-if TYPE_CHECKING:
-    from cai.backends.base import Backend
-    from cai.judge.compare import PairwiseJudge
+from cai.judge.compare import (
+    MemberVote,
+    PairJudgment,
+    PairToJudge,
+    PairwiseJudge,
+    PrincipleJudgment,
+)
 
 CLIP = 1e-6
 TIE_ROUNDING = 1e-12
