@@ -137,36 +137,83 @@ def _whole_model(trainer, saved_dir: str):
     return trainer.accelerator.unwrap_model(trainer.model)
 
 
-def train_reward_model(config: RewardTrainConfig) -> TrainResult:
-    """Train, evaluate on the held-out human set if given, save model + tokenizer + card.
-
-    Under N processes each trains on its shard of every batch; the main process alone writes
-    the config, checkpoints, model, card and held-out metrics (see `cai.train.distributed`).
-    """
-    from trl import RewardConfig
-
-    prepare_launch()
+def _datasets(config: RewardTrainConfig):
+    """The raw and prepared training rows, the prepared eval rows and the human held-out set
+    (None where not configured)."""
     train_raw = load_table(config.train_data, allow_empty=False)
     train = prepare_rows(train_raw, config.labels, config.source_weights, config.train_data)
     if debug_data_log_enabled():
         train = train.add_column(ROW_COLUMN, list(range(len(train))))
     evald = None
     if config.eval_data:
-        evald = prepare_rows(
-            load_table(config.eval_data, allow_empty=False), config.labels, config.source_weights, config.eval_data
-        )
+        eval_raw = load_table(config.eval_data, allow_empty=False)
+        evald = prepare_rows(eval_raw, config.labels, config.source_weights, config.eval_data)
     human = None
     if config.human_eval_data:
         human = load_table(config.human_eval_data, allow_empty=False)
         require_columns(human, ("chosen", "rejected"), config.human_eval_data, "evaluation")
+    return train_raw, train, evald, human
+
+
+def _trainer_args(config: RewardTrainConfig, evaluates: bool):
+    from trl import RewardConfig
 
     kwargs = config.trl_kwargs()
     kwargs.setdefault("max_length", config.max_length)
     kwargs.setdefault("center_rewards_coefficient", config.center_rewards_coefficient)
-    if evald is not None:
+    if evaluates:
         kwargs.setdefault("eval_strategy", "steps")
         kwargs.setdefault("eval_steps", config.save_steps)
-    args = RewardConfig(**kwargs)
+    return RewardConfig(**kwargs)
+
+
+def _metrics(trainer, config: RewardTrainConfig, evaluates: bool, human) -> dict[str, float]:
+    """The final training metrics, the eval set's, and accuracy on the human held-out set
+    (scored on the main process)."""
+    metrics = final_metrics(trainer)
+    if evaluates:
+        metrics.update(trainer.evaluate())
+    if human is not None and trainer.is_world_process_zero():
+        scorer = RewardModelScorer(
+            _whole_model(trainer, config.output_dir),
+            trainer.processing_class,
+            batch_size=trainer.args.per_device_eval_batch_size,
+        )
+        for key, value in preference_accuracy(scorer, human).items():
+            metrics[f"human_{key}"] = value
+    return metrics
+
+
+def _card(trainer, config: RewardTrainConfig, train_raw, resume, metrics) -> None:
+    write_card(
+        config.output_dir,
+        "Reward model",
+        {
+            "base_model": config.model,
+            "train_data": config.train_data,
+            "rows_by_source": _source_counts(train_raw),
+            "labels": config.labels,
+            "loss": "weighted BCE(sigmoid(r_chosen - r_rejected), prob_chosen)",
+            "source_weights": config.source_weights,
+            "human_eval_data": config.human_eval_data,
+            "global_step": trainer.state.global_step,
+            "processes": trainer.args.world_size,
+            "resumed_from": resume,
+            "config": config.model_dump(),
+        },
+        metrics,
+    )
+
+
+def train_reward_model(config: RewardTrainConfig) -> TrainResult:
+    """Train, evaluate on the held-out human set if given, save model + tokenizer + card.
+
+    Under N processes each trains on its shard of every batch; the main process alone writes
+    the config, checkpoints, model, card and held-out metrics (see `cai.train.distributed`).
+    """
+    prepare_launch()
+    train_raw, train, evald, human = _datasets(config)
+    args = _trainer_args(config, evaluates=evald is not None)
     resume = resolve_resume(config.resume, config.output_dir)
     with one_writer(config.output_dir, args.world_size, args.process_index == 0):
         from cai.train.reward_trainer import SoftLabelRewardTrainer
@@ -186,37 +233,9 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
             save_config(config, config.output_dir)
         trainer.train(resume_from_checkpoint=resume)
         save_trained_model(trainer, config)
-
-        metrics = final_metrics(trainer)
-        if evald is not None:
-            metrics.update(trainer.evaluate())
-        if human is not None and trainer.is_world_process_zero():
-            scorer = RewardModelScorer(
-                _whole_model(trainer, config.output_dir),
-                trainer.processing_class,
-                batch_size=args.per_device_eval_batch_size,
-            )
-            for key, value in preference_accuracy(scorer, human).items():
-                metrics[f"human_{key}"] = value
+        metrics = _metrics(trainer, config, evald is not None, human)
         if trainer.is_world_process_zero():
-            write_card(
-                config.output_dir,
-                "Reward model",
-                {
-                    "base_model": config.model,
-                    "train_data": config.train_data,
-                    "rows_by_source": _source_counts(train_raw),
-                    "labels": config.labels,
-                    "loss": "weighted BCE(sigmoid(r_chosen - r_rejected), prob_chosen)",
-                    "source_weights": config.source_weights,
-                    "human_eval_data": config.human_eval_data,
-                    "global_step": trainer.state.global_step,
-                    "processes": args.world_size,
-                    "resumed_from": resume,
-                    "config": config.model_dump(),
-                },
-                metrics,
-            )
+            _card(trainer, config, train_raw, resume, metrics)
         trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=str(Path(config.output_dir)),
