@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cai.errors import CaiError
+from cai.files import DirectoryLock
 
 DEBUG_DATA_LOG = "CAI_DEBUG_DATA_LOG"
 DEBUG_DIR = "debug"
@@ -135,7 +136,6 @@ def check_process_group(num_processes: int) -> None:
 def one_writer(output_dir: str | Path, num_processes: int, main: bool) -> Iterator[None]:
     """The guard around a training run: the process group is whole, and the main process holds
     the output directory's lock until the run ends (other ranks write nothing there)."""
-    from cai.files import DirectoryLock
 
     check_process_group(num_processes)
     if not main:

@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cai.config import ConfigError
-from cai.tables import InputFormatError, load_table
+from cai.tables import InputFormatError, dataset_from_rows, load_table
 from cai.train.config import resolve_resume
-from cai.train.preference import RunConfig, TrainResult
-from cai.train.preference import _run as run_trainer
+from cai.train.distributed import prepare_launch
+from cai.train.preference import RunConfig, TrainResult, run_trainer
 from cai.train.unpaired import (
     UNPAIRED_COLUMNS,
     alternate_labels,
@@ -48,7 +48,6 @@ class KTOTrainConfig(RunConfig):
 def load_kto_dataset(path: str | Path, min_confidence: float = 0.0):
     """(dataset of unpaired rows ordered for KTO, facts for the card) from unpaired rows or
     from a preference dataset (split into answers); errors name the file and row."""
-    from cai.tables import dataset_from_rows
 
     table = load_table(path, allow_empty=False)
     columns = set(table.column_names)
@@ -93,8 +92,6 @@ def train_kto(config: KTOTrainConfig) -> TrainResult:
     """Run TRL's KTOTrainer; rows are trained in the order `load_kto_dataset` gives them."""
     _check(config)  # before the slow imports: a wrong setting fails at once
     from trl import KTOConfig, KTOTrainer
-
-    from cai.train.distributed import prepare_launch
 
     prepare_launch()
     model = config.model

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import Field
 
-from cai.tables import InputFormatError, load_table
+from cai.tables import InputFormatError, dataset_from_rows, load_table
 from cai.train.config import resolve_resume
-from cai.train.preference import RunConfig, TrainResult, require_columns
-from cai.train.preference import _run as run_trainer
+from cai.train.distributed import prepare_launch
+from cai.train.preference import RunConfig, TrainResult, require_columns, run_trainer
 from cai.train.unpaired import TIE_EPSILON, pair_probability
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -49,7 +49,6 @@ def load_orpo_dataset(path: str | Path):
     """(prompt / chosen / rejected dataset, facts for the card). Ties are dropped (they
     prefer neither answer); a pair whose `prob_chosen` is below 0.5 is turned around; the
     other columns are left out, since TRL's ORPO collator would receive them."""
-    from cai.tables import dataset_from_rows
 
     table = load_table(path, allow_empty=False)
     require_columns(table, PAIR_COLUMNS, str(path), "ORPO")
@@ -81,8 +80,6 @@ def train_orpo(config: ORPOTrainConfig) -> TrainResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TRLExperimentalWarning)
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    from cai.train.distributed import prepare_launch
 
     prepare_launch()
     resolve_resume(config.resume, config.output_dir)  # a bad resume fails before any load

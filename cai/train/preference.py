@@ -16,16 +16,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.logs import quiet_trainer
-from cai.tables import InputFormatError, load_table
+from cai.tables import InputFormatError, dataset_from_rows, iter_prompts, load_table
 from cai.train.config import (
     TrainCommon,
     precision_flags,
     resolve_resume,
     save_config,
 )
+from cai.train.distributed import one_writer, prepare_launch, trainer_debug_callback
+from cai.train.distributed import save_trained_model as save_once
 from cai.train.lora import lora_config
 from cai.train.monitor.config import MonitorConfig
-from cai.train.rewards import JudgeRewardSpec
+from cai.train.rewards import JudgeRewardSpec, build_judge_reward, judge_reward
 
 # --------------------------------------------------------------------------------------------
 # Shared run settings
@@ -86,7 +88,6 @@ def require_columns(dataset, columns: tuple[str, ...], where: str, purpose: str)
 def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int | None = None):
     """Prompts for on-policy training (GRPO/RLOO) as a `prompt` column of chat messages,
     every row checked (`cai.tables.iter_prompts`) before any model loads."""
-    from cai.tables import dataset_from_rows, iter_prompts
 
     rows = [
         {"prompt": record.prompt, "prompt_id": record.prompt_id}
@@ -119,7 +120,6 @@ def write_card(
 def save_trained_model(trainer, config: TrainCommon) -> None:
     """Save model + tokenizer once (main process); a LoRA adapter is merged first when
     `lora.merge` asks for it. Every process must call it (the save is collective)."""
-    from cai.train.distributed import save_trained_model as save_once
 
     merge = bool(config.lora.enabled and getattr(config.lora, "merge", False))
     save_once(trainer, config.output_dir, merge)
@@ -162,8 +162,6 @@ def train_dpo(config: DPOTrainConfig) -> TrainResult:
     """Run TRL's DPOTrainer; extra provenance columns of cai rows are dropped by TRL itself."""
     from trl import DPOConfig, DPOTrainer
 
-    from cai.train.distributed import prepare_launch
-
     prepare_launch()
     train = load_table(config.train_data, allow_empty=False)
     require_columns(train, ("prompt", "chosen", "rejected"), config.train_data, "DPO")
@@ -181,7 +179,7 @@ def train_dpo(config: DPOTrainConfig) -> TrainResult:
         eval_dataset=evald,
         peft_config=config.peft_config(),
     )
-    return _run(trainer, config, "DPO policy", {"train_data": config.train_data})
+    return run_trainer(trainer, config, "DPO policy", {"train_data": config.train_data})
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +215,6 @@ def _online_reward_funcs(
     config: OnlineTrainConfig, judge_backend=None, owned: ExitStack | None = None
 ) -> list:
     """TRL's reward_funcs; a judge backend built here from its spec closes with `owned`."""
-    from cai.train.rewards import build_judge_reward, judge_reward
 
     funcs: list = []
     for path in config.reward_models:
@@ -257,7 +254,6 @@ def train_online(
         from trl import RLOOTrainer as TRLTrainer
     else:
         raise ValueError(f"unknown algorithm {algorithm!r}; use grpo or rloo.")
-    from cai.train.distributed import prepare_launch
 
     prepare_launch()
 
@@ -280,7 +276,7 @@ def train_online(
         peft_config=config.peft_config(),
     )
     if config.monitor is not None:
-        from cai.train.monitor.callback import MonitorCallback
+        from cai.train.monitor.callback import MonitorCallback  # imports transformers
 
         trainer.add_callback(
             MonitorCallback(
@@ -298,7 +294,7 @@ def train_online(
         "judge": config.judge.model_dump() if config.judge else None,
     }
     with owned:  # the judge backend built for this run closes when training ends
-        return _run(trainer, config, f"{algorithm.upper()} policy", facts)
+        return run_trainer(trainer, config, f"{algorithm.upper()} policy", facts)
 
 
 def train_grpo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
@@ -312,10 +308,9 @@ def train_rloo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _run(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> TrainResult:
+def run_trainer(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> TrainResult:
     """Train (resuming if asked); the main process alone saves model + tokenizer + card and
     holds the output directory (`cai.train.distributed`); the others wait for it at the end."""
-    from cai.train.distributed import one_writer, trainer_debug_callback
 
     resume = resolve_resume(config.resume, config.output_dir)
     main = trainer.is_world_process_zero()

@@ -14,8 +14,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.logs import quiet_trainer
-from cai.tables import InputFormatError
+from cai.tables import InputFormatError, load_table
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
+from cai.train.distributed import (
+    one_writer,
+    prepare_launch,
+    save_trained_model,
+    trainer_debug_callback,
+)
 from cai.train.lora import lora_config
 
 
@@ -102,9 +108,6 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
-    from cai.tables import load_table
-    from cai.train.distributed import one_writer, prepare_launch, trainer_debug_callback
-
     prepare_launch()
     started = time.monotonic()
     base_model = config.model
@@ -183,7 +186,6 @@ def _final_loss(trainer, output) -> float | None:
 
 def _save(trainer, config: SftTrainConfig, result: SftResult, main: bool) -> None:
     """Model and tokenizer (every process takes part), then config and card from the main one."""
-    from cai.train.distributed import save_trained_model
 
     save_trained_model(trainer, config.output_dir, bool(config.lora.enabled and config.lora.merge))
     if main:

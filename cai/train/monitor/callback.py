@@ -11,9 +11,11 @@ import contextlib
 
 from transformers import TrainerCallback
 
+from cai.errors import InputError
 from cai.train.monitor.check import Monitor, shared_stop
 from cai.train.monitor.config import MonitorConfig
 from cai.train.monitor.sampling import Samples, generate_samples, kl_to_reference
+from cai.train.reward_scorer import RewardModelScorer
 
 
 def online_rewards(trainer, prompts, texts: list[str], prompt_ids) -> list[float | None]:
@@ -21,9 +23,6 @@ def online_rewards(trainer, prompts, texts: list[str], prompt_ids) -> list[float
     model or a callable such as the judge) as TRL calls it, combined with TRL's
     `reward_weights` (a failed score is left out, as TRL leaves out NaN)."""
     from torch import nn
-
-    from cai.errors import InputError
-    from cai.train.reward_scorer import RewardModelScorer
 
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     weights = [float(w) for w in trainer.reward_weights]

@@ -10,11 +10,13 @@ import logging
 from contextlib import ExitStack
 from pathlib import Path
 
+from cai.tables import iter_prompts
 from cai.train.monitor import metrics
 from cai.train.monitor.config import MonitorConfig
 from cai.train.monitor.log import MonitorLog
 from cai.train.monitor.rules import alarms, trends
 from cai.train.monitor.sampling import Samples
+from cai.train.rewards import judge_reward
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,6 @@ def open_pairwise_judge(config: MonitorConfig, stack: ExitStack, backend=None):
     with the stack). None without `judge:`."""
     if config.judge is None:
         return None
-    from cai.train.rewards import judge_reward
 
     spec = config.judge.model_copy(update={"mode": "pairwise"})
     return stack.enter_context(judge_reward(spec, backend))
@@ -41,8 +42,6 @@ class Monitor:
     def __init__(
         self, config: MonitorConfig, run_dir: str | Path, writer: bool, judge_backend=None
     ):
-        from cai.tables import iter_prompts
-
         records = list(iter_prompts(config.prompts, config.prompt_column, config.limit))
         self.config = config
         self.prompts = [r.prompt for r in records]

@@ -6,6 +6,8 @@ import contextlib
 
 from cai.train.monitor.check import Monitor, shared_stop
 from cai.train.monitor.sampling import Samples, generate_samples, kl_to_reference
+from cai.train.ppo.rewards import RewardInputs, checked_scores
+from cai.train.ppo.rollout import unwrapped_for_generation
 
 
 class PPOMonitor:
@@ -32,7 +34,6 @@ class PPOMonitor:
 
     def check(self, step: int) -> list[str]:
         """One check after `step`; returns the `stop_on` reasons hit (the same on every process)."""
-        from cai.train.ppo.rollout import unwrapped_for_generation
 
         trainer = self.trainer
         acc = trainer.accelerator
@@ -74,8 +75,6 @@ class PPOMonitor:
         )
 
     def _scores(self, samples: Samples) -> list[float]:
-        from cai.train.ppo.rewards import RewardInputs, checked_scores
-
         reward_fn = self.trainer.reward_fn
         inputs = RewardInputs(
             self.monitor.prompts, samples.texts, samples.response_ids, samples.finished

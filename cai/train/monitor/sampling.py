@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cai.train.ppo.models import reference_logprobs
+from cai.train.ppo.rollout import TransformersRollout
+
 
 @dataclass
 class Samples:
@@ -45,7 +48,6 @@ def generate_samples(
     batch_size: int,
 ) -> Samples:
     """Sample one response per query, `batch_size` queries at a time (query i: seed + i)."""
-    from cai.train.ppo.rollout import TransformersRollout
 
     engine = TransformersRollout(tokenizer, policy_context, device)
     responses: list[list[int]] = []
@@ -87,7 +89,6 @@ def kl_to_reference(
 ) -> float:
     """Mean over responses of the summed per-token log-ratio log pi - log pi_ref (at the
     sampling temperature), the estimator PPO logs as `kl/mean`."""
-    from cai.train.ppo.models import reference_logprobs
 
     totals: list[torch.Tensor] = []
     with policy_context() as policy:

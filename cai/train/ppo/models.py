@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cai.train.ppo.core import logprobs_from_logits
+
 VALUE_HEAD_FILE = "value_head.pt"
 
 
@@ -118,7 +120,6 @@ def reference_logprobs(
     temperature: float,
 ) -> torch.Tensor:
     """log pi_ref(response token t) for every response position."""
-    from cai.train.ppo.core import logprobs_from_logits
 
     out = ref(
         input_ids=input_ids,

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cai.tables import InputFormatError
+from cai.tables import InputFormatError, load_table
+from cai.train.monitor.sampling import pack
+from cai.train.ppo.core import logprobs_from_logits
+from cai.train.sft import prepare_rows
 
 
 @dataclass
@@ -35,8 +38,6 @@ def _conversation(value, where: str, index: int, column: str) -> list[dict]:
 
 def read_sft_pairs(path: str, split: str = "train") -> list[tuple[list[dict], str]]:
     """(prompt messages, completion text) per row, every row checked (`cai.train.sft`)."""
-    from cai.tables import load_table
-    from cai.train.sft import prepare_rows
 
     dataset = load_table(path, split, allow_empty=False)
     columns = dataset.column_names
@@ -85,8 +86,6 @@ def ptx_indices(
 def completion_logprobs(model, rows: PtxRows, indices: list[int], pad_id: int, device):
     """(log-probs [B, T], completion mask [B, T], values [B, T]) of the chosen rows under the
     actor-critic at temperature 1 (the model's own likelihood)."""
-    from cai.train.monitor.sampling import pack
-    from cai.train.ppo.core import logprobs_from_logits
 
     ids, att, mask, start = pack(
         [rows.prompts[i] for i in indices], [rows.completions[i] for i in indices], pad_id

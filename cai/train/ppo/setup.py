@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from cai.backends.base import Message
 from cai.errors import CaiError
+from cai.tables import iter_prompts
 from cai.train.ppo.config import PPOConfig
 
 
@@ -18,7 +19,6 @@ class PPOSetupError(CaiError, ValueError):
 def load_prompt_messages(config: PPOConfig) -> list[list[Message]]:
     """Every prompt of `config.prompts` (at most `max_prompts`), each row checked by
     `cai.tables.iter_prompts`: a bad row fails, naming its file and row, before any model loads."""
-    from cai.tables import iter_prompts
 
     if config.prompts is None:
         raise PPOSetupError(

@@ -24,13 +24,16 @@ from pathlib import Path
 import torch
 
 from cai.backends.base import Message
+from cai.train.config import save_config
 from cai.train.distributed import DataLog, check_process_group, one_writer, prepare_launch
+from cai.train.monitor.ppo import PPOMonitor
 from cai.train.ppo import core
 from cai.train.ppo.batch import RolloutBatch, rollout_tensors, score_rollout
 from cai.train.ppo.checkpoints import TrainerState, latest_checkpoint, save_checkpoint, save_final
 from cai.train.ppo.config import PPOConfig
 from cai.train.ppo.logging import MetricsLogger
 from cai.train.ppo.models import load_actor_critic, load_reference
+from cai.train.ppo.ptx import completion_logprobs, ptx_indices, read_sft_pairs, tokenize_pairs
 from cai.train.ppo.rewards import (
     RewardFunction,
     RewardInputs,
@@ -115,8 +118,6 @@ class PPOTrainer:
         self.ptx = self._load_ptx()
         self.monitor = None
         if config.monitor is not None:
-            from cai.train.monitor.ppo import PPOMonitor
-
             self.monitor = PPOMonitor(self, judge_backend)
 
         device = self.accelerator.device
@@ -167,7 +168,6 @@ class PPOTrainer:
         """The SFT rows of PPO-ptx, tokenised (None when ptx_coef is 0)."""
         if not self.config.ptx_coef:
             return None
-        from cai.train.ppo.ptx import read_sft_pairs, tokenize_pairs
 
         pairs = read_sft_pairs(self.config.ptx_dataset, self.config.ptx_split)
         return tokenize_pairs(
@@ -247,8 +247,6 @@ class PPOTrainer:
         if self.monitor is not None:
             self.monitor.begin(resumed_from)
         if acc.is_main_process:
-            from cai.train.config import save_config
-
             save_config(config, config.output_path)
         last = config.steps
         if stop_after_steps is not None:
@@ -438,7 +436,6 @@ class PPOTrainer:
         micro-batch, and their completion-token count over all processes."""
         if self.ptx is None:
             return [], None
-        from cai.train.ppo.ptx import ptx_indices
 
         config, acc = self.config, self.accelerator
         indices = ptx_indices(
@@ -495,7 +492,6 @@ class PPOTrainer:
     def _ptx_loss(self, indices: list[int], tokens: torch.Tensor) -> torch.Tensor:
         """This micro-batch's share of the SFT token-mean negative log-likelihood: its
         completion tokens' summed NLL over the optimiser step's SFT token count."""
-        from cai.train.ppo.ptx import completion_logprobs
 
         logprobs, mask, _ = completion_logprobs(
             self.model, self.ptx, indices, self.tokenizer.pad_token_id, self.accelerator.device
