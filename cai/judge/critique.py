@@ -9,8 +9,6 @@ batch and the prefix cache can share what the prompts have in common.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends.base import (
@@ -20,14 +18,10 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
-from cai.constitution import sample_principles
+from cai.constitution import Constitution, FewShotExample, Principle, sample_principles
 from cai.constitution.usage import require_use
 from cai.records import RevisionRound
-from cai.templates import TemplateError
-
-if TYPE_CHECKING:
-    from cai.constitution import Constitution, FewShotExample, Principle
-    from cai.templates import RenderedPrompt, TemplateSet
+from cai.templates import RenderedPrompt, TemplateError, TemplateSet
 
 MAX_ROUNDS = 16
 

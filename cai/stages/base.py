@@ -16,24 +16,19 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from cai.backends import Backend, BackendSpec
+from cai.budget import TokenBudget
 from cai.errors import CaiError
-from cai.executors import LocalExecutor
+from cai.executors import Executor, LocalExecutor
 from cai.executors.base import Chunk, ChunkWorker, Rows, WorkerRecipe, backend_counters
 from cai.executors.ray import import_ray
-from cai.jobs import ChunkedJob, JobStats
+from cai.jobs import ChunkedJob, ChunkGate, JobStats
 from cai.ledger import attach_chunk_tokens, take_chunk_tokens
 from cai.templates import TemplateSet
-
-if TYPE_CHECKING:
-    from cai.budget import TokenBudget
-    from cai.executors import Executor
-    from cai.jobs import ChunkGate
-    from cai.templates import TemplateSet
 
 
 class StageContext(Protocol):

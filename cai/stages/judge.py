@@ -14,14 +14,22 @@ from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from cai.backends import Backend, BackendSpec, make_backend
 from cai.config import ConfigError
 from cai.constitution import load_constitution
 from cai.constitution.usage import require_use
+from cai.executors import Executor
 from cai.executors.base import Chunk
-from cai.jobs import JOB_FILE, JobStats, check_fingerprint, job_fingerprint, job_is_complete
+from cai.jobs import (
+    JOB_FILE,
+    ChunkGate,
+    JobStats,
+    check_fingerprint,
+    job_fingerprint,
+    job_is_complete,
+)
 from cai.judge.compare import JudgeConfig, PairwiseJudge
 from cai.judge.health import JudgeHealth, judged_health
 from cai.judge.judged import JudgedSample, iter_judged, judge_chunk
@@ -48,12 +56,6 @@ from cai.stages.base import (
 from cai.stages.sample import count_samples, iter_samples
 from cai.stages.summary import JobSummary, Shown
 from cai.templates import TemplateSet
-
-if TYPE_CHECKING:
-    from cai.executors import Executor
-    from cai.jobs import ChunkGate
-    from cai.judge.panel import PanelJudge
-    from cai.templates import TemplateSet
 
 
 class JudgeSummary(JobSummary):

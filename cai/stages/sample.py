@@ -16,14 +16,15 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from cai.backends import BackendSpec
 from cai.backends.base import Backend, GenerationParams
+from cai.executors import Executor
 from cai.executors.base import Chunk, WorkerRecipe
-from cai.jobs import JOB_FILE, check_fingerprint, iter_job_results, job_item_count
+from cai.jobs import JOB_FILE, ChunkGate, check_fingerprint, iter_job_results, job_item_count
 from cai.ledger import counting
 from cai.records import PromptRecord, Sample
 from cai.samples_input import iter_sample_rows
@@ -38,10 +39,6 @@ from cai.stages.base import (
 )
 from cai.stages.summary import JobSummary, Shown
 from cai.tables import count_prompts, iter_prompts
-
-if TYPE_CHECKING:
-    from cai.executors import Executor
-    from cai.jobs import ChunkGate
 
 
 class SampleConfig(BaseModel):
