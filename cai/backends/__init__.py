@@ -52,19 +52,26 @@ def _local_dtype(dtype: str) -> str:
     return "float32" if dtype == "auto" else dtype
 
 
+def _local(spec: VLLMSpec | TransformersSpec) -> dict[str, Any]:
+    """The settings every in-process engine takes the same way."""
+    return dict(
+        model=resolve_model(spec.model),
+        revision=spec.revision,
+        dtype=_local_dtype(spec.dtype),
+        show_progress=spec.show_progress,
+    )
+
+
 def _vllm(spec: VLLMSpec) -> Backend:
     # the engine starts on first use, one per model and settings (cai.backends.shared)
     return shared_vllm_backend(
-        resolve_model(spec.model),
-        revision=spec.revision,
-        dtype=_local_dtype(spec.dtype),
+        **_local(spec),
         max_model_len=spec.max_model_len,
         tensor_parallel_size=spec.tensor_parallel_size,
         pipeline_parallel_size=spec.pipeline_parallel_size,
         enforce_eager=eager_default(spec.enforce_eager),
         gpu_memory_utilization=spec.gpu_memory_utilization,
         seed=spec.seed,
-        show_progress=spec.show_progress,
     )
 
 
@@ -93,13 +100,7 @@ def _openai(spec: OpenAISpec) -> Backend:
 
 
 def _transformers(spec: TransformersSpec) -> Backend:
-    return TransformersBackend(
-        resolve_model(spec.model),
-        revision=spec.revision,
-        dtype=_local_dtype(spec.dtype),
-        device=spec.device,
-        show_progress=spec.show_progress,
-    )
+    return TransformersBackend(**_local(spec), device=spec.device)
 
 
 def _scripted(spec: ScriptedSpec) -> Backend:
