@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from cai.errors import CaiError
 from cai.model_names import CHECK_MODEL_NAMES
+from cai.yamlmap import DuplicateKeyError, YamlLimitError, YamlSyntaxError, parse_yaml
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,8 +38,6 @@ class ConfigError(CaiError, ValueError):
 # ---- reading ----------------------------------------------------------------------------------
 def read_settings_file(path: str | Path):
     """Parse a YAML settings file into data plus key positions; every failure is a ConfigError."""
-    from cai.yamlmap import YamlSyntaxError, parse_yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -56,6 +55,10 @@ def read_settings_file(path: str | Path):
         raise ConfigError(f"cannot read it ({err.strerror})", file=path) from None
     try:
         parsed = parse_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(
+            err.message, file=path, line=err.line, column=err.column, key=err.key, fix=_fix(err)
+        ) from None
     except YamlSyntaxError as err:
         problem = err.message.removeprefix("invalid YAML: ")
         raise ConfigError(
@@ -75,24 +78,33 @@ def read_settings_file(path: str | Path):
     return parsed
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'a.b=3' -> (['a', 'b'], 3); the value is read as YAML, an empty value is None."""
-    import yaml
+def _fix(err: YamlSyntaxError) -> str:
+    return err.hint[0].upper() + err.hint[1:] + "."
 
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b=3' -> (['a', 'b'], 3); the value is read as YAML, an empty value is None.
+
+    A value that is not YAML is taken as text; one that means two things (a key given twice
+    in `{a: 1, a: 2}`) or nests too deeply is refused.
+    """
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part.strip() for part in key.split(".")):
         raise ConfigError(
-            f"override {text!r} is not of the form key=value (key.path=value for a nested "
-            "setting)",
+            f"override {text!r} is not of the form key=value (key.path=value for a nested setting)",
             fix="For example --set sample.n=4.",
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    except RecursionError:
+        value = parse_yaml(raw).data if raw.strip() else None
+    except DuplicateKeyError as err:
+        raise ConfigError(
+            f"override {text!r} gives key `{err.loc[-1]}` twice", key=key, fix=_fix(err)
+        ) from None
+    except YamlLimitError:
         raise ConfigError(f"override {text!r} is nested too deeply", key=key) from None
+    except YamlSyntaxError:
+        value = raw
     return [part.strip() for part in key.split(".")], value
 
 
@@ -155,7 +167,9 @@ def _validation_error(err: ValidationError, model: type[BaseModel], path: Path |
         message = "required setting is missing"
     if len(problems) > 1:
         others = ", ".join(".".join(str(p) for p in e["loc"]) or "?" for e in problems[1:4])
-        message += f" (and {len(problems) - 1} more: {others}{', ...' if len(problems) > 4 else ''})"
+        message += (
+            f" (and {len(problems) - 1} more: {others}{', ...' if len(problems) > 4 else ''})"
+        )
     return ConfigError(message, file=path, line=line, key=key, fix=fix.strip() or None)
 
 

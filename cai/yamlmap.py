@@ -2,7 +2,9 @@
 
 We compose the node tree with `yaml.SafeLoader` (no object construction) and record the
 line of every mapping key and sequence item, so validation errors can point at the exact
-line. Duplicate mapping keys, which YAML would silently collapse, are reported too.
+line. A mapping key written twice, which YAML would silently collapse into the last one
+(a file that means two things), is refused with both lines; the one caller that lists every
+problem of a file at once (the constitution loader) asks for them instead.
 
 A constitution or a settings file is a few levels deep and a few thousand values big, so
 anything far beyond that is refused before it is built: nesting deeper than `MAX_DEPTH`
@@ -41,6 +43,14 @@ class ParsedYaml:
         self.marks = marks
         self.duplicates = duplicates
 
+    def duplicate_keys(self) -> list[DuplicateKeyError]:
+        """Every key written twice in one mapping, as the error that refuses it, in file order."""
+        found = []
+        for loc in dict.fromkeys(self.duplicates):
+            line, column = self.marks[(*loc, "__duplicate__")]
+            found.append(DuplicateKeyError(loc, line, column, first_line=self.marks[loc][0]))
+        return sorted(found, key=lambda err: (err.line, err.column))
+
     def position(self, loc: Loc) -> tuple[int | None, int | None]:
         """The line/column of `loc`, or of its closest written ancestor."""
         loc = tuple(loc)
@@ -60,6 +70,27 @@ class YamlSyntaxError(CaiError, ValueError):
         super().__init__(message, line=line, fix=hint)
         self.column = column
         self.hint = hint
+
+
+class YamlLimitError(YamlSyntaxError):
+    """The document nests too deeply or its aliases expand too far (see the limits above)."""
+
+
+class DuplicateKeyError(YamlSyntaxError):
+    """A mapping gives the same key twice: `line` is the second, `first_line` the first."""
+
+    def __init__(self, loc: Loc, line: int, column: int, first_line: int) -> None:
+        key = ".".join(str(part) for part in loc)
+        super().__init__(
+            f"key `{loc[-1]}` is given twice in the same mapping (lines {first_line} and "
+            f"{line}); YAML would silently keep only the last",
+            line,
+            column,
+            "keep one of them and merge the other's settings into it",
+        )
+        self.loc = loc
+        self.key = key
+        self.first_line = first_line
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -86,8 +117,10 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def parse_yaml(text: str) -> ParsedYaml:
-    """Parse one YAML document safely; raise YamlSyntaxError with a position on bad syntax."""
+def parse_yaml(text: str, *, keep_duplicates: bool = False) -> ParsedYaml:
+    """Parse one YAML document safely; raise YamlSyntaxError with a position on bad syntax,
+    and DuplicateKeyError for a key written twice unless `keep_duplicates` (then they are in
+    `duplicate_keys()`, for a caller that reports every problem of a file together)."""
     try:
         loader = _BoundedLoader(text)
     except yaml.reader.ReaderError as err:  # the reader checks every character up front
@@ -98,7 +131,7 @@ def parse_yaml(text: str) -> ParsedYaml:
             _check_expansion(node)
         data = loader.construct_document(node) if node is not None else None
     except _Refused as err:
-        raise _marked_error(err, _SIZE_HINT) from None
+        raise _marked_error(err, _SIZE_HINT, YamlLimitError) from None
     except yaml.MarkedYAMLError as err:
         raise _marked_error(err) from None
     except yaml.reader.ReaderError as err:
@@ -112,10 +145,17 @@ def parse_yaml(text: str) -> ParsedYaml:
     if node is not None:
         marks[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
         _walk(node, marks, duplicates)
-    return ParsedYaml(data, marks, duplicates)
+    parsed = ParsedYaml(data, marks, duplicates)
+    if duplicates and not keep_duplicates:
+        raise parsed.duplicate_keys()[0]
+    return parsed
 
 
-def _marked_error(err: yaml.MarkedYAMLError, hint: str = SYNTAX_HINT) -> YamlSyntaxError:
+def _marked_error(
+    err: yaml.MarkedYAMLError,
+    hint: str = SYNTAX_HINT,
+    kind: type[YamlSyntaxError] = YamlSyntaxError,
+) -> YamlSyntaxError:
     mark = err.problem_mark or err.context_mark
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
@@ -123,7 +163,7 @@ def _marked_error(err: yaml.MarkedYAMLError, hint: str = SYNTAX_HINT) -> YamlSyn
     context = f" {err.context}" if err.context else ""
     if err.context_mark is not None and mark is not None and err.context_mark.line != mark.line:
         context += f" (which started on line {err.context_mark.line + 1})"
-    return YamlSyntaxError(f"invalid YAML: {problem}{context}", line, column, hint)
+    return kind(f"invalid YAML: {problem}{context}", line, column, hint)
 
 
 def _reader_error(err: yaml.reader.ReaderError, text: str) -> YamlSyntaxError:

@@ -115,14 +115,9 @@ def _load_parsed(
 ) -> Constitution:
     parsed = _parse_mapping(text, shown)
     issues = _Issues(parsed, shown)
-    for loc in parsed.duplicates:
-        line, column = parsed.marks[(*loc, "__duplicate__")]
+    for duplicate in parsed.duplicate_keys():
         issues.at(
-            loc,
-            line,
-            column,
-            f"key `{loc[-1]}` is given twice in the same mapping",
-            "keep one of them; YAML would silently use the last",
+            duplicate.loc, duplicate.line, duplicate.column, duplicate.message, duplicate.hint
         )
     data: dict[str, Any] = parsed.data
     spec: ConstitutionFile | None = None
@@ -152,7 +147,7 @@ def _load_parsed(
 def _parse_mapping(text: str, shown: str) -> ParsedYaml:
     """The file's YAML, which must be a mapping; ConstitutionError with its line otherwise."""
     try:
-        parsed = parse_yaml(text)
+        parsed = parse_yaml(text, keep_duplicates=True)
     except YamlSyntaxError as err:
         problem = ConstitutionIssue(
             file=shown, line=err.line, column=err.column, message=err.message, hint=err.hint
