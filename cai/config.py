@@ -10,15 +10,22 @@ Every command builds its settings the same way and gets the same errors:
 then the command's pydantic model validates the whole. A problem is one `ConfigError` naming
 the file, the line, the key, and the fix (with a did-you-mean for misspelt keys).
 
+A flag that changes the `kind` of a settings mapping whose kind decides what it takes (a
+backend: `--backend openai` over a file written for vllm) drops the file's settings that the
+new kind does not have, and says which on stderr: the flag is how a user points the same file
+at another backend. Settings given on the command line stay strict.
+
 The resolved settings are saved as `config.resolved.yaml` in the output directory by every
 command (`save_resolved`), with local paths relative to that directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -33,6 +40,16 @@ RESOLVED_CONFIG = "config.resolved.yaml"
 
 class ConfigError(CaiError, ValueError):
     """A config file, flag or override is invalid; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class KindSettings:
+    """Field metadata (`Annotated[..., KindSettings(...)]`) of a settings mapping whose `kind`
+    decides which settings it takes: `default` is the kind when none is written, `settings(kind)`
+    the names a kind takes (None for a kind it does not know)."""
+
+    default: str
+    settings: Callable[[str], Collection[str] | None]
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -142,6 +159,66 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
+def _kind_settings(model: type[BaseModel], loc: tuple[str, ...]) -> KindSettings | None:
+    """The KindSettings of the field at `loc` inside `model`, if it has one."""
+    info = None
+    current: Any = model
+    for part in loc:
+        info = getattr(current, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        parts = _annotations(info.annotation)
+        current = next((o for o in parts if hasattr(o, "model_fields")), None)
+    if info is None:
+        return None
+    metadata = [*info.metadata]
+    for annotation in _annotations(info.annotation):
+        metadata.extend(getattr(annotation, "__metadata__", ()))
+    return next((m for m in metadata if isinstance(m, KindSettings)), None)
+
+
+def _annotations(annotation: Any) -> list[Any]:
+    """`annotation` and what it is made of, through Optional, unions and Annotated."""
+    found = [annotation]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        found.extend(_annotations(get_args(annotation)[0]))
+    elif origin is Union or type(annotation).__name__ == "UnionType":
+        for arg in get_args(annotation):
+            found.extend(_annotations(arg))
+    return found
+
+
+def _drop_other_kinds(
+    model: type[BaseModel], data: dict[str, Any], given: list[tuple[list[str], Any]]
+) -> None:
+    """Where the command line (`given`: dotted keys and values) changes the kind of a mapping
+    the file wrote, drop the file's settings the new kind does not have, and say which."""
+    given_keys = {tuple(keys) for keys, _ in given}
+    new_kinds = {tuple(keys[:-1]): value for keys, value in given if keys[-1] == "kind"}
+    for loc, kind in new_kinds.items():
+        written: Any = data
+        for part in loc:
+            written = written.get(part) if isinstance(written, dict) else None
+        marker = _kind_settings(model, loc) if isinstance(written, dict) else None
+        if marker is None or not isinstance(kind, str):
+            continue
+        old = written.get("kind") or marker.default
+        allowed = marker.settings(kind)
+        if old == kind or allowed is None:
+            continue
+        dropped = [name for name in written if name != "kind" and name not in allowed]
+        for name in dropped:
+            del written[name]
+        shown = [name for name in dropped if (*loc, name) not in given_keys]
+        if shown:
+            print(
+                f"{'.'.join(loc)}: kind {kind} from the command line drops {', '.join(shown)} "
+                f"from the file (settings of kind {old}, not of kind {kind})",
+                file=sys.stderr,
+            )
+
+
 def _validation_error(err: ValidationError, model: type[BaseModel], path: Path | None, parsed):
     from cai.errors import did_you_mean
 
@@ -192,11 +269,10 @@ def load_config(
         path = Path(path)
         parsed = read_settings_file(path)
         data = parsed.data or {}
-    for key, value in (options or {}).items():
-        if value is not None:
-            set_dotted(data, key.split("."), value)
-    for text in overrides:
-        keys, value = parse_override(text)
+    given = [(key.split("."), value) for key, value in (options or {}).items() if value is not None]
+    given += [parse_override(text) for text in overrides]
+    _drop_other_kinds(model, data, given)
+    for keys, value in given:
         set_dotted(data, keys, value)
     try:
         return model.model_validate(data, context={CHECK_MODEL_NAMES: check_models})

@@ -4,7 +4,9 @@ Each kind accepts only the settings it uses, so a setting that does nothing for 
 (`base_urls` on a vllm backend, a misspelt key) is an error when the config loads, naming the
 kind, the setting and the fix, instead of being silently ignored. A spec without `kind` is a
 vllm spec. A settings file that lists every setting of every kind (as a `config.resolved.yaml`
-may) loads: a setting of another kind left at its default says nothing and is dropped.
+may) loads: a setting of another kind left at its default says nothing and is dropped. A
+command-line flag that changes the kind drops the file's settings of the old kind
+(`cai.config.KindSettings`), so `--backend openai` points a file written for vllm at a server.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from cai.config import KindSettings
 from cai.errors import did_you_mean
 
 DEFAULT_KIND = "vllm"
@@ -180,6 +183,12 @@ def _checked(data: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
+def _settings_of(kind: str) -> list[str] | None:
+    """The settings kind `kind` takes (None for an unknown kind)."""
+    spec = SPEC_TYPES.get(kind)
+    return None if spec is None else list(spec.model_fields)
+
+
 def _kind_of(value: Any) -> str | None:
     if isinstance(value, dict):
         return value.get("kind") or DEFAULT_KIND
@@ -222,6 +231,7 @@ BackendSpec = Annotated[
     | Annotated[ScriptedSpec, Tag("scripted")],
     Discriminator(_kind_of),
     WrapValidator(_validate),
+    KindSettings(DEFAULT_KIND, _settings_of),
 ]
 """How to reach a model: a VLLMSpec, OpenAISpec, TransformersSpec or ScriptedSpec, chosen by
 `kind` (default vllm). Use it as a field type; build one with `backend_spec`."""
