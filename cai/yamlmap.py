@@ -81,9 +81,10 @@ class DuplicateKeyError(YamlSyntaxError):
 
     def __init__(self, loc: Loc, line: int, column: int, first_line: int) -> None:
         key = ".".join(str(part) for part in loc)
+        lines = f"lines {first_line} and {line}" if first_line != line else f"both on line {line}"
         super().__init__(
-            f"key `{loc[-1]}` is given twice in the same mapping (lines {first_line} and "
-            f"{line}); YAML would silently keep only the last",
+            f"key `{loc[-1]}` is given twice in the same mapping ({lines}); YAML would "
+            "silently keep only the last",
             line,
             column,
             "keep one of them and merge the other's settings into it",
@@ -125,10 +126,15 @@ def parse_yaml(text: str, *, keep_duplicates: bool = False) -> ParsedYaml:
         loader = _BoundedLoader(text)
     except yaml.reader.ReaderError as err:  # the reader checks every character up front
         raise _reader_error(err, text) from None
+    marks: dict[Loc, tuple[int, int]] = {}
+    duplicates: list[Loc] = []
     try:
         node = loader.get_single_node()
         if node is not None:
             _check_expansion(node)
+            # before construction, which folds merge keys (`<<: *base`) into the mapping: a key
+            # written beside a merge overrides the merged one, it is not written twice
+            _walk(node, marks, duplicates)
         data = loader.construct_document(node) if node is not None else None
     except _Refused as err:
         raise _marked_error(err, _SIZE_HINT, YamlLimitError) from None
@@ -140,11 +146,13 @@ def parse_yaml(text: str, *, keep_duplicates: bool = False) -> ParsedYaml:
         raise YamlSyntaxError(f"invalid YAML: {err}", None, None) from None
     finally:
         loader.dispose()
-    marks: dict[Loc, tuple[int, int]] = {}
-    duplicates: list[Loc] = []
     if node is not None:
         marks[()] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        _walk(node, marks, duplicates)
+        merged: dict[Loc, tuple[int, int]] = {}
+        _walk(node, merged, [])  # where the keys merge keys brought in were written
+        for loc, position in merged.items():
+            if loc[-1:] != ("__duplicate__",):
+                marks.setdefault(loc, position)
     parsed = ParsedYaml(data, marks, duplicates)
     if duplicates and not keep_duplicates:
         raise parsed.duplicate_keys()[0]

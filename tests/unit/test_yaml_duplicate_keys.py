@@ -113,3 +113,15 @@ def test_equal_keys_in_different_mappings_are_not_duplicates():
         "policy: {kind: vllm}\njudge_backend: {kind: vllm}\nlist: [{a: 1}, {a: 2}]\n"
     )
     assert parsed.duplicate_keys() == []
+
+
+def test_a_key_beside_a_merge_key_overrides_it_and_is_not_a_duplicate():
+    parsed = parse_yaml("base: &b {n: 1, m: 5}\nsample:\n  <<: *b\n  n: 2\n")
+    assert parsed.data["sample"] == {"n": 2, "m": 5}
+    assert parsed.position(("sample", "n")) == (4, 3)  # the override, not the merged key
+    assert parsed.position(("sample", "m")) == (1, 17)  # where the merged key was written
+
+
+def test_a_flow_mapping_names_its_one_line():
+    with pytest.raises(DuplicateKeyError, match="both on line 2"):
+        parse_yaml("a: 1\nb: {x: 1, x: 2}\n")
