@@ -301,10 +301,6 @@ def train_grpo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
     return train_online("grpo", config, judge_backend)
 
 
-def train_rloo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
-    return train_online("rloo", config, judge_backend)
-
-
 # --------------------------------------------------------------------------------------------
 
 

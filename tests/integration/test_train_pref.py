@@ -72,7 +72,7 @@ def test_grpo_with_a_reward_model(tiny_model_dir, tiny_reward_dir, tmp_path):
 @pytest.mark.vllm
 def test_rloo_with_the_constitutional_judge_as_reward(tiny_model_dir, vllm_backend, tmp_path):
     """The judge (real vLLM engine, "assess" template, log-prob scoring) rewards each completion."""
-    from cai.train.preference import OnlineTrainConfig, train_rloo
+    from cai.train.preference import OnlineTrainConfig, train_online
     from cai.train.rewards import JudgeRewardSpec
 
     config = OnlineTrainConfig(
@@ -89,7 +89,7 @@ def test_rloo_with_the_constitutional_judge_as_reward(tiny_model_dir, vllm_backe
         learning_rate=1e-3,
         dtype="float32",
     )
-    result = train_rloo(config, judge_backend=vllm_backend)
+    result = train_online("rloo", config, judge_backend=vllm_backend)
     assert result.global_step == 2
     judged = [v for k, v in result.metrics.items() if k.startswith("rewards/AssessReward")]
     assert judged, result.metrics
