@@ -164,7 +164,7 @@ def test_jsonl_cases(files):
 
 
 def test_cli_exit_codes_junit_and_the_call_cache(files, monkeypatch):
-    monkeypatch.setattr("cai.backends.scripted.ScriptedBackend", RuleBackend)
+    monkeypatch.setattr("cai.backends.ScriptedBackend", RuleBackend)
     base = ["constitution", "test", "rules.yaml", "cases.yaml", "--backend", "scripted"]
     base += ["--model", "rules", "--cache", "calls.sqlite"]
     failing = runner.invoke(app, [*base, "--junit", "report.xml"])

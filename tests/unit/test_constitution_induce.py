@@ -181,7 +181,7 @@ def test_induce_keeps_what_explains_the_labels(tmp_path):
 
 def test_cli_writes_the_constitution_or_explains_why_not(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("cai.backends.scripted.ScriptedBackend", InduceBackend)
+    monkeypatch.setattr("cai.backends.ScriptedBackend", InduceBackend)
     (tmp_path / "human.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows()))
     base = ["constitution", "induce", "human.jsonl", "--backend", "scripted", "--model", "s"]
     made = runner.invoke(app, [*base, "--out", "learned.yaml", "--cache", "calls.sqlite"])
