@@ -15,7 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from cai.backends.base import Message
+Message = dict[str, str]
+"""A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
 
 Source = Literal["ai", "human"]
 

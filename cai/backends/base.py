@@ -15,9 +15,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cai.errors import BackendError
-
-Message = dict[str, str]
-"""A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
+from cai.records import Message
 
 FinishReason = Literal["stop", "length", "error"]
 
