@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from cai.cli.options import LabelFieldsOpt, LabelQuestionOpt
 from cai.errors import CaiError, InputError
 
 DEFAULT_PORT = 8765
@@ -284,9 +285,14 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(..., "--out", "-o", help="Human labels to write."),
         format: str = typer.Option("auto", "--format", help="auto | argilla | label-studio"),
+        fields: LabelFieldsOpt = None,
+        question: LabelQuestionOpt = None,
     ) -> None:
-        """Read labels done in Argilla or Label Studio back as human preference rows."""
+        """Read labels done in Argilla or Label Studio back as human preference rows: from
+        the tasks cai wrote, Label Studio's own Pairwise template, or a dataset whose names
+        `--fields` and `--question` give."""
         from cai.label.export import write_human_rows
+        from cai.label.foreign import PairNames
         from cai.label.interchange import import_labels
 
         if format not in ("auto", "argilla", "label-studio"):
@@ -295,8 +301,11 @@ def register(app: typer.Typer) -> None:
                 key="--format",
                 fix="Use auto, argilla or label-studio.",
             )
-        rows, report = import_labels(source, format)
+        rows, report = import_labels(source, format, PairNames.parse(fields, question))
         typer.echo(report.summary())
-        report.require_rows("Check the file is a completed export of the tasks cai wrote.")
+        report.require_rows(
+            "Check the file is a completed export; name fields and the question that are not "
+            "cai's with --fields prompt=NAME,a=NAME,b=NAME and --question NAME."
+        )
         write_human_rows(rows, out)
         typer.echo(f"wrote {len(rows)} human labels to {out}")

@@ -111,3 +111,21 @@ ResumeOpt = Annotated[
     bool | None,
     typer.Option("--resume/--no-resume", help="Continue from the newest checkpoint."),
 ]
+
+# ---- other tools' label files ------------------------------------------------------------------
+LabelFieldsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fields",
+        help="Where the labels file keeps the pair when its names are not cai's: "
+        "prompt=NAME,a=NAME,b=NAME (Argilla fields, Label Studio task data keys).",
+    ),
+]
+LabelQuestionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--question",
+        help="The Argilla question, or the Label Studio Pairwise tag's name, holding the "
+        "answer when it is not cai's `preference`.",
+    ),
+]

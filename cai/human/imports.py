@@ -181,6 +181,8 @@ class ImportReport(BaseModel):
     """Columns read under another name: {name in the file: column}."""
     unknown_columns: dict[str, int] = Field(default_factory=dict)
     """Columns the format does not use (ignored): {name: rows that had it}."""
+    notes: list[str] = Field(default_factory=list)
+    """Lines the summary shows after the counts (how the rows were read)."""
 
     def flag_counts(self) -> dict[str, int]:
         return dict(Counter(issue.kind for issue in self.flagged))
@@ -212,6 +214,7 @@ class ImportReport(BaseModel):
             f"imported ({counts or f'{self.n_ties} ties'}), {len(self.errors)} malformed, "
             f"{len(self.flagged)} flagged {self.flag_counts() or ''}".rstrip(),
             *self._column_lines(),
+            *(f"  {note}" for note in self.notes),
         ]
         for issue in (self.errors + self.flagged)[:max_listed]:
             lines.append(f"  {issue.where()}: {issue.kind}: {issue.detail}")

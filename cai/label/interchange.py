@@ -50,20 +50,20 @@ from typing import Any
 from cai.errors import InputError
 from cai.files import atomic_write_json, atomic_write_text
 from cai.human.imports import ImportReport, RowIssue
-from cai.human.pairs import PairDataError, pair_key, prompt_messages, render_conversation
+from cai.human.pairs import render_conversation
 from cai.label.export import human_row
+from cai.label.foreign import ANSWERS, FIELDS_FLAG, PairNames, Skip
 from cai.label.items import Item
+from cai.label.read_argilla import PREFERENCE, REASON, argilla_labels
+from cai.label.read_label_studio import label_studio_labels
 from cai.tables import RowError, iter_rows
 
-PREFERENCE = "preference"
-REASON = "reason"
 NO_WINNER = "no_winner"
 VALUES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both bad"}
 GUIDELINES = (
     "Read the conversation, then the two responses. Pick the better response, or Tie when "
     "they are equally good, or Both bad when neither is acceptable. A one-line reason helps."
 )
-SUBMITTED = (None, "submitted")
 
 
 class InterchangeError(InputError):
@@ -238,164 +238,9 @@ def to_label_studio(items: list[Item], out: str | Path) -> tuple[Path, Path]:
 
 
 # ---- reading labels back -----------------------------------------------------------------------
-class _Skip(Exception):
-    """A row that holds no usable label: `kind` and `detail` say why."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        super().__init__(detail)
-        self.kind, self.detail = kind, detail
-
-
-def _lf(text: str) -> str:
-    return text.replace("\r\n", "\n")
-
-
-def _item(item_id: Any, prompt: Any, messages_json: Any, a: Any, b: Any, principle: Any) -> Item:
-    if a is None or b is None:
-        raise _Skip("malformed", "response_a or response_b is missing")
-    try:
-        if isinstance(messages_json, str) and messages_json.strip():
-            messages = prompt_messages(json.loads(messages_json))
-        else:
-            messages = prompt_messages(prompt)
-    except (PairDataError, ValueError) as err:
-        raise _Skip("malformed", f"cannot read the prompt ({err})") from None
-    a, b = str(a), str(b)
-    if item_id and str(item_id) != pair_key(messages, a, b):
-        lf = [{**m, "content": _lf(m["content"])} for m in messages]
-        if str(item_id) != pair_key(lf, _lf(a), _lf(b)):
-            raise _Skip(
-                "malformed",
-                f"item_id {item_id} does not match its prompt and responses (were they edited?)",
-            )
-        messages, a, b = lf, _lf(a), _lf(b)
-    return Item(
-        item_id=pair_key(messages, a, b),
-        prompt=messages,
-        response_a=a,
-        response_b=b,
-        principle=str(principle) if principle else None,
-    )
-
-
-def _argilla_labels(row: dict[str, Any]) -> tuple[Item, list[dict[str, Any]], int]:
-    """(pair, [{"value", "user", "reason"}], responses left out) of one Argilla record."""
-    if isinstance(row.get("fields"), dict):
-        fields, metadata = row["fields"], row.get("metadata") or {}
-        responses = row.get("responses") or {}
-        answers = [
-            (r.get("value"), r.get("user_id"), r.get("status"))
-            for r in responses.get(PREFERENCE) or []
-            if isinstance(r, dict)
-        ]
-        reasons = {
-            r.get("user_id"): r.get("value")
-            for r in responses.get(REASON) or []
-            if isinstance(r, dict)
-        }
-    else:  # flattened: records.to_list(flatten=True), to_hub
-        fields = metadata = row
-
-        def column(name: str) -> list[Any]:
-            value = row.get(name)
-            return list(value) if isinstance(value, list | tuple) else []
-
-        values = column(f"{PREFERENCE}.responses")
-        users = column(f"{PREFERENCE}.responses.users") or [None] * len(values)
-        statuses = column(f"{PREFERENCE}.responses.status") or [None] * len(values)
-        answers = list(zip(values, users, statuses, strict=False))
-        reasons = dict(
-            zip(column(f"{REASON}.responses.users"), column(f"{REASON}.responses"), strict=False)
-        )
-    item = _item(
-        metadata.get("item_id") or row.get("id"),
-        fields.get("prompt"),
-        metadata.get("prompt_messages"),
-        fields.get("response_a"),
-        fields.get("response_b"),
-        metadata.get("principle"),
-    )
-    labels, left_out = [], 0
-    for value, user, status in answers:
-        if status not in SUBMITTED:
-            left_out += 1
-            continue
-        labels.append({"value": value, "user": user, "reason": reasons.get(user)})
-    return item, labels, left_out
-
-
-def _rater(value: Any) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("email") or value.get("username") or value.get("id")
-    return None if value in (None, "") else str(value)
-
-
-def _first_text(value: Any) -> str | None:
-    if isinstance(value, dict):
-        value = value.get("text")
-    if isinstance(value, list):
-        value = next((v for v in value if isinstance(v, str) and v.strip()), None)
-    return value if isinstance(value, str) and value.strip() else None
-
-
-def _ls_choice(pairwise: Any, no_winner: Any) -> str | None:
-    if isinstance(no_winner, dict):
-        no_winner = no_winner.get("choices")
-    if isinstance(no_winner, str):
-        no_winner = [no_winner]
-    for choice in no_winner or []:
-        text = str(choice).strip().lower()
-        if text == "tie":
-            return "tie"
-        if text in ("both bad", "both_bad"):
-            return "both_bad"
-    if isinstance(pairwise, dict):
-        pairwise = pairwise.get("selected")
-    return {"left": "a", "right": "b"}.get(str(pairwise).strip().lower()) if pairwise else None
-
-
-def _label_studio_labels(row: dict[str, Any]) -> tuple[Item, list[dict[str, Any]], int]:
-    data = row.get("data") if isinstance(row.get("data"), dict) else row
-    item = _item(
-        data.get("item_id"),
-        data.get("prompt"),
-        data.get("prompt_messages"),
-        data.get("response_a"),
-        data.get("response_b"),
-        data.get("principle"),
-    )
-    labels, left_out = [], 0
-    if isinstance(row.get("data"), dict):  # the full JSON export
-        for annotation in row.get("annotations") or []:
-            if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
-                left_out += 1
-                continue
-            values: dict[str, Any] = {}
-            for result in annotation.get("result") or []:
-                if isinstance(result, dict):
-                    values[result.get("from_name")] = result.get("value")
-            labels.append(
-                {
-                    "value": _ls_choice(values.get(PREFERENCE), values.get(NO_WINNER)),
-                    "user": _rater(annotation.get("completed_by")),
-                    "reason": _first_text(values.get(REASON)),
-                    "at": annotation.get("created_at"),
-                    "seconds": annotation.get("lead_time"),
-                }
-            )
-    else:  # JSON-MIN: one flattened annotation per row
-        value = _ls_choice(row.get(PREFERENCE), row.get(NO_WINNER))
-        if value is not None or row.get("annotator") is not None:
-            labels.append(
-                {
-                    "value": value,
-                    "user": _rater(row.get("annotator")),
-                    "reason": _first_text(row.get(REASON)),
-                    "at": row.get("created_at"),
-                    "seconds": row.get("lead_time"),
-                }
-            )
-    return item, labels, left_out
+Reader = Callable[[dict[str, Any], PairNames], tuple[Item, list[dict[str, Any]], int, dict]]
+READERS: dict[str, Reader] = {"argilla": argilla_labels, "label-studio": label_studio_labels}
+CHOICES = ("a", "b", "tie", "both_bad")
 
 
 def detect_format(path: Path, first: dict[str, Any] | None) -> str:
@@ -404,7 +249,7 @@ def detect_format(path: Path, first: dict[str, Any] | None) -> str:
     if first is not None:
         if "annotations" in first or isinstance(first.get("data"), dict) or "annotator" in first:
             return "label-studio"
-        if "fields" in first or "responses" in first or f"{PREFERENCE}.responses" in first:
+        if "fields" in first or "responses" in first or any(".responses" in k for k in first):
             return "argilla"
     raise InterchangeError(
         "cannot tell whether this is an Argilla or a Label Studio export",
@@ -414,24 +259,66 @@ def detect_format(path: Path, first: dict[str, Any] | None) -> str:
 
 
 def import_labels(
-    path: str | Path, format: str = "auto"
+    path: str | Path, format: str = "auto", names: PairNames | None = None
 ) -> tuple[list[dict[str, Any]], ImportReport]:
     """Human-label rows from a completed Argilla or Label Studio export, and a report of
-    every record that gave none (and why)."""
-    path = Path(path)
+    every record that gave none (and why). `names` says where a file that does not use
+    cai's names keeps the pair and the answer (`cai.label.foreign`)."""
+    path, names = Path(path), names or PairNames()
     source = path / "records.json" if path.is_dir() and (path / "records.json").is_file() else path
     records = list(iter_rows(source))
     if format == "auto":
         first = next((r.data for r in records if isinstance(r.data, dict)), None)
         format = detect_format(path, first)
-    read = _argilla_labels if format == "argilla" else _label_studio_labels
     report = ImportReport(source_path=str(path), format=format)
     rows: list[dict[str, Any]] = []
     for record in records:
         report.n_rows += 1
-        rows += _record_rows(record, read, report)
+        rows += _record_rows(record, partial(READERS[format], names=names), report)
     report.n_imported = len(rows)
+    _require_names(report, format, names)
+    report.notes += _rater_notes(rows)
     return rows, report
+
+
+def _require_names(report: ImportReport, format: str, names: PairNames) -> None:
+    """A file whose names are not cai's and were not given is one error, not one per row."""
+    unnamed = [issue for issue in report.errors if issue.kind == "unnamed"]
+    if report.n_imported or not unnamed:
+        return
+    if names.given:
+        what = f"the names given ({_given(names)}) do not fit its records"
+    else:
+        what = "its records do not use cai's names and no --fields / --question names them"
+    question = "the question" if format == "argilla" else "the Pairwise tag"
+    raise InterchangeError(
+        f"{what}: {unnamed[0].where()}: {unnamed[0].detail}",
+        file=report.source_path,
+        fix=f"Name the texts with {FIELDS_FLAG} and {question} with --question NAME.",
+    )
+
+
+def _given(names: PairNames) -> str:
+    parts = [f"{k}={v}" for k, v in (("prompt", names.prompt), ("a", names.a), ("b", names.b))]
+    given = [p for p in parts if not p.endswith("=None")]
+    if names.question:
+        given.append(f"question={names.question}")
+    return ", ".join(given)
+
+
+def _rater_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """How pairs that several people labelled were kept: each label is its own row."""
+    by_pair: dict[str, list[str]] = {}
+    for row in rows:
+        by_pair.setdefault(row["item_id"], []).append(row["choice"])
+    several = [choices for choices in by_pair.values() if len(choices) > 1]
+    if not several:
+        return []
+    split = sum(len(set(choices)) > 1 for choices in several)
+    return [
+        f"{len(several)} pair(s) labelled by more than one rater ({split} disagree): each "
+        "label is kept as its own row, as `cai label export` does"
+    ]
 
 
 def _record_rows(record: Any, read: Callable, report: ImportReport) -> list[dict[str, Any]]:
@@ -441,18 +328,28 @@ def _record_rows(record: Any, read: Callable, report: ImportReport) -> list[dict
         report.errors.append(issue(kind="malformed", detail=record.data.message))
         return []
     try:
-        item, labels, left_out = read(record.data)
-    except _Skip as skip:
+        item, labels, left_out, read_as = read(record.data)
+    except Skip as skip:
         found = issue(kind=skip.kind, detail=skip.detail)
-        (report.errors if skip.kind == "malformed" else report.flagged).append(found)
+        (report.flagged if skip.kind == "unlabelled" else report.errors).append(found)
         return []
+    report.columns_mapped.update(read_as)
     if left_out:
-        detail = f"{left_out} draft, discarded or cancelled response(s) left out"
+        what = (
+            "cancelled (skipped) annotation(s)"
+            if report.format == "label-studio"
+            else "draft or discarded response(s)"
+        )
+        detail = f"{left_out} {what} left out"
         report.flagged.append(issue(kind="not_submitted", detail=detail))
-    usable = [label for label in labels if label["value"] in ("a", "b", "tie", "both_bad")]
-    if len(usable) < len(labels):
-        bad = [str(label["value"]) for label in labels if label not in usable]
-        detail = f"answer(s) {', '.join(bad)} are not a, b, tie or both_bad"
+    empty = [label for label in labels if label["value"] is None]
+    if empty:
+        detail = f"{len(empty)} annotation(s) submitted with no choice made"
+        report.flagged.append(issue(kind="no_choice", detail=detail))
+    usable = [label for label in labels if label["value"] in CHOICES]
+    bad = [str(label["value"]) for label in labels if label not in usable and label not in empty]
+    if bad:
+        detail = f"answer(s) {', '.join(bad)} are not one of {ANSWERS}"
         report.errors.append(issue(kind="malformed", detail=detail))
     if not labels and not left_out:
         report.flagged.append(issue(kind="unlabelled", detail="no answer yet"))
