@@ -8,6 +8,8 @@
 - `stats`: progress, time per label, inter-rater, position-bias and AI-human agreement;
 - `export`: answers as human preference rows that `cai agree`, `route import` and `mix` read;
 - `interchange`: Argilla dataset files and Label Studio tasks, out and back in.
+- `read_argilla`, `read_label_studio`: completed exports of either tool read back, through
+  `foreign`, the one mapping from another tool's names to cai's pair.
 
 FastAPI and uvicorn are imported only by `app` and the `serve` command.
 """

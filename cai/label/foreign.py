@@ -33,13 +33,16 @@ class ForeignNamesError(InputError):
     """A `--fields` value cannot be read."""
 
 
-class Skip(Exception):
+class Skip(InputError):
     """A row that holds no usable label: `kind` and `detail` say why. Kind `unnamed` means
-    the row's names are not cai's and no flag named them."""
+    the row's names are not cai's and no flag named them. The import reports it by row."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
         self.kind, self.detail = kind, detail
+
+    def __reduce__(self):
+        return (type(self), (self.kind, self.detail))
 
 
 @dataclass(frozen=True)

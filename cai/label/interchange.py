@@ -35,6 +35,10 @@ Label Studio (JSON tasks and a labeling config):
   values flattened per annotation). `completed_by` (its email when the export holds one) is
   the rater id, `lead_time` the seconds spent; cancelled (skipped) annotations are left out.
 
+Projects set up in the tools themselves, under their own names (Label Studio's Pairwise
+template, an Argilla dataset with its own fields and question), read back through the same
+mapping (`cai.label.foreign`; the readers are `read_argilla` and `read_label_studio`).
+
 Both imports check each pair against its `item_id` (an edited text is an error for that row,
 as with `cai route import`) and write the same human-label rows as `cai label export`.
 """
