@@ -121,19 +121,40 @@ def label_studio_labels(
     return item, labels, cancelled, read_as
 
 
+def _selected(value: Any) -> Any:
+    """The pick of a Pairwise value: JSON-MIN writes it as `[{"selected": "left"}]`."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value.get("selected") if isinstance(value, dict) else value
+
+
+def _json_min_pick(row: dict[str, Any], names: PairNames) -> str | None:
+    """The column holding the pick: the named one, cai's, else the one whose value is a
+    Pairwise pick."""
+    if names.question or "preference" in row:
+        return names.question or "preference"
+    return next((k for k, v in row.items() if _is_pairwise(v)), None)
+
+
+def _is_pairwise(value: Any) -> bool:
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return isinstance(value, dict) and "selected" in value
+
+
 def _json_min_labels(
     row: dict[str, Any], names: PairNames
 ) -> tuple[Item, list[dict[str, Any]], int, dict[str, str]]:
-    """JSON-MIN: the task's data and one annotation's values side by side in one row."""
-    question = names.question or "preference"
-    pick = row.get(question)
+    """JSON-MIN: the task's data and one annotation's values side by side in one row (its
+    cancelled annotations and tasks with none are not in it)."""
+    question = _json_min_pick(row, names)
+    pick = row.get(question) if question else None
     skip = {question, "no_winner", "reason", "annotator", "annotation_id", "created_at",
-            "updated_at", "lead_time"}  # fmt: skip
+            "updated_at", "lead_time", "agreement"}  # fmt: skip
     data = {k: v for k, v in row.items() if k not in skip}
     item, read_as = pair_item(data, names)
-    value = _no_winner(row.get("no_winner")) or answer_choice(
-        pick.get("selected") if isinstance(pick, dict) else pick
-    )
+    sides = find_sides(data, names)
+    value = _no_winner(row.get("no_winner")) or answer_choice(_selected(pick), *sides)
     labels = []
     if value is not None or row.get("annotator") is not None:
         labels.append(

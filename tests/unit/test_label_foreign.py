@@ -247,3 +247,21 @@ def test_answers_and_bad_flags():
     assert answer_choice("maybe") is None
     with pytest.raises(CaiError, match="prompt=NAME"):
         PairNames.parse("question=x")
+
+
+def test_label_studio_json_min_of_the_pairwise_template(tmp_path):
+    """JSON-MIN: the task data, then each tag's value by name (a Pairwise pick as a list of
+    one {"selected"}), one row per annotation that was not cancelled."""
+    common = {"annotation_id": 1, "created_at": "2026-03-01T10:00:00Z",
+              "updated_at": "2026-03-01T10:00:09Z", "lead_time": 4.0}  # fmt: skip
+    rows = [
+        {**_pair(1), "id": 1, "pw": [{"selected": "right"}], "annotator": "ann@x.org", **common},
+        {**_pair(2), "id": 2, "pw": [{"selected": "left"}], "annotator": 2, **common},
+    ]
+    path = tmp_path / "project-3-min.json"
+    path.write_text(json.dumps(rows))
+    imported, report = import_labels(path)
+    assert [(r["rater_id"], r["choice"], r["chosen"][0]["content"]) for r in imported] == [
+        ("ann@x.org", "b", "second answer 1"), ("2", "a", "first answer 2"),
+    ]  # fmt: skip
+    assert report.format == "label-studio" and report.columns_mapped["text1"] == "response_a"
