@@ -22,6 +22,7 @@ from cai.backends.owned import RoleHandover
 from cai.constitution import load_constitution
 from cai.errors import CaiError
 from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
+from cai.paths import check_run_paths
 from cai.records import stable_id
 from cai.tables import iter_prompts
 from cai.templates import TemplateSet
@@ -260,6 +261,7 @@ def run_win_rate(
 
     Backends passed in replace the ones the config's specs would build (tests, notebooks).
     """
+    check_run_paths(config)
     # every prompt is read and checked before any model loads
     records = list(iter_prompts(config.prompts, config.prompt_column, config.limit))
     if not records:

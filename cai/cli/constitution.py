@@ -19,6 +19,7 @@ from cai.cli.options import (
     SetOpt,
     TemplatesOpt,
 )
+from cai.paths import refuse_output_onto_input, require_directory
 
 group = typer.Typer(
     help="Write and check constitutions (the principles AI feedback follows).",
@@ -109,6 +110,7 @@ def new(
 
     path = out or Path(f"{name}.yaml")
     cases = cases_path_for(path)
+    refuse_output_onto_input({"--out": path, "--out's cases file": cases}, {"--extends": extends})
     for target in (path, cases):
         if target.exists() and not force:
             typer.echo(f"{target} already exists; pick another --out or pass --force", err=True)
@@ -232,6 +234,9 @@ def test_(
     from cai.constitution_tools.casetest import junit_xml, read_cases, run_cases
     from cai.files import atomic_write_text
 
+    refuse_output_onto_input(
+        {"--junit": junit}, {"CONSTITUTION": constitution, "CASES": cases, "--config": config}
+    )
     loaded = load_constitution(constitution)
     require_use(loaded, "judge")
     case_list = read_cases(cases, loaded)
@@ -282,6 +287,10 @@ def lint(
     from cai.constitution_tools.lint import LintConfig
     from cai.constitution_tools.lintreport import lint_constitution, write_lint_report
 
+    if out is not None:
+        inputs = {"CONSTITUTION": constitution, "--judgments": judgments, "--human": human}
+        refuse_output_onto_input({"--out": out}, {**inputs, "--templates": templates})
+        require_directory(out)
     loaded = load_constitution(constitution)
     report = lint_constitution(
         loaded,
@@ -341,10 +350,15 @@ def induce(
 ) -> None:
     """Learn a constitution from human preferences (Inverse Constitutional AI)."""
     from cai.backends.base import GenerationParams
-    from cai.constitution_tools.induce import InduceConfig, induce, write_result
+    from cai.constitution_tools.induce import InduceConfig, induce, report_paths, write_result
     from cai.errors import InputError
     from cai.human.storage import read_preference_rows
 
+    reports = {f"--out's {kind} report": path for kind, path in report_paths(out).items()}
+    refuse_output_onto_input(
+        {"--out": out, **reports},
+        {"HUMAN_PAIRS": human_pairs, "--config": config, "--templates": templates},
+    )
     if out.exists() and not force:
         raise InputError("already exists", file=out, fix="Pick another --out or pass --force.")
     if temperature is None:

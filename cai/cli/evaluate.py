@@ -39,8 +39,10 @@ def _winrate(config: Path | None, options: dict, overrides: list[str]) -> None:
     from cai.config import load_config
     from cai.evaluate import WinRateConfig, run_win_rate
     from cai.logs import route_library_logs
+    from cai.paths import check_run_paths
 
     settings = load_config(WinRateConfig, config, options, overrides, check_models=True)
+    check_run_paths(settings)  # before the logs directory is made inside --out
     route_library_logs(settings.output_dir)
     s = run_win_rate(settings).summary
     typer.echo(

@@ -8,11 +8,22 @@ from typing import Annotated
 import typer
 
 from cai.errors import InputError
+from cai.paths import refuse_output_onto_input
 
 AiDatasetOpt = Annotated[Path, typer.Option(help="AI-labelled preference dataset.")]
 HumanDatasetOpt = Annotated[Path, typer.Option(help="Human-labelled preference dataset.")]
 RaterIdOpt = Annotated[str | None, typer.Option(help="Rater id for rows that name none.")]
 StrictOpt = Annotated[bool, typer.Option(help="Write nothing when any row is malformed.")]
+
+
+def _import_report_path(out: Path) -> Path:
+    return out.parent / f"{out.name}.import-report.json"
+
+
+def _refuse_import_onto(out: Path, inputs: dict[str, Path]) -> None:
+    """An import writes `out` and its report beside it; neither may be the file it reads."""
+    outputs = {"--out": out, "--out's import report": _import_report_path(out)}
+    refuse_output_onto_input(outputs, inputs, replaces=True)
 
 
 def _write_import(rows, report, out: Path, strict: bool) -> None:
@@ -21,7 +32,7 @@ def _write_import(rows, report, out: Path, strict: bool) -> None:
     from cai.tables import write_table
 
     typer.echo(report.summary())
-    sidecar = out.parent / f"{out.name}.import-report.json"
+    sidecar = _import_report_path(out)
     sidecar.parent.mkdir(parents=True, exist_ok=True)
     sidecar.write_text(report.model_dump_json(indent=2), encoding="utf-8")
     report.require_rows(f"Every row and why it was not imported: {sidecar}.")
@@ -85,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 key="--format",
                 fix="Use auto, trl, hh, table or single.",
             )
+        _refuse_import_onto(out, {"SOURCE": source})
         rows, report = import_human(source, format=format, rater_id=rater_id, progress=True)
         _write_import(rows, report, out, strict)
 
@@ -151,6 +163,7 @@ def register(app: typer.Typer) -> None:
         from cai.human.storage import read_preference_rows
         from cai.tables import write_table
 
+        refuse_output_onto_input({"--out": out}, {"--ai": ai, "--human": human}, replaces=True)
         config = _mix_config(human_fraction, weight, seed)
         ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
         rows, report = mix(ai_rows, human_rows, config, names=(str(ai), str(human)))
@@ -180,11 +193,16 @@ def register(app: typer.Typer) -> None:
         from cai.human.routing import RoutingConfig, check_sheet_path, export_for_labelling
         from cai.human.storage import iter_preference_rows, read_preference_rows
 
+        report_path = out.parent / f"{out.name}.routing.json"
+        refuse_output_onto_input(
+            {"--out": out, "--out's routing report": report_path},
+            {"--ai": ai, **{f"--exclude[{i}]": path for i, path in enumerate(exclude)}},
+            replaces=True,
+        )
         check_sheet_path(out)
         config = RoutingConfig(budget=budget, min_score=min_score, seed=seed)
         labelled = (row for path in exclude for row in iter_preference_rows(path))  # one pass
         report = export_for_labelling(read_preference_rows(ai), out, config, labelled)
-        report_path = out.parent / f"{out.name}.routing.json"
         report_path.write_text(report.model_dump_json(indent=2), encoding="utf-8")
         typer.echo(
             f"exported {report.n_selected} of {report.n_candidates} unlabelled pairs to {out} "
@@ -201,5 +219,6 @@ def register(app: typer.Typer) -> None:
         """Import a filled labelling sheet as human preference rows."""
         from cai.human.routing import import_labels
 
+        _refuse_import_onto(out, {"SHEET": sheet})
         rows, report = import_labels(sheet, rater_id=rater_id)
         _write_import(rows, report, out, strict)

@@ -9,6 +9,7 @@ import typer
 
 from cai.cli.options import LabelFieldsOpt, LabelQuestionOpt
 from cai.errors import CaiError, InputError
+from cai.paths import refuse_output_onto_input
 
 DEFAULT_PORT = 8765
 
@@ -82,6 +83,7 @@ def _fill_store(items: Path | None, db: Path, seed, per_pair, overlap):
     from cai.label.items import load_items
     from cai.label.store import LabelStore
 
+    refuse_output_onto_input({"--db": db}, {"ITEMS": items})
     item_seed = seed
     if item_seed is None and db.exists():
         item_seed = LabelStore(db, create=False).settings().seed
@@ -226,6 +228,7 @@ def register(app: typer.Typer) -> None:
         from cai.label.export import answers_to_rows, write_human_rows
         from cai.label.store import LabelStore
 
+        refuse_output_onto_input({"--out": out}, {"--db": db}, replaces=True)
         store = LabelStore(db, create=False)
         rows, skips = answers_to_rows(store.live_answers())
         if not rows:
@@ -266,6 +269,10 @@ def register(app: typer.Typer) -> None:
             raise InputError(
                 f"unknown format {format!r}", key="--format", fix="Use argilla or label-studio."
             )
+        outputs = {"--out": out}
+        if format == "label-studio":
+            outputs["--out's labeling config"] = out.with_name(out.stem + ".label_config.xml")
+        refuse_output_onto_input(outputs, {"ITEMS": items}, replaces=True)
         pairs, report = load_items(items, seed)
         typer.echo(report.summary())
         if format == "argilla":
@@ -301,6 +308,7 @@ def register(app: typer.Typer) -> None:
                 key="--format",
                 fix="Use auto, argilla or label-studio.",
             )
+        refuse_output_onto_input({"--out": out}, {"SOURCE": source}, replaces=True)
         rows, report = import_labels(source, format, PairNames.parse(fields, question))
         typer.echo(report.summary())
         report.require_rows(

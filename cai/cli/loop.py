@@ -20,8 +20,10 @@ def register(app: typer.Typer) -> None:
         """Rounds of sample -> judge -> reward model -> policy step -> win rate (resumable)."""
         from cai.logs import route_library_logs
         from cai.loop import load_loop_config, run_loop
+        from cai.paths import check_run_paths
 
         settings = load_loop_config(config, list(overrides), {"output_dir": out, "rounds": rounds})
+        check_run_paths(settings)  # before the logs directory is made inside --out
         log_file = route_library_logs(settings.output_dir)
         result = run_loop(settings, say=typer.echo)
         typer.echo(result.summary, nl=False)

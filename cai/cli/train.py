@@ -61,8 +61,10 @@ def _load(settings_class: type, config: Path | None, options: dict, overrides: l
     """The settings a user's command asks for; library logs go to the output directory."""
     from cai.config import load_config
     from cai.logs import route_library_logs
+    from cai.paths import check_run_paths
 
     settings = load_config(settings_class, config, options, overrides, check_models=True)
+    check_run_paths(settings, replaces=True)  # before the logs directory is made inside --out
     route_library_logs(settings.output_dir)
     return settings
 

@@ -501,18 +501,23 @@ def constitution_yaml(result: InduceResult, name: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def report_paths(out: str | Path) -> dict[str, Path]:
+    """Where `write_result` puts the report beside the constitution file `out`."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".yaml", ".yml") else out
+    return {
+        "json": stem.with_name(stem.name + ".report.json"),
+        "markdown": stem.with_name(stem.name + ".report.md"),
+    }
+
+
 def write_result(result: InduceResult, out: str | Path) -> dict[str, Path]:
     """The constitution (checked to load) and the report (.report.md, .report.json) beside it."""
 
     out = Path(out)
-    paths: dict[str, Path] = {}
-    stem = out.with_suffix("") if out.suffix in (".yaml", ".yml") else out
-    paths["json"] = atomic_write_text(
-        stem.with_name(stem.name + ".report.json"), result.model_dump_json(indent=2)
-    )
-    paths["markdown"] = atomic_write_text(
-        stem.with_name(stem.name + ".report.md"), render_report(result)
-    )
+    paths = report_paths(out)
+    atomic_write_text(paths["json"], result.model_dump_json(indent=2))
+    atomic_write_text(paths["markdown"], render_report(result))
     if result.constitution_yaml is not None:
         paths["constitution"] = atomic_write_text(out, result.constitution_yaml)
         load_constitution(out)  # what we write must validate; a failure here is a bug

@@ -11,6 +11,7 @@ from cai.human.bootstrap import BootstrapSettings
 from cai.human.report import write_report
 from cai.human.storage import read_preference_rows
 from cai.judge.health import LengthUnit
+from cai.paths import refuse_output_onto_input, require_directory
 
 
 def recorded_policy_models(dataset: str | Path) -> list[str]:
@@ -37,6 +38,8 @@ def audit(
 ) -> tuple[AgreementReport, dict[str, Path]]:
     """The agreement report of an AI dataset against human labels, written to `out`.
     Without `policy_models`, those recorded beside the AI dataset are used."""
+    refuse_output_onto_input({"--out": out}, {"--ai": ai, "--human": human})
+    require_directory(out)
     ai_rows, human_rows = read_preference_rows(ai), read_preference_rows(human)
     policies = list(policy_models) or recorded_policy_models(ai)
     report = compute_agreement(

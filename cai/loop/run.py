@@ -21,6 +21,7 @@ from cai.loop.report import RoundRow, markdown_table, round_rows, stop_reason, w
 from cai.loop.round import run_round
 from cai.loop.state import StateFile
 from cai.model_names import resolve_model
+from cai.paths import check_run_paths
 from cai.tables import count_prompts
 from cai.templates import TemplateSet
 
@@ -71,6 +72,7 @@ def run_loop(
     say: Callable[[str], None] = lambda text: None,
 ) -> LoopResult:
     """Run (or resume) every round; `judge_backend` replaces the judge the config describes."""
+    check_run_paths(config)
     run_dir = Path(config.output_dir)
     with DirectoryLock(run_dir, "loop directory"):
         check_inputs(config)

@@ -18,6 +18,7 @@ from cai.backends.base import Backend
 from cai.budget import TokensReport
 from cai.config import RESOLVED_CONFIG
 from cai.files import DirectoryLock, atomic_write_json
+from cai.paths import check_run_paths
 from cai.pipeline.config import SUMMARY_FILE, PipelineConfig, save_resolved_config
 from cai.pipeline.context import RunContext
 from cai.pipeline.stages import STAGES, check_stage
@@ -58,12 +59,14 @@ def run_pipeline(
 ) -> PipelineResult:
     """Run the configured stages; pass backends to reuse engines you already hold.
 
-    Order: lock the output directory, check every stage's inputs and settings (no model is
-    loaded, nothing is written), then write the resolved config, run, and write the summary.
+    Order: refuse an output directory that is an input or lies inside one, lock it, check
+    every stage's inputs and settings (no model is loaded, nothing is written), then write the
+    resolved config, run, and write the summary.
     `save_config(output_dir)` writes the resolved config in the shape the command read it
     (default: the pipeline config).
     """
     started = time.monotonic()
+    check_run_paths(config)
     output_dir = Path(config.output_dir)
     with DirectoryLock(output_dir):
         ctx = RunContext(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cai.config import ConfigError
+from cai.paths import check_run_paths
 from cai.tables import InputFormatError, dataset_from_rows, load_table
 from cai.train.config import resolve_resume
 from cai.train.distributed import prepare_launch
@@ -90,6 +91,7 @@ def _check(config: KTOTrainConfig) -> None:
 
 def train_kto(config: KTOTrainConfig) -> TrainResult:
     """Run TRL's KTOTrainer; rows are trained in the order `load_kto_dataset` gives them."""
+    check_run_paths(config, replaces=True)  # its data and model survive the run
     _check(config)  # before the slow imports: a wrong setting fails at once
     from trl import KTOConfig, KTOTrainer
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from cai.paths import check_run_paths
 from cai.tables import InputFormatError, dataset_from_rows, load_table
 from cai.train.config import resolve_resume
 from cai.train.distributed import prepare_launch
@@ -75,6 +76,7 @@ def _tokenizer(model: str):
 
 def train_orpo(config: ORPOTrainConfig) -> TrainResult:
     """Run TRL's ORPOTrainer on the policy alone (no reference model)."""
+    check_run_paths(config, replaces=True)  # its data and model survive the run
     from trl.import_utils import TRLExperimentalWarning
 
     with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.logs import quiet_trainer
+from cai.paths import check_run_paths
 from cai.tables import InputFormatError, dataset_from_rows, iter_prompts, load_table
 from cai.train.config import (
     TrainCommon,
@@ -160,6 +161,7 @@ class DPOTrainConfig(RunConfig):
 
 def train_dpo(config: DPOTrainConfig) -> TrainResult:
     """Run TRL's DPOTrainer; extra provenance columns of cai rows are dropped by TRL itself."""
+    check_run_paths(config, replaces=True)  # its data and model survive the run
     from trl import DPOConfig, DPOTrainer
 
     prepare_launch()
@@ -246,6 +248,7 @@ def train_online(
     algorithm: OnlineAlgorithm, config: OnlineTrainConfig, judge_backend=None
 ) -> TrainResult:
     """Run TRL's GRPOTrainer or RLOOTrainer. `judge_backend` overrides the judge's BackendSpec."""
+    check_run_paths(config, replaces=True)  # its data and model survive the run
     if algorithm == "grpo":
         from trl import GRPOConfig as TRLConfig
         from trl import GRPOTrainer as TRLTrainer

@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from cai.logs import quiet_trainer
+from cai.paths import check_run_paths
 from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
 from cai.tables import InputFormatError, load_table
 from cai.train.config import resolve_resume, save_config
@@ -211,6 +212,7 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
     Under N processes each trains on its shard of every batch; the main process alone writes
     the config, checkpoints, model, card and held-out metrics (see `cai.train.distributed`).
     """
+    check_run_paths(config, replaces=True)  # its data and model survive the run
     prepare_launch()
     train_raw, train, evald, human = _datasets(config)
     args = _trainer_args(config, evaluates=evald is not None)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from cai.logs import quiet_trainer
+from cai.paths import check_run_paths
 from cai.tables import InputFormatError, load_table
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 from cai.train.distributed import (
@@ -105,6 +106,7 @@ def train_sft(config: SftTrainConfig) -> SftResult:
     Under N processes each trains on its shard of every batch; the main process alone writes
     checkpoints, model, config and card (see `cai.train.distributed`).
     """
+    check_run_paths(config, replaces=True)  # its data and model survive the run
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cai.backends.base import Message
+from cai.paths import check_run_paths
 from cai.train.config import save_config
 from cai.train.distributed import DataLog, check_process_group, one_writer, prepare_launch
 from cai.train.monitor.ppo import PPOMonitor
@@ -84,6 +85,7 @@ class PPOTrainer:
         judge_backend=None,
     ) -> None:
         """`judge_backend` replaces the monitor judge's backend (tests, a shared engine)."""
+        check_run_paths(config, replaces=True)  # its data and model survive the run
         from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import AutoTokenizer
