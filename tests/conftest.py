@@ -14,19 +14,27 @@ prepare_vllm_env()
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A random tiny Llama causal LM with a ChatML BPE tokenizer, saved to disk."""
-    from cai.testing import build_tiny_causal_lm
+def tiny_tokenizer(tmp_path_factory):
+    """The tiny models' ChatML byte-level BPE tokenizer, trained once for the session."""
+    from cai.testing import build_tokenizer
 
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+    return build_tokenizer(tmp_path_factory.mktemp("tiny-tokenizer"))
 
 
 @pytest.fixture(scope="session")
-def tiny_reward_dir(tmp_path_factory):
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A random tiny Llama causal LM with a ChatML BPE tokenizer, saved to disk."""
+    from cai.testing import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"), tokenizer=tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory, tiny_tokenizer):
     """A random tiny Llama sequence-classification reward model, saved to disk."""
     from cai.testing import build_tiny_reward_model
 
-    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"))
+    return build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"), tokenizer=tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +95,19 @@ def server_backend(vllm_server):
 
 
 BROWSER_TESTS = "tests/integration/test_label_browser.py"
+ENGINE_FIXTURES = {"vllm_engine", "vllm_server", "vllm_backend", "server_backend"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers) every test that starts vLLM or Ray
+    runs on one worker: the session's engine and server are started once, and two CPU engines
+    never fight over the same cores. The other worker takes everything else."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        starts_engines = item.get_closest_marker("vllm") or item.get_closest_marker("ray")
+        if starts_engines or ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("engines"))
 
 
 def pytest_unconfigure(config):

@@ -99,6 +99,14 @@ def build_tokenizer(out_dir: str | Path, spec: TinySpec = TinySpec()):
     return fast
 
 
+def _saved_tokenizer(out: Path, spec: TinySpec, tokenizer):
+    if tokenizer is None:
+        return build_tokenizer(out, spec)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    return tokenizer
+
+
 def _llama_config(spec: TinySpec, tokenizer, **extra):
     from transformers import LlamaConfig
 
@@ -120,13 +128,15 @@ def _llama_config(spec: TinySpec, tokenizer, **extra):
     )
 
 
-def build_tiny_causal_lm(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
-    """Build and save a random Llama causal LM plus its tokenizer; returns the directory."""
+def build_tiny_causal_lm(out_dir: str | Path, spec: TinySpec = TinySpec(), tokenizer=None) -> Path:
+    """Build and save a random Llama causal LM plus its tokenizer; returns the directory.
+    `tokenizer`: one `build_tokenizer` already trained for this spec, saved instead of
+    training it again (a test session trains it once for all its models)."""
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
 
     out = Path(out_dir)
-    tokenizer = build_tokenizer(out, spec)
+    tokenizer = _saved_tokenizer(out, spec, tokenizer)
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(_llama_config(spec, tokenizer)).to(torch.float32)
     model.generation_config = GenerationConfig(
@@ -137,13 +147,16 @@ def build_tiny_causal_lm(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Pa
     return out
 
 
-def build_tiny_reward_model(out_dir: str | Path, spec: TinySpec = TinySpec()) -> Path:
-    """Build and save a random Llama sequence-classification reward model (one score)."""
+def build_tiny_reward_model(
+    out_dir: str | Path, spec: TinySpec = TinySpec(), tokenizer=None
+) -> Path:
+    """Build and save a random Llama sequence-classification reward model (one score);
+    `tokenizer` as in `build_tiny_causal_lm`."""
     import torch
     from transformers import LlamaForSequenceClassification
 
     out = Path(out_dir)
-    tokenizer = build_tokenizer(out, spec)
+    tokenizer = _saved_tokenizer(out, spec, tokenizer)
     torch.manual_seed(spec.seed + 1)
     model = LlamaForSequenceClassification(_llama_config(spec, tokenizer, num_labels=1))
     model.to(torch.float32).save_pretrained(out)
