@@ -113,7 +113,14 @@ class DirectoryLock:
     def acquire(self) -> DirectoryLock:
         import fcntl
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise OutputDirError(
+                f"this {self.what} or a folder above it is an existing file",
+                file=self.directory,
+                fix="Choose another --out: a new directory, or one cai wrote before.",
+            ) from None
         path = self.directory / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

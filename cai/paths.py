@@ -51,11 +51,13 @@ def refuse_output_onto_input(
     inputs: Mapping[str, PathLike | None],
     *,
     replaces: bool = False,
+    fix: str | None = None,
 ) -> None:
     """Raise `OutputDirError` when an output is one of the inputs, lies inside an input
     directory, or (with `replaces`: the command clears or replaces its output) holds an input.
 
-    Keys are the flags or settings that name each path, so the error names both. Inputs that
+    Keys are the flags or settings that name each path, so the error names both; `fix`
+    replaces the default advice (choose another output flag). Inputs that
     do not exist are skipped: a model or constitution *name* is no file, and a missing file is
     the reader's error to report.
     """
@@ -74,7 +76,8 @@ def refuse_output_onto_input(
             else:
                 continue
             raise OutputDirError(
-                f"{out_flag} {out} {why}; writing it would destroy that input", fix=_fix(out_flag)
+                f"{out_flag} {out} {why}; writing it would destroy that input",
+                fix=fix or _fix(out_flag),
             )
 
 

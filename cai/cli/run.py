@@ -101,10 +101,10 @@ def run_and_report(
 ) -> None:
     """Run through the one runner, print its report; exit 3 when the token budget stopped it."""
     from cai.logs import route_library_logs
-    from cai.paths import check_run_paths
     from cai.pipeline import format_summary, run_pipeline
+    from cai.pipeline.stages import check_run_outputs
 
-    check_run_paths(config)  # before the logs directory is made inside --out
+    check_run_outputs(config)  # before the logs directory is made inside --out
     log_file = route_library_logs(config.output_dir)
     result = run_pipeline(config, save_config=save_config)
     typer.echo(format_summary(result))

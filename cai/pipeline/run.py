@@ -18,10 +18,9 @@ from cai.backends.base import Backend
 from cai.budget import TokensReport
 from cai.config import RESOLVED_CONFIG
 from cai.files import DirectoryLock, atomic_write_json
-from cai.paths import check_run_paths
 from cai.pipeline.config import SUMMARY_FILE, PipelineConfig, save_resolved_config
 from cai.pipeline.context import RunContext
-from cai.pipeline.stages import STAGES, check_stage
+from cai.pipeline.stages import STAGES, check_run_outputs, check_stage
 from cai.stages.summary import shown_from
 
 
@@ -66,7 +65,7 @@ def run_pipeline(
     (default: the pipeline config).
     """
     started = time.monotonic()
-    check_run_paths(config)
+    check_run_outputs(config)
     output_dir = Path(config.output_dir)
     with DirectoryLock(output_dir):
         ctx = RunContext(

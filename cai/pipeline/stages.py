@@ -11,11 +11,13 @@ writes nothing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import MappingProxyType
 
 from cai.config import ConfigError
 from cai.files import is_inside
-from cai.pipeline.config import STAGE_NAMES
+from cai.paths import check_run_paths, refuse_output_onto_input, settings_inputs
+from cai.pipeline.config import STAGE_NAMES, PipelineConfig
 from cai.pipeline.context import RunContext
 from cai.stages import judge, preferences, revise, sample
 from cai.stages.base import Stage
@@ -44,3 +46,21 @@ def check_stage(stage: Stage, ctx: RunContext) -> None:
         if count is not None:
             ctx.counts[needed.name] = count
     stage.check(ctx)
+
+
+def check_run_outputs(config: PipelineConfig) -> None:
+    """Before a run locks or writes anything: its output directory is none of its inputs (nor
+    inside one), and no input lies where a stage writes, since a stage replaces what is there
+    (`overwrite`, a rewritten dataset). `samples` names an output when the sample stage runs."""
+    check_run_paths(config)
+    skip = ("samples",) if "sample" in config.stages else ()
+    inputs = settings_inputs(config, skip=skip)
+    ctx = RunContext(config, Path(config.output_dir))
+    for name in config.stages:
+        for output in STAGES[name].writes:
+            refuse_output_onto_input(
+                {f"the {name} stage's output": output.path(ctx)},
+                inputs,
+                replaces=True,
+                fix=f"Move that input elsewhere, or choose another --out ({output.key}).",
+            )

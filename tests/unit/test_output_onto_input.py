@@ -30,6 +30,7 @@ def workdir(tmp_path, monkeypatch):
     """Inputs of every kind: a preference table, a model directory, a regular file, a symlink
     to the table, a dataset directory, pipeline and loop files with their prompts."""
     (tmp_path / "data.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
+    (tmp_path / "preferences.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
     (tmp_path / "human.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
     (tmp_path / "link.jsonl").symlink_to("data.jsonl")
     (tmp_path / "notadir").write_text("a user's file\n", encoding="utf-8")
@@ -41,6 +42,9 @@ def workdir(tmp_path, monkeypatch):
     (dataset / "train.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
     for name in ("quickstart.yaml", "loop.yaml", "prompts.jsonl", "heldout.jsonl"):
         shutil.copy(EXAMPLES / name, tmp_path / name)
+    for stage_dir in ("samples", "judgments"):  # a run's stage directories, holding a user file
+        (tmp_path / "run" / stage_dir).mkdir(parents=True)
+        shutil.copy(tmp_path / "data.jsonl", tmp_path / "run" / stage_dir / "mine.jsonl")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -90,6 +94,9 @@ CASES = [
     ("judge-out-is-samples", ["judge", "data.jsonl", "--out", "data.jsonl/", "--backend", "scripted"], "data.jsonl"),
     ("judge-out-in-samples-dir", ["judge", "dataset", "--out", "dataset/run", "--backend", "scripted"], "dataset"),
     ("revise-out-is-prompts", ["revise", "prompts.jsonl", "--out", "prompts.jsonl", "--backend", "scripted"], "prompts.jsonl"),
+    ("sample-prompts-in-samples-dir", ["sample", "run/samples/mine.jsonl", "--out", "run", "--backend", "scripted"], "run/samples/mine.jsonl"),
+    ("judge-samples-in-judgments-dir", ["judge", "run/judgments/mine.jsonl", "--out", "run/", "--backend", "scripted"], "run/judgments/mine.jsonl"),
+    ("judge-relabels-its-own-dataset", ["judge", "preferences.jsonl", "--out", ".", "--backend", "scripted", "--format", "jsonl"], "preferences.jsonl"),
     ("run-out-is-prompts", ["run", "quickstart.yaml", "--out", "prompts.jsonl"], "prompts.jsonl"),
     ("run-out-is-file", ["run", "quickstart.yaml", "--out", "notadir"], "notadir"),
     # trainers
@@ -130,7 +137,7 @@ def test_an_output_onto_an_input_is_refused_before_anything_is_written(workdir, 
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert named in lines[0] and "Choose another" in lines[0]
+    assert named in lines[0] and ("Choose another" in lines[0] or "choose another" in lines[0])
     assert "Traceback" not in result.output
     assert _snapshot(workdir) == before
 
@@ -175,3 +182,15 @@ def test_a_hard_link_and_a_trailing_slash_name_the_same_input(tmp_path):
     (tmp_path / "dir").mkdir()
     with pytest.raises(OutputDirError, match="is the same path"):
         refuse_output_onto_input({"--out": f"{tmp_path}/dir/"}, {"--data": tmp_path / "dir"})
+
+
+def test_the_directory_lock_refuses_a_file_in_the_way(tmp_path):
+    """Any writer that locks its output directory says so in one line, file untouched."""
+    from cai.files import DirectoryLock
+
+    blocker = tmp_path / "notadir"
+    blocker.write_text("mine\n", encoding="utf-8")
+    for target in (blocker, blocker / "run"):
+        with pytest.raises(OutputDirError, match="is an existing file"):
+            DirectoryLock(target).acquire()
+    assert blocker.read_text(encoding="utf-8") == "mine\n"
