@@ -22,7 +22,7 @@ from cai.backends.owned import RoleHandover
 from cai.constitution import load_constitution
 from cai.errors import CaiError
 from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
-from cai.paths import check_run_paths
+from cai.paths import check_run_paths, refuse_output_onto_input, settings_inputs
 from cai.records import stable_id
 from cai.tables import iter_prompts
 from cai.templates import TemplateSet
@@ -262,6 +262,11 @@ def run_win_rate(
     Backends passed in replace the ones the config's specs would build (tests, notebooks).
     """
     check_run_paths(config)
+    out = Path(config.output_dir)
+    reports = {f"--out's {name}": out / name for name in REPORT_FILES}
+    inputs = settings_inputs(config, skip=("output_dir",))
+    fix = "Move that input elsewhere, or choose another --out."
+    refuse_output_onto_input(reports, inputs, fix=fix)
     # every prompt is read and checked before any model loads
     records = list(iter_prompts(config.prompts, config.prompt_column, config.limit))
     if not records:
@@ -309,6 +314,10 @@ def run_win_rate(
     )
     write_report(config.output_dir, report, outcomes, config)
     return report
+
+
+#: The files `write_report` replaces in the output directory.
+REPORT_FILES = ("report.json", "pairs.jsonl", "report.md")
 
 
 def write_report(

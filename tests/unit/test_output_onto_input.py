@@ -144,10 +144,12 @@ def test_an_output_onto_an_input_is_refused_before_anything_is_written(workdir, 
 
 def test_the_python_api_refuses_too(workdir):
     """The check lives in the library functions, so pipeline files and notebooks get it."""
+    from cai.evaluate import WinRateConfig, run_win_rate
     from cai.human.audit import audit
     from cai.pipeline import load_pipeline_config, run_pipeline
     from cai.train.preference import DPOTrainConfig, train_dpo
 
+    shutil.copy(workdir / "prompts.jsonl", workdir / "run" / "pairs.jsonl")
     before = _snapshot(workdir)
     config = load_pipeline_config("quickstart.yaml", [], {"output_dir": "./prompts.jsonl"})
     with pytest.raises(OutputDirError, match=r"prompts\.jsonl"):
@@ -157,6 +159,16 @@ def test_the_python_api_refuses_too(workdir):
         train_dpo(dpo)
     with pytest.raises(OutputDirError, match=r"human\.jsonl"):
         audit("data.jsonl", "human.jsonl", "./human.jsonl")
+    scripted = {"kind": "scripted"}
+    winrate = WinRateConfig(
+        prompts="run/pairs.jsonl",
+        policy=scripted,
+        baseline=scripted,
+        judge=scripted,
+        output_dir="run/samples/..",
+    )
+    with pytest.raises(OutputDirError, match=r"pairs\.jsonl"):  # the report's pairs.jsonl
+        run_win_rate(winrate)
     assert _snapshot(workdir) == before
 
 
