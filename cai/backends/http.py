@@ -289,27 +289,36 @@ class HttpPool:
         while True:
             lines: list[str] = []
             with self._lock:
-                if self._closed.is_set():
-                    raise BackendError("The HTTP backend was closed while requests were pending")
-                for _ in range(len(self.base_urls)):
-                    index = next(self._cycle)
-                    if self._endpoints[index].healthy:
-                        return index, time.monotonic() - started
-                if not self._waits_for_outages():
-                    return next(self._cycle), time.monotonic() - started
-                now = time.monotonic()
-                if self._outage_since is None:  # out of rotation before it ever answered
-                    self._outage_since = now
-                    self.outages += 1
-                give_up = self._outage_since + self.outage_timeout_s
-                if now >= give_up:
-                    raise self._outage_error(now)
-                if now >= self._next_notice:
-                    self._next_notice = now + self.notice_every_s
-                    lines.append(self._waiting_line(now, give_up))
-                else:
-                    self._lock.wait(min(1.0, give_up - now, self._next_notice - now))
+                index, wait = self._try_acquire(lines)
+                if index is not None:
+                    return index, time.monotonic() - started
+                if wait > 0:
+                    self._lock.wait(wait)
             self._emit(lines)
+
+    def _try_acquire(self, lines: list[str]) -> tuple[int | None, float]:
+        """One look at the rotation (lock held): (a server, 0), or (None, how long to wait
+        before looking again) while the fleet is waited for; notices go to `lines`."""
+        if self._closed.is_set():
+            raise BackendError("The HTTP backend was closed while requests were pending")
+        for _ in range(len(self.base_urls)):
+            index = next(self._cycle)
+            if self._endpoints[index].healthy:
+                return index, 0.0
+        if not self._waits_for_outages():
+            return next(self._cycle), 0.0
+        now = time.monotonic()
+        if self._outage_since is None:  # out of rotation before it ever answered
+            self._outage_since = now
+            self.outages += 1
+        give_up = self._outage_since + self.outage_timeout_s
+        if now >= give_up:
+            raise self._outage_error(now)
+        if now >= self._next_notice:
+            self._next_notice = now + self.notice_every_s
+            lines.append(self._waiting_line(now, give_up))
+            return None, 0.0
+        return None, min(1.0, give_up - now, self._next_notice - now)
 
     def _waiting_line(self, now: float, give_up: float) -> str:
         since = self._outage_since if self._outage_since is not None else now
@@ -382,42 +391,60 @@ class HttpPool:
                     method, url, json=payload, timeout=self._timeout(remaining)
                 )
             except (httpx.TimeoutException, httpx.TransportError) as err:
-                if self._closed.is_set():
-                    raise BackendError(
-                        "The HTTP backend was closed while requests were pending"
-                    ) from err
                 last_error = _describe(err)
-                hard = isinstance(err, httpx.ConnectError | httpx.ConnectTimeout)
-                if isinstance(err, httpx.PoolTimeout):  # our own connection limit, not theirs
-                    counted, moved = True, False
-                else:
-                    counted, moved = self._failed(index, last_error, hard, pinned, sent_at)
-                if moved and isinstance(err, httpx.ReadTimeout | httpx.WriteTimeout):
-                    # its time went to a server that is gone (a dead host answers nothing):
-                    # the next server gets a whole deadline
+                counted, moved, fresh = self._after_transport_error(
+                    index, last_error, pinned, sent_at, _failure_kind(err)
+                )
+                if fresh:
                     deadline = max(deadline, time.monotonic() + self.timeout_s)
             else:
                 if response.status_code < 400:
                     self._succeeded(index, sent_at)
                     return response.json()
                 message = _error_text(response)
-                if response.status_code not in _RETRY_STATUS:
-                    self._succeeded(index, sent_at)  # alive and answering; the request is wrong
-                    self._raise_client_error(response.status_code, url, message)
                 last_error = f"HTTP {response.status_code}: {message}"
-                if response.status_code in _SERVER_DOWN_STATUS:
-                    counted, moved = self._failed(index, last_error, False, pinned, sent_at)
-                else:  # 429 and friends: busy, not broken
-                    counted, moved = True, False
+                counted, moved = self._after_status(
+                    index, response.status_code, message, url, pinned, sent_at
+                )
             if counted:
                 attempts += 1
                 if attempts > self.max_retries:
                     break
             if moved:
                 continue  # its server is out of rotation: on at once to another (or wait)
-            pause = min(self.max_backoff_s, self.backoff_s * 2 ** (attempts - 1))
-            self._closed.wait(max(0.0, min(pause, deadline - time.monotonic())))
+            self._closed.wait(max(0.0, min(self._pause(attempts), deadline - time.monotonic())))
         raise self._gave_up(method, url, base, sent, last_error, deadline)
+
+    def _pause(self, attempts: int) -> float:
+        """The backoff before the next attempt of a request that failed `attempts` times."""
+        return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, attempts - 1))
+
+    def _after_transport_error(
+        self, index: int, error: str, pinned: bool, sent_at: float, kind: str
+    ) -> tuple[bool, bool, bool]:
+        """A request to `index` got no answer: (it counts against max_retries, it moves on,
+        it gets a fresh deadline). `kind` is "hard" (no connection), "timeout" (no answer in
+        time), "pool" (our own connection limit) or "dropped"."""
+        if self._closed.is_set():
+            raise BackendError("The HTTP backend was closed while requests were pending")
+        if kind == "pool":
+            return True, False, False
+        counted, moved = self._failed(index, error, kind == "hard", pinned, sent_at)
+        # its time went to a server that is gone (a dead host answers nothing): the next
+        # server gets a whole deadline
+        return counted, moved, moved and kind == "timeout"
+
+    def _after_status(
+        self, index: int, status: int, message: str, url: str, pinned: bool, sent_at: float
+    ) -> tuple[bool, bool]:
+        """A request to `index` answered with an error status: (it counts, it moves on);
+        raises for the caller's mistakes."""
+        if status not in _RETRY_STATUS:
+            self._succeeded(index, sent_at)  # alive and answering; the request is wrong
+            self._raise_client_error(status, url, message)
+        if status in _SERVER_DOWN_STATUS:
+            return self._failed(index, f"HTTP {status}: {message}", False, pinned, sent_at)
+        return True, False  # 429 and friends: busy, not broken
 
     def _gave_up(
         self, method: str, url: str, base: str, attempts: int, last_error: str, deadline: float
@@ -572,6 +599,16 @@ def _probe_until_back(pool_ref: weakref.ref[HttpPool], index: int, delay: float)
             return
         delay = min(delay * 2, pool.max_probe_interval_s)
         del pool
+
+
+def _failure_kind(err: httpx.HTTPError) -> str:
+    if isinstance(err, httpx.PoolTimeout):
+        return "pool"
+    if isinstance(err, httpx.ConnectError | httpx.ConnectTimeout):
+        return "hard"
+    if isinstance(err, httpx.ReadTimeout | httpx.WriteTimeout):
+        return "timeout"
+    return "dropped"
 
 
 def _attempts(count: int) -> str:
