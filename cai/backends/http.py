@@ -415,6 +415,14 @@ class HttpPool:
             self._closed.wait(max(0.0, min(self._pause(attempts), deadline - time.monotonic())))
         raise self._gave_up(method, url, base, sent, last_error, deadline)
 
+    async def arequest(
+        self, method: str, path: str, payload: dict[str, Any] | None = None, *,
+        at_root: bool = False, tokens: int = 0,
+    ) -> Any:  # fmt: skip
+        """`request` behind the coroutine interface of `cai.backends.async_http`; it blocks
+        (its callers run it in a thread of their own)."""
+        return self.request(method, path, payload, at_root=at_root)
+
     def _pause(self, attempts: int) -> float:
         """The backoff before the next attempt of a request that failed `attempts` times."""
         return min(self.max_backoff_s, self.backoff_s * 2 ** max(0, attempts - 1))

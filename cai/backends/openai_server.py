@@ -1,7 +1,9 @@
 """OpenAI-compatible HTTP servers (`cai serve` / vLLM, or any compatible server) as a Backend.
 
-The interface is synchronous and batch-first; inside, up to `max_concurrency` requests are in
-flight at once over all base URLs. When the server is vLLM (it has /tokenize), choice
+The interface is synchronous and batch-first; inside, requests run as coroutines on one event
+loop (`cai.backends.async_http`) with up to `max_concurrency` in flight per server, adapted to
+how fast it answers, and paced by `requests_per_minute` / `tokens_per_minute` where a provider
+sets them. When the server is vLLM (it has /tokenize), choice
 scoring uses the same token sequence as the other backends (chat template tokenized by the
 server, then the assistant prefix) and vLLM's `logprob_token_ids`, which returns the raw
 full-vocabulary log-probs of exactly the choice tokens. Other servers fall back to the
@@ -18,13 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from cai.backends.async_http import AsyncHttpPool
 from cai.backends.base import (
     Backend,
     BackendError,
@@ -36,6 +39,7 @@ from cai.backends.base import (
     Message,
 )
 from cai.backends.http import HttpPool, RequestRejectedError
+from cai.backends.http_limits import EndpointLimits
 from cai.backends.tokens import ChoiceTokenError
 from cai.model_names import model_identity
 
@@ -86,20 +90,30 @@ class OpenAIServerBackend(Backend):
         read_timeout_s: float | None = None,
         outage_timeout_s: float = 600.0,
         show_progress: bool = True,
+        limits: EndpointLimits | list[EndpointLimits] | None = None,
+        transport: str = "async",
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
-        self.pool = HttpPool(
-            urls,
-            api_key=os.environ.get(api_key_env) or None,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            max_connections=max_concurrency,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            outage_timeout_s=outage_timeout_s,
-        )
+        settings: dict[str, Any] = {
+            "api_key": os.environ.get(api_key_env) or None,
+            "timeout_s": timeout_s,
+            "max_retries": max_retries,
+            "backoff_s": backoff_s,
+            "max_backoff_s": max_backoff_s,
+            "max_connections": max_concurrency,
+            "connect_timeout_s": connect_timeout_s,
+            "read_timeout_s": read_timeout_s,
+            "outage_timeout_s": outage_timeout_s,
+        }
+        if transport == "async":
+            limits = limits or EndpointLimits(max_in_flight=max_concurrency)
+            self.pool: HttpPool = AsyncHttpPool(urls, limits=limits, **settings)
+        elif transport == "threads":
+            self.pool = HttpPool(urls, **settings)
+        else:
+            raise BackendError(
+                f"Unknown HTTP transport {transport!r}", fix="Use 'async' or 'threads'"
+            )
         self.max_concurrency = max_concurrency
         self.show_progress = show_progress
         self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cai-http")
@@ -163,17 +177,34 @@ class OpenAIServerBackend(Backend):
                 self._is_vllm = False
         return self._is_vllm
 
-    def _map(self, fn: Callable[[T], R], items: list[T], desc: str) -> list[R]:
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per server: the concurrency chosen for it, its queueing time, requests, throttles."""
+        if isinstance(self.pool, AsyncHttpPool):
+            return self.pool.endpoint_stats()
+        return [{"url": e["url"], "requests": e["served"]} for e in self.pool.endpoints()]
+
+    def _map(self, fn: Callable[[T], Awaitable[R]], items: list[T], desc: str) -> list[R]:
         """Apply fn to every item with bounded concurrency, keeping order."""
         if not items:
             return []
-        futures = [self._executor.submit(fn, item) for item in items]
+        if isinstance(self.pool, AsyncHttpPool):
+            return self._map_async(fn, items, desc)
+        futures = [self._executor.submit(_drive, fn(item)) for item in items]
         if self.show_progress and len(items) > 1:
             from tqdm.auto import tqdm
 
             for future in tqdm(futures, desc=desc, leave=False):
                 future.exception()
         return [future.result() for future in futures]
+
+    def _map_async(self, fn: Callable[[T], Awaitable[R]], items: list[T], desc: str) -> list[R]:
+        assert isinstance(self.pool, AsyncHttpPool)
+        if not (self.show_progress and len(items) > 1):
+            return self.pool.map(fn, items)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(items), desc=desc, leave=False) as bar:
+            return self.pool.map(fn, items, progress=lambda: bar.update(1))
 
     # generation -----------------------------------------------------------------------
     def _sampling(self, params: GenerationParams) -> dict[str, Any]:
@@ -206,8 +237,10 @@ class OpenAIServerBackend(Backend):
     ) -> list[Generation]:
         base = self._sampling(params)
 
-        def one(messages: list[Message]) -> Generation:
-            reply = self.pool.request("POST", "/chat/completions", {**base, "messages": messages})
+        async def one(messages: list[Message]) -> Generation:
+            payload = {**base, "messages": messages}
+            tokens = _estimate_tokens(messages, params)
+            reply = await self.pool.arequest("POST", "/chat/completions", payload, tokens=tokens)
             return self._generation(reply, chat=True)
 
         return self._map(one, conversations, "generate")
@@ -215,23 +248,26 @@ class OpenAIServerBackend(Backend):
     def generate_text(self, prompts: list[str], params: GenerationParams) -> list[Generation]:
         base = self._sampling(params)
 
-        def one(prompt: str) -> Generation:
-            reply = self.pool.request("POST", "/completions", {**base, "prompt": prompt})
+        async def one(prompt: str) -> Generation:
+            payload = {**base, "prompt": prompt}
+            tokens = _estimate_tokens(prompt, params)
+            reply = await self.pool.arequest("POST", "/completions", payload, tokens=tokens)
             return self._generation(reply, chat=False)
 
         return self._map(one, prompts, "generate")
 
     # scoring --------------------------------------------------------------------------
-    def _tokenize(self, body: dict[str, Any]) -> tuple[list[int], int]:
-        reply = self.pool.request("POST", "/tokenize", {"model": self.model, **body}, at_root=True)
+    async def _tokenize(self, body: dict[str, Any]) -> tuple[list[int], int]:
+        payload = {"model": self.model, **body}
+        reply = await self.pool.arequest("POST", "/tokenize", payload, at_root=True)
         return list(reply["tokens"]), int(reply.get("max_model_len") or 0)
 
-    def _choice_id(self, choice: str) -> int:
+    async def _choice_id(self, choice: str) -> int:
         with self._lock:
             cached = self._choice_ids.get(choice)
         if cached is not None:
             return cached
-        tokens, _ = self._tokenize({"prompt": choice, "add_special_tokens": False})
+        tokens, _ = await self._tokenize({"prompt": choice, "add_special_tokens": False})
         if len(tokens) != 1:
             raise ChoiceTokenError(
                 f"Choice {choice!r} is {len(tokens)} tokens ({tokens}) for the served model; "
@@ -242,42 +278,42 @@ class OpenAIServerBackend(Backend):
             self._choice_ids[choice] = tokens[0]
         return tokens[0]
 
-    def _assistant_prefix_ids(self, prefix: str) -> list[int]:
+    async def _assistant_prefix_ids(self, prefix: str) -> list[int]:
         """The assistant prefix's ids, asked of the server once per text: a judge sends the
         same prefix with every request, and a second /tokenize each time cost a third of all
         requests."""
         with self._lock:
             cached = self._prefix_ids.get(prefix)
         if cached is None:
-            cached = self._tokenize({"prompt": prefix, "add_special_tokens": False})[0]
+            cached = (await self._tokenize({"prompt": prefix, "add_special_tokens": False}))[0]
             with self._lock:
                 self._prefix_ids[prefix] = cached
         return list(cached)
 
-    def _prompt_ids(self, request: ChoiceRequest) -> tuple[list[int], int]:
+    async def _prompt_ids(self, request: ChoiceRequest) -> tuple[list[int], int]:
         if request.messages is not None:
-            ids, limit = self._tokenize(
+            ids, limit = await self._tokenize(
                 {"messages": request.messages, "add_generation_prompt": True}
             )
             if request.assistant_prefix:
-                ids += self._assistant_prefix_ids(request.assistant_prefix)
+                ids += await self._assistant_prefix_ids(request.assistant_prefix)
             return ids, limit
         if request.text is None:
             raise BackendError("A ChoiceRequest needs `messages` or `text`; both are empty.")
-        return self._tokenize(
+        return await self._tokenize(
             {"prompt": request.text + request.assistant_prefix, "add_special_tokens": True}
         )
 
-    def _score_vllm(self, request: ChoiceRequest) -> ChoiceScore:
+    async def _score_vllm(self, request: ChoiceRequest) -> ChoiceScore:
         if len(set(request.choices)) != len(request.choices) or len(request.choices) < 2:
             raise ChoiceTokenError(f"Need two or more distinct choices, got {request.choices}.")
-        ids = [self._choice_id(c) for c in request.choices]
-        prompt, limit = self._prompt_ids(request)
+        ids = [await self._choice_id(c) for c in request.choices]
+        prompt, limit = await self._prompt_ids(request)
         if limit and len(prompt) + 1 > limit:
             raise ContextOverflowError(
                 f"The prompt is {len(prompt)} tokens; the served model's context is {limit}."
             )
-        reply = self.pool.request(
+        reply = await self.pool.arequest(
             "POST",
             "/completions",
             {
@@ -289,6 +325,7 @@ class OpenAIServerBackend(Backend):
                 "logprob_token_ids": ids,
                 "return_tokens_as_token_ids": True,
             },
+            tokens=len(prompt) + 1,
         )
         top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
         values = []
@@ -302,7 +339,7 @@ class OpenAIServerBackend(Backend):
             values.append(float(top[key]))
         return ChoiceScore.from_logprobs(request.choices, values, _prompt_tokens(reply))
 
-    def _score_generic(self, request: ChoiceRequest) -> ChoiceScore:
+    async def _score_generic(self, request: ChoiceRequest) -> ChoiceScore:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": 1,
@@ -314,14 +351,15 @@ class OpenAIServerBackend(Backend):
             messages = list(request.messages)
             if request.assistant_prefix:
                 messages.append({"role": "assistant", "content": request.assistant_prefix})
-            reply = self.pool.request("POST", "/chat/completions", {**body, "messages": messages})
+            payload = {**body, "messages": messages}
+            reply = await self.pool.arequest("POST", "/chat/completions", payload)
             entries = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             top = {e["token"]: float(e["logprob"]) for e in entries}
         else:
             body["logprobs"] = _FALLBACK_TOP_LOGPROBS
             del body["top_logprobs"]
             prompt = (request.text or "") + request.assistant_prefix
-            reply = self.pool.request("POST", "/completions", {**body, "prompt": prompt})
+            reply = await self.pool.arequest("POST", "/completions", {**body, "prompt": prompt})
             top = {
                 k: float(v) for k, v in reply["choices"][0]["logprobs"]["top_logprobs"][0].items()
             }
@@ -345,6 +383,21 @@ class OpenAIServerBackend(Backend):
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.pool.close()
+
+
+def _drive(coroutine: Coroutine[Any, Any, R]) -> R:
+    """Run a coroutine that never suspends (the thread transport's requests block instead)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a request of the thread transport suspended")
+
+
+def _estimate_tokens(prompt: Any, params: GenerationParams) -> int:
+    """Tokens a generation may use, for tokens-per-minute pacing (about 4 characters a token)."""
+    return len(str(prompt)) // 4 + params.max_tokens * params.n
 
 
 def _prompt_tokens(reply: dict[str, Any]) -> int | None:

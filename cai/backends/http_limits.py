@@ -1,0 +1,175 @@
+"""Admission to one endpoint: an adaptive in-flight window, rate limits, and `Retry-After`.
+
+A vLLM server answers fastest with its batch full but not overfull, and an API provider
+refuses (HTTP 429) whatever goes over its requests-per-minute or tokens-per-minute cap. Each
+endpoint of a fleet gets one `EndpointGate`, used on the client's event loop (no locks):
+
+- the window of requests in flight grows while answers come back at the latency seen when
+  the server was least loaded (one more per answer until the first sign of congestion, then
+  one more per window's worth of answers) and shrinks by half on 429, 503 or a timeout, and
+  by a fifth when the latency climbs past `latency_tolerance` times that least-loaded one;
+- requests and tokens per minute are paced by token buckets that hold at most one second's
+  worth, so the client never sends a burst that a provider's 60 s window would refuse;
+- a `Retry-After` (or, without one, the retry's backoff) pauses the whole endpoint, not only
+  the request that got it: the others would be refused too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from cai.errors import CaiError
+
+
+@dataclass(frozen=True)
+class EndpointLimits:
+    """What one endpoint accepts: at most `max_in_flight` at once (the adaptive window's
+    ceiling; `adaptive=False` keeps it there), and the provider's caps per minute."""
+
+    max_in_flight: int = 16
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    adaptive: bool = True
+    latency_tolerance: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise CaiError(
+                f"max_in_flight is {self.max_in_flight}; an endpoint needs room for one request",
+                fix="Set max_in_flight (or max_concurrency) to 1 or more",
+            )
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise CaiError(f"{name} is {value}", fix=f"Set {name} above 0, or leave it unset")
+
+
+class _Bucket:
+    """A token bucket refilled at `per_minute / 60` per second, holding one second's worth."""
+
+    def __init__(self, per_minute: float | None) -> None:
+        self.rate = None if per_minute is None else per_minute / 60.0
+        self.capacity = 0.0 if self.rate is None else max(1.0, self.rate)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+
+    def wait(self, amount: float, now: float) -> float:
+        """Seconds until `amount` can be taken (0: now)."""
+        if self.rate is None:
+            return 0.0
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        amount = min(
+            amount, self.capacity
+        )  # a request bigger than a second's worth waits for a full bucket
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        if self.rate is not None:
+            self.level -= min(amount, self.capacity)
+
+
+class EndpointGate:
+    """The window, buckets and pause of one endpoint, and what they cost (see `stats`)."""
+
+    def __init__(self, limits: EndpointLimits) -> None:
+        self.limits = limits
+        self.window = float(
+            limits.max_in_flight if not limits.adaptive else min(4, limits.max_in_flight)
+        )
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self._slow_start = limits.adaptive
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._requests = _Bucket(limits.requests_per_minute)
+        self._tokens = _Bucket(limits.tokens_per_minute)
+        self._best_latency: float | None = None
+        self._latency: float | None = None  # moving average
+        self._last_cut = 0.0
+        self.admitted = 0
+        self.throttled = 0  # answers 429 / 503
+        self.queued_s = 0.0
+        self.peak_window = self.window
+
+    async def enter(self, tokens: int = 0) -> float:
+        """Wait for room (window, buckets, pause) and take it; the seconds spent waiting."""
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            wait = self.paused_until - now
+            if wait <= 0 and self.in_flight < int(self.window):
+                wait = max(self._requests.wait(1, now), self._tokens.wait(tokens, now))
+                if wait <= 0:
+                    self._requests.take(1)
+                    self._tokens.take(tokens)
+                    self.in_flight += 1
+                    self.admitted += 1
+                    queued = now - started
+                    self.queued_s += queued
+                    return queued
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                await waiter
+
+    def leave(self, latency: float | None, outcome: str, retry_after: float | None = None) -> None:
+        """A request admitted by `enter` ended: `outcome` is "ok", "throttled" (429, 503),
+        "timeout" or "failed" (another error, which says nothing about the load)."""
+        self.in_flight -= 1
+        now = time.monotonic()
+        if outcome == "throttled" or outcome == "timeout":
+            self._cut(now, 0.5)
+            if retry_after is not None:
+                self.paused_until = max(self.paused_until, now + retry_after)
+            if outcome == "throttled":
+                self.throttled += 1
+        elif outcome == "ok" and latency is not None:
+            self._on_answer(latency, now)
+        self._wake()
+
+    def _on_answer(self, latency: float, now: float) -> None:
+        self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
+        if self._best_latency is None or self._latency < self._best_latency:
+            self._best_latency = self._latency
+        if not self.limits.adaptive:
+            return
+        if self._latency > self.limits.latency_tolerance * self._best_latency + 0.05:
+            self._cut(now, 0.8)
+        elif self.window < self.limits.max_in_flight and self.in_flight + 1 >= int(self.window):
+            step = 1.0 if self._slow_start else 1.0 / self.window  # grow only when it is full
+            self.window = min(float(self.limits.max_in_flight), self.window + step)
+            self.peak_window = max(self.peak_window, self.window)
+
+    def _cut(self, now: float, factor: float) -> None:
+        """Shrink the window, at most once per round trip (the answers already on their way
+        were sent under the old window)."""
+        self._slow_start = False
+        if not self.limits.adaptive or now - self._last_cut < (self._latency or 0.0):
+            return
+        self._last_cut = now
+        self.window = max(1.0, self.window * factor)
+
+    def _wake(self) -> None:
+        room = max(1, int(self.window) - self.in_flight)
+        while self._waiters and room > 0:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                room -= 1
+
+    def stats(self) -> dict[str, float | int]:
+        """The window now and at its peak, requests admitted and throttled, and queueing."""
+        return {
+            "concurrency": int(self.window),
+            "peak_concurrency": int(self.peak_window),
+            "requests": self.admitted,
+            "throttled": self.throttled,
+            "queued_s": round(self.queued_s, 3),
+            "mean_queue_ms": round(1000 * self.queued_s / max(1, self.admitted), 2),
+            "latency_ms": round(1000 * (self._latency or 0.0), 2),
+        }
