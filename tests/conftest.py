@@ -99,9 +99,9 @@ ENGINE_FIXTURES = {"vllm_engine", "vllm_server", "vllm_backend", "server_backend
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test` runs two workers) every test that starts vLLM or Ray
+    """Under pytest-xdist (`pytest -n 2 --dist loadgroup`) every test that starts vLLM or Ray
     runs on one worker: the session's engine and server are started once, and two CPU engines
-    never fight over the same cores. The other worker takes everything else."""
+    never fight over the same cores. The other workers take everything else."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
