@@ -76,6 +76,7 @@ def _vllm(spec: VLLMSpec) -> Backend:
 
 
 def _openai(spec: OpenAISpec) -> Backend:
+    from cai.backends.http_limits import endpoint_limits
     from cai.backends.openai_server import OpenAIServerBackend
 
     if not spec.base_urls:
@@ -96,6 +97,8 @@ def _openai(spec: OpenAISpec) -> Backend:
         outage_timeout_s=spec.outage_timeout_s,
         max_retries=spec.max_retries,
         show_progress=spec.show_progress,
+        limits=endpoint_limits(spec),
+        transport=spec.transport,
     )
 
 

@@ -117,9 +117,11 @@ class AsyncHttpPool(HttpPool):
                     deadline = max(deadline, time.monotonic() + self.timeout_s)
             else:
                 if status < 400:
-                    gate.leave(time.monotonic() - sent_at, "ok")
+                    answer = json.loads(body)
+                    used = _used_tokens(answer, tokens)
+                    gate.leave(time.monotonic() - sent_at, "ok", used=used, estimate=tokens)
                     self._succeeded(index, sent_at)
-                    return json.loads(body)
+                    return answer
                 message = _message(body)
                 last_error = f"HTTP {status}: {message}"
                 throttled = status in (429, 503)
@@ -203,6 +205,13 @@ def _classify(err: Exception) -> tuple[str, str]:
     if isinstance(err, RuntimeError) and "Session is closed" in str(err):
         raise BackendError("The HTTP backend was closed while requests were pending") from err
     raise err
+
+
+def _used_tokens(answer: Any, estimate: int) -> int | None:
+    """The tokens the server says the request used, where a token budget paces it."""
+    usage = answer.get("usage") if estimate and isinstance(answer, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    return total if isinstance(total, int) else None
 
 
 def _message(body: bytes) -> str:

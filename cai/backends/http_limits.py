@@ -20,6 +20,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from cai.errors import CaiError
 
@@ -53,7 +54,7 @@ class _Bucket:
     def __init__(self, per_minute: float | None) -> None:
         self.rate = None if per_minute is None else per_minute / 60.0
         self.capacity = 0.0 if self.rate is None else max(1.0, self.rate)
-        self.level = self.capacity
+        self.level = min(1.0, self.capacity)  # no burst at the start: a provider's window
         self.stamp = time.monotonic()
 
     def wait(self, amount: float, now: float) -> float:
@@ -70,6 +71,11 @@ class _Bucket:
     def take(self, amount: float) -> None:
         if self.rate is not None:
             self.level -= min(amount, self.capacity)
+
+    def settle(self, extra: float) -> None:
+        """Charge what a request used beyond its estimate (or refund what it did not)."""
+        if self.rate is not None:
+            self.level = min(self.capacity, self.level - extra)
 
 
 class EndpointGate:
@@ -117,10 +123,20 @@ class EndpointGate:
                 self._waiters.append(waiter)
                 await waiter
 
-    def leave(self, latency: float | None, outcome: str, retry_after: float | None = None) -> None:
+    def leave(
+        self,
+        latency: float | None,
+        outcome: str,
+        retry_after: float | None = None,
+        used: int | None = None,
+        estimate: int = 0,
+    ) -> None:
         """A request admitted by `enter` ended: `outcome` is "ok", "throttled" (429, 503),
-        "timeout" or "failed" (another error, which says nothing about the load)."""
+        "timeout" or "failed" (another error, which says nothing about the load); `used`,
+        the tokens the server counted, corrects the estimate `enter` took."""
         self.in_flight -= 1
+        if used is not None:
+            self._tokens.settle(used - estimate)
         now = time.monotonic()
         if outcome == "throttled" or outcome == "timeout":
             self._cut(now, 0.5)
@@ -173,3 +189,36 @@ class EndpointGate:
             "mean_queue_ms": round(1000 * self.queued_s / max(1, self.admitted), 2),
             "latency_ms": round(1000 * (self._latency or 0.0), 2),
         }
+
+
+_SETTINGS = {
+    "max_concurrency": "max_in_flight",
+    "requests_per_minute": "requests_per_minute",
+    "tokens_per_minute": "tokens_per_minute",
+    "adaptive_concurrency": "adaptive",
+}
+
+
+def endpoint_limits(spec: Any) -> list[EndpointLimits]:
+    """Each base URL's limits from an openai backend spec: its settings, with the
+    `endpoint_limits` entry of that URL (same names) on top."""
+    base = {name: getattr(spec, name) for name in _SETTINGS}
+    urls = [u.rstrip("/") for u in spec.base_urls]
+    overrides = {u.rstrip("/"): v for u, v in spec.endpoint_limits.items()}
+    unknown = sorted(set(overrides) - set(urls))
+    if unknown:
+        raise CaiError(
+            f"endpoint_limits names {unknown}, which are not among base_urls {urls}",
+            fix="Key endpoint_limits by the base URLs exactly as base_urls gives them",
+        )
+    limits = []
+    for url in urls:
+        settings = {**base, **overrides.get(url, {})}
+        wrong = sorted(set(settings) - set(_SETTINGS))
+        if wrong:
+            raise CaiError(
+                f"endpoint_limits for {url} has unknown settings {wrong}",
+                fix=f"Use {', '.join(_SETTINGS)}",
+            )
+        limits.append(EndpointLimits(**{_SETTINGS[k]: v for k, v in settings.items()}))
+    return limits

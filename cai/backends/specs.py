@@ -102,6 +102,25 @@ class OpenAISpec(_SpecBase):
         description="how long requests wait for a server that answered before and went away "
         "(all servers down: crashed or restarting) before the run stops; 0: never wait",
     )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="a provider's cap on requests per minute, per server"
+    )
+    tokens_per_minute: float | None = Field(
+        None, gt=0, description="a provider's cap on tokens per minute, per server"
+    )
+    adaptive_concurrency: bool = Field(
+        True,
+        description="adapt each server's requests in flight (up to max_concurrency) to how "
+        "fast it answers; false keeps max_concurrency in flight per server",
+    )
+    endpoint_limits: dict[str, dict[str, float | int | bool]] = Field(
+        default_factory=dict,
+        description="per base URL: max_concurrency, requests_per_minute, tokens_per_minute, "
+        "adaptive_concurrency, overriding the settings above for that server",
+    )
+    transport: Literal["async", "threads"] = Field(
+        "async", description="one event loop (async) or a thread per request in flight"
+    )
     show_progress: bool = Field(False, description=_PROGRESS_HELP)
 
     @field_validator("base_urls", mode="before")

@@ -1,0 +1,93 @@
+"""The openai backend against a rate-limiting provider and a slow server (a local stub)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cai.backends.base import GenerationParams
+from cai.backends.http import ServerTimeoutError
+from cai.backends.http_limits import EndpointLimits
+from cai.backends.openai_server import OpenAIServerBackend
+from cai.testing.openai_stub import OpenAIStub, StubLimits
+
+PARAMS = GenerationParams(max_tokens=4)
+
+
+def _backend(stub: OpenAIStub, **kw) -> OpenAIServerBackend:
+    backend = OpenAIServerBackend([stub.url], "stub", show_progress=False, **kw)
+    backend.pool.backoff_s = 0.05
+    return backend
+
+
+def test_paced_to_the_providers_caps_nothing_is_lost_and_little_is_refused():
+    window, rpm = 2.0, 40  # 20 requests a second
+    with OpenAIStub(StubLimits(rpm=rpm, window_s=window)) as stub:
+        per_minute = rpm * 60 / window
+        backend = _backend(stub, limits=EndpointLimits(requests_per_minute=per_minute))
+        try:
+            started = time.monotonic()
+            out = backend.generate_text([f"p{i}" for i in range(90)], PARAMS)
+            elapsed = time.monotonic() - started
+        finally:
+            backend.close()
+    lost = sum(g.failed for g in out)
+    assert len(out) == 90 and lost <= 0.02 * 90
+    assert stub.log.refused <= 0.1 * len(stub.log.admitted)  # at most 10% over the cap
+    assert elapsed >= (90 - rpm) * window / rpm  # the stub held it to its rate
+    assert elapsed < 2.0 * 90 * window / rpm  # and the pacing did not waste it
+
+
+def test_a_429_storm_with_retry_after_loses_nothing():
+    """Not told the caps, the client is refused, waits as long as Retry-After says, and
+    finishes every request within its deadline."""
+    with OpenAIStub(StubLimits(rpm=20, window_s=1.0)) as stub:
+        backend = _backend(stub, max_retries=2)
+        try:
+            out = backend.generate_text([f"p{i}" for i in range(60)], PARAMS)
+            stats = backend.endpoint_stats()[0]
+        finally:
+            backend.close()
+    assert len(out) == 60 and not any(g.failed for g in out)
+    assert stub.log.refused > 2  # a storm: more 429s than max_retries allows one request
+    assert stats["throttled"] == stub.log.refused
+    assert stats["concurrency"] < 16  # it backed off
+
+
+def test_tokens_per_minute_are_paced():
+    window, tpm = 2.0, 400
+    with OpenAIStub(StubLimits(tpm=tpm, window_s=window)) as stub:
+        limits = EndpointLimits(tokens_per_minute=tpm * 60 / window)
+        backend = _backend(stub, limits=limits)
+        try:
+            out = backend.generate_text([f"prompt {i:04d}" for i in range(40)], PARAMS)
+        finally:
+            backend.close()
+    assert not any(g.failed for g in out)
+    assert stub.log.refused <= 0.1 * len(stub.log.admitted)
+
+
+def test_a_slow_server_fails_within_the_deadline():
+    with OpenAIStub(StubLimits(delay_s=5.0)) as stub:
+        backend = _backend(stub, timeout_s=0.6, max_retries=5)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ServerTimeoutError, match=r"0\.6 s deadline"):
+                backend.generate_text(["slow"], PARAMS)
+            assert time.monotonic() - started < 3.0
+        finally:
+            backend.close()
+
+
+def test_endpoint_stats_report_concurrency_and_queueing():
+    with OpenAIStub(StubLimits(delay_s=0.01)) as stub:
+        backend = _backend(stub, max_concurrency=8)
+        try:
+            backend.generate_text([f"p{i}" for i in range(200)], PARAMS)
+            [stats] = backend.endpoint_stats()
+        finally:
+            backend.close()
+    assert stats["url"] == stub.url and stats["requests"] == 200
+    assert 1 <= stats["concurrency"] <= 8 and stats["peak_concurrency"] == 8
+    assert stats["queued_s"] > 0 and stats["throttled"] == 0
