@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from cai.backends.base import BackendError
 from cai.backends.http import HttpPool
+from cai.backends.http_errors import body_message
 from cai.backends.http_limits import EndpointGate, EndpointLimits
 
 T = TypeVar("T")
@@ -122,7 +123,7 @@ class AsyncHttpPool(HttpPool):
                     gate.leave(time.monotonic() - sent_at, "ok", used=used, estimate=tokens)
                     self._succeeded(index, sent_at)
                     return answer
-                message = _message(body)
+                message = body_message(body)
                 last_error = f"HTTP {status}: {message}"
                 throttled = status in (429, 503)
                 gate.leave(None, "throttled" if throttled else "failed", retry_after)
@@ -212,19 +213,6 @@ def _used_tokens(answer: Any, estimate: int) -> int | None:
     usage = answer.get("usage") if estimate and isinstance(answer, dict) else None
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
     return total if isinstance(total, int) else None
-
-
-def _message(body: bytes) -> str:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return " ".join(body.decode("utf-8", "replace").split())[:300]
-    if isinstance(parsed, dict):
-        err = parsed.get("error", parsed)
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-        return str(err)
-    return str(parsed)[:1000]
 
 
 def _retry_after(value: str | None) -> float | None:

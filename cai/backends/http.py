@@ -42,46 +42,22 @@ from typing import Any
 
 import httpx
 
-from cai.backends.base import BackendError, ContextOverflowError
+from cai.backends.base import BackendError
+from cai.backends.http_errors import (
+    OutageError,
+    ServerTimeoutError,
+    ServerUnavailableError,
+    attempts_text,
+    describe,
+    error_text,
+    model_list,
+    raise_client_error,
+)
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _SERVER_DOWN_STATUS = {500, 502, 503, 504}  # count towards taking a server out of rotation
-_OVERFLOW_HINTS = ("maximum context length", "context length", "too long", "max_model_len")
-
-
-class ServerUnavailableError(BackendError):
-    """No server answered after every retry."""
-
-
-class ServerTimeoutError(ServerUnavailableError):
-    """A request got no answer within its total deadline."""
-
-
-class OutageError(ServerUnavailableError):
-    """Every server stayed out of rotation for longer than the outage deadline."""
-
-
-class RequestRejectedError(BackendError):
-    """The server answered with a client error (bad model name, bad parameters, bad key)."""
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return " ".join(response.text.split())[:300]
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-        return str(err)
-    return str(body)[:1000]
-
-
-def _describe(err: Exception) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 def print_notice(line: str) -> None:
@@ -391,7 +367,7 @@ class HttpPool:
                     method, url, json=payload, timeout=self._timeout(remaining)
                 )
             except (httpx.TimeoutException, httpx.TransportError) as err:
-                last_error = _describe(err)
+                last_error = describe(err)
                 counted, moved, fresh = self._after_transport_error(
                     index, last_error, pinned, sent_at, _failure_kind(err)
                 )
@@ -401,7 +377,7 @@ class HttpPool:
                 if response.status_code < 400:
                     self._succeeded(index, sent_at)
                     return response.json()
-                message = _error_text(response)
+                message = error_text(response)
                 last_error = f"HTTP {response.status_code}: {message}"
                 counted, moved = self._after_status(
                     index, response.status_code, message, url, pinned, sent_at
@@ -449,7 +425,7 @@ class HttpPool:
         raises for the caller's mistakes."""
         if status not in _RETRY_STATUS:
             self._succeeded(index, sent_at)  # alive and answering; the request is wrong
-            self._raise_client_error(status, url, message)
+            raise_client_error(status, url, message)
         if status in _SERVER_DOWN_STATUS:
             return self._failed(index, f"HTTP {status}: {message}", False, pinned, sent_at)
         return True, False  # 429 and friends: busy, not broken
@@ -462,25 +438,13 @@ class HttpPool:
         if time.monotonic() >= deadline:
             return ServerTimeoutError(
                 f"No answer to {method} {url} within the {self.timeout_s:g} s deadline "
-                f"({_attempts(attempts)}; last error: {last_error})",
+                f"({attempts_text(attempts)}; last error: {last_error})",
                 fix=f"{check}, or raise timeout_s for long generations",
             )
         return ServerUnavailableError(
-            f"No answer to {method} {url} after {_attempts(attempts)} (last error: {last_error})",
+            f"No answer to {method} {url} after {attempts_text(attempts)} (last error: {last_error})",
             fix=f"{check}, or raise max_retries",
         )
-
-    @staticmethod
-    def _raise_client_error(status: int, url: str, message: str) -> None:
-        lowered = message.lower()
-        if status == 400 and any(hint in lowered for hint in _OVERFLOW_HINTS):
-            raise ContextOverflowError(f"{url}: {message}")
-        if status in (401, 403):
-            raise RequestRejectedError(
-                f"{url} refused the API key (HTTP {status}): {message}",
-                fix="Set the key in the environment variable named by api_key_env",
-            )
-        raise RequestRejectedError(f"{url} rejected the request (HTTP {status}): {message}")
 
     # first contact ---------------------------------------------------------------------
     def discover(self) -> list[list[dict[str, Any]]]:
@@ -506,7 +470,7 @@ class HttpPool:
             if fixed_status == 200:
                 log.warning("%s has no /models; using %s (add /v1 to the URL)", base, fixed)
                 self.base_urls[index] = fixed
-                return _model_list(fixed, fixed_body)
+                return model_list(fixed, fixed_body)
         if status == 404 and base.endswith("/v1"):
             raise BackendError(
                 f"{base}/models answered HTTP 404: no OpenAI-compatible API there",
@@ -522,7 +486,7 @@ class HttpPool:
             )
         if status != 200:
             body = self.request("GET", "/models", url_index=index)  # e.g. 503 while starting
-        return _model_list(base, body)
+        return model_list(base, body)
 
     def _probe(self, url: str) -> tuple[int, Any]:
         """One GET with no retries: (status, JSON body or None); refused connections raise."""
@@ -552,7 +516,7 @@ class HttpPool:
                 fix="Check the URL and that an OpenAI-compatible server answers there",
             ) from err
         if response.status_code in (401, 403):
-            self._raise_client_error(response.status_code, url, _error_text(response))
+            raise_client_error(response.status_code, url, error_text(response))
         try:
             return response.status_code, response.json()
         except ValueError:
@@ -569,7 +533,7 @@ class HttpPool:
             status = self.client.get(url, timeout=timeout).status_code
         except (httpx.HTTPError, RuntimeError) as err:  # RuntimeError: closed under our feet
             with self._lock:
-                self._endpoints[index].last_error = _describe(err)
+                self._endpoints[index].last_error = describe(err)
             return False
         if status in _RETRY_STATUS:  # listening, not ready yet (e.g. 503 while loading)
             with self._lock:
@@ -617,19 +581,3 @@ def _failure_kind(err: httpx.HTTPError) -> str:
     if isinstance(err, httpx.ReadTimeout | httpx.WriteTimeout):
         return "timeout"
     return "dropped"
-
-
-def _attempts(count: int) -> str:
-    return f"{count} attempt" + ("" if count == 1 else "s")
-
-
-def _model_list(url: str, body: Any) -> list[dict[str, Any]]:
-    """The `data` list of a /models answer, or an error saying the server is not OpenAI's API."""
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list):
-        raise BackendError(
-            f"{url}/models did not answer with an OpenAI model list",
-            key="base_urls",
-            fix="Give the /v1 URL of an OpenAI-compatible server (such as `cai serve`)",
-        )
-    return [m for m in data if isinstance(m, dict)]

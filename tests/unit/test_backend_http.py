@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cai.backends.base import BackendError, ChoiceRequest, ContextOverflowError, GenerationParams
-from cai.backends.http import (
-    HttpPool,
+from cai.backends.http import HttpPool
+from cai.backends.http_errors import (
     OutageError,
     RequestRejectedError,
     ServerTimeoutError,
