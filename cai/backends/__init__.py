@@ -99,6 +99,7 @@ def _openai(spec: OpenAISpec) -> Backend:
         show_progress=spec.show_progress,
         limits=endpoint_limits(spec),
         transport=spec.transport,
+        client_tokenizer=spec.client_tokenizer,
     )
 
 

@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from cai.backends.async_http import AsyncHttpPool
 from cai.backends.base import (
     Backend,
@@ -38,9 +36,11 @@ from cai.backends.base import (
     GenerationParams,
     Message,
 )
-from cai.backends.http import HttpPool, RequestRejectedError
+from cai.backends.client_tokens import ClientTokenizer, is_local, load_client_tokenizer
+from cai.backends.http import HttpPool
+from cai.backends.http_errors import RequestRejectedError
 from cai.backends.http_limits import EndpointLimits
-from cai.backends.tokens import ChoiceTokenError
+from cai.backends.tokens import ChoiceTokenError, check_context
 from cai.model_names import model_identity
 
 T = TypeVar("T")
@@ -48,9 +48,6 @@ R = TypeVar("R")
 
 _FALLBACK_TOP_LOGPROBS = 20
 log = logging.getLogger(__name__)
-
-
-_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 def served_identity(root: str, base_urls: list[str]) -> str:
@@ -62,8 +59,7 @@ def served_identity(root: str, base_urls: list[str]) -> str:
     directory changes the identity and no local absolute path enters cache keys. A remote
     server's root is kept as it reports it: its files cannot be read from here.
     """
-    hosts = {httpx.URL(url).host for url in base_urls}
-    if hosts <= _LOOPBACK and Path(root).is_dir():
+    if is_local(base_urls) and Path(root).is_dir():
         return model_identity(root)
     return root
 
@@ -92,6 +88,7 @@ class OpenAIServerBackend(Backend):
         show_progress: bool = True,
         limits: EndpointLimits | list[EndpointLimits] | None = None,
         transport: str = "async",
+        client_tokenizer: str = "auto",
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         settings: dict[str, Any] = {
@@ -117,12 +114,16 @@ class OpenAIServerBackend(Backend):
         self.max_concurrency = max_concurrency
         self.show_progress = show_progress
         self._executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cai-http")
+        self._max_model_len: int | None = None
         try:
             self.model, roots = self._resolve_model(model)
         except BaseException:
             self.close()
             raise
         self.model_id = f"openai:{self.model}:{self._identity(roots)}"
+        self._roots = roots
+        self._client_tokenizer_setting = client_tokenizer
+        self._client_tokenizer: ClientTokenizer | bool | None = False  # False: not looked for
         self._is_vllm: bool | None = None
         self._choice_ids: dict[str, int] = {}
         self._prefix_ids: dict[str, list[int]] = {}
@@ -148,6 +149,9 @@ class OpenAIServerBackend(Backend):
                     fix="Set served_model_name (or model) to one of those",
                 )
             served[url] = names[wanted]
+            lengths = [m.get("max_model_len") for m in listed if str(m.get("id")) == wanted]
+            if lengths and isinstance(lengths[0], int):
+                self._max_model_len = min(self._max_model_len or lengths[0], lengths[0])
             model = wanted
         return str(model), set(served.values())
 
@@ -313,6 +317,12 @@ class OpenAIServerBackend(Backend):
             raise ContextOverflowError(
                 f"The prompt is {len(prompt)} tokens; the served model's context is {limit}."
             )
+        return await self._score_ids(request, prompt, ids)
+
+    async def _score_ids(
+        self, request: ChoiceRequest, prompt: list[int], ids: list[int]
+    ) -> ChoiceScore:
+        """One scoring request for prompt ids built already."""
         reply = await self.pool.arequest(
             "POST",
             "/completions",
@@ -377,8 +387,29 @@ class OpenAIServerBackend(Backend):
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
         if not requests:
             return []
-        scorer = self._score_vllm if self.is_vllm else self._score_generic
-        return self._map(scorer, requests, "score")
+        if not self.is_vllm:
+            return self._map(self._score_generic, requests, "score")
+        tokenizer = self._local_tokenizer()
+        if tokenizer is None:
+            return self._map(self._score_vllm, requests, "score")
+        prompts = tokenizer.prompt_ids(requests)
+        check_context([len(p) for p in prompts], 1, self._max_model_len)
+        jobs = [
+            (r, p, tokenizer.choice_ids(r.choices)) for r, p in zip(requests, prompts, strict=True)
+        ]
+
+        async def score(job: tuple[ChoiceRequest, list[int], list[int]]) -> ChoiceScore:
+            return await self._score_ids(*job)
+
+        return self._map(score, jobs, "score")
+
+    def _local_tokenizer(self) -> ClientTokenizer | None:
+        """The served checkpoint's tokenizer when it is on this machine (loaded once)."""
+        if self._client_tokenizer is False:
+            self._client_tokenizer = load_client_tokenizer(
+                self._client_tokenizer_setting, self._roots, self.pool.base_urls
+            )
+        return self._client_tokenizer or None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

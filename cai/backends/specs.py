@@ -118,6 +118,12 @@ class OpenAISpec(_SpecBase):
         description="per base URL: max_concurrency, requests_per_minute, tokens_per_minute, "
         "adaptive_concurrency, overriding the settings above for that server",
     )
+    client_tokenizer: Literal["auto", "server"] = Field(
+        "auto",
+        description="auto: when every server is on this machine and serves a local "
+        "checkpoint, tokenize scoring prompts here (one request per prompt, the offline "
+        "engine's ids); server: ask the server's /tokenize",
+    )
     transport: Literal["async", "threads"] = Field(
         "async", description="one event loop (async) or a thread per request in flight"
     )

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from cai.backends.base import GenerationParams
-from cai.backends.http import ServerTimeoutError
+from cai.backends.http_errors import ServerTimeoutError
 from cai.backends.http_limits import EndpointLimits
 from cai.backends.openai_server import OpenAIServerBackend
 from cai.testing.openai_stub import OpenAIStub, StubLimits
@@ -91,3 +91,43 @@ def test_endpoint_stats_report_concurrency_and_queueing():
     assert stats["url"] == stub.url and stats["requests"] == 200
     assert 1 <= stats["concurrency"] <= 8 and stats["peak_concurrency"] == 8
     assert stats["queued_s"] > 0 and stats["throttled"] == 0
+
+
+def test_per_url_limits_come_from_the_spec_and_wrong_urls_are_named():
+    from cai.backends import backend_spec
+    from cai.backends.http_limits import endpoint_limits
+    from cai.errors import CaiError
+
+    spec = backend_spec(
+        kind="openai",
+        base_urls=["http://a:1/v1", "http://b:2/v1/"],
+        max_concurrency=32,
+        requests_per_minute=600,
+        endpoint_limits={"http://b:2/v1": {"tokens_per_minute": 1000, "max_concurrency": 4}},
+    )
+    first, second = endpoint_limits(spec)
+    assert (first.max_in_flight, first.requests_per_minute, first.tokens_per_minute) == (
+        32,
+        600,
+        None,
+    )
+    assert (second.max_in_flight, second.requests_per_minute, second.tokens_per_minute) == (
+        4,
+        600,
+        1000,
+    )
+    wrong = spec.model_copy(update={"endpoint_limits": {"http://c:3/v1": {"max_concurrency": 2}}})
+    with pytest.raises(CaiError, match="http://c:3/v1"):
+        endpoint_limits(wrong)
+
+
+def test_the_client_tokenizer_is_only_for_local_checkpoints(tmp_path):
+    from cai.backends.base import BackendError
+    from cai.backends.client_tokens import load_client_tokenizer
+
+    remote = ["http://10.0.0.5:8000/v1"]
+    assert load_client_tokenizer("auto", {str(tmp_path)}, remote) is None
+    assert load_client_tokenizer("server", {str(tmp_path)}, ["http://127.0.0.1:1/v1"]) is None
+    assert load_client_tokenizer("auto", {"org/hub-id"}, ["http://127.0.0.1:1/v1"]) is None
+    with pytest.raises(BackendError, match="client_tokenizer"):
+        load_client_tokenizer("nope", set(), remote)
