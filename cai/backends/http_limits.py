@@ -4,10 +4,10 @@ A vLLM server answers fastest with its batch full but not overfull, and an API p
 refuses (HTTP 429) whatever goes over its requests-per-minute or tokens-per-minute cap. Each
 endpoint of a fleet gets one `EndpointGate`, used on the client's event loop (no locks):
 
-- the window of requests in flight grows while answers come back at the latency seen when
-  the server was least loaded (one more per answer until the first sign of congestion, then
-  one more per window's worth of answers) and shrinks by half on 429, 503 or a timeout, and
-  by a fifth when the latency climbs past `latency_tolerance` times that least-loaded one;
+- the window of requests in flight grows (one more per answer until the first sign of
+  congestion, then one more per window's worth of answers) and shrinks by half on 429, 503
+  or a timeout, and by a fifth when the latency climbs past `latency_tolerance` times the
+  least-loaded one while the answers per second stop rising with the window;
 - requests and tokens per minute are paced by token buckets that hold at most one second's
   worth, so the client never sends a burst that a provider's 60 s window would refuse;
 - a `Retry-After` (or, without one, the retry's backoff) pauses the whole endpoint, not only
@@ -95,6 +95,9 @@ class EndpointGate:
         self._best_latency: float | None = None
         self._latency: float | None = None  # moving average
         self._last_cut = 0.0
+        self._round_answers = 0
+        self._round_start = time.monotonic()
+        self._round_rate: float | None = None
         self.admitted = 0
         self.throttled = 0  # answers 429 / 503
         self.queued_s = 0.0
@@ -154,12 +157,25 @@ class EndpointGate:
             self._best_latency = self._latency
         if not self.limits.adaptive:
             return
-        if self._latency > self.limits.latency_tolerance * self._best_latency + 0.05:
+        if self._congested(now):
             self._cut(now, 0.8)
         elif self.window < self.limits.max_in_flight and self.in_flight + 1 >= int(self.window):
             step = 1.0 if self._slow_start else 1.0 / self.window  # grow only when it is full
             self.window = min(float(self.limits.max_in_flight), self.window + step)
             self.peak_window = max(self.peak_window, self.window)
+
+    def _congested(self, now: float) -> bool:
+        """Once per window's worth of answers: the latency climbed past the tolerance and the
+        answers per second did not rise with it. A batching server answers each request
+        later when its batch is fuller, and that is worth it while it answers more in all."""
+        self._round_answers += 1
+        if self._round_answers < max(1, int(self.window)):
+            return False
+        rate = self._round_answers / max(1e-6, now - self._round_start)
+        previous, self._round_rate = self._round_rate, rate
+        self._round_answers, self._round_start = 0, now
+        slow = self._latency > self.limits.latency_tolerance * self._best_latency + 0.05
+        return slow and previous is not None and rate < 1.05 * previous
 
     def _cut(self, now: float, factor: float) -> None:
         """Shrink the window, at most once per round trip (the answers already on their way
