@@ -103,8 +103,7 @@ class AsyncHttpPool(HttpPool):
             if sent:
                 self.retries += 1
             sent += 1
-            base = self.base_urls[index]
-            url = (self.root(base) if at_root else base) + path
+            base, url = self._target(index, path, at_root)
             sent_at = time.monotonic()
             try:
                 status, body, retry_after = await self._send(method, url, payload, remaining)

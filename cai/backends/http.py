@@ -359,8 +359,7 @@ class HttpPool:
             if sent:
                 self.retries += 1
             sent += 1
-            base = self.base_urls[index]
-            url = (self.root(base) if at_root else base) + path
+            base, url = self._target(index, path, at_root)
             sent_at = time.monotonic()
             try:
                 response = self.client.request(
@@ -398,6 +397,11 @@ class HttpPool:
         """`request` behind the coroutine interface of `cai.backends.async_http`; it blocks
         (its callers run it in a thread of their own)."""
         return self.request(method, path, payload, at_root=at_root)
+
+    def _target(self, index: int, path: str, at_root: bool) -> tuple[str, str]:
+        """(base URL, full URL) of an attempt on server `index`."""
+        base = self.base_urls[index]
+        return base, (self.root(base) if at_root else base) + path
 
     def _pause(self, attempts: int) -> float:
         """The backoff before the next attempt of a request that failed `attempts` times."""
