@@ -18,6 +18,7 @@ import contextlib
 import json
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -49,6 +50,8 @@ class AsyncHttpPool(HttpPool):
         self._thread = threading.Thread(target=self._loop.run_forever, name="cai-http-loop")
         self._thread.daemon = True
         self._thread.start()
+        # a pool nobody closed stops its loop when it is dropped
+        weakref.finalize(self, self._loop.call_soon_threadsafe, self._loop.stop)
 
     # driving it from synchronous code -------------------------------------------------------
     def map(
