@@ -107,6 +107,45 @@ def best_concurrency(base_urls: list[str], bodies: list[dict]) -> tuple[int, dic
     return min(seconds, key=seconds.__getitem__), seconds
 
 
+def _serve_stub(queue) -> None:
+    from cai.testing.openai_stub import OpenAIStub
+
+    with OpenAIStub() as stub:
+        queue.put(stub.url)
+        time.sleep(3600)
+
+
+def client_cpu(count: int = 2000) -> dict[str, float]:
+    """The client's own CPU per scored prompt (two requests: /tokenize, then the scoring)
+    against a stub server in another process that answers at once, for each transport."""
+    import multiprocessing
+
+    from cai.backends.base import ChoiceRequest
+    from cai.backends.openai_server import OpenAIServerBackend
+
+    spawn = multiprocessing.get_context("spawn")
+    queue = spawn.Queue()
+    stub = spawn.Process(target=_serve_stub, args=(queue,), daemon=True)
+    stub.start()
+    url = queue.get(timeout=60)
+    requests = [
+        ChoiceRequest(messages=[{"role": "user", "content": f"question {i} " * 20}])
+        for i in range(count)
+    ]
+    cost = {}
+    try:
+        for transport in ("threads", "async"):
+            backend = OpenAIServerBackend([url], show_progress=False, transport=transport)
+            backend.score_choices(requests[:50])
+            started = time.process_time()
+            backend.score_choices(requests)
+            cost[transport] = (time.process_time() - started) / count * 1e6
+            backend.close()
+    finally:
+        stub.kill()
+    return cost
+
+
 def make_sets(root: Path, pairs: int, count: int) -> list[Path]:
     sets = []
     for n in range(count):
@@ -229,10 +268,13 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     ceiling = cpu_ceiling()
     print(f"two CPU-bound processes vs one on this machine: {ceiling:.2f}x", flush=True)
+    cpu = client_cpu()
+    print(f"client CPU per scored prompt: {cpu}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="cai-bench-http-"))
     try:
         print_header(f"http path: {args.pairs} pairs, {args.repeats} repeats")
         got = measure(args, root)
+        got["client_cpu_us"] = cpu
     finally:
         shutil.rmtree(root, ignore_errors=True)
     loads.append(os.getloadavg()[0])
@@ -298,6 +340,12 @@ def report(args, got: dict, ceiling: float, loads: list[float]) -> dict:
             table(["variant", "seconds", "prompts/s", "judge stage s", "vs raw 1 server"], rows),
             "",
             *tried,
+            "- The client's own CPU per scored prompt (a `/tokenize` request and a scoring "
+            "request) against a stub server in another process that answers at once: "
+            f"{got['client_cpu_us']['threads']:.0f} µs with a thread per request over httpx "
+            f"(`transport: threads`), {got['client_cpu_us']['async']:.0f} µs on one event loop "
+            "over aiohttp (the default). Against `cai serve` here the client tokenizes the "
+            "prompts itself (the checkpoint is local), so one request goes out per prompt.",
             *endpoint_lines(got["endpoints"]),
             f"- Two CPU-bound processes / one on this machine: {fmt_ratio(ceiling)}; on "
             f"{os.cpu_count()} cores two servers share the same CPUs, so two servers cannot "
