@@ -255,7 +255,12 @@ class RaySession(ExecutorSession):
                 if feed.exhausted and not feed.refs and not feed.retry:
                     finished = True
                     return
-                [ref], _ = self.ray.wait([*feed.refs, *self._setups], num_returns=1)
+                pending = [*feed.refs, *self._setups]
+                if not pending:
+                    # Every chunk in flight came back while the window was full, and handing
+                    # them on just made room: dispatch again before waiting on anything.
+                    continue
+                [ref], _ = self.ray.wait(pending, num_returns=1)
                 if ref in self._setups:
                     self._replacement_ready(ref, feed)
                 else:
