@@ -19,6 +19,7 @@ import json
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ class AsyncHttpPool(HttpPool):
         count = len(self.base_urls)
         per_url = limits if isinstance(limits, list) else [limits or EndpointLimits()] * count
         self.gates = [EndpointGate(lim) for lim in per_url]
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._auth = dict(self.client.headers).get("authorization")
         self._loop = asyncio.new_event_loop()
         self._session: Any = None
@@ -98,10 +100,14 @@ class AsyncHttpPool(HttpPool):
             index, waited = await self._aacquire()
             deadline += waited  # waiting out an outage is not this request's time
             gate = self.gates[index]
+            if gate.room() <= 0 and len(self.gates) > 1:
+                # every server is full: wait for room anywhere, then take the best server
+                deadline += await self._wait_for_room(gate)
+                continue
             deadline += await gate.enter(tokens)  # queueing for room is not either
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                gate.leave(None, "failed")
+                self._left(gate, None, "failed")
                 break
             if sent:
                 self.retries += 1
@@ -112,7 +118,7 @@ class AsyncHttpPool(HttpPool):
                 status, body, retry_after = await self._send(method, url, payload, remaining)
             except Exception as err:
                 kind, last_error = _classify(err)
-                gate.leave(None, "timeout" if kind == "timeout" else "failed")
+                self._left(gate, None, "timeout" if kind == "timeout" else "failed")
                 counted, moved, fresh = self._after_transport_error(
                     index, last_error, False, sent_at, kind
                 )
@@ -122,13 +128,14 @@ class AsyncHttpPool(HttpPool):
                 if status < 400:
                     answer = json.loads(body)
                     used = _used_tokens(answer, tokens)
-                    gate.leave(time.monotonic() - sent_at, "ok", used=used, estimate=tokens)
+                    latency = time.monotonic() - sent_at
+                    self._left(gate, latency, "ok", used=used, estimate=tokens)
                     self._succeeded(index, sent_at)
                     return answer
                 message = body_message(body)
                 last_error = f"HTTP {status}: {message}"
                 throttled = status in (429, 503)
-                gate.leave(None, "throttled" if throttled else "failed", retry_after)
+                self._left(gate, None, "throttled" if throttled else "failed", retry_after)
                 counted, moved = self._after_status(index, status, message, url, False, sent_at)
                 if throttled and retry_after is not None:
                     counted = False  # the server said when: not a failure of the request
@@ -149,12 +156,37 @@ class AsyncHttpPool(HttpPool):
         while True:
             lines: list[str] = []
             with self._lock:
-                index, wait = self._try_acquire(lines)
+                index, wait = self._try_acquire(lines, room=self._room)
             self._emit(lines)
             if index is not None:
                 return index, time.monotonic() - started
             if wait > 0:
                 await asyncio.sleep(min(wait, 0.05))
+
+    async def _wait_for_room(self, gate: EndpointGate) -> float:
+        """Wait until a request ends on any server; the seconds waited (counted as `gate`'s
+        queueing)."""
+        started = time.monotonic()
+        waiter = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)
+        await waiter
+        queued = time.monotonic() - started
+        gate.queued_s += queued
+        return queued
+
+    def _left(self, gate: EndpointGate, latency: float | None, outcome: str, *args, **kw) -> None:
+        """A request ended on `gate`: tell it, and let a request waiting for room look again."""
+        gate.leave(latency, outcome, *args, **kw)
+        while self._room_waiters:
+            waiter = self._room_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    def _room(self, index: int) -> float:
+        """How much more server `index` takes now: a request goes where there is most room
+        (a server whose window shrank gets fewer, instead of its turn)."""
+        return self.gates[index].room()
 
     async def _send(
         self, method: str, url: str, payload: dict[str, Any] | None, remaining: float

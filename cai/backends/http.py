@@ -272,11 +272,20 @@ class HttpPool:
                     self._lock.wait(wait)
             self._emit(lines)
 
-    def _try_acquire(self, lines: list[str]) -> tuple[int | None, float]:
+    def _try_acquire(
+        self, lines: list[str], room: Callable[[int], float] | None = None
+    ) -> tuple[int | None, float]:
         """One look at the rotation (lock held): (a server, 0), or (None, how long to wait
-        before looking again) while the fleet is waited for; notices go to `lines`."""
+        before looking again) while the fleet is waited for; notices go to `lines`. With
+        `room`, the server in rotation with the most room is taken (ties in turn)."""
         if self._closed.is_set():
             raise BackendError("The HTTP backend was closed while requests were pending")
+        if room is not None:
+            start, count = next(self._cycle), len(self.base_urls)
+            order = [(start + k) % count for k in range(count)]
+            healthy = [i for i in order if self._endpoints[i].healthy]
+            if healthy:
+                return max(healthy, key=room), 0.0
         for _ in range(len(self.base_urls)):
             index = next(self._cycle)
             if self._endpoints[index].healthy:

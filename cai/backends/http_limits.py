@@ -194,6 +194,10 @@ class EndpointGate:
                 waiter.set_result(None)
                 room -= 1
 
+    def room(self) -> float:
+        """Requests this endpoint takes before its window is full (negative: queued ones)."""
+        return self.window - self.in_flight - len(self._waiters)
+
     def stats(self) -> dict[str, float | int]:
         """The window now and at its peak, requests admitted and throttled, and queueing."""
         return {

@@ -131,3 +131,17 @@ def test_the_client_tokenizer_is_only_for_local_checkpoints(tmp_path):
     assert load_client_tokenizer("auto", {"org/hub-id"}, ["http://127.0.0.1:1/v1"]) is None
     with pytest.raises(BackendError, match="client_tokenizer"):
         load_client_tokenizer("nope", set(), remote)
+
+
+def test_requests_go_where_there_is_room():
+    """A server that answers slowly fills its window, so the fast one gets more requests."""
+    with OpenAIStub(StubLimits(delay_s=0.1)) as slow, OpenAIStub() as fast:
+        backend = OpenAIServerBackend(
+            [slow.url, fast.url], "stub", max_concurrency=4, show_progress=False
+        )
+        try:
+            out = backend.generate_text([f"p{i}" for i in range(120)], PARAMS)
+        finally:
+            backend.close()
+    assert not any(g.failed for g in out)
+    assert len(fast.log.admitted) > 2 * len(slow.log.admitted)
