@@ -48,7 +48,6 @@ def run_cai(
     cache: bool,
     fresh: bool = True,
     chunk_size: int | None = None,
-    overlap: bool = False,
     share: bool = True,
 ) -> dict:
     """One `cai judge` run into `work` (emptied first when `fresh`), call cache in `work`.
@@ -68,7 +67,6 @@ def run_cai(
         str(model_dir),
         engine=engine,
         show_progress=False,
-        overlap_batch=64 if overlap else None,
     )
     store = None
     if cache:
@@ -179,7 +177,6 @@ VARIANTS = [
     "cai_cache",
     "cai_whole",
     "cai_big",
-    "cai_overlap",
 ]
 
 
@@ -195,8 +192,6 @@ def variant_labels(pairs: int) -> dict[str, str]:
         "cai_whole": "cai judge, fresh call cache, shared prefixes off (each prompt rendered and "
         "tokenized whole)",
         "cai_big": f"cai judge, cache off, chunk_size={pairs} (one engine batch)",
-        "cai_overlap": "cai judge, fresh call cache, overlap on (groups of 64 prompts queued to "
-        "the engine as they are tokenized: overlap_batch=64)",
     }
 
 
@@ -209,11 +204,6 @@ def summary_rows(t: dict[str, float], stage_t: float | None, pairs: int) -> list
         ("cai judge (fresh call cache) / raw tuned like cai's backend", "raw_tuned", "cai_cache"),
         ("cai judge (fresh call cache) / raw tuned, from prompt texts", "raw_text", "cai_cache"),
         ("shared prefixes: with / without (fresh call cache)", "cai_whole", "cai_cache"),
-        (
-            "overlap of tokenizing and engine: with / without (fresh call cache)",
-            "cai_cache",
-            "cai_overlap",
-        ),
         (f"cai judge, chunk_size={pairs} / raw throughput", "raw", "cai_big"),
     ]
     rows = [[label, fmt_ratio(t[a] / t[b])] for label, a, b in wanted if a in t and b in t]
@@ -323,7 +313,6 @@ def main() -> None:
             "cai_cache": cai_variant("cai_cache", cache=True),
             "cai_whole": cai_variant("cai_whole", cache=True, share=False),
             "cai_big": cai_variant("cai_big", cache=False, chunk_size=args.pairs),
-            "cai_overlap": cai_variant("cai_overlap", cache=True, overlap=True),
         }
         times = interleave({n: runs[n] for n in only}, args.repeats, before_each=before)
         t = {name: median(times[name]) for name in only}
@@ -418,14 +407,6 @@ def main() -> None:
 def detail_lines(t, pairs, engine_seconds, engine_calls) -> list[str]:
     """What each measured step buys, for the runs that were measured."""
     lines = []
-    if "cai_overlap" in t and "cai_cache" in t:
-        lines.append(
-            "- Overlap (off by default, `VLLMOfflineBackend(overlap_batch=64)`): each batch "
-            "queued in groups of 64 prompts (`LLM.enqueue`) as they are tokenized, so the "
-            "engine (its own process) computes while cai tokenizes the next group: "
-            f"{fmt_ratio(t['cai_cache'] / t['cai_overlap'])} the speed of the default (each "
-            "batch tokenized whole, then one `generate` call), both with the call cache."
-        )
     if "raw_tuned" in t and "cai_cache" in t:
         lines.append(
             "- Against the tuned raw script, cai with the call cache (as users run it) is at "

@@ -19,7 +19,6 @@ from cai.backends.base import (
     BackendError,
     ChoiceRequest,
     ChoiceScore,
-    ContextOverflowError,
     Generation,
     GenerationParams,
 )
@@ -68,10 +67,8 @@ class VLLMOfflineBackend(LocalBackend):
         engine: Any | None = None,
         model_id: str | None = None,
         show_progress: bool = True,
-        overlap_batch: int | None = None,
     ) -> None:
         self.show_progress = show_progress
-        self.overlap_batch = overlap_batch
         if engine is None:
             check_model_path(model)
 
@@ -155,14 +152,7 @@ class VLLMOfflineBackend(LocalBackend):
 
     # scoring --------------------------------------------------------------------------
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
-        """Scores of the label tokens at one greedy step.
-
-        With `overlap_batch` set, the batch goes to the engine in groups of that size: each
-        group is queued as soon as its token ids exist, so the engine computes the first
-        groups while later ones are tokenized here (vLLM's engine core runs in its own
-        process), and all groups share one engine queue. Off by default: on a 2-core CPU it
-        measured no faster than one call (bench/overhead.py reports both).
-        """
+        """Scores of the label tokens at one greedy step, the whole batch in one engine call."""
         if not requests:
             return []
         ids_by_choices: dict[tuple[str, ...], list[int]] = {}
@@ -190,49 +180,18 @@ class VLLMOfflineBackend(LocalBackend):
         return scores
 
     def _score_outputs(self, requests: list[ChoiceRequest], choice_ids: list[list[int]]):
-        """The engine's outputs for `requests`, in order; groups queued as they are tokenized."""
-        step = self.overlap_batch or len(requests)
-        if step >= len(requests):
-            prompts = self._checked_ids(requests, 0)
-            return self.engine.generate(
-                _token_prompts(prompts),
-                _score_params(choice_ids),
-                use_tqdm=self.show_progress and len(prompts) > 1,
-            )
-        queued: list[list[int]] = []
-        try:
-            for start in range(0, len(requests), step):
-                prompts = self._checked_ids(requests[start : start + step], start)
-                self.engine.enqueue(
-                    _token_prompts(prompts),
-                    _score_params(choice_ids[start : start + step]),
-                    use_tqdm=False,
-                )
-                queued += prompts
-        except BaseException:
-            self.engine.wait_for_completion(use_tqdm=False)  # leave nothing queued behind
-            raise
-        # finished requests come back in the order they were queued (sorted by request id)
-        finished = self.engine.wait_for_completion(use_tqdm=self.show_progress)
-        if len(finished) != len(queued) or any(
-            list(out.prompt_token_ids or []) != ids
-            for out, ids in zip(finished, queued, strict=False)
-        ):
-            raise BackendError(
-                f"vLLM returned {len(finished)} results for {len(queued)} queued prompts, or "
-                "not in the order they were queued; the engine is shared with another caller",
-                fix="Give this backend an engine of its own.",
-            )
-        return finished
+        """The engine's outputs for `requests`, in order."""
+        prompts = self._checked_ids(requests)
+        return self.engine.generate(
+            _token_prompts(prompts),
+            _score_params(choice_ids),
+            use_tqdm=self.show_progress and len(prompts) > 1,
+        )
 
-    def _checked_ids(self, requests: list[ChoiceRequest], offset: int) -> list[list[int]]:
-        """Prompt token ids of a group; an overflow names indices in the whole batch."""
+    def _checked_ids(self, requests: list[ChoiceRequest]) -> list[list[int]]:
+        """Prompt token ids; a prompt past the context is refused before the engine sees it."""
         prompts = batch_request_prompt_ids(self.tokenizer, requests)
-        try:
-            check_context([len(p) for p in prompts], 1, self.max_model_len)
-        except ContextOverflowError as err:
-            err.indices = [offset + i for i in err.indices]  # type: ignore[attr-defined]
-            raise
+        check_context([len(p) for p in prompts], 1, self.max_model_len)
         return prompts
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""Scoring in groups queued while the rest is tokenized gives the one-call results exactly."""
+"""A prompt past the context is refused by index before the engine sees any of the batch."""
 
 from __future__ import annotations
 
@@ -20,28 +20,11 @@ def _requests(n: int) -> list[ChoiceRequest]:
     ]
 
 
-def test_grouped_queueing_scores_exactly_as_one_call(vllm_engine, tiny_model_dir):
-    from cai.backends.vllm_offline import VLLMOfflineBackend
-
-    one_call = VLLMOfflineBackend(
-        str(tiny_model_dir), engine=vllm_engine, show_progress=False, overlap_batch=None
-    )
-    grouped = VLLMOfflineBackend(
-        str(tiny_model_dir), engine=vllm_engine, show_progress=False, overlap_batch=16
-    )
-    requests = _requests(70)  # 5 groups, the last one short
-    expected = one_call.score_choices(requests)
-    found = grouped.score_choices(requests)
-    assert [s.choices for s in found] == [list(r.choices) for r in requests]
-    assert [s.logprobs for s in found] == [s.logprobs for s in expected]
-    assert vllm_engine.llm_engine.get_num_unfinished_requests() == 0
-
-
-def test_an_overflow_in_a_later_group_leaves_nothing_queued(vllm_engine, tiny_model_dir):
+def test_an_overflow_names_its_index_and_leaves_nothing_queued(vllm_engine, tiny_model_dir):
     from cai.backends.vllm_offline import VLLMOfflineBackend
 
     backend = VLLMOfflineBackend(
-        str(tiny_model_dir), engine=vllm_engine, show_progress=False, overlap_batch=4
+        str(tiny_model_dir), engine=vllm_engine, show_progress=False
     )
     requests = _requests(10)
     long = "word " * 3000  # past the 2048-token context of the session engine
