@@ -7,7 +7,7 @@ endpoint of a fleet gets one `EndpointGate`, used on the client's event loop (no
 - the window of requests in flight grows (one more per answer until the first sign of
   congestion, then one more per window's worth of answers) and shrinks by half on 429, 503
   or a timeout, and by a fifth when the latency climbs past `latency_tolerance` times the
-  least-loaded one while the answers per second stop rising with the window;
+  least-loaded one while the answers per second fall;
 - requests and tokens per minute are paced by token buckets that hold at most one second's
   worth, so the client never sends a burst that a provider's 60 s window would refuse;
 - a `Retry-After` (or, without one, the retry's backoff) pauses the whole endpoint, not only
@@ -166,8 +166,9 @@ class EndpointGate:
 
     def _congested(self, now: float) -> bool:
         """Once per window's worth of answers: the latency climbed past the tolerance and the
-        answers per second did not rise with it. A batching server answers each request
-        later when its batch is fuller, and that is worth it while it answers more in all."""
+        answers per second fell (by a tenth: less is noise on a shared machine). A batching
+        server answers each request later when its batch is fuller, and that is worth it
+        while it answers as much or more in all."""
         self._round_answers += 1
         if self._round_answers < max(1, int(self.window)):
             return False
@@ -175,7 +176,7 @@ class EndpointGate:
         previous, self._round_rate = self._round_rate, rate
         self._round_answers, self._round_start = 0, now
         slow = self._latency > self.limits.latency_tolerance * self._best_latency + 0.05
-        return slow and previous is not None and rate < 1.05 * previous
+        return slow and previous is not None and rate < 0.9 * previous
 
     def _cut(self, now: float, factor: float) -> None:
         """Shrink the window, at most once per round trip (the answers already on their way
