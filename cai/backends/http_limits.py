@@ -197,7 +197,7 @@ class EndpointGate:
 
     def room(self) -> float:
         """Requests this endpoint takes before its window is full (negative: queued ones)."""
-        return self.window - self.in_flight - len(self._waiters)
+        return int(self.window) - self.in_flight - len(self._waiters)
 
     def stats(self) -> dict[str, float | int]:
         """The window now and at its peak, requests admitted and throttled, and queueing."""
