@@ -106,6 +106,9 @@ class EndpointGate:
     async def enter(self, tokens: int = 0) -> float:
         """Wait for room (window, buckets, pause) and take it; the seconds spent waiting."""
         started = time.monotonic()
+        if self.in_flight == 0 and not self._waiters:
+            # idle until now: a round of answers that spans the pause would read as a drop
+            self._round_answers, self._round_start, self._round_rate = 0, started, None
         while True:
             now = time.monotonic()
             wait = self.paused_until - now
