@@ -73,11 +73,24 @@ class _JsonError(ValueError):
         self.line, self.column = line, column
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different: JSON would keep only the last of a repeated
+    key, so the row would silently mean something other than what was written."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _JsonError(f"key {repeated!r} is given twice in the same object")
+    return value
+
+
 def _decode_json(text: str) -> Any:
-    """`json.loads` with every way it fails (bad syntax, too deep, an integer with more
-    digits than Python converts) turned into a `_JsonError`."""
+    """`json.loads` with every way it fails (bad syntax, a key given twice, too deep, an
+    integer with more digits than Python converts) turned into a `_JsonError`."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _JsonError:
+        raise
     except json.JSONDecodeError as err:
         raise _JsonError(err.msg, err.lineno, err.colno) from None
     except RecursionError:

@@ -360,3 +360,24 @@ def test_cli_reads_a_bom_csv_of_prompts(tmp_path):
     code, output = _sample(tmp_path, "p.csv")
     assert code == 0, output
     assert [p.prompt[0]["content"] for p in iter_prompts(tmp_path / "p.csv")] == ["Hello there?"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("rows.jsonl", '{"prompt": "a"}\n{"prompt": "b", "prompt": "c"}\n'),
+        ("rows.json", '[{"prompt": "a"}, {"prompt": "b", "nested": {"x": 1, "x": 2}}]'),
+    ],
+)
+def test_a_json_key_given_twice_is_refused_not_silently_collapsed(tmp_path, name, text):
+    from cai.tables import iter_rows, read_rows
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CaiError, match="is given twice in the same object") as info:
+        read_rows(path)
+    assert "not valid JSON (key " in str(info.value)
+    if name.endswith(".jsonl"):  # one bad line is that row's error; the others still read
+        rows = list(iter_rows(path))
+        assert rows[0].data == {"prompt": "a"}
+        assert isinstance(rows[1].data, CaiError) and rows[1].line == 2
