@@ -177,11 +177,12 @@ class AsyncHttpPool(HttpPool):
     def _left(self, gate: EndpointGate, latency: float | None, outcome: str, *args, **kw) -> None:
         """A request ended on `gate`: tell it, and let a request waiting for room look again."""
         gate.leave(latency, outcome, *args, **kw)
-        while self._room_waiters:
+        room = max(1, sum(max(0, g.room()) for g in self.gates))  # a grown window takes more
+        while self._room_waiters and room > 0:
             waiter = self._room_waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                room -= 1
 
     def _room(self, index: int) -> float:
         """How much more server `index` takes now: a request goes where there is most room
