@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -159,6 +159,11 @@ class Backend(ABC):
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
         """One ChoiceScore per request, in order."""
 
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """Per server behind an HTTP backend: its URL, the concurrency the client chose for
+        it, requests, throttles and queueing time (none for an engine in this process)."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engines, connections and processes."""
 
@@ -212,6 +217,9 @@ class BackendWrapper(Backend):
         if not requests:
             return []
         return self.passed(self.wrapped().score_choices(requests))
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        return self.wrapped().endpoint_stats()
 
     def close(self) -> None:
         self.wrapped().close()

@@ -114,6 +114,9 @@ class CachedBackend(Backend):
     def score_choices(self, requests: list[ChoiceRequest]) -> list[ChoiceScore]:
         return self._cached("score", requests, self.inner.score_choices, ChoiceScore)
 
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        return self.inner.endpoint_stats()
+
     def close(self) -> None:
         self.inner.close()
         self.cache.close()

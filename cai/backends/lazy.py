@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from cai.backends.base import Backend, BackendError, BackendWrapper, CallStats
 
@@ -62,6 +63,10 @@ class LazyBackend(BackendWrapper):
 
     def wrapped(self) -> Backend:
         return self.backend()
+
+    def endpoint_stats(self) -> list[dict[str, Any]]:
+        """The real backend's, once built (reading them starts nothing)."""
+        return self._inner.endpoint_stats() if self._inner is not None else []
 
     def close(self) -> None:
         with self._lock:

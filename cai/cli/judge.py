@@ -13,6 +13,7 @@ from cai.cli.options import (
     ConstitutionOpt,
     CotOpt,
     FormatOpt,
+    JudgeMethodOpt,
     JudgeModelOpt,
     MinConfidenceOpt,
     PrinciplesOpt,
@@ -36,6 +37,7 @@ def register(app: typer.Typer) -> None:
         principles: PrinciplesOpt = None,
         seed: int | None = typer.Option(None, help="Seed of the principle choice."),
         cot: CotOpt = None,
+        method: JudgeMethodOpt = None,
         min_confidence: MinConfidenceOpt = None,
         require_orders_agree: bool | None = typer.Option(
             None, "--require-orders-agree", help="Drop pairs whose two orders disagree."
@@ -58,6 +60,7 @@ def register(app: typer.Typer) -> None:
             "judge.principles_per_pair": principles,
             "judge.seed": seed,
             "judge.chain_of_thought": cot,
+            "judge.method": method,
             "preferences.min_confidence": min_confidence,
             "preferences.require_orders_agree": require_orders_agree,
             "preferences.kwise": kwise,

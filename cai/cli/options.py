@@ -88,6 +88,14 @@ OverwriteOpt = Annotated[
 ]
 PrinciplesOpt = Annotated[int | None, typer.Option(help="Principles per pair (ensemble size).")]
 CotOpt = Annotated[bool | None, typer.Option("--cot/--no-cot", help="Chain-of-thought judging.")]
+JudgeMethodOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--method",
+        help="logprob (soft labels from answer-token probabilities) | verdict (a written "
+        "answer parsed into a hard label, for servers that give no log-probs).",
+    ),
+]
 MinConfidenceOpt = Annotated[float | None, typer.Option(help="Drop pairs with |p-0.5| below.")]
 FormatOpt = Annotated[
     str | None, typer.Option("--format", help="Dataset format: save_to_disk | parquet | jsonl.")

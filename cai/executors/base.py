@@ -47,6 +47,11 @@ class ChunkWorker(ABC):
         """Running totals this worker keeps (model requests, cache hits); summed per chunk."""
         return {}
 
+    def endpoints(self) -> list[dict[str, Any]]:
+        """The servers behind this worker's HTTP backends as they stand now (the concurrency
+        chosen for each, its requests, throttles and queueing): the latest one is reported."""
+        return []
+
 
 def backend_counters(backend: Backend) -> dict[str, int]:
     """The call cache's hits, misses and failed answers, when the backend has a cache."""
@@ -110,11 +115,15 @@ class ExecutorReport(BaseModel):
     per_actor: list[ActorReport] = Field(default_factory=list)
     counters: dict[str, int] = Field(default_factory=dict)
     """Summed over the chunks committed this run (e.g. judge requests, call cache hits)."""
+    endpoints: list[dict[str, Any]] = Field(default_factory=list)
+    """Per server of an HTTP backend, per actor: the client's chosen concurrency, requests,
+    throttled answers and mean queueing time (`cai.backends.http_limits`)."""
 
     def lines(self) -> list[str]:
-        """One report line for a Ray run (a local run adds none: nothing new to say)."""
+        """A Ray run's line (a local run adds none), and one line per HTTP server."""
+        servers = [_endpoint_line(e) for e in self.endpoints]
         if self.kind == "local":
-            return []
+            return servers
         rate = f", {self.items_per_second:.1f} items/s" if self.items_per_second else ""
         shares = ", ".join(
             f"{a.name} {a.items}"
@@ -126,8 +135,22 @@ class ExecutorReport(BaseModel):
         restarts = f", {self.restarts} actor restart(s)" if self.restarts else ""
         return [
             f"executor: {self.kind}, {self.actors} actor(s){rate}{restarts}"
-            + (f"; {shares}" if shares else "")
+            + (f"; {shares}" if shares else ""),
+            *servers,
         ]
+
+
+def _endpoint_line(entry: dict[str, Any]) -> str:
+    actor = f" ({entry['actor']})" if entry.get("actor") else ""
+    line = f"server {entry.get('url')}{actor}: {entry.get('requests', 0)} requests"
+    if "concurrency" in entry:
+        line += (
+            f", concurrency {entry['concurrency']} (peak {entry.get('peak_concurrency')}), "
+            f"{entry.get('mean_queue_ms', 0)} ms queued per request"
+        )
+    if entry.get("throttled"):
+        line += f", {entry['throttled']} throttled (429/503)"
+    return line
 
 
 class Ledger:
@@ -138,6 +161,7 @@ class Ledger:
         self.actors = actors
         self.per_actor: dict[str, ActorReport] = {}
         self.counters: dict[str, int] = {}
+        self.endpoints: dict[str, list[dict[str, Any]]] = {}
         self.restarts = 0
         self.seconds = 0.0
         self._since: float | None = None
@@ -150,7 +174,16 @@ class Ledger:
             setattr(entry, key, value)
         return entry
 
-    def record(self, name: str, items: int, seconds: float, counters: dict[str, int]) -> None:
+    def record(
+        self,
+        name: str,
+        items: int,
+        seconds: float,
+        counters: dict[str, int],
+        endpoints: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if endpoints:
+            self.endpoints[name] = endpoints
         entry = self.actor(name)
         entry.items += items
         entry.chunks += 1
@@ -186,6 +219,11 @@ class Ledger:
             items_per_second=round(items / self.seconds, 2) if self.seconds > 0 else None,
             per_actor=actors,
             counters=dict(self.counters),
+            endpoints=[
+                {**entry, **({"actor": name} if len(self.endpoints) > 1 else {})}
+                for name, entries in self.endpoints.items()
+                for entry in entries
+            ],
         )
 
 

@@ -42,7 +42,7 @@ class LocalSession(ExecutorSession):
                 rows = self.worker.process(chunk)
                 seconds = time.perf_counter() - started
                 delta = counter_delta(before, self.worker.counters())
-                self._ledger.record(LOCAL, len(chunk), seconds, delta)
+                self._ledger.record(LOCAL, len(chunk), seconds, delta, self.worker.endpoints())
                 yield index, rows
         finally:
             self._ledger.stop()

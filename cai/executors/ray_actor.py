@@ -75,15 +75,18 @@ class ChunkActor:
             with contextlib.suppress(OSError, ValueError, TypeError):
                 logging.config.dictConfig(json.loads(Path(config).read_text(encoding="utf-8")))
 
-    def process(self, chunk: Chunk) -> tuple[EncodedRows, float, dict[str, int]]:
-        """The chunk's rows, encoded here as the JSONL text the driver commits."""
+    def process(
+        self, chunk: Chunk
+    ) -> tuple[EncodedRows, float, dict[str, int], list[dict[str, Any]]]:
+        """The chunk's rows, encoded here as the JSONL text the driver commits, with the
+        seconds, the counters and the HTTP servers' numbers (`ChunkWorker.endpoints`)."""
         worker = self._worker
         assert worker is not None, "setup() runs before process()"
         before = worker.counters()
         started = time.perf_counter()
         rows = encode_rows(worker.process(chunk))
         seconds = time.perf_counter() - started
-        return rows, seconds, counter_delta(before, worker.counters())
+        return rows, seconds, counter_delta(before, worker.counters()), worker.endpoints()
 
     def shutdown(self) -> None:
         self._worker = None

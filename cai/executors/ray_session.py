@@ -312,7 +312,7 @@ class RaySession(ExecutorSession):
         assert slot is not None
         slot.inflight.discard(ref)
         try:
-            rows, seconds, counters = self.ray.get(ref)
+            rows, seconds, counters, endpoints = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as err:
             self.pool.broken = True
             raise_task_error(err)
@@ -321,7 +321,7 @@ class RaySession(ExecutorSession):
             if slot.alive:
                 self._lost(slot, err, feed.refs, feed.retry)
             return
-        self._ledger.record(slot.name, len(task.chunk), seconds, counters)
+        self._ledger.record(slot.name, len(task.chunk), seconds, counters, endpoints)
         feed.done[task.seq] = (task.index, rows)
 
     def report(self) -> ExecutorReport:

@@ -54,6 +54,13 @@ class JudgeConfig(BaseModel):
     seed: int = 0
     both_orders: bool = True
     chain_of_thought: bool = False
+    method: Literal["logprob", "verdict"] = Field(
+        "logprob",
+        description="logprob: the label is the answer tokens' probability (soft). verdict: "
+        "the judge writes its reasoning and names an answer, which is parsed into a hard "
+        "label (for servers and APIs that return no log-probs); an answer that names no "
+        "label is recorded as `unparseable`, counted, and never guessed.",
+    )
     cot_band: tuple[float, float] = (0.4, 0.6)
     cot_max_tokens: int = Field(256, ge=1)
     allow_truncated_rationale: bool = False
@@ -90,6 +97,8 @@ class JudgeConfig(BaseModel):
             for name in ("aggregation", "tier_margin"):
                 if data.get(name) is None:
                     data.pop(name, None)
+            if data.get("method") == "logprob":
+                data.pop("method")
         return data
 
     @model_validator(mode="after")
@@ -290,7 +299,8 @@ class PairwiseJudge:
     def judge_pairs(self, items: list[PairToJudge]) -> list[PairJudgment]:
         """Judge every pair; all model calls of the batch go out together."""
         labels = list(self.config.labels)
-        template = "compare_cot" if self.config.chain_of_thought else "compare"
+        verdict = self.config.method == "verdict"
+        template = "compare_cot" if self.config.chain_of_thought or verdict else "compare"
         orders: tuple[Order, ...] = ("AB", "BA") if self.config.both_orders else ("AB",)
         slots: list[_Slot] = []
         early: dict[int, list[JudgeFailure]] = {}
@@ -338,9 +348,12 @@ class PairwiseJudge:
             for at, principle in enumerate(principles):
                 for order in orders:
                     slots.append(_Slot(index, principle.id, order, by_order[order][at]))
-        if self.config.chain_of_thought:
-            self._generate_rationales(slots)
-        self._score(slots)
+        if verdict:
+            self._generate_verdicts(slots)
+        else:
+            if self.config.chain_of_thought:
+                self._generate_rationales(slots)
+            self._score(slots)
         by_item: dict[int, list[_Slot]] = {}
         for slot in slots:
             by_item.setdefault(slot.item, []).append(slot)
@@ -349,7 +362,8 @@ class PairwiseJudge:
             for index, item in enumerate(items)
         ]
 
-    def _generate_rationales(self, slots: list[_Slot]) -> None:
+    def _generate(self, slots: list[_Slot]) -> list[Any]:
+        """One greedy written answer per slot (a Generation, or the overflow it hit)."""
         params = GenerationParams(
             n=1, temperature=0.0, max_tokens=self.config.cot_max_tokens, seed=self.config.seed
         )
@@ -358,7 +372,37 @@ class PairwiseJudge:
             lambda batch: self.backend.generate_chat(batch, params), conversations
         )
         self.rationales_generated += len(slots)
-        for slot, result in zip(slots, results, strict=True):
+        return results
+
+    def _generate_verdicts(self, slots: list[_Slot]) -> None:
+        """The verdict method: the written answer's stated label is the (hard) label; an
+        answer naming none is an `unparseable` failure that keeps the raw text."""
+        for slot, result in zip(slots, self._generate(slots), strict=True):
+            if isinstance(result, ContextOverflowError):
+                slot.failure = _overflow(result, slot)
+                continue
+            check = check_rationale(
+                result.texts[0] if result.texts else "",
+                result.finish_reasons[0] if result.finish_reasons else None,
+                self.config.labels,
+                allow_truncated=self.config.allow_truncated_rationale,
+            )
+            slot.rationale = check.rationale
+            if check.ok and check.stated_label is not None:
+                slot.stated_label = check.stated_label
+                continue
+            failure = check.failure or JudgeFailure(
+                kind="unparseable",
+                raw_output=check.rationale,
+                detail="the written verdict names neither "
+                + " nor ".join(f"({label})" for label in self.config.labels),
+            )
+            slot.failure = failure.model_copy(
+                update={"principle": slot.principle, "order": slot.order}
+            )
+
+    def _generate_rationales(self, slots: list[_Slot]) -> None:
+        for slot, result in zip(slots, self._generate(slots), strict=True):
             if isinstance(result, ContextOverflowError):
                 slot.failure = _overflow(result, slot)
                 continue
@@ -410,7 +454,11 @@ class PairwiseJudge:
         expected_orders = 2 if self.config.both_orders else 1
         tiered = self.aggregation == "tiered"
         for pid in principle_ids:
-            scored = [s for s in mine if s.principle == pid and s.score is not None]
+            scored = [
+                s
+                for s in mine
+                if s.principle == pid and (s.score is not None or self._is_verdict(s))
+            ]
             orders = [self._order_score(s) for s in scored]
             complete = len(orders) == expected_orders
             prob = sum(o.prob_a for o in orders) / len(orders) if complete else None
@@ -453,7 +501,21 @@ class PairwiseJudge:
             per_tier=verdicts,
         )
 
+    def _is_verdict(self, slot: _Slot) -> bool:
+        return self.config.method == "verdict" and slot.failure is None and bool(slot.stated_label)
+
     def _order_score(self, slot: _Slot) -> OrderScore:
+        if self._is_verdict(slot):
+            # A hard label, and no log-probs exist to keep: both orders average to 1, 0.5 or 0.
+            probs = [1.0 if slot.stated_label == label else 0.0 for label in self.config.labels]
+            return OrderScore(
+                order=slot.order,
+                prob_a=probs[0] if slot.order == "AB" else probs[1],
+                label_probs=probs,
+                label_logprobs=[],
+                rationale=slot.rationale,
+                stated_label=slot.stated_label,
+            )
         assert slot.score is not None
         probs = slot.score.probs
         # In order AB response a holds the first label; in BA it holds the second.

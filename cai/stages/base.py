@@ -115,6 +115,9 @@ class CountedWorker(ChunkWorker):
         """The model requests this worker made (besides its backends' call cache counts)."""
         return {}
 
+    def endpoints(self) -> list[dict[str, Any]]:
+        return [entry for backend in self.backends for entry in backend.endpoint_stats()]
+
     def counters(self) -> dict[str, int]:
         totals = dict(self.own_counters())
         for backend in self.backends:

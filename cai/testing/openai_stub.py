@@ -43,9 +43,12 @@ def _tokens(text: str) -> list[int]:
 class OpenAIStub:
     """Serve the stub in a thread of its own: `with OpenAIStub(StubLimits(...)) as stub:`."""
 
-    def __init__(self, limits: StubLimits | None = None, model: str = "stub") -> None:
+    def __init__(
+        self, limits: StubLimits | None = None, model: str = "stub", reply: str = "A"
+    ) -> None:
         self.limits = limits or StubLimits()
         self.model = model
+        self.reply = reply  # every generated text (a provider judge's written verdict, say)
         self.log = StubLog()
         self._recent: deque[tuple[float, int]] = deque()  # (time, tokens) in the window
         self._loop = asyncio.new_event_loop()
@@ -153,8 +156,8 @@ class OpenAIStub:
         usage = {"prompt_tokens": tokens - int(body.get("max_tokens") or 16),
                  "completion_tokens": 1}  # fmt: skip
         if "chat" in path:
-            choice = {"index": 0, "message": {"content": "A"}, "finish_reason": "stop"}
+            choice = {"index": 0, "message": {"content": self.reply}, "finish_reason": "stop"}
         else:
-            choice = {"index": 0, "text": "A", "finish_reason": "length",
+            choice = {"index": 0, "text": self.reply, "finish_reason": "length",
                       "logprobs": {"top_logprobs": [top]}}  # fmt: skip
         return 200, {"choices": [choice], "usage": usage}, []

@@ -252,3 +252,42 @@ def test_single_order_keeps_the_position_bias_and_reports_no_agreement():
     assert result.prob_a == pytest.approx(sigmoid(2.0))
     assert result.per_order == {"AB": pytest.approx(sigmoid(2.0))}
     assert result.orders_agree is None and result.n_judgments == 1
+
+
+def test_verdict_method_parses_the_written_answer_into_a_hard_label():
+    """No log-probs are read: the label named in the text decides, in both orders."""
+
+    def respond(prompt, params, index):
+        text = "\n".join(m["content"] for m in prompt)
+        first_good = text.index(GOOD) < text.index(BAD)
+        return f"The tea answer is better, so the answer is ({'A' if first_good else 'B'})."
+
+    judge = judge_with(lambda r: [0.0, 0.0], respond=respond, method="verdict")
+    [result] = judge.judge_pairs([pair()])
+    assert result.ok and result.prob_a == 1.0 and result.orders_agree
+    assert judge.backend.calls["score"] == 0
+    orders = result.per_principle[0].orders
+    assert {o.order: o.stated_label for o in orders} == {"AB": "A", "BA": "B"}
+    assert all(o.label_logprobs == [] and o.rationale for o in orders)
+
+
+def test_verdict_method_position_bias_lands_on_a_tie():
+    judge = judge_with(lambda r: [0.0, 0.0], respond=lambda *a: "I pick (A).", method="verdict")
+    [result] = judge.judge_pairs([pair()])
+    assert result.ok and result.prob_a == 0.5 and result.orders_agree is False
+
+
+def test_verdict_that_names_no_label_is_counted_as_unparseable_never_guessed():
+    judge = judge_with(
+        lambda r: [0.0, 0.0], respond=lambda *a: "Both are fine answers.", method="verdict"
+    )
+    [result] = judge.judge_pairs([pair()])
+    assert not result.ok and result.prob_a is None
+    assert [f.kind for f in result.failures] == ["unparseable", "unparseable"]
+    assert all(f.raw_output == "Both are fine answers." for f in result.failures)
+    assert {f.order for f in result.failures} == {"AB", "BA"}
+
+
+def test_verdict_method_changes_the_fingerprint_only_when_chosen():
+    assert "method" not in JudgeConfig().model_dump()
+    assert JudgeConfig(method="verdict").model_dump()["method"] == "verdict"
