@@ -24,6 +24,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("cai.cli.constitution", "register"),
     ("cai.cli.models", "register"),
     ("cai.cli.serve", "register"),
+    ("cai.cli.reward", "register"),
     ("cai.cli.cache", "register"),
     ("cai.cli.sample", "register"),
     ("cai.cli.judge", "register"),

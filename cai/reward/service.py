@@ -303,3 +303,24 @@ def build_service(
         max_tokens=config.budget.max_tokens,
         close=built.close if built is not None else None,
     )
+
+
+def load_service(
+    config_path,
+    options: dict[str, Any],
+    overrides: list[str],
+    limits: ServiceLimits | None = None,
+    batching: BatchSettings | None = None,
+    get_reward_mode: str = "score",
+) -> RewardService:
+    """The service of `cai reward serve`: pipeline YAML < flags (`options`) < `--set`."""
+    from cai.pipeline import load_pipeline_config
+
+    if get_reward_mode not in ("score", "compare"):
+        raise ConfigError(
+            f"unknown /get_reward mode {get_reward_mode!r}",
+            key="get_reward_mode",
+            fix="Use score (P(follows)) or compare (P(beats the label)).",
+        )
+    config = load_pipeline_config(config_path, overrides, options)
+    return build_service(config, limits, batching, get_reward_mode)  # type: ignore[arg-type]
