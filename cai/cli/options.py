@@ -120,6 +120,27 @@ ResumeOpt = Annotated[
     typer.Option("--resume/--no-resume", help="Continue from the newest checkpoint."),
 ]
 
+ReportToOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--report-to",
+        help="Experiment tracker: tensorboard | wandb | trackio | mlflow (repeatable or "
+        "comma-separated; default none: nothing is sent anywhere).",
+    ),
+]
+PushToHubOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--push-to-hub",
+        metavar="REPO",
+        help="Push the trained model and its card to this Hub repository (owner/name).",
+    ),
+]
+PrivateOpt = Annotated[
+    bool | None,
+    typer.Option("--private/--public", help="Visibility of a repository --push-to-hub creates."),
+]
+
 # ---- other tools' label files ------------------------------------------------------------------
 LabelFieldsOpt = Annotated[
     str | None,

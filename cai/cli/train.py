@@ -22,7 +22,10 @@ from cai.cli.options import (
     MaxStepsOpt,
     PairDataOpt,
     PairEvalOpt,
+    PrivateOpt,
     PromptsOpt,
+    PushToHubOpt,
+    ReportToOpt,
     ResumeOpt,
     SeedOpt,
 )
@@ -46,6 +49,12 @@ STEPS_AND_BATCH = (
 RUN_FLAGS = (*STEPS_AND_BATCH, Flag("lora", LoraOpt, key="lora.enabled"), RESUME, SEED)
 """The run flags of the TRL trainers, under their settings keys."""
 PAIRS = (MODEL, Flag("train_data", PairDataOpt), Flag("eval_data", PairEvalOpt))
+PUBLISH_FLAGS = (
+    Flag("report_to", ReportToOpt),
+    Flag("push_to_hub", PushToHubOpt),
+    Flag("private", PrivateOpt),
+)
+"""Trackers and the Hub push: every trainer has them (added to each table below)."""
 
 
 def _option(kind: type, *decls: str, help: str | None = None) -> Any:
@@ -278,7 +287,7 @@ COMMANDS: tuple[tuple[str, tuple[Flag, ...], Any, str], ...] = (
 )
 
 for _name, _flags, _run, _doc in COMMANDS:
-    train_app.command(_name)(settings_command(_flags, _run, _doc))
+    train_app.command(_name)(settings_command((*_flags, *PUBLISH_FLAGS), _run, _doc))
 
 
 def register(app: typer.Typer) -> None:

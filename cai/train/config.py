@@ -20,6 +20,8 @@ from cai.config import (  # noqa: F401  (the one loader, re-exported for trainer
     set_dotted,
 )
 from cai.model_names import ModelName
+from cai.train.push import HubRepoId
+from cai.train.tracking import ReportTo
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,7 +68,13 @@ class TrainCommon(BaseModel):
     """auto (bf16 mixed precision where the GPU supports it, else float32) | float32 |
     bfloat16 | float16."""
     gradient_checkpointing: bool = False
-    report_to: list[str] = Field(default_factory=list)
+    report_to: ReportTo = Field(default_factory=list)
+    """Experiment trackers (tensorboard, wandb, trackio, mlflow); none by default, so nothing
+    is sent anywhere unless asked (`cai.train.tracking`)."""
+    push_to_hub: HubRepoId = None
+    """A Hub repository (owner/name) to push the model and its card to after training."""
+    private: bool = False
+    """Create the pushed repository private."""
     lora: LoraSettings = Field(default_factory=LoraSettings)
 
 

@@ -17,9 +17,10 @@ from pydantic import Field
 from cai.config import ConfigError
 from cai.paths import check_run_paths
 from cai.tables import InputFormatError, dataset_from_rows, load_table
+from cai.train.cards import CardInputs
 from cai.train.config import resolve_resume
 from cai.train.distributed import prepare_launch
-from cai.train.preference import RunConfig, TrainResult, run_trainer
+from cai.train.preference import RunConfig, TrainResult, preference_data, run_trainer
 from cai.train.unpaired import (
     UNPAIRED_COLUMNS,
     alternate_labels,
@@ -114,4 +115,20 @@ def train_kto(config: KTOTrainConfig) -> TrainResult:
         eval_dataset=evald,
         peft_config=config.peft_config(),
     )
-    return run_trainer(trainer, config, "KTO policy", {"train_data": config.train_data, **facts})
+    kind = "preference pairs" if "unpaired_from_pairs" in facts else "answers marked good/bad"
+    inputs = CardInputs(
+        method="KTO (TRL KTOTrainer)",
+        settings=(
+            "beta",
+            "loss_type",
+            "desirable_weight",
+            "undesirable_weight",
+            "min_confidence",
+            "max_length",
+        ),
+        data=preference_data(config.train_data, kind),
+        notes={"labels": facts["labels"]},
+        tags=["kto", "trl"],
+    )
+    facts = {"train_data": config.train_data, **facts}
+    return run_trainer(trainer, config, "KTO policy", facts, inputs)

@@ -16,9 +16,16 @@ from pydantic import Field
 
 from cai.paths import check_run_paths
 from cai.tables import InputFormatError, dataset_from_rows, load_table
+from cai.train.cards import CardInputs
 from cai.train.config import resolve_resume
 from cai.train.distributed import prepare_launch
-from cai.train.preference import RunConfig, TrainResult, require_columns, run_trainer
+from cai.train.preference import (
+    RunConfig,
+    TrainResult,
+    preference_data,
+    require_columns,
+    run_trainer,
+)
 from cai.train.unpaired import TIE_EPSILON, pair_probability
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -104,4 +111,12 @@ def train_orpo(config: ORPOTrainConfig) -> TrainResult:
         processing_class=_tokenizer(model),
         peft_config=config.peft_config(),
     )
-    return run_trainer(trainer, config, "ORPO policy", {"train_data": config.train_data, **facts})
+    inputs = CardInputs(
+        method="ORPO (TRL ORPOTrainer, no reference model)",
+        settings=("beta", "max_length", "max_completion_length"),
+        data=preference_data(config.train_data),
+        notes={"pairs_used": facts["pairs"], "ties_dropped": facts["ties_dropped"]},
+        tags=["orpo", "trl"],
+    )
+    facts = {"train_data": config.train_data, **facts}
+    return run_trainer(trainer, config, "ORPO policy", facts, inputs)

@@ -8,7 +8,6 @@ code runs on a CPU, one GPU, or several under `accelerate launch`.
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,15 @@ from pydantic import BaseModel, Field
 from cai.logs import quiet_trainer
 from cai.paths import check_run_paths
 from cai.tables import InputFormatError, dataset_from_rows, iter_prompts, load_table
+from cai.train.cards import (
+    CardInputs,
+    DataFacts,
+    build_card,
+    constitution_facts,
+    dataset_facts,
+    public_model_name,
+    write_model_card,
+)
 from cai.train.config import (
     TrainCommon,
     precision_flags,
@@ -28,7 +36,9 @@ from cai.train.distributed import one_writer, prepare_launch, trainer_debug_call
 from cai.train.distributed import save_trained_model as save_once
 from cai.train.lora import lora_config
 from cai.train.monitor.config import MonitorConfig
+from cai.train.push import push_if_asked
 from cai.train.rewards import JudgeRewardSpec, build_judge_reward, judge_reward
+from cai.train.tracking import trl_report_to
 
 # --------------------------------------------------------------------------------------------
 # Shared run settings
@@ -59,7 +69,8 @@ class RunConfig(TrainCommon):
             "save_total_limit": self.save_total_limit,
             "seed": self.seed,
             "gradient_checkpointing": self.gradient_checkpointing,
-            "report_to": self.report_to or "none",
+            "report_to": trl_report_to(self.report_to),
+            "run_name": Path(self.output_dir).name,
             **precision_flags(self.dtype),
         }
         kwargs.update(self.trl)
@@ -100,22 +111,29 @@ def load_prompt_dataset(path: str | Path, column: str | None = None, limit: int 
 
 
 def write_card(
-    output_dir: str | Path, title: str, summary: dict[str, Any], metrics: dict[str, float]
+    config: TrainCommon,
+    title: str,
+    inputs: CardInputs,
+    metrics: dict[str, float],
+    facts: dict[str, Any],
 ) -> Path:
-    """A Markdown card plus the same facts as JSON, so a model says how it was made."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    facts = {**summary, "final_metrics": metrics}
-    (out / "cai_training.json").write_text(json.dumps(facts, indent=2, default=str) + "\n")
-    lines = [f"# {title}", "", "Trained with `cai` on TRL.", "", "| setting | value |", "|---|---|"]
-    for key, value in summary.items():
-        shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        lines.append(f"| {key} | {shown.replace('|', '/')} |")
-    lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.6g} |" for k, v in metrics.items()]
-    path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """README.md (the model card, `cai.train.cards`) and cai_training.json (the facts) in
+    the output directory."""
+    card = build_card(
+        config,
+        title,
+        inputs,
+        metrics,
+        steps=facts.get("global_step"),
+        processes=facts.get("processes", 1),
+        resumed_from=facts.get("resumed_from"),
+    )
+    return write_model_card(config.output_dir, card, facts)
+
+
+def preference_data(path: str | None, kind: str = "preference pairs") -> list[DataFacts]:
+    """The card's facts of a training dataset (none when there is no path)."""
+    return [dataset_facts(path, kind)] if path else []
 
 
 def save_trained_model(trainer, config: TrainCommon) -> None:
@@ -181,7 +199,13 @@ def train_dpo(config: DPOTrainConfig) -> TrainResult:
         eval_dataset=evald,
         peft_config=config.peft_config(),
     )
-    return run_trainer(trainer, config, "DPO policy", {"train_data": config.train_data})
+    inputs = CardInputs(
+        method="DPO (TRL DPOTrainer)",
+        settings=("beta", "loss_type", "max_length"),
+        data=preference_data(config.train_data),
+        tags=["dpo", "trl"],
+    )
+    return run_trainer(trainer, config, "DPO policy", {"train_data": config.train_data}, inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,8 +320,29 @@ def train_online(
         "reward_models": config.reward_models,
         "judge": config.judge.model_dump() if config.judge else None,
     }
+    inputs = online_card_inputs(config, algorithm)
     with owned:  # the judge backend built for this run closes when training ends
-        return run_trainer(trainer, config, f"{algorithm.upper()} policy", facts)
+        return run_trainer(trainer, config, f"{algorithm.upper()} policy", facts, inputs)
+
+
+def judge_model_name(judge: JudgeRewardSpec | None) -> str | None:
+    """The judge's public model name (None without a judge or a model)."""
+    model = getattr(judge.backend, "model", None) if judge and judge.backend else None
+    return public_model_name(model) if model else None
+
+
+def online_card_inputs(config: OnlineTrainConfig, algorithm: str) -> CardInputs:
+    """GRPO / RLOO card facts: prompts, reward models and the judge with its constitution."""
+    judge = config.judge
+    return CardInputs(
+        method=f"{algorithm.upper()} (TRL {algorithm.upper()}Trainer)",
+        settings=("num_generations", "max_completion_length", "temperature", "beta"),
+        data=preference_data(config.prompts, "prompts"),
+        judge_model=judge_model_name(judge),
+        constitution=constitution_facts(judge.constitution) if judge else None,
+        reward_models=[public_model_name(path) for path in config.reward_models],
+        tags=[algorithm, "trl", "rlaif"],
+    )
 
 
 def train_grpo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
@@ -307,9 +352,12 @@ def train_grpo(config: OnlineTrainConfig, judge_backend=None) -> TrainResult:
 # --------------------------------------------------------------------------------------------
 
 
-def run_trainer(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -> TrainResult:
-    """Train (resuming if asked); the main process alone saves model + tokenizer + card and
-    holds the output directory (`cai.train.distributed`); the others wait for it at the end."""
+def run_trainer(
+    trainer, config: RunConfig, title: str, facts: dict[str, Any], inputs: CardInputs
+) -> TrainResult:
+    """Train (resuming if asked); the main process alone saves model + tokenizer + card,
+    pushes them when `push_to_hub` asks, and holds the output directory
+    (`cai.train.distributed`); the others wait for it at the end."""
 
     resume = resolve_resume(config.resume, config.output_dir)
     main = trainer.is_world_process_zero()
@@ -324,19 +372,16 @@ def run_trainer(trainer, config: RunConfig, title: str, facts: dict[str, Any]) -
         save_trained_model(trainer, config)
         metrics = final_metrics(trainer)
         if main:
-            write_card(
-                config.output_dir,
-                title,
-                {
-                    "base_model": config.model,
-                    **facts,
-                    "global_step": trainer.state.global_step,
-                    "processes": trainer.args.world_size,
-                    "resumed_from": resume,
-                    "config": config.model_dump(),
-                },
-                metrics,
-            )
+            facts = {
+                "base_model": config.model,
+                **facts,
+                "global_step": trainer.state.global_step,
+                "processes": trainer.args.world_size,
+                "resumed_from": resume,
+                "config": config.model_dump(),
+            }
+            write_card(config, title, inputs, metrics, facts)
+            push_if_asked(config.output_dir, config.push_to_hub, config.private)
         trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=config.output_dir,

@@ -22,6 +22,7 @@ from cai.logs import quiet_trainer
 from cai.paths import check_run_paths
 from cai.records import PROB_COLUMN, ROW_COLUMN, WEIGHT_COLUMN
 from cai.tables import InputFormatError, load_table
+from cai.train.cards import CardInputs
 from cai.train.config import resolve_resume, save_config
 from cai.train.distributed import (
     debug_data_log_enabled,
@@ -33,10 +34,12 @@ from cai.train.preference import (
     RunConfig,
     TrainResult,
     final_metrics,
+    preference_data,
     require_columns,
     save_trained_model,
     write_card,
 )
+from cai.train.push import push_if_asked
 from cai.train.reward_scorer import RewardModelScorer
 
 
@@ -186,9 +189,19 @@ def _metrics(trainer, config: RewardTrainConfig, evaluates: bool, human) -> dict
 
 
 def _card(trainer, config: RewardTrainConfig, train_raw, resume, metrics) -> None:
+    inputs = CardInputs(
+        method="reward model: weighted BCE(sigmoid(r_chosen - r_rejected), prob_chosen) "
+        "(TRL RewardTrainer)",
+        settings=("labels", "source_weights", "max_length", "center_rewards_coefficient"),
+        data=preference_data(config.train_data),
+        notes={"rows_by_source": _source_counts(train_raw)},
+        tags=["reward-model", "trl"],
+    )
     write_card(
-        config.output_dir,
+        config,
         "Reward model",
+        inputs,
+        metrics,
         {
             "base_model": config.model,
             "train_data": config.train_data,
@@ -202,7 +215,6 @@ def _card(trainer, config: RewardTrainConfig, train_raw, resume, metrics) -> Non
             "resumed_from": resume,
             "config": config.model_dump(),
         },
-        metrics,
     )
 
 
@@ -238,6 +250,7 @@ def train_reward_model(config: RewardTrainConfig) -> TrainResult:
         metrics = _metrics(trainer, config, evald is not None, human)
         if trainer.is_world_process_zero():
             _card(trainer, config, train_raw, resume, metrics)
+            push_if_asked(config.output_dir, config.push_to_hub, config.private)
         trainer.accelerator.wait_for_everyone()
     return TrainResult(
         output_dir=str(Path(config.output_dir)),

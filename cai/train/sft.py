@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from cai.logs import quiet_trainer
 from cai.paths import check_run_paths
 from cai.tables import InputFormatError, load_table
+from cai.train.cards import CardInputs, build_card, dataset_facts, write_model_card
 from cai.train.config import TrainCommon, precision_flags, resolve_resume, save_config
 from cai.train.distributed import (
     one_writer,
@@ -24,6 +25,8 @@ from cai.train.distributed import (
     trainer_debug_callback,
 )
 from cai.train.lora import lora_config
+from cai.train.push import push_if_asked
+from cai.train.tracking import trl_report_to
 
 
 class SftTrainConfig(TrainCommon):
@@ -77,26 +80,13 @@ def prepare_rows(dataset, column: str, loss_on: str):
     return dataset.map(convert, with_indices=True, remove_columns=dataset.column_names)
 
 
-def _model_card(config: SftTrainConfig, result: SftResult, base_model: str) -> str:
-    mode = f"LoRA (r={config.lora.r}, alpha={config.lora.alpha})" if config.lora.enabled else "full"
-    return "\n".join(
-        [
-            "---",
-            "library_name: transformers",
-            "tags: [cai, sl-cai, sft, trl]",
-            "---",
-            "# SL-CAI fine-tuned policy",
-            "",
-            f"Fine-tuned from `{base_model}` with TRL's SFTTrainer on the critique->revision data",
-            f"in `{config.dataset}` (split `{config.split}`, {result.train_rows} rows).",
-            "",
-            f"- training: {mode}, {result.steps} steps, learning rate {config.learning_rate}, "
-            f"batch {config.per_device_train_batch_size} x {config.gradient_accumulation_steps}",
-            f"- loss on: {config.loss_on}; final training loss: {result.final_loss}",
-            f"- seed: {config.seed}; resumed from: {result.resumed_from or 'no checkpoint'}",
-            "- full settings: `config.resolved.yaml` beside this card",
-            "",
-        ]
+def _card_inputs(config: SftTrainConfig, result: SftResult) -> CardInputs:
+    return CardInputs(
+        method="SL-CAI supervised fine-tuning on critique -> revision data (TRL SFTTrainer)",
+        settings=("split", "loss_on", "max_length", "packing"),
+        data=[dataset_facts(config.dataset, "SL-CAI revisions", split=config.split)],
+        notes={"final training loss": result.final_loss, "train_rows": result.train_rows},
+        tags=["sl-cai", "sft", "trl"],
     )
 
 
@@ -170,7 +160,8 @@ def _sft_args(config: SftTrainConfig):
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         gradient_checkpointing=config.gradient_checkpointing,
-        report_to=config.report_to or "none",
+        report_to=trl_report_to(config.report_to),
+        run_name=Path(config.output_dir).name,
         max_length=config.max_length,
         packing=config.packing,
         completion_only_loss=config.loss_on == "completion",
@@ -192,7 +183,16 @@ def _save(trainer, config: SftTrainConfig, result: SftResult, main: bool) -> Non
     save_trained_model(trainer, config.output_dir, bool(config.lora.enabled and config.lora.merge))
     if main:
         save_config(config, config.output_dir)
-        (Path(config.output_dir) / "README.md").write_text(
-            _model_card(config, result, config.model), encoding="utf-8"
+        card = build_card(
+            config,
+            "SL-CAI fine-tuned policy",
+            _card_inputs(config, result),
+            {"train_loss": result.final_loss} if result.final_loss is not None else {},
+            steps=result.steps,
+            processes=trainer.args.world_size,
+            resumed_from=result.resumed_from,
         )
+        facts = {**result.model_dump(), "base_model": config.model, "config": config.model_dump()}
+        write_model_card(config.output_dir, card, facts)
+        push_if_asked(config.output_dir, config.push_to_hub, config.private)
     trainer.accelerator.wait_for_everyone()

@@ -14,8 +14,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai.model_names import ModelName
+from cai.reward.spec import RemoteRewardSpec  # a running `cai reward serve`
 from cai.train.monitor.config import MonitorConfig
+from cai.train.push import HubRepoId
 from cai.train.rewards import JudgeRewardSpec  # the judge reward: one spec for every trainer
+from cai.train.tracking import ReportTo
 
 
 class _Strict(BaseModel):
@@ -53,7 +56,7 @@ class PythonRewardSpec(_Strict):
 
 
 RewardSpec = Annotated[
-    RewardModelSpec | TokenRewardSpec | PythonRewardSpec | JudgeRewardSpec,
+    RewardModelSpec | TokenRewardSpec | PythonRewardSpec | JudgeRewardSpec | RemoteRewardSpec,
     Field(discriminator="kind"),
 ]
 
@@ -174,6 +177,13 @@ class PPOConfig(_Strict):
     plot: bool = True
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     progress: bool = True
+    report_to: ReportTo = Field(default_factory=list)
+    """Experiment trackers (tensorboard, wandb, trackio, mlflow) through accelerate, beside
+    metrics.jsonl / .csv / .png; none by default, so nothing is sent anywhere unless asked."""
+    push_to_hub: HubRepoId = None
+    """A Hub repository (owner/name) to push the final policy (output_dir/final) and its card to."""
+    private: bool = False
+    """Create the pushed repository private."""
     monitor: MonitorConfig | None = None
     """Reward-hacking monitor (`cai.train.monitor`): every `monitor.every` steps, reward, judge
     win rate against the reference, length, boilerplate, refusals and KL on fixed prompts,

@@ -30,9 +30,10 @@ from cai.train.distributed import DataLog, check_process_group, one_writer, prep
 from cai.train.monitor.ppo import PPOMonitor
 from cai.train.ppo import core
 from cai.train.ppo.batch import RolloutBatch, rollout_tensors, score_rollout
+from cai.train.ppo.card import write_ppo_card
 from cai.train.ppo.checkpoints import TrainerState, latest_checkpoint, save_checkpoint, save_final
 from cai.train.ppo.config import PPOConfig
-from cai.train.ppo.logging import MetricsLogger
+from cai.train.ppo.logging import MetricsLogger, read_metrics
 from cai.train.ppo.models import load_actor_critic, load_reference
 from cai.train.ppo.ptx import completion_logprobs, ptx_indices, read_sft_pairs, tokenize_pairs
 from cai.train.ppo.rewards import (
@@ -55,7 +56,14 @@ from cai.train.ppo.setup import (
     load_prompt_messages,
     lr_factor,
 )
+from cai.train.push import push_if_asked
 from cai.train.rewards import JudgeRewardSpec
+from cai.train.tracking import (
+    accelerator_trackers,
+    finish_accelerator_run,
+    runs_dir,
+    start_accelerator_run,
+)
 
 
 @dataclass
@@ -99,9 +107,12 @@ class PPOTrainer:
             if isinstance(config.reward, JudgeRewardSpec):
                 check_judge_reward(config.reward)
         prepare_launch()
+        trackers = accelerator_trackers(config.report_to)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
+            log_with=trackers,
+            project_dir=str(runs_dir(config.output_path)) if trackers else None,
         )
         check_process_group(self.accelerator.num_processes)
         configure_deepspeed(self.accelerator, config)
@@ -250,6 +261,8 @@ class PPOTrainer:
             self.monitor.begin(resumed_from)
         if acc.is_main_process:
             save_config(config, config.output_path)
+        run_name = config.output_path.resolve().name
+        start_accelerator_run(acc, "cai-ppo", run_name, config.model_dump(mode="json"))
         last = config.steps
         if stop_after_steps is not None:
             last = min(config.steps, resumed_from + stop_after_steps)
@@ -264,6 +277,7 @@ class PPOTrainer:
             metrics = self.step(step)
             self.state.step = step
             self.logger.log(metrics)
+            acc.log(metrics, step=step)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", kl=f"{metrics['kl/mean']:.3f}")
             if self.monitor is not None and step % self.monitor.config.every == 0:
@@ -275,6 +289,11 @@ class PPOTrainer:
         bar.close()
         finished = self.state.step >= config.steps
         final_dir = self.save_final() if config.save_final_model and finished else None
+        finish_accelerator_run(acc)
+        if final_dir is not None and acc.is_main_process:
+            rows = read_metrics(self.logger.jsonl)
+            write_ppo_card(config, final_dir, rows, resumed_from, acc.num_processes)
+            push_if_asked(final_dir, config.push_to_hub, config.private)
         plot = self.logger.plot() if config.plot else None
         monitor_plot = None
         if self.monitor is not None:
