@@ -1,0 +1,73 @@
+"""`cai eval judge` end to end: read every benchmark, judge it with every cell through the
+stage runner, score it each benchmark's way, and write the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cai.backends.base import Backend
+from cai.judge_eval.anchors import verdict
+from cai.judge_eval.grid import JudgeEvalConfig
+from cai.judge_eval.metrics import score_benchmark
+from cai.judge_eval.report import CellReport, EvalReport, write_report
+from cai.judge_eval.run import Progress, judge_cells, judge_config, load_benchmarks
+
+
+def run_judge_eval(
+    grid: JudgeEvalConfig,
+    backends: dict[str, Backend] | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Every cell on every benchmark; `backends` maps judge names to backends to use."""
+    benchmarks = load_benchmarks(grid)  # every row read and checked before a model loads
+    runs, judged = judge_cells(grid, benchmarks, backends, progress)
+    by_key = {(r.cell, r.benchmark): r for r in runs}
+    cells = []
+    for cell in grid.cells():
+        labels = judge_config(grid, cell).labels
+        scores = []
+        verdicts = {}
+        for bench in benchmarks:
+            score = score_benchmark(
+                bench,
+                judged[cell.name, bench.name],
+                cell.method,
+                labels,
+                grid.tie_margin,
+                grid.bootstrap,
+                by_key.get((cell.name, bench.name)),
+            )
+            scores.append(score)
+            ci = score.overall.accuracy_ci
+            # RewardBench 2's score is not the items' accuracy (Ties), so no interval there
+            interval = None if ci is None or bench.format == "rewardbench2" else (ci.low, ci.high)
+            verdicts[bench.name] = verdict(
+                bench.format,
+                score.score,
+                bool(bench.rows_sampled_out),
+                score.malformed,
+                cell.method,
+                interval,
+            )
+        specs = cell.judge.panel or [cell.judge.backend]
+        cells.append(
+            CellReport(
+                cell=cell.name,
+                judge=cell.judge.label(),
+                judge_models=[str(s.model) for s in specs if s is not None],
+                constitution=cell.constitution,
+                templates=cell.templates,
+                method=cell.method,
+                benchmarks=scores,
+                verdicts=verdicts,
+            )
+        )
+    report = EvalReport(
+        cells=cells,
+        tie_margin=grid.tie_margin,
+        bootstrap_resamples=grid.bootstrap.n_resamples,
+        confidence=grid.bootstrap.confidence,
+        limit=grid.limit,
+    )
+    write_report(report, Path(grid.output_dir))
+    return report
