@@ -131,6 +131,11 @@ class JudgeEvalConfig(BaseModel):
         labels = [j.label() for j in self.judges]
         if len(set(labels)) != len(labels):
             raise ValueError(f"two judges share a name ({labels}); give each a `name`")
+        if "verdict" in self.methods and any(j.panel for j in self.judges):
+            raise ValueError(
+                "method verdict reads each principle's stated label, which a panel's judgment "
+                "does not keep per member; use cot (or logprob) for panels"
+            )
         self.cells()  # two cells with one name fail here, as a settings error
         return self
 

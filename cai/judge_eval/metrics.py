@@ -126,7 +126,13 @@ def _headline(fmt: str, subsets: list[SubsetScore], overall: SubsetScore, ties_n
     scored = {s.subset: s.score for s in subsets if s.score is not None}
     if fmt == "rewardbench":
         sections = rewardbench_sections(scored)
-        score = sum(sections.values()) / len(sections) if sections else None
+        if not sections:
+            return (
+                overall.accuracy,
+                "accuracy over all pairs (no subset of RewardBench's sections)",
+                {},
+            )
+        score = sum(sections.values()) / len(sections)
         rule = (
             "mean of the sections present (Chat, Chat Hard, Safety, Reasoning), each the "
             "subset accuracies weighted by RewardBench's example counts"
@@ -237,7 +243,7 @@ def score_benchmark(
         flips, lambda t: t.get(True, 0) / max(1, sum(t.values())), settings
     )
     if method == "verdict":
-        notes.append("flip rate reads the probabilities of the two orders, not the stated verdicts")
+        notes.append("method verdict: flip rate from the labels the rationales state per order")
     if bench.format == "rewardbench" and any(s.subset not in REWARDBENCH_COUNTS for s in subsets):
         notes.append("subsets outside RewardBench's four sections are shown but not in its score")
     comparisons = len(outcomes) + sum(1 for r in results if r.scoring == "ties")

@@ -85,21 +85,38 @@ REWARDBENCH_SECTIONS = {
 }
 
 
-def prob_verdict(judged: JudgedSample, labels: Sequence[str]) -> float | None:
-    """The `verdict` method: the share of (principle, order) rationales whose stated label
-    names response a (0.5 for a rationale naming neither)."""
+def verdict_orders(judged: JudgedSample, labels: Sequence[str]) -> dict[str, float]:
+    """The `verdict` method per answer order: the share of the order's rationales whose
+    stated label names response a (0.5 for a rationale naming neither)."""
     pair = judged.pair
-    if pair is None or not pair.ok:
-        return None
-    votes = []
-    for principle in pair.per_principle:
+    votes: dict[str, list[float]] = {}
+    for principle in pair.per_principle if pair is not None else []:
         for order in principle.orders:
             slot_of_a = labels[0] if order.order == "AB" else labels[1]
-            if order.stated_label is None:
-                votes.append(0.5)
-            else:
-                votes.append(1.0 if order.stated_label == slot_of_a else 0.0)
-    return sum(votes) / len(votes) if votes else None
+            vote = 0.5 if order.stated_label is None else float(order.stated_label == slot_of_a)
+            votes.setdefault(order.order, []).append(vote)
+    return {order: sum(v) / len(v) for order, v in votes.items()}
+
+
+def prob_verdict(judged: JudgedSample, labels: Sequence[str]) -> float | None:
+    """The `verdict` method: the share of (principle, order) rationales whose stated label
+    names response a."""
+    if judged.pair is None or not judged.pair.ok:
+        return None
+    by_order = verdict_orders(judged, labels)
+    return sum(by_order.values()) / len(by_order) if by_order else None
+
+
+def orders_agree(judged: JudgedSample | None, method: str, labels: Sequence[str]) -> bool | None:
+    """Whether the two answer orders pick the same winner (None: not both known)."""
+    if judged is None or judged.pair is None:
+        return None
+    if method != "verdict":
+        return judged.pair.orders_agree
+    by_order = verdict_orders(judged, labels)
+    if "AB" not in by_order or "BA" not in by_order:
+        return None
+    return (by_order["AB"] - 0.5) * (by_order["BA"] - 0.5) > 0
 
 
 def prob_a(judged: JudgedSample | None, method: str, labels: Sequence[str]) -> float | None:
@@ -135,7 +152,7 @@ def outcome(
     comparison: Comparison, judged: JudgedSample | None, method: str, labels, tie_margin: float
 ) -> Outcome:
     p = prob_a(judged, method, labels)
-    agree = judged.pair.orders_agree if judged is not None and judged.pair is not None else None
+    agree = orders_agree(judged, method, labels)
     base = {
         "sample_id": comparison.sample_id,
         "expected": comparison.expected,

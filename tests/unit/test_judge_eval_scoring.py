@@ -146,3 +146,35 @@ def test_verdict_lines_and_grid_checks():
         JudgeEvalConfig.model_validate({"benchmarks": [{"source": "x"}], "judges": [{}]})
     options = apply_judge_kind({"judges": [{"backend": {"model": "m"}}], "judge_kind": "openai"})
     assert options["judges"][0]["backend"]["kind"] == "openai"
+
+
+def states_the_answer(prompt, params, index) -> str:
+    text = prompt[-1]["content"] if not isinstance(prompt, str) else prompt
+    return f"Checking both, Response {'A' if text.find('RIGHT') < text.find('WRONG') else 'B'} is right."
+
+
+def test_cot_verdict_and_panel_cells(tmp_path):
+    rb = write_jsonl(tmp_path / "rb.jsonl", [
+        {"prompt": f"q{i}", "chosen": f"RIGHT {i}", "rejected": f"WRONG {i}", "id": i} for i in range(3)
+    ])  # fmt: skip
+    config = grid(
+        tmp_path,
+        [rb],
+        judges=[
+            {"name": "oracle", "backend": {"kind": "scripted", "model": "oracle"}},
+            {"name": "duo", "panel": [{"kind": "scripted", "model": "p1"}, {"kind": "scripted", "model": "p2"}]},
+        ],
+        methods=["cot"],
+    )  # fmt: skip
+    backend = ScriptedBackend(respond=states_the_answer)  # scores stay uniform
+    report = run_judge_eval(config, backends={"oracle": backend})
+    (cot,) = report.cells[0].benchmarks
+    assert backend.calls["generate"] > 0 and cot.tie_rate == 1.0  # uniform scores: all ties
+    (panel,) = report.cells[1].benchmarks
+    assert panel.overall.scored == 3 and report.cells[1].judge_models == ["p1", "p2"]
+    verdict_grid = grid(tmp_path, [rb], methods=["verdict"])
+    (by_label,) = run_judge_eval(verdict_grid, backends={"oracle": backend}).cells[0].benchmarks
+    # the same rationales read by the label they state: every pair right, both orders agree
+    assert (by_label.score, by_label.flip_rate, by_label.tie_rate) == (1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="panel"):
+        grid(tmp_path, [rb], judges=config.model_dump()["judges"], methods=["verdict"])

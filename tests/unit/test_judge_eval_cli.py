@@ -1,0 +1,36 @@
+"""`cai eval judge` from the command line: flags become a grid, the bundled sample runs on the
+scripted backend, a flag that needs another says so in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cai.cli.app import app
+
+SAMPLE = str(Path(__file__).parents[2] / "cai/judge_eval/samples/rewardbench_sample.jsonl")
+
+
+def test_flags_run_a_two_cell_grid_on_the_bundled_sample(tmp_path):
+    out = tmp_path / "out"
+    args = ["eval", "judge", "--benchmark", SAMPLE, "--judge", "fake", "--backend", "scripted"]
+    args += ["--constitution", "default", "--constitution", "helpful-only", "--limit", "9"]
+    args += ["--principles", "1", "--out", str(out), "--set", "bootstrap.n_resamples=50"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "fake__default on rewardbench_sample: 50.0" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [c["cell"] for c in report["cells"]] == ["fake__default", "fake__helpful-only"]
+    bench = report["cells"][0]["benchmarks"][0]
+    assert (bench["rows_read"], bench["rows_sampled_out"], bench["overall"]["items"]) == (36, 27, 9)
+    assert len({s["subset"] for s in bench["subsets"]}) == 9  # one row of every subset
+
+
+def test_backend_flag_needs_a_judge_flag(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"benchmarks: [{{source: {SAMPLE}}}]\njudges: [{{backend: {{model: m}}}}]\n")
+    result = CliRunner().invoke(app, ["eval", "judge", "-c", str(grid), "--backend", "openai"])
+    assert result.exit_code == 2
+    assert "--backend and --base-url need --judge" in result.output
