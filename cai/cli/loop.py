@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cai.cli.options import OutOpt, SetOpt
+from cai.cli.options import OutOpt, PrivateOpt, PushToHubOpt, ReportToOpt, SetOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -15,6 +15,9 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="Loop YAML (see examples/loop.yaml)."),
         out: OutOpt = None,
         rounds: int | None = typer.Option(None, help="Number of rounds."),
+        report_to: ReportToOpt = [],  # noqa: B006 - click passes a fresh list
+        push_to_hub: PushToHubOpt = None,
+        private: PrivateOpt = None,
         overrides: SetOpt = [],  # noqa: B006 - click passes a fresh list
     ) -> None:
         """Rounds of sample -> judge -> reward model -> policy step -> win rate (resumable)."""
@@ -22,7 +25,14 @@ def register(app: typer.Typer) -> None:
         from cai.loop import load_loop_config, run_loop
         from cai.paths import check_run_paths
 
-        settings = load_loop_config(config, list(overrides), {"output_dir": out, "rounds": rounds})
+        options = {
+            "output_dir": out,
+            "rounds": rounds,
+            "report_to": list(report_to) or None,
+            "push_to_hub": push_to_hub,
+            "private": private,
+        }
+        settings = load_loop_config(config, list(overrides), options)
         check_run_paths(settings)  # before the logs directory is made inside --out
         log_file = route_library_logs(settings.output_dir)
         result = run_loop(settings, say=typer.echo)

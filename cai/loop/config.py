@@ -21,9 +21,11 @@ from cai.stages.preferences import PreferenceConfig
 from cai.stages.sample import SampleConfig
 from cai.train.ppo.config import PPOConfig
 from cai.train.preference import DPOTrainConfig, OnlineTrainConfig
+from cai.train.push import HubRepoId
 from cai.train.reward import RewardTrainConfig
+from cai.train.tracking import ReportTo
 
-STATE_KEYS_FREE = ("name", "output_dir", "rounds", "stop")
+STATE_KEYS_FREE = ("name", "output_dir", "rounds", "stop", "report_to", "push_to_hub", "private")
 """Settings a rerun may change: they decide how far the loop goes, not what a round makes."""
 
 
@@ -144,6 +146,15 @@ class LoopConfig(_Strict):
     policy_step: PolicyStep = Field(default_factory=PolicyStep)
     eval: LoopEval
     stop: LoopStop = Field(default_factory=LoopStop)
+    report_to: ReportTo = Field(
+        default_factory=list,
+        description="experiment trackers for the loop's one run (tensorboard, wandb, trackio, "
+        "mlflow): a round axis, each round's win rates with intervals and stage times",
+    )
+    push_to_hub: HubRepoId = Field(
+        None, description="a Hub repository for the final policy and its card (owner/name)"
+    )
+    private: bool = Field(False, description="create the pushed repository private")
 
     @model_validator(mode="after")
     def _consistent(self) -> LoopConfig:

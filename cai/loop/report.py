@@ -14,6 +14,9 @@ from pydantic import BaseModel
 from cai.files import atomic_write_json, atomic_write_text, temp_path_beside
 from cai.loop.state import StateFile
 
+STAGE_NAMES = ("prompts", "label", "data", "reward_model", "policy", "eval")
+"""A round's stages in order (`cai.loop.round` runs them)."""
+
 
 class RoundRow(BaseModel):
     round: int
@@ -29,6 +32,29 @@ class RoundRow(BaseModel):
     mean_reward: float | None
     kl: float | None
     mean_response_words: float | None
+    stage_seconds: dict[str, float] = {}
+    """Wall time of each stage of the round (seconds), where it was timed."""
+
+    def tracked(self) -> dict[str, float | None]:
+        """The row as tracker metrics: win rates with their interval ends, and stage times."""
+        values: dict[str, float | None] = {
+            "pairs": self.pairs,
+            "train_rows": self.train_rows,
+            "human_overrides": self.human_overrides,
+            "mean_reward": self.mean_reward,
+            "kl": self.kl,
+            "mean_response_words": self.mean_response_words,
+        }
+        for key in ("win_vs_previous", "win_vs_start"):
+            values[f"{key}/rate"] = getattr(self, key)
+            ci = getattr(self, f"{key}_ci")
+            values[f"{key}/ci_low"] = ci[0] if ci else None
+            values[f"{key}/ci_high"] = ci[1] if ci else None
+        for stage, seconds in self.stage_seconds.items():
+            values[f"time/{stage}_s"] = seconds
+        if self.stage_seconds:
+            values["time/round_s"] = sum(self.stage_seconds.values())
+        return values
 
 
 def round_rows(state: StateFile, rounds: int) -> list[RoundRow]:
@@ -53,6 +79,7 @@ def round_rows(state: StateFile, rounds: int) -> list[RoundRow]:
                 mean_reward=evals.get("mean_reward"),
                 kl=policy.get("kl"),
                 mean_response_words=evals.get("mean_response_words"),
+                stage_seconds=state.seconds(r),
             )
         )
     return rows
@@ -104,6 +131,23 @@ def markdown_table(rows: list[RoundRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage_table(rows: list[RoundRow]) -> str:
+    """Seconds per stage and per round, for the rounds whose stages were timed."""
+    timed = [row for row in rows if row.stage_seconds]
+    if not timed:
+        return ""
+    stages = [s for s in STAGE_NAMES if any(s in row.stage_seconds for row in timed)]
+    lines = [
+        "| round | " + " | ".join(stages) + " | round |",
+        "|---" * (len(stages) + 2) + "|",
+    ]
+    for row in timed:
+        cells = [_num(row.stage_seconds.get(stage), 1) for stage in stages]
+        total = sum(row.stage_seconds.values())
+        lines.append(f"| {row.round} | " + " | ".join(cells) + f" | {total:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     run_dir: Path, name: str, rows: list[RoundRow], stopped: str | None, extra: dict[str, Any]
 ) -> dict[str, Path]:
@@ -115,6 +159,9 @@ def write_report(
         **extra,
     }
     text = f"# {name}\n\n" + markdown_table(rows)
+    times = stage_table(rows)
+    if times:
+        text += "\nSeconds per stage (wall time of the run that finished it):\n\n" + times
     if stopped:
         text += f"\nStopped early: {stopped}.\n"
     paths = {

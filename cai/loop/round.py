@@ -8,13 +8,15 @@ labelling, checkpoints for training, whole rewrites for the small files).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from cai.loop import measure, steps, training
 from cai.loop.context import RoundContext
+from cai.loop.report import STAGE_NAMES
 
-STAGE_ORDER = ("prompts", "label", "data", "reward_model", "policy", "eval")
+STAGE_ORDER = STAGE_NAMES
 STAGES: dict[str, Callable[[RoundContext], dict[str, Any]]] = {
     "prompts": steps.prompts_stage,
     "label": steps.label_stage,
@@ -36,5 +38,8 @@ def run_round(ctx: RoundContext, say: Callable[[str], None]) -> None:
         resumed = ctx.state.record(ctx.round_no, name) is not None
         say(f"round {ctx.round_no}: {name}" + (" (resuming)" if resumed else ""))
         ctx.state.start(ctx.round_no, name)
+        started = time.monotonic()
         result = STAGES[name](ctx)
-        ctx.state.finish(ctx.round_no, name, result)
+        seconds = round(time.monotonic() - started, 1)
+        ctx.state.finish(ctx.round_no, name, result, seconds)
+        say(f"round {ctx.round_no}: {name} took {seconds:.1f}s")

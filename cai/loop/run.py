@@ -17,6 +17,7 @@ from cai.files import DirectoryLock, relative_to_run
 from cai.loop.config import LoopConfig, fingerprint
 from cai.loop.context import RoundContext
 from cai.loop.data import check_pool, read_human_labels
+from cai.loop.publish import LoopTracker, publish_final_policy
 from cai.loop.report import RoundRow, markdown_table, round_rows, stop_reason, write_report
 from cai.loop.round import run_round
 from cai.loop.state import StateFile
@@ -65,6 +66,40 @@ def _save_resolved(config: LoopConfig, run_dir: Path) -> None:
     save_resolved(data, run_dir, keys, header="output_dir: the directory holding this file")
 
 
+def _rounds(
+    config: LoopConfig,
+    run_dir: Path,
+    state: StateFile,
+    start: str,
+    judge_backend: Backend | None,
+    say: Callable[[str], None],
+    tracker: LoopTracker,
+) -> tuple[str, str | None]:
+    """Run the rounds not finished yet; (the newest policy, why the loop stopped early)."""
+    final, stopped = start, None
+    tracker.log_rows(round_rows(state, config.rounds))  # rounds an earlier run finished
+    for round_no in range(1, config.rounds + 1):
+        rows = round_rows(state, config.rounds)
+        stopped = stop_reason(rows, config.stop.patience)
+        if stopped:
+            say(f"stopping before round {round_no}: {stopped}")
+            break
+        ctx = RoundContext(config, run_dir, round_no, start, state, judge_backend)
+        run_round(ctx, say)
+        final = str(ctx.path(state.result(round_no, "policy")["path"]))
+        rows = round_rows(state, config.rounds)
+        write_report(run_dir, config.name, rows, None, {})
+        tracker.log_rows(rows)
+    return final, stopped
+
+
+def _train_data(state: StateFile, run_dir: Path, rows: list[RoundRow]) -> Path | None:
+    """The last finished round's training rows (for the final policy's card)."""
+    if not rows:
+        return None
+    return run_dir / state.result(rows[-1].round, "data")["train_path"]
+
+
 def run_loop(
     config: LoopConfig,
     *,
@@ -79,18 +114,11 @@ def run_loop(
         state = StateFile(run_dir, fingerprint(config))
         _save_resolved(config, run_dir)
         start = _start_policy(config)
-        final = start
-        stopped = None
-        for round_no in range(1, config.rounds + 1):
-            rows = round_rows(state, config.rounds)
-            stopped = stop_reason(rows, config.stop.patience)
-            if stopped:
-                say(f"stopping before round {round_no}: {stopped}")
-                break
-            ctx = RoundContext(config, run_dir, round_no, start, state, judge_backend)
-            run_round(ctx, say)
-            final = str(ctx.path(state.result(round_no, "policy")["path"]))
-            write_report(run_dir, config.name, round_rows(state, config.rounds), None, {})
+        tracker = LoopTracker(config, run_dir)
+        try:
+            final, stopped = _rounds(config, run_dir, state, start, judge_backend, say, tracker)
+        finally:
+            tracker.finish()
         state.set_stopped(stopped)
         rows = round_rows(state, config.rounds)
         extra: dict[str, Any] = {
@@ -98,6 +126,7 @@ def run_loop(
             "final_policy": relative_to_run(final, run_dir),
         }
         write_report(run_dir, config.name, rows, stopped, extra)
+        publish_final_policy(config, start, final, rows, _train_data(state, run_dir, rows))
     return LoopResult(
         output_dir=str(run_dir),
         rounds=rows,

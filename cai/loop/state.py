@@ -28,6 +28,8 @@ class LoopConfigChangedError(CaiError, RuntimeError):
 class StageRecord(BaseModel):
     status: Literal["started", "done"]
     result: dict[str, Any] = Field(default_factory=dict)
+    seconds: float | None = None
+    """Wall time of the run that finished the stage (a resumed stage: its last run only)."""
 
 
 class RoundState(BaseModel):
@@ -99,11 +101,19 @@ class StateFile:
         rounds.stages[stage] = StageRecord(status="started")
         self._write()
 
-    def finish(self, round_no: int, stage: str, result: dict[str, Any]) -> None:
+    def finish(
+        self, round_no: int, stage: str, result: dict[str, Any], seconds: float | None = None
+    ) -> None:
         rounds = self.state.rounds.setdefault(str(round_no), RoundState())
         clean = json.loads(json.dumps(result, default=str))
-        rounds.stages[stage] = StageRecord(status="done", result=clean)
+        rounds.stages[stage] = StageRecord(status="done", result=clean, seconds=seconds)
         self._write()
+
+    def seconds(self, round_no: int) -> dict[str, float]:
+        """Each finished stage's wall time in round r (stages timed by this version of cai)."""
+        found = self.state.rounds.get(str(round_no))
+        stages = found.stages if found else {}
+        return {k: v.seconds for k, v in stages.items() if v.seconds is not None}
 
     def set_stopped(self, reason: str | None) -> None:
         self.state.stopped = reason

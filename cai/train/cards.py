@@ -422,7 +422,8 @@ def main_settings(config: BaseModel, keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def write_model_card(output_dir: str | Path, card: ModelCard, facts: dict[str, Any]) -> Path:
-    """README.md (the card) and cai_training.json (the same facts, for tools) in output_dir."""
+    """README.md (the card) and cai_training.json (the same facts, for tools) in output_dir;
+    a file whose content would not change is left as it is (a rerun touches nothing)."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {
@@ -431,7 +432,15 @@ def write_model_card(output_dir: str | Path, card: ModelCard, facts: dict[str, A
         "license": card.license,
         "final_metrics": card.metrics,
     }
-    (out / FACTS).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    path = out / CARD
-    path.write_text(card.render(), encoding="utf-8")
+    _write_changed(out / FACTS, json.dumps(record, indent=2, default=str) + "\n")
+    return _write_changed(out / CARD, card.render())
+
+
+def _write_changed(path: Path, text: str) -> Path:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    path.write_text(text, encoding="utf-8")
     return path
