@@ -17,29 +17,30 @@ rationale, context overflow) is a recorded failure with the raw text, never a la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from cai.backends.base import (
     Backend,
-    ChoiceScore,
     ContextOverflowError,
-    Generation,
-    GenerationParams,
     Message,
 )
 from cai.constitution import Constitution, Principle, sample_principles
 from cai.constitution.models import Aggregation
 from cai.constitution.usage import require_use, usable_principles
-from cai.judge.parse import JudgeFailure, check_rationale
+from cai.judge.parse import JudgeFailure
 from cai.judge.ranking import Comparison, bradley_terry
+from cai.judge.written import (
+    JudgeSlot,
+    Order,
+    call_isolating_overflow,
+    overflow_failure,
+    write_answers,
+)
 from cai.records import stable_id
-from cai.templates import RenderedPrompt, TemplateData, TemplateSet, template_data
-
-Order = Literal["AB", "BA"]
+from cai.templates import TemplateData, TemplateSet, template_data
 
 
 class JudgeConfig(BaseModel):
@@ -226,18 +227,6 @@ class RankingJudgment(BaseModel):
     failures: list[JudgeFailure] = Field(default_factory=list)
 
 
-@dataclass
-class _Slot:
-    item: int
-    principle: str
-    order: Order
-    rendered: RenderedPrompt
-    rationale: str | None = None
-    stated_label: str | None = None
-    score: ChoiceScore | None = None
-    failure: JudgeFailure | None = None
-
-
 class PairwiseJudge:
     """Judges pairs (and k-wise groups) of responses with one backend and one constitution."""
 
@@ -302,7 +291,7 @@ class PairwiseJudge:
         verdict = self.config.method == "verdict"
         template = "compare_cot" if self.config.chain_of_thought or verdict else "compare"
         orders: tuple[Order, ...] = ("AB", "BA") if self.config.both_orders else ("AB",)
-        slots: list[_Slot] = []
+        slots: list[JudgeSlot] = []
         early: dict[int, list[JudgeFailure]] = {}
         principle_ids: dict[int, list[str]] = {}
 
@@ -347,14 +336,13 @@ class PairwiseJudge:
             }
             for at, principle in enumerate(principles):
                 for order in orders:
-                    slots.append(_Slot(index, principle.id, order, by_order[order][at]))
-        if verdict:
-            self._generate_verdicts(slots)
-        else:
-            if self.config.chain_of_thought:
-                self._generate_rationales(slots)
+                    slots.append(JudgeSlot(index, principle.id, order, by_order[order][at]))
+        if verdict or self.config.chain_of_thought:
+            write_answers(self.backend, slots, self.config, verdict)
+            self.rationales_generated += len(slots)
+        if not verdict:
             self._score(slots)
-        by_item: dict[int, list[_Slot]] = {}
+        by_item: dict[int, list[JudgeSlot]] = {}
         for slot in slots:
             by_item.setdefault(slot.item, []).append(slot)
         return [
@@ -362,67 +350,7 @@ class PairwiseJudge:
             for index, item in enumerate(items)
         ]
 
-    def _generate(self, slots: list[_Slot]) -> list[Any]:
-        """One greedy written answer per slot (a Generation, or the overflow it hit)."""
-        params = GenerationParams(
-            n=1, temperature=0.0, max_tokens=self.config.cot_max_tokens, seed=self.config.seed
-        )
-        conversations = [s.rendered.messages for s in slots]
-        results = _call_isolating_overflow(
-            lambda batch: self.backend.generate_chat(batch, params), conversations
-        )
-        self.rationales_generated += len(slots)
-        return results
-
-    def _generate_verdicts(self, slots: list[_Slot]) -> None:
-        """The verdict method: the written answer's stated label is the (hard) label; an
-        answer naming none is an `unparseable` failure that keeps the raw text."""
-        for slot, result in zip(slots, self._generate(slots), strict=True):
-            if isinstance(result, ContextOverflowError):
-                slot.failure = _overflow(result, slot)
-                continue
-            check = check_rationale(
-                result.texts[0] if result.texts else "",
-                result.finish_reasons[0] if result.finish_reasons else None,
-                self.config.labels,
-                allow_truncated=self.config.allow_truncated_rationale,
-            )
-            slot.rationale = check.rationale
-            if check.ok and check.stated_label is not None:
-                slot.stated_label = check.stated_label
-                continue
-            failure = check.failure or JudgeFailure(
-                kind="unparseable",
-                raw_output=check.rationale,
-                detail="the written verdict names neither "
-                + " nor ".join(f"({label})" for label in self.config.labels),
-            )
-            slot.failure = failure.model_copy(
-                update={"principle": slot.principle, "order": slot.order}
-            )
-
-    def _generate_rationales(self, slots: list[_Slot]) -> None:
-        for slot, result in zip(slots, self._generate(slots), strict=True):
-            if isinstance(result, ContextOverflowError):
-                slot.failure = _overflow(result, slot)
-                continue
-            assert isinstance(result, Generation)
-            check = check_rationale(
-                result.texts[0] if result.texts else "",
-                result.finish_reasons[0] if result.finish_reasons else None,
-                self.config.labels,
-                allow_truncated=self.config.allow_truncated_rationale,
-            )
-            if check.ok:
-                slot.rationale = check.rationale
-                slot.stated_label = check.stated_label
-            else:
-                assert check.failure is not None
-                slot.failure = check.failure.model_copy(
-                    update={"principle": slot.principle, "order": slot.order}
-                )
-
-    def _score(self, slots: list[_Slot]) -> None:
+    def _score(self, slots: list[JudgeSlot]) -> None:
         pending = [s for s in slots if s.failure is None]
         # The rationale is model output placed back into the prompt: choice_request defuses
         # any chat control string in it, as the templates do for every other text.
@@ -430,11 +358,11 @@ class PairwiseJudge:
             slot.rendered.choice_request(self.config.labels, rationale=slot.rationale)
             for slot in pending
         ]
-        results = _call_isolating_overflow(self.backend.score_choices, requests)
+        results = call_isolating_overflow(self.backend.score_choices, requests)
         self.requests_scored += len(requests)
         for slot, result in zip(pending, results, strict=True):
             if isinstance(result, ContextOverflowError):
-                slot.failure = _overflow(result, slot)
+                slot.failure = overflow_failure(result, slot)
             else:
                 slot.score = result
 
@@ -444,7 +372,7 @@ class PairwiseJudge:
         item: PairToJudge,
         principle_ids: list[str],
         early: list[JudgeFailure] | None,
-        by_item: dict[int, list[_Slot]],
+        by_item: dict[int, list[JudgeSlot]],
     ) -> PairJudgment:
         if early:
             return PairJudgment(key=item.key, ok=False, principles=principle_ids, failures=early)
@@ -501,10 +429,10 @@ class PairwiseJudge:
             per_tier=verdicts,
         )
 
-    def _is_verdict(self, slot: _Slot) -> bool:
+    def _is_verdict(self, slot: JudgeSlot) -> bool:
         return self.config.method == "verdict" and slot.failure is None and bool(slot.stated_label)
 
-    def _order_score(self, slot: _Slot) -> OrderScore:
+    def _order_score(self, slot: JudgeSlot) -> OrderScore:
         if self._is_verdict(slot):
             # A hard label, and no log-probs exist to keep: both orders average to 1, 0.5 or 0.
             probs = [1.0 if slot.stated_label == label else 0.0 for label in self.config.labels]
@@ -592,35 +520,3 @@ def combine_ranking(
         return RankingJudgment(key=item.key, ok=False, pairs=pairs, failures=failures)
     scores = bradley_terry(k, comparisons, prior=prior)
     return RankingJudgment(key=item.key, ok=True, scores=scores, pairs=pairs, failures=failures)
-
-
-def _overflow(error: ContextOverflowError, slot: _Slot) -> JudgeFailure:
-    return JudgeFailure(
-        kind="context_overflow",
-        raw_output="",
-        detail=str(error) or "the judge prompt does not fit in the model's context window",
-        principle=slot.principle,
-        order=slot.order,
-    )
-
-
-def _call_isolating_overflow(call, inputs: list[Any]) -> list[Any]:
-    """Call the batch function; if the batch overflows, retry one by one to isolate culprits.
-
-    Only context overflow becomes a per-item result; any other error propagates so the job
-    stops and a rerun resumes, instead of turning an outage into recorded failures.
-    """
-    if not inputs:
-        return []
-    try:
-        return list(call(inputs))
-    except ContextOverflowError as err:
-        if len(inputs) == 1:
-            return [err]
-    out: list[Any] = []
-    for value in inputs:
-        try:
-            out.extend(call([value]))
-        except ContextOverflowError as err:
-            out.append(err)
-    return out
