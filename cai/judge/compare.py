@@ -13,6 +13,10 @@ whose debiased confidence |p - 0.5| reaches `tier_margin` decides, see `combine_
 chain of thought a greedy rationale is generated first and the answer probability, clamped
 into a band, is scored after it. Anything that yields no label (empty response, unusable
 rationale, context overflow) is a recorded failure with the raw text, never a label.
+
+For servers that return no log-probs, `method: verdict` reads the label from the judge's
+written answer instead (a hard 1 or 0 per order, so 1, 0.5 or 0 per pair); an answer that
+names no label is an `unparseable` failure (`cai.judge.written`).
 """
 
 from __future__ import annotations
