@@ -274,7 +274,5 @@ def score_benchmark(
         length_bias=length_bias(lengths, settings=settings) if lengths else None,
         principles=_principles(outcomes, judged),
         run=run,
-        pairs_per_second=(len(bench.judged) / seconds)
-        if seconds > 0 and run and run.pairs_judged_now
-        else None,
+        pairs_per_second=len(bench.judged) / seconds if seconds > 0 else None,
     )

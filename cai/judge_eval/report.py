@@ -174,8 +174,9 @@ def _benchmark_blocks(cell: CellReport, b: BenchmarkScore) -> list[Block]:
             Block(
                 "p",
                 (
-                    f"Cost: {run.tokens} tokens, {run.judge_seconds:.1f} s judging "
-                    f"({run.pairs_judged_now} judged now, {run.pairs_resumed} resumed; {rate} rows/s)"
+                    f"Cost: {run.tokens} tokens, {run.judge_seconds:.1f} s judging over all runs "
+                    f"of this job ({rate} judged rows/s; this run {run.judge_seconds_now:.1f} s, "
+                    f"{run.pairs_judged_now} rows judged, {run.pairs_resumed} resumed)"
                     f"{unpriced}. Run directory: {run.run_dir}."
                 ),
             )

@@ -10,6 +10,7 @@ a Ray executor builds it in its actors from the spec).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 
 from cai.backends import make_backend
 from cai.backends.base import Backend
-from cai.files import relative_to_run
+from cai.files import atomic_write_json, relative_to_run
 from cai.judge.compare import JudgeConfig
 from cai.judge.judged import JudgedSample, iter_judged
 from cai.judge_eval.grid import Cell, JudgeEvalConfig
@@ -39,6 +40,8 @@ class CellRun(BaseModel):
     run_dir: str
     judge_model: str | None = None
     judge_seconds: float = 0.0
+    """Seconds spent judging this job, over every run of it (a resumed run adds its own)."""
+    judge_seconds_now: float = 0.0
     wall_seconds: float = 0.0
     tokens: int = 0
     cost: float | None = None
@@ -117,24 +120,49 @@ def load_benchmarks(grid: JudgeEvalConfig) -> list[Benchmark]:
     return out
 
 
+SECONDS_FILE = "judge_eval_seconds.json"
+
+
+def _job_seconds(run_dir: Path, now: float, resumed: int, judged_now: int) -> float:
+    """This job's judging seconds over all its runs: the runner's summary holds this run's
+    only, so a run that resumed chunks adds the time it judged to what earlier runs
+    recorded, and a run that only resumed keeps their total."""
+    path = run_dir / SECONDS_FILE
+    before = None
+    if resumed and path.is_file():
+        try:
+            before = float(json.loads(path.read_text()).get("judge_seconds", 0.0))
+        except (ValueError, AttributeError):
+            before = None
+    if before is not None and not judged_now:
+        return before
+    total = round((before or 0.0) + now, 3)
+    atomic_write_json(path, {"judge_seconds": total})
+    return total
+
+
 def _cell_run(
     cell: Cell, bench: Benchmark, run_dir: Path, summary: dict[str, Any], output_dir: str
 ) -> CellRun:
     stage = summary.get("stages", {}).get("judge", {})
     tokens = summary.get("tokens") or {}
     provenance = summary.get("provenance") or {}
+    now = float(stage.get("seconds") or 0.0)
+    resumed = int(stage.get("prompts_resumed") or 0)
+    judged_now = int(stage.get("prompts_judged_now") or 0)
     return CellRun(
         cell=cell.name,
         benchmark=bench.name,
         run_dir=str(relative_to_run(run_dir, output_dir)),
         judge_model=provenance.get("judge_model"),
-        judge_seconds=float(stage.get("seconds") or 0.0),
+        judge_seconds=_job_seconds(run_dir, now, resumed, judged_now),
+        judge_seconds_now=now,
         wall_seconds=float(summary.get("wall_seconds") or 0.0),
         tokens=int(tokens.get("spent") or 0),
         cost=tokens.get("cost"),
         unpriced_models=list(tokens.get("unpriced_models") or []),
-        pairs_judged_now=int(stage.get("prompts_judged_now") or 0),
-        pairs_resumed=int(stage.get("prompts_resumed") or 0),
+        pairs_judged_now=judged_now,
+        pairs_resumed=resumed,
     )
 
 

@@ -111,6 +111,8 @@ def test_grid_cells_resume_and_position_bias(tmp_path):
     again = run_judge_eval(config, backends={"oracle": backend})
     assert backend.calls["score"] == calls  # every cell resumed: no new judge call
     assert all(c.benchmarks[0].run.pairs_resumed == 4 for c in again.cells)
+    for first, rerun in zip(report.cells, again.cells, strict=True):  # seconds kept over runs
+        assert rerun.benchmarks[0].run.judge_seconds == first.benchmarks[0].run.judge_seconds
 
 
 def test_ties_formula_matches_rewardbench2():
