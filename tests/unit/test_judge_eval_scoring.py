@@ -69,7 +69,14 @@ def test_benchmarks_counted_their_own_way(tmp_path):
          "winner": w, "conversation_a": conv("RIGHT one"), "conversation_b": conv("WRONG two")}
         for k, w in enumerate(["model_a", "model_b", "tie"])
     ])  # fmt: skip
-    config = grid(tmp_path, [rb, rb2, rm, mt])
+    jb = write_jsonl(tmp_path / "jb.jsonl", [
+        {"pair_id": "p1", "original_id": "o", "source": "livebench-math", "question": "3*3?",
+         "response_model": "m", "response_A": "WRONG 6", "response_B": "RIGHT 9", "label": "B>A"},
+    ])  # fmt: skip
+    hh = write_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": "\n\nHuman: Hi?\n\nAssistant: RIGHT hello", "rejected": "\n\nHuman: Hi?\n\nAssistant: WRONG go"},
+    ])  # fmt: skip
+    config = grid(tmp_path, [rb, rb2, rm, mt, jb, hh])
     report = run_judge_eval(config, backends={"oracle": ScriptedBackend(score=knows_the_answer)})
     (cell,) = report.cells
     scores = {b.benchmark: b for b in cell.benchmarks}
@@ -87,6 +94,8 @@ def test_benchmarks_counted_their_own_way(tmp_path):
     assert (votes.scored, votes.accuracy) == (2, 0.5)  # the tie vote is left out
     assert votes.with_ties == pytest.approx(1 / 3)
     assert scores["mt"].comparisons == 3 and len(scores["rb"].principles) >= 1
+    assert (scores["jb"].score, scores["jb"].subsets[0].subset) == (1.0, "math")
+    assert (scores["hh"].format, scores["hh"].score) == ("hh", 1.0)
     out = tmp_path / "out"
     for name in ("report.json", "report.md", "report.html", "accuracy.png"):
         assert (out / name).is_file()
