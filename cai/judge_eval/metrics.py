@@ -243,10 +243,14 @@ def score_benchmark(
         flips, lambda t: t.get(True, 0) / max(1, sum(t.values())), settings
     )
     if method == "verdict":
-        notes.append("method verdict: flip rate from the labels the rationales state per order")
+        notes.append(
+            "method verdict: labels and flip rate from the labels the rationales state; the "
+            "per-principle table and Ties rankings still read the scored probabilities"
+        )
     if bench.format == "rewardbench" and any(s.subset not in REWARDBENCH_COUNTS for s in subsets):
         notes.append("subsets outside RewardBench's four sections are shown but not in its score")
-    comparisons = len(outcomes) + sum(1 for r in results if r.scoring == "ties")
+    group_sizes = [len(bench.judged[i.group_id].responses) for i in bench.items if i.group_id]
+    comparisons = len(outcomes) + sum(k * (k - 1) // 2 for k in group_sizes)
     lengths = _length_pairs(decided, judged)
     seconds = run.judge_seconds if run is not None else 0.0
     return BenchmarkScore(

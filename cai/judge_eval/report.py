@@ -102,6 +102,58 @@ def _overview(report: EvalReport) -> list[Block]:
     ]
 
 
+def _subset_table(b: BenchmarkScore) -> Block:
+    """Per subset and overall: items, accuracy with its interval, the benchmark's score,
+    RM-Bench's hard / normal / easy and the votes' agreement with ties where they apply."""
+    has_style = any(s.hard is not None for s in b.subsets)
+    has_votes = any(s.with_ties is not None for s in b.subsets)
+    header = ["subset", "items", "scored", "failed", "accuracy", "interval", "score"]
+    header += ["hard", "normal", "easy"] if has_style else []
+    header += ["agreement with ties"] if has_votes else []
+    rows = []
+    for s in [*b.subsets, b.overall]:
+        score = s.score if s.subset != "all" else b.score
+        row = [s.subset, str(s.items), str(s.scored), str(s.failed)]
+        row += [_pct(s.accuracy), _pct_ci(s.accuracy_ci), _pct(score)]
+        row += [_pct(s.hard), _pct(s.normal), _pct(s.easy)] if has_style else []
+        row += [_pct(s.with_ties)] if has_votes else []
+        rows.append(row)
+    return _table(header, rows)
+
+
+def _judge_blocks(b: BenchmarkScore) -> list[Block]:
+    """Length bias, the per-principle view and what the judging cost."""
+    blocks = []
+    lb = b.length_bias
+    if lb is not None and lb.n_pairs:
+        text = (
+            f"Length bias: on {lb.n_pairs} decided pairs of unequal length the judge picked the "
+            f"longer answer {fmt(lb.judge_longer_rate)} of the time "
+            f"({fmt_ci(lb.judge_longer_ci)}); the benchmark's right answer is the longer one "
+            f"{fmt(lb.human_longer_rate)} of the time."
+        )
+        blocks.append(Block("p", text))
+    if b.principles:
+        header = ["principle", "pairs", "decisive", "on the benchmark's side", "labels it moves"]
+        rows = [
+            [p.principle, str(p.pairs), str(p.decisive_pairs), fmt(p.right), str(p.moves)]
+            for p in b.principles
+        ]
+        blocks.append(_table(header, rows))
+    run = b.run
+    if run is not None:
+        rate = "n/a" if b.pairs_per_second is None else f"{b.pairs_per_second:.2f}"
+        unpriced = f"; no price for {', '.join(run.unpriced_models)}" if run.unpriced_models else ""
+        text = (
+            f"Cost: {run.tokens} tokens, {run.judge_seconds:.1f} s judging over all runs of "
+            f"this job ({rate} judged rows/s; this run {run.judge_seconds_now:.1f} s, "
+            f"{run.pairs_judged_now} rows judged, {run.pairs_resumed} resumed){unpriced}. "
+            f"Run directory: {run.run_dir}."
+        )
+        blocks.append(Block("p", text))
+    return blocks
+
+
 def _benchmark_blocks(cell: CellReport, b: BenchmarkScore) -> list[Block]:
     blocks = [Block("h2", f"{cell.cell} on {b.benchmark} ({b.format})")]
     blocks.append(Block("p", f"Verdict: {cell.verdicts.get(b.benchmark, 'n/a')}"))
@@ -112,75 +164,15 @@ def _benchmark_blocks(cell: CellReport, b: BenchmarkScore) -> list[Block]:
     )
     blocks.append(Block("p", read))
     if b.malformed_examples:
-        blocks.append(
-            Block(
-                "ul",
-                rows=tuple(
-                    (f"row {m.row}{f' (line {m.line})' if m.line else ''}: {m.reason}",)
-                    for m in b.malformed_examples
-                ),
-            )
-        )
-    has_style = any(s.hard is not None for s in b.subsets)
-    has_votes = any(s.with_ties is not None for s in b.subsets)
-    header = ["subset", "items", "scored", "failed", "accuracy", "interval", "score"]
-    header += ["hard", "normal", "easy"] if has_style else []
-    header += ["agreement with ties"] if has_votes else []
-    rows = []
-    for s in [*b.subsets, b.overall]:
-        row = [
-            s.subset,
-            str(s.items),
-            str(s.scored),
-            str(s.failed),
-            _pct(s.accuracy),
-            _pct_ci(s.accuracy_ci),
-            _pct(s.score if s.subset != "all" else b.score),
+        where = [
+            (f"row {m.row}{f' (line {m.line})' if m.line else ''}: {m.reason}",)
+            for m in b.malformed_examples
         ]
-        row += [_pct(s.hard), _pct(s.normal), _pct(s.easy)] if has_style else []
-        row += [_pct(s.with_ties)] if has_votes else []
-        rows.append(row)
-    blocks.append(_table(header, rows))
+        blocks.append(Block("ul", rows=tuple(where)))
+    blocks.append(_subset_table(b))
     if b.sections:
         blocks.append(_table(["section", "score"], [[k, _pct(v)] for k, v in b.sections.items()]))
-    lb = b.length_bias
-    if lb is not None and lb.n_pairs:
-        blocks.append(
-            Block(
-                "p",
-                (
-                    f"Length bias: on {lb.n_pairs} decided pairs of unequal length the judge picked the "
-                    f"longer answer {fmt(lb.judge_longer_rate)} of the time "
-                    f"({fmt_ci(lb.judge_longer_ci)}); the benchmark's right answer is the longer one "
-                    f"{fmt(lb.human_longer_rate)} of the time."
-                ),
-            )
-        )
-    if b.principles:
-        blocks.append(
-            _table(
-                ["principle", "pairs", "decisive", "on the benchmark's side", "labels it moves"],
-                [
-                    [p.principle, str(p.pairs), str(p.decisive_pairs), fmt(p.right), str(p.moves)]
-                    for p in b.principles
-                ],
-            )
-        )
-    run = b.run
-    if run is not None:
-        rate = "n/a" if b.pairs_per_second is None else f"{b.pairs_per_second:.2f}"
-        unpriced = f"; no price for {', '.join(run.unpriced_models)}" if run.unpriced_models else ""
-        blocks.append(
-            Block(
-                "p",
-                (
-                    f"Cost: {run.tokens} tokens, {run.judge_seconds:.1f} s judging over all runs "
-                    f"of this job ({rate} judged rows/s; this run {run.judge_seconds_now:.1f} s, "
-                    f"{run.pairs_judged_now} rows judged, {run.pairs_resumed} resumed)"
-                    f"{unpriced}. Run directory: {run.run_dir}."
-                ),
-            )
-        )
+    blocks += _judge_blocks(b)
     blocks += [Block("p", note) for note in b.notes]
     return blocks
 

@@ -50,7 +50,7 @@ def test_benchmarks_counted_their_own_way(tmp_path):
     rb = write_jsonl(tmp_path / "rb.jsonl", [
         {"prompt": f"q{i}", "chosen": f"RIGHT {i}", "rejected": f"WRONG {i}", "id": i,
          "subset": "alpacaeval-easy" if i % 2 else "math-prm"} for i in range(6)
-    ])  # fmt: skip
+    ] + [{"prompt": "q", "chosen": "same", "rejected": "same", "subset": "math-prm", "id": 6}])  # fmt: skip
     rb2 = write_jsonl(tmp_path / "rb2.jsonl", [
         {"id": "1", "prompt": "p", "chosen": ["RIGHT a"], "rejected": ["WRONG b", "WRONG c", "WRONG d"],
          "num_correct": 1, "subset": "Math"},
@@ -99,7 +99,11 @@ def test_benchmarks_counted_their_own_way(tmp_path):
     out = tmp_path / "out"
     for name in ("report.json", "report.md", "report.html", "accuracy.png"):
         assert (out / name).is_file()
-    assert "rb2 (rewardbench2)" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "rb2 (rewardbench2)" in markdown
+    assert (
+        scores["rb"].malformed == 1 and "row 7 (line 7): chosen and rejected are the same text" in markdown
+    )
     assert json.loads((out / "report.json").read_text())["cells"][0]["cell"] == "oracle"
 
 
