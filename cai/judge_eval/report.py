@@ -201,11 +201,12 @@ def report_blocks(report: EvalReport) -> list[Block]:
 
 def accuracy_chart(report: EvalReport, path: str | Path) -> Path:
     """Grouped bars: accuracy per benchmark subset, one bar per cell."""
-    groups = []
+    names = {b.benchmark for cell in report.cells for b in cell.benchmarks}
+    groups: list[str] = []
     for cell in report.cells:
         for b in cell.benchmarks:
             for s in b.subsets:
-                key = f"{b.benchmark}:{s.subset}"
+                key = s.subset if len(names) == 1 else f"{b.benchmark}:{s.subset}"
                 if key not in groups:
                     groups.append(key)
     figure = _figure(max(6.0, 0.6 * len(groups) * max(1, len(report.cells)) + 2), 4.5)
@@ -213,7 +214,9 @@ def accuracy_chart(report: EvalReport, path: str | Path) -> Path:
     width = 0.8 / max(1, len(report.cells))
     for n, cell in enumerate(report.cells):
         values = {
-            f"{b.benchmark}:{s.subset}": s.accuracy for b in cell.benchmarks for s in b.subsets
+            s.subset if len(names) == 1 else f"{b.benchmark}:{s.subset}": s.accuracy
+            for b in cell.benchmarks
+            for s in b.subsets
         }
         xs = [i + n * width for i in range(len(groups))]
         ax.bar(xs, [values.get(g) or 0.0 for g in groups], width=width, label=cell.cell)
