@@ -30,7 +30,8 @@ from cai.reward.protocol import Mode, completion_text, prompt_identity
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_STATUSES = {429, 502, 503, 504}
+"""Overload and outage; a 500 is a bug in the service, which retrying does not fix."""
 PATHS = {"score": "/v1/score", "compare": "/v1/compare", "rank": "/v1/rank"}
 
 

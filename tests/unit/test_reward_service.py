@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from cai.backends.base import BackendError
+from cai.backends.base import BackendError, ContextOverflowError
 from cai.backends.scripted import ScriptedBackend
 from cai.constitution import load_constitution
 from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
@@ -34,6 +34,8 @@ VALUE = re.compile(r"<response>\s*v=([0-9.]+)")
 
 
 def value_score(request) -> list[float]:
+    if "v=overflow" in request.messages[-1]["content"]:
+        raise ContextOverflowError("the prompt does not fit")
     values = [float(v) for v in VALUE.findall(request.messages[-1]["content"])]
     if len(values) == 1:
         return [math.log(values[0]), math.log(1.0 - values[0])]
@@ -131,6 +133,7 @@ def test_a_malformed_item_gets_its_own_error_and_the_rest_are_scored(served):
         {"prompt": "q"},  # no response
         {"prompt": [], "response": "v=0.5"},  # no messages
         {"prompt": [{"role": "user", "content": "q"}], "response": "v=0.75"},
+        {"prompt": "q", "response": "v=overflow"},
     ]
     results = post(served.url, "/v1/score", {"items": items}).json()["results"]
     assert results[0]["reward"] == pytest.approx(0.25) and results[0]["error"] is None
@@ -138,6 +141,7 @@ def test_a_malformed_item_gets_its_own_error_and_the_rest_are_scored(served):
     assert "response" in results[1]["error"]["message"]
     assert results[2]["error"]["kind"] == "invalid_item"
     assert results[3]["reward"] == pytest.approx(0.75)
+    assert results[4]["reward"] is None and results[4]["error"]["kind"] == "context_overflow"
 
 
 def test_compare_gives_the_pairwise_judges_numbers(served):
@@ -327,3 +331,45 @@ def test_a_refusal_is_raised_at_once_not_retried():
         assert RemoteJudgeReward(server.url, mode="score", token="k")(["q"], ["v=0.5"]) == [
             pytest.approx(0.5)
         ]
+
+
+def test_ppo_takes_the_service_as_its_reward(served):
+    from pydantic import TypeAdapter
+
+    from cai.config import ConfigError
+    from cai.train.ppo.config import RewardSpec
+    from cai.train.ppo.rewards import RemoteReward, RewardError, RewardInputs, build_reward
+
+    spec = TypeAdapter(RewardSpec).validate_python({"kind": "remote", "url": served.url})
+    reward = build_reward(spec, tokenizer=None)
+    assert isinstance(reward, RemoteReward)
+    prompts = [[{"role": "user", "content": "q"}]] * 2
+    inputs = RewardInputs(prompts, ["v=0.3", "v=0.9"], [[1], [2]], [True, True])
+    assert reward(inputs) == pytest.approx([0.3, 0.9])
+    bad = RewardInputs(prompts, ["v=0.3", "v=overflow"], [[1], [2]], [True, True])
+    with pytest.raises(RewardError, match="could not score 1 of 2"):
+        reward(bad)
+    ranked = TypeAdapter(RewardSpec).validate_python(
+        {"kind": "remote", "url": served.url, "mode": "rank"}
+    )
+    with pytest.raises(ConfigError, match="mode: score"):
+        build_reward(ranked, tokenizer=None)
+
+
+def test_the_verl_reward_function_sync_and_async(served, monkeypatch):
+    from cai.reward import verl
+
+    info = {"question": "q", "index": 3}
+    assert verl.compute_score("src", "v=0.4", "", info, url=served.url) == {
+        "score": pytest.approx(0.4)
+    }
+    compared = asyncio.run(
+        verl.compute_score_async("src", "v=0.6", "v=0.2", info, url=served.url, mode="compare")
+    )
+    assert compared == {"score": pytest.approx(0.75)}
+    monkeypatch.setenv(verl.URL_ENV, served.url)
+    assert verl.compute_score("src", "v=0.7", None, {"prompt": "q"})["score"] == pytest.approx(0.7)
+    with pytest.raises(RewardServiceError, match="extra_info"):
+        verl.compute_score("src", "v=0.7", None, {})
+    with pytest.raises(RewardServiceError, match="one response per call"):
+        verl.compute_score("src", "v=0.7", None, info, mode="rank")

@@ -123,6 +123,33 @@ class JudgeReward:
         return [float(score) for score in scores]
 
 
+class RemoteReward:
+    """A running `cai reward serve` as PPO's reward (`reward: {kind: remote, url: ...}`): each
+    response judged on its own. A response the service could not score, or the service down
+    past the client's deadline, stops the run with one line; PPO never learns from a stand-in."""
+
+    def __init__(self, spec) -> None:
+        if spec.mode != "score":
+            raise ConfigError(
+                f"PPO's remote reward scores each response on its own (mode: score), not "
+                f"{spec.mode}",
+                key="reward.mode",
+                fix="Drop reward.mode (or set it to score); rank and compare need groups of "
+                "responses or a reference answer per prompt, which PPO's rollouts do not have.",
+            )
+        self.client = spec.client()
+
+    def __call__(self, inputs: RewardInputs) -> list[float]:
+        scores = self.client(inputs.prompts, inputs.responses)
+        missing = [i for i, score in enumerate(scores) if score is None]
+        if missing:
+            raise RewardError(
+                f"the reward service at {self.client.url} could not score {len(missing)} of "
+                f"{len(scores)} responses (see its log); check the judge behind it"
+            )
+        return [float(score) for score in scores]
+
+
 def build_reward(spec, tokenizer, device=None, owned: ExitStack | None = None) -> RewardFunction:
     """The reward function a config's `reward:` section describes.
 
@@ -153,6 +180,8 @@ def build_reward(spec, tokenizer, device=None, owned: ExitStack | None = None) -
         return target
     if kind == "judge":
         return _judge(spec, owned)
+    if kind == "remote":
+        return RemoteReward(spec)
     raise ConfigError(f"unknown reward kind {kind!r}")
 
 
