@@ -122,7 +122,7 @@ JUDGE_FLAGS = (
 
 def _judge_eval(config: Path | None, options: dict, overrides: list[str]) -> None:
     from cai.config import load_config
-    from cai.judge_eval.evaluate import run_judge_eval
+    from cai.judge_eval.evaluate import check_paths, run_judge_eval
     from cai.judge_eval.grid import JudgeEvalConfig, apply_judge_kind, resolve_paths
     from cai.logs import route_library_logs
 
@@ -130,6 +130,7 @@ def _judge_eval(config: Path | None, options: dict, overrides: list[str]) -> Non
         JudgeEvalConfig, config, apply_judge_kind(options), overrides, check_models=True
     )
     settings = resolve_paths(settings, config)
+    check_paths(settings)  # before the logs directory is made inside --out
     route_library_logs(settings.output_dir)
     report = run_judge_eval(settings, progress=typer.echo)
     for cell in report.cells:

@@ -9,8 +9,21 @@ from cai.backends.base import Backend
 from cai.judge_eval.anchors import verdict
 from cai.judge_eval.grid import JudgeEvalConfig
 from cai.judge_eval.metrics import score_benchmark
-from cai.judge_eval.report import CellReport, EvalReport, write_report
+from cai.judge_eval.report import REPORT_FILES, CellReport, EvalReport, write_report
 from cai.judge_eval.run import Progress, judge_cells, judge_config, load_benchmarks
+from cai.paths import check_run_paths, refuse_output_onto_input, settings_inputs
+
+
+def check_paths(grid: JudgeEvalConfig) -> None:
+    """Refuse an --out that is, or lies in, an input, or whose files would replace one."""
+    check_run_paths(grid)
+    out = Path(grid.output_dir)
+    written = {f"--out's {name}": out / name for name in (*REPORT_FILES, "pairs", "cells")}
+    refuse_output_onto_input(
+        written,
+        settings_inputs(grid, skip=("output_dir",)),
+        fix="Move that input elsewhere, or choose another --out.",
+    )
 
 
 def run_judge_eval(
@@ -19,6 +32,7 @@ def run_judge_eval(
     progress: Progress | None = None,
 ) -> EvalReport:
     """Every cell on every benchmark; `backends` maps judge names to backends to use."""
+    check_paths(grid)
     benchmarks = load_benchmarks(grid)  # every row read and checked before a model loads
     runs, judged = judge_cells(grid, benchmarks, backends, progress)
     by_key = {(r.cell, r.benchmark): r for r in runs}

@@ -34,3 +34,12 @@ def test_backend_flag_needs_a_judge_flag(tmp_path):
     result = CliRunner().invoke(app, ["eval", "judge", "-c", str(grid), "--backend", "openai"])
     assert result.exit_code == 2
     assert "--backend and --base-url need --judge" in result.output
+
+
+def test_out_that_would_replace_an_input_is_refused(tmp_path):
+    source = tmp_path / "report.json"  # a benchmark file named like a report file
+    source.write_text(Path(SAMPLE).read_text())
+    args = ["eval", "judge", "--benchmark", str(source), "--judge", "fake", "--backend", "scripted"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "report.json" in result.output
+    assert source.read_text() == Path(SAMPLE).read_text()
