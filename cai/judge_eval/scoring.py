@@ -6,10 +6,11 @@ between the judge said "tie" (0.5, as RewardBench counts a generative judge whos
 disagree). Items then count as their benchmark counts them:
 
 - pair (RewardBench, JudgeBench, HH-RLHF): the comparison's outcome.
-- best_of_n (RewardBench 2 except Ties): 1 only if the chosen beats each of the 3 rejected
-  head to head (a tie is not a win). RewardBench 2 scores a reward model's 4 scalar scores
-  (right if the chosen's is the highest); a pairwise judge has no scalar, so "beats all 3"
-  is the pairwise form of the same event.
+- best_of_n (RewardBench 2 except Ties): 1 if the chosen beats each of the 3 rejected head
+  to head, 0 if any beats it, 1 / (1 + k) if it ties k of them and beats the rest.
+  RewardBench 2 scores a reward model's 4 scalar scores (right if the chosen's is the
+  highest, a top score shared with k others worth 1 / (1 + k)); a pairwise judge has no
+  scalar, so this is the pairwise form of the same rule.
 - style_matrix (RM-Bench): the mean of the 9 chosen-style x rejected-style cells; hard =
   the upper triangle (chosen plainer than rejected), normal = the diagonal, easy = lower.
 - ties (RewardBench 2 Ties): the group is ranked all against all (Bradley-Terry scores
@@ -186,6 +187,15 @@ class ItemResult(BaseModel):
     outcomes: list[Outcome] = []
 
 
+def best_of_n_credit(outcomes: Sequence[Outcome]) -> float:
+    """1 when the chosen beats every rejected; 0 when any beats it; 1 / (1 + ties) when it
+    beats the others and ties k of them, as RewardBench 2 splits a top score the chosen
+    shares with k rejected answers."""
+    if any(o.judge_says not in (o.expected, "tie") for o in outcomes):
+        return 0.0
+    return 1.0 / (1 + sum(1 for o in outcomes if o.judge_says == "tie"))
+
+
 def _ties_stats(scores: list[float], num_correct: int) -> tuple[bool, float | None, float | None]:
     """RewardBench 2's per-prompt Ties numbers: (every right answer above every wrong one,
     spread of the right answers (None with one), worst right minus best wrong)."""
@@ -223,8 +233,7 @@ def score_item(
         return ItemResult(**base, value=None, failed=True, outcomes=outcomes)
     credits = [o.credit for o in outcomes]  # type: ignore[misc]
     if item.scoring == "best_of_n":
-        value = 1.0 if all(o.judge_says == o.expected for o in outcomes) else 0.0
-        return ItemResult(**base, value=value, outcomes=outcomes)
+        return ItemResult(**base, value=best_of_n_credit(outcomes), outcomes=outcomes)
     if item.scoring == "style_matrix":
         cells = {f"{o.cell[0]},{o.cell[1]}": o.credit for o in outcomes if o.cell}  # type: ignore[misc]
         return ItemResult(**base, value=sum(credits) / len(credits), cells=cells, outcomes=outcomes)
@@ -264,7 +273,10 @@ def ties_score(results: Sequence[ItemResult]) -> tuple[float | None, str]:
         preferred_hard = _mean([float(g > s) for g, s in zip(gap_hard, spread, strict=True)]) or 0.0
         terms = []
         for g, s in zip(gap_hard, spread, strict=True):
-            terms.append(0.0 if s == 0 else math.tanh(g / s - 1))  # their nan (0/0) is 0
+            if s == 0:  # numpy: g / 0 is +-inf (tanh +-1), 0 / 0 is nan, which they set to 0
+                terms.append(0.0 if g == 0 else math.copysign(1.0, g))
+            else:
+                terms.append(math.tanh(g / s - 1))
         margin_term = _mean(terms) or 0.0
     score = (
         0.30 * tied_acc

@@ -102,7 +102,8 @@ def test_benchmarks_counted_their_own_way(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "rb2 (rewardbench2)" in markdown
     assert (
-        scores["rb"].malformed == 1 and "row 7 (line 7): chosen and rejected are the same text" in markdown
+        scores["rb"].malformed == 1
+        and "row 7 (line 7): chosen and rejected are the same text" in markdown
     )
     assert json.loads((out / "report.json").read_text())["cells"][0]["cell"] == "oracle"
 
@@ -193,3 +194,18 @@ def test_cot_verdict_and_panel_cells(tmp_path):
     assert (by_label.score, by_label.flip_rate, by_label.tie_rate) == (1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="panel"):
         grid(tmp_path, [rb], judges=config.model_dump()["judges"], methods=["verdict"])
+
+
+def test_best_of_n_credit_splits_ties_like_rewardbench2():
+    from cai.judge_eval.scoring import Outcome, best_of_n_credit
+
+    def said(*verdicts):
+        return [
+            Outcome(sample_id=str(i), expected="a", p_right=None, judge_says=v, credit=None)
+            for i, v in enumerate(verdicts)
+        ]
+
+    assert best_of_n_credit(said("a", "a", "a")) == 1.0
+    assert best_of_n_credit(said("a", "tie", "a")) == 0.5
+    assert best_of_n_credit(said("tie", "tie", "a")) == pytest.approx(1 / 3)
+    assert best_of_n_credit(said("a", "b", "tie")) == 0.0
