@@ -196,7 +196,14 @@ class VLLMOfflineBackend(LocalBackend):
 
     def close(self) -> None:
         if self._owns_engine and self.engine is not None:
-            self.engine = None
+            engine, self.engine = self.engine, None
+            # Dropping the reference alone left the engine's processes (and their memory)
+            # running until this process exited whenever anything else still held the LLM,
+            # as in `cai loop`, where each stage's engines then outlived it: stop them here.
+            core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+            if core is not None:
+                core.shutdown()
+            del engine
             import gc
 
             gc.collect()
