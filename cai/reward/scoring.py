@@ -110,34 +110,23 @@ class JudgeScorer:
     # ---- one micro-batch --------------------------------------------------------------------
     def run(self, jobs: Sequence[tuple[str, list[Parsed]]]) -> list[list[Result]]:
         """The answers of each job (mode, items), in order, from at most two backend calls."""
-        score_items = [
-            (j, i, it)
-            for j, (mode, items) in enumerate(jobs)
-            if mode == "score"
-            for i, it in enumerate(items)
-            if not isinstance(it, ItemError)
+        located = [
+            (j, i, item)
+            for j, (_, items) in enumerate(jobs)
+            for i, item in enumerate(items)
+            if not isinstance(item, ItemError)
         ]
-        pair_items = [
-            (j, i, it)
-            for j, (mode, items) in enumerate(jobs)
-            if mode != "score"
-            for i, it in enumerate(items)
-            if not isinstance(it, ItemError)
-        ]
+        pointwise = [x for x in located if jobs[x[0]][0] == "score"]
+        pairwise = [x for x in located if jobs[x[0]][0] != "score"]
         out: list[list[Result | None]] = [
-            [
-                empty_result(mode, it, _size(it)) if isinstance(it, ItemError) else None
-                for it in items
-            ]
+            [empty_result(mode, it) if isinstance(it, ItemError) else None for it in items]
             for mode, items in jobs
         ]
-        for (j, i, _), result in zip(
-            score_items, self._score([x for *_, x in score_items]), strict=True
-        ):
-            out[j][i] = result
-        for (j, i, _), result in zip(
-            pair_items, self._pairs([x for *_, x in pair_items]), strict=True
-        ):
+        answers = [
+            *zip(pointwise, self._score([item for *_, item in pointwise]), strict=True),
+            *zip(pairwise, self._pairs([item for *_, item in pairwise]), strict=True),
+        ]
+        for (j, i, _), result in answers:
             out[j][i] = result
         return [[r for r in answers if r is not None] for answers in out]
 
