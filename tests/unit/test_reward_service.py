@@ -8,6 +8,7 @@ every answer can be checked by content against the request it belongs to.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import pickle
 import re
@@ -290,6 +291,9 @@ def test_the_client_groups_by_prompt_in_rank_mode_and_pickles(served):
     rewards = reward(prompts=prompts, completions=completions, trainer_state=object())
     assert rewards[2] > 0 > rewards[0] and rewards[0] == pytest.approx(-rewards[2])
     assert rewards[1] > 0 > rewards[3]
+    # how TRL tells an async reward function (trl.trainer.utils.is_async_callable)
+    assert not inspect.iscoroutinefunction(reward.__call__)
+    assert inspect.iscoroutinefunction(AsyncRemoteJudgeReward(served.url).__call__)
     scored = asyncio.run(
         AsyncRemoteJudgeReward(served.url, mode="score")(prompts=prompts, completions=completions)
     )
