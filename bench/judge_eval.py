@@ -13,6 +13,7 @@ time over `cai judge`'s (what mapping, scoring and reporting add).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import tempfile
@@ -109,6 +110,7 @@ def main() -> None:
             args.repeats,
             before_each=lambda _: engine.reset_prefix_cache(),
         )
+        load = os.getloadavg()[0]
         judge_t, eval_t = median(times["cai judge"]), median(times["cai eval judge"])
         stage_t = median(times["judge stage"])
         slower, over_stage = eval_t / judge_t, eval_t / stage_t
@@ -121,7 +123,8 @@ def main() -> None:
             [
                 f"{args.pairs} pairs, default constitution (4 principles per pair, both orders), "
                 f"median of {args.repeats} interleaved repeats on one engine, fresh output "
-                "directories, no call cache.",
+                f"directories, no call cache; load average {load:.1f} at the end (the machine "
+                "is shared: compare the ratios, not the seconds).",
                 "",
                 table(["run", "seconds", "pairs/s"], rows),
                 "",
@@ -144,7 +147,7 @@ def main() -> None:
                     ["`cai eval judge` pairs/s (tiny model)", f"{args.pairs / eval_t:.1f}"],
                 ],
                 "details": details,
-                "raw": {"times": times, "pairs": args.pairs},
+                "raw": {"times": times, "pairs": args.pairs, "load_average": load},
             },
         )
     finally:
