@@ -168,3 +168,12 @@ def test_stratified_limit_covers_subsets_and_is_stable(tmp_path):
     again = load_benchmark(source, limit=10, seed=3)
     assert [i.item_id for i in again.items] == [i.item_id for i in bench.items]
     assert stratified_sample(bench.items, None) == bench.items
+
+
+def test_a_hub_id_goes_to_the_hub_reader(monkeypatch):
+    """A Hub id is read by cai.tables' Hub reader; offline, that is one clear error."""
+    from cai.tables import InputFormatError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputFormatError, match=r"allenai/reward-bench-2.*HF_HUB_OFFLINE"):
+        load_benchmark("allenai/reward-bench-2", "rewardbench2", split="test")
