@@ -128,6 +128,11 @@ class JudgeEvalConfig(BaseModel):
             if fmt != "auto" and fmt not in FORMATS:
                 raise ValueError(f"format {fmt!r} is not auto or one of {', '.join(FORMATS)}")
         JudgeConfig(**self.judge)  # a wrong key fails here, before anything loads
+        if "chain_of_thought" in self.judge:
+            raise ValueError(
+                "judge.chain_of_thought is set by each cell's method; list methods: [cot] "
+                "(or verdict) instead"
+            )
         labels = [j.label() for j in self.judges]
         if len(set(labels)) != len(labels):
             raise ValueError(f"two judges share a name ({labels}); give each a `name`")

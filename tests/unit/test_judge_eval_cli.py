@@ -43,3 +43,13 @@ def test_out_that_would_replace_an_input_is_refused(tmp_path):
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "report.json" in result.output
     assert source.read_text() == Path(SAMPLE).read_text()
+
+
+def test_the_example_grid_loads_with_its_paths_beside_it():
+    from cai.config import load_config
+    from cai.judge_eval.grid import JudgeEvalConfig, resolve_paths
+
+    path = Path(__file__).parents[2] / "examples" / "judge_grid.yaml"
+    grid = resolve_paths(load_config(JudgeEvalConfig, path), path)
+    assert Path(grid.benchmarks[0].source).resolve() == Path(SAMPLE).resolve()
+    assert [c.name for c in grid.cells()] == ["smollm2__default", "smollm2__helpful-only"]
