@@ -11,7 +11,18 @@ from cai.judge_eval.grid import JudgeEvalConfig
 from cai.judge_eval.metrics import score_benchmark
 from cai.judge_eval.report import REPORT_FILES, CellReport, EvalReport, write_report
 from cai.judge_eval.run import Progress, judge_cells, judge_config, load_benchmarks
+from cai.judge_eval.scoring import ItemResult, score_item
 from cai.paths import check_run_paths, refuse_output_onto_input, settings_inputs
+from cai.tables import write_table
+
+ITEMS_FILE = "items.jsonl"
+
+
+def write_items(grid: JudgeEvalConfig, cell: str, bench: str, results: list[ItemResult]) -> Path:
+    """Every item's result beside its cell's run (`cells/<cell>/<benchmark>/items.jsonl`):
+    which rows the judge got right, wrong or tied, with each comparison's probability."""
+    path = Path(grid.output_dir) / "cells" / cell / bench / ITEMS_FILE
+    return write_table((r.model_dump(mode="json") for r in results), path)
 
 
 def check_paths(grid: JudgeEvalConfig) -> None:
@@ -42,15 +53,14 @@ def run_judge_eval(
         scores = []
         verdicts = {}
         for bench in benchmarks:
-            score = score_benchmark(
-                bench,
-                judged[cell.name, bench.name],
-                cell.method,
-                labels,
-                grid.tie_margin,
-                grid.bootstrap,
-                by_key.get((cell.name, bench.name)),
-            )
+            run = by_key.get((cell.name, bench.name))
+            cell_judged = judged[cell.name, bench.name]
+            results = [
+                score_item(item, cell_judged, cell.method, labels, grid.tie_margin)
+                for item in bench.items
+            ]
+            write_items(grid, cell.name, bench.name, results)
+            score = score_benchmark(bench, results, cell_judged, cell.method, grid.bootstrap, run)
             scores.append(score)
             ci = score.overall.accuracy_ci
             # RewardBench 2's score is not the items' accuracy (Ties), so no interval there

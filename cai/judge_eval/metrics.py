@@ -25,7 +25,6 @@ from cai.judge_eval.scoring import (
     ItemResult,
     Outcome,
     rewardbench_sections,
-    score_item,
     style_split,
     ties_score,
 )
@@ -215,14 +214,13 @@ def _principles(outcomes: list[Outcome], judged: dict[str, JudgedSample]) -> lis
 
 def score_benchmark(
     bench: Benchmark,
+    results: list[ItemResult],
     judged: dict[str, JudgedSample],
     method: str,
-    labels: Sequence[str],
-    tie_margin: float,
     settings: BootstrapSettings,
     run: CellRun | None = None,
 ) -> BenchmarkScore:
-    results = [score_item(i, judged, method, labels, tie_margin) for i in bench.items]
+    """A benchmark's numbers from its items' results (`cai.judge_eval.scoring.score_item`)."""
     by_subset: dict[str, list[ItemResult]] = {}
     for r in results:
         by_subset.setdefault(r.subset, []).append(r)

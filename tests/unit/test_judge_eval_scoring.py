@@ -106,6 +106,9 @@ def test_benchmarks_counted_their_own_way(tmp_path):
         and "row 7 (line 7): chosen and rejected are the same text" in markdown
     )
     assert json.loads((out / "report.json").read_text())["cells"][0]["cell"] == "oracle"
+    items = [json.loads(line) for line in (out / "cells/oracle/mt/items.jsonl").open()]
+    assert [i["outcomes"][0]["judge_says"] for i in items] == ["a"] * 3  # one pair, three votes
+    assert [i["value"] for i in items] == [1.0, 0.0, None]
 
 
 def test_grid_cells_resume_and_position_bias(tmp_path):
