@@ -303,14 +303,9 @@ def row_format(row: dict[str, Any]) -> str | None:
     if {"conversation_a", "conversation_b", "winner"} <= keys:
         return "mtbench"
     if {"chosen", "rejected"} <= keys:
-        lists = isinstance(row["chosen"], list) and isinstance(row["rejected"], list)
-        texts = (
-            all(
-                isinstance(row[k], list) and all(isinstance(v, str) for v in row[k])
-                for k in ("chosen", "rejected")
-            )
-            if lists
-            else False
+        texts = all(
+            isinstance(row[k], list) and all(isinstance(v, str) for v in row[k])
+            for k in ("chosen", "rejected")
         )
         if texts and "domain" in keys:
             return "rmbench"
