@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from cai.backends import make_backend
 from cai.backends.base import Backend
+from cai.config import ConfigError
 from cai.files import atomic_write_json, relative_to_run
 from cai.judge.compare import JudgeConfig
 from cai.judge.judged import JudgedSample, iter_judged
@@ -55,8 +56,8 @@ def pairs_path(output_dir: str | Path, bench: Benchmark) -> Path:
 
 
 def write_pairs(output_dir: str | Path, bench: Benchmark) -> Path:
-    """The benchmark's pairs and groups as sample rows (rewritten only when they change, so
-    the judge stage's resume sees the same file)."""
+    """The benchmark's pairs and groups as sample rows, in the benchmark's order: the same
+    rows give the same file, so the judge stage's chunks (keyed by content) resume."""
     path = pairs_path(output_dir, bench)
     rows = [item.sample_row(bench.name) for item in bench.judged.values()]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +113,6 @@ def load_benchmarks(grid: JudgeEvalConfig) -> list[Benchmark]:
         )
     names = [b.name for b in out]
     if len(set(names)) != len(names):
-        from cai.config import ConfigError
-
         raise ConfigError(
             f"two benchmarks share the name {names}", key="benchmarks", fix="Give each a `name`."
         )
