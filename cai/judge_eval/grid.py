@@ -24,9 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai.backends import BackendSpec
 from cai.budget import BudgetConfig
+from cai.config import ConfigError, resolve_beside
 from cai.executors.config import ExecutorConfig
 from cai.human.bootstrap import BootstrapSettings
+from cai.judge.compare import JudgeConfig
 from cai.judge.panel import PanelConfig
+from cai.judge_eval.formats import FORMATS
 
 Method = Literal["logprob", "cot", "verdict"]
 """logprob: the answer-token probability in both orders; cot: a rationale first, then that
@@ -121,9 +124,6 @@ class JudgeEvalConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> JudgeEvalConfig:
-        from cai.judge.compare import JudgeConfig
-        from cai.judge_eval.formats import FORMATS
-
         for fmt in [self.format, *(b.format for b in self.benchmarks)]:
             if fmt != "auto" and fmt not in FORMATS:
                 raise ValueError(f"format {fmt!r} is not auto or one of {', '.join(FORMATS)}")
@@ -183,8 +183,6 @@ class JudgeEvalConfig(BaseModel):
 def apply_judge_kind(options: dict[str, Any]) -> dict[str, Any]:
     """`--backend KIND` and `--base-url URL` set the backend of the judges named with
     `--judge` (the grid file's judges carry their own)."""
-    from cai.config import ConfigError
-
     options = dict(options)
     given = {
         key: options.pop(flag)
@@ -207,8 +205,6 @@ def apply_judge_kind(options: dict[str, Any]) -> dict[str, Any]:
 def resolve_paths(config: JudgeEvalConfig, path: str | Path | None) -> JudgeEvalConfig:
     """Relative paths in a grid file that exist beside it are taken from there (as the
     pipeline config does): benchmark files, constitutions, templates, model directories."""
-    from cai.config import resolve_beside
-
     if path is None:
         return config
     base = Path(path).resolve().parent
