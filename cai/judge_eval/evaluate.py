@@ -10,7 +10,7 @@ from cai.judge_eval.anchors import verdict
 from cai.judge_eval.grid import JudgeEvalConfig
 from cai.judge_eval.metrics import score_benchmark
 from cai.judge_eval.report import REPORT_FILES, CellReport, EvalReport, write_report
-from cai.judge_eval.run import Progress, judge_cells, judge_config, load_benchmarks
+from cai.judge_eval.run import Progress, judge_cells, load_benchmarks
 from cai.judge_eval.scoring import ItemResult, score_item
 from cai.paths import check_run_paths, refuse_output_onto_input, settings_inputs
 from cai.tables import write_table
@@ -49,14 +49,13 @@ def run_judge_eval(
     by_key = {(r.cell, r.benchmark): r for r in runs}
     cells = []
     for cell in grid.cells():
-        labels = judge_config(grid, cell).labels
         scores = []
         verdicts = {}
         for bench in benchmarks:
             run = by_key.get((cell.name, bench.name))
             cell_judged = judged[cell.name, bench.name]
             results = [
-                score_item(item, cell_judged, cell.method, labels, grid.tie_margin)
+                score_item(item, cell_judged, grid.tie_margin)
                 for item in bench.items
             ]
             write_items(grid, cell.name, bench.name, results)

@@ -33,8 +33,9 @@ from cai.judge_eval.formats import FORMATS
 
 Method = Literal["logprob", "cot", "verdict"]
 """logprob: the answer-token probability in both orders; cot: a rationale first, then that
-probability (clamped to the CoT band); verdict: the same rationale, scored by the label it
-states (a hard vote per principle and order), not by the probability."""
+probability (clamped to the CoT band); verdict: the judge writes its reasoning and names an
+answer, parsed into a hard label per principle and order with no log-probs read (the judge's
+`method: verdict`, for APIs without log-probs); an answer naming no label is `unparseable`."""
 
 METHODS: tuple[str, ...] = ("logprob", "cot", "verdict")
 
@@ -128,19 +129,15 @@ class JudgeEvalConfig(BaseModel):
             if fmt != "auto" and fmt not in FORMATS:
                 raise ValueError(f"format {fmt!r} is not auto or one of {', '.join(FORMATS)}")
         JudgeConfig(**self.judge)  # a wrong key fails here, before anything loads
-        if "chain_of_thought" in self.judge:
-            raise ValueError(
-                "judge.chain_of_thought is set by each cell's method; list methods: [cot] "
-                "(or verdict) instead"
-            )
+        for key in ("chain_of_thought", "method"):
+            if key in self.judge:
+                raise ValueError(
+                    f"judge.{key} is set by each cell's method; list methods: [cot] "
+                    "(or verdict) instead"
+                )
         labels = [j.label() for j in self.judges]
         if len(set(labels)) != len(labels):
             raise ValueError(f"two judges share a name ({labels}); give each a `name`")
-        if "verdict" in self.methods and any(j.panel for j in self.judges):
-            raise ValueError(
-                "method verdict reads each principle's stated label, which a panel's judgment "
-                "does not keep per member; use cot (or logprob) for panels"
-            )
         self.cells()  # two cells with one name fail here, as a settings error
         return self
 

@@ -242,8 +242,9 @@ def score_benchmark(
     )
     if method == "verdict":
         notes.append(
-            "method verdict: labels and flip rate from the labels the rationales state; the "
-            "per-principle table and Ties rankings still read the scored probabilities"
+            "method verdict: hard labels parsed from the judge's written answers, no log-probs "
+            "read; a pair's label is the share of its verdicts naming a response (ties are "
+            "common), and answers that name no label are counted as unparseable"
         )
     if bench.format == "rewardbench" and any(s.subset not in REWARDBENCH_COUNTS for s in subsets):
         notes.append("subsets outside RewardBench's four sections are shown but not in its score")

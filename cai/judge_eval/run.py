@@ -70,7 +70,8 @@ def cell_dir(output_dir: str | Path, cell: Cell, bench: Benchmark) -> Path:
 
 def judge_config(grid: JudgeEvalConfig, cell: Cell) -> JudgeConfig:
     settings = {"seed": grid.seed, **grid.judge}
-    settings["chain_of_thought"] = cell.method != "logprob"
+    settings["chain_of_thought"] = cell.method == "cot"
+    settings["method"] = "verdict" if cell.method == "verdict" else "logprob"
     return JudgeConfig(**settings)
 
 

@@ -86,46 +86,18 @@ REWARDBENCH_SECTIONS = {
 }
 
 
-def verdict_orders(judged: JudgedSample, labels: Sequence[str]) -> dict[str, float]:
-    """The `verdict` method per answer order: the share of the order's rationales whose
-    stated label names response a (0.5 for a rationale naming neither)."""
-    pair = judged.pair
-    votes: dict[str, list[float]] = {}
-    for principle in pair.per_principle if pair is not None else []:
-        for order in principle.orders:
-            slot_of_a = labels[0] if order.order == "AB" else labels[1]
-            vote = 0.5 if order.stated_label is None else float(order.stated_label == slot_of_a)
-            votes.setdefault(order.order, []).append(vote)
-    return {order: sum(v) / len(v) for order, v in votes.items()}
-
-
-def prob_verdict(judged: JudgedSample, labels: Sequence[str]) -> float | None:
-    """The `verdict` method: the share of (principle, order) rationales whose stated label
-    names response a."""
-    if judged.pair is None or not judged.pair.ok:
-        return None
-    by_order = verdict_orders(judged, labels)
-    return sum(by_order.values()) / len(by_order) if by_order else None
-
-
-def orders_agree(judged: JudgedSample | None, method: str, labels: Sequence[str]) -> bool | None:
+def orders_agree(judged: JudgedSample | None) -> bool | None:
     """Whether the two answer orders pick the same winner (None: not both known)."""
     if judged is None or judged.pair is None:
         return None
-    if method != "verdict":
-        return judged.pair.orders_agree
-    by_order = verdict_orders(judged, labels)
-    if "AB" not in by_order or "BA" not in by_order:
-        return None
-    return (by_order["AB"] - 0.5) * (by_order["BA"] - 0.5) > 0
+    return judged.pair.orders_agree
 
 
-def prob_a(judged: JudgedSample | None, method: str, labels: Sequence[str]) -> float | None:
-    """The judge's probability that response a wins (None: no label)."""
+def prob_a(judged: JudgedSample | None) -> float | None:
+    """The judge's probability that response a wins (None: no label). Under the verdict
+    method it is the share of written verdicts naming a (`cai.judge.written`)."""
     if judged is None or judged.pair is None or not judged.pair.ok:
         return None
-    if method == "verdict":
-        return prob_verdict(judged, labels)
     return judged.pair.prob_a
 
 
@@ -149,11 +121,9 @@ def judge_says(p_a: float, tie_margin: float) -> str:
     return "a" if p_a > 0.5 else "b"
 
 
-def outcome(
-    comparison: Comparison, judged: JudgedSample | None, method: str, labels, tie_margin: float
-) -> Outcome:
-    p = prob_a(judged, method, labels)
-    agree = orders_agree(judged, method, labels)
+def outcome(comparison: Comparison, judged: JudgedSample | None, tie_margin: float) -> Outcome:
+    p = prob_a(judged)
+    agree = orders_agree(judged)
     base = {
         "sample_id": comparison.sample_id,
         "expected": comparison.expected,
@@ -205,13 +175,7 @@ def _ties_stats(scores: list[float], num_correct: int) -> tuple[bool, float | No
     return margin > 0, spread, margin
 
 
-def score_item(
-    item: BenchItem,
-    judged: dict[str, JudgedSample],
-    method: str,
-    labels: Sequence[str],
-    tie_margin: float,
-) -> ItemResult:
+def score_item(item: BenchItem, judged: dict[str, JudgedSample], tie_margin: float) -> ItemResult:
     base = {"item_id": item.item_id, "subset": item.subset, "scoring": item.scoring}
     if item.scoring == "ties":
         group = judged.get(item.group_id or "")
@@ -226,9 +190,7 @@ def score_item(
             tie_kind=item.tie_kind,
             tie_prompt=item.tie_prompt,
         )
-    outcomes = [
-        outcome(c, judged.get(c.sample_id), method, labels, tie_margin) for c in item.comparisons
-    ]
+    outcomes = [outcome(c, judged.get(c.sample_id), tie_margin) for c in item.comparisons]
     if any(o.credit is None for o in outcomes):
         return ItemResult(**base, value=None, failed=True, outcomes=outcomes)
     credits = [o.credit for o in outcomes]  # type: ignore[misc]

@@ -191,12 +191,17 @@ def test_cot_verdict_and_panel_cells(tmp_path):
     assert backend.calls["generate"] > 0 and cot.tie_rate == 1.0  # uniform scores: all ties
     (panel,) = report.cells[1].benchmarks
     assert panel.overall.scored == 3 and report.cells[1].judge_models == ["p1", "p2"]
-    verdict_grid = grid(tmp_path, [rb], methods=["verdict"])
+    scored = backend.calls["score"]
+    verdict_grid = grid(
+        tmp_path, [rb], methods=["verdict"], output_dir=str(tmp_path / "verdict")
+    )
     (by_label,) = run_judge_eval(verdict_grid, backends={"oracle": backend}).cells[0].benchmarks
-    # the same rationales read by the label they state: every pair right, both orders agree
+    # the written answers read by the label they state: every pair right, both orders agree,
+    # and no log-probs asked for
     assert (by_label.score, by_label.flip_rate, by_label.tie_rate) == (1.0, 0.0, 0.0)
-    with pytest.raises(ValueError, match="panel"):
-        grid(tmp_path, [rb], judges=config.model_dump()["judges"], methods=["verdict"])
+    assert backend.calls["score"] == scored
+    with pytest.raises(ValueError, match="judge.method is set by each cell"):
+        grid(tmp_path, [rb], methods=["verdict"], judge={"method": "verdict"})
 
 
 def test_best_of_n_credit_splits_ties_like_rewardbench2():
