@@ -291,6 +291,7 @@ ORDER = [
     "ray_executor",
     "peer_distilabel",
     "http_path",
+    "provider_limits",
     "judge_eval",
 ]
 

@@ -24,6 +24,7 @@ BENCHMARKS = [
     "ray_executor",
     "peer_distilabel",
     "http_path",
+    "provider_limits",
     "judge_eval",
 ]
 TAKES_MODEL = {"overhead", "prefix_reuse"}  # the others run on the tiny random model

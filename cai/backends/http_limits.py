@@ -11,7 +11,11 @@ endpoint of a fleet gets one `EndpointGate`, used on the client's event loop (no
 - requests and tokens per minute are paced by token buckets that hold at most one second's
   worth, so the client never sends a burst that a provider's 60 s window would refuse;
 - a `Retry-After` (or, without one, the retry's backoff) pauses the whole endpoint, not only
-  the request that got it: the others would be refused too.
+  the request that got it: the others would be refused too;
+- told no requests-per-minute cap, an endpoint that answers 429 gets one learned from it: the
+  rate it accepted over the last seconds, less a tenth, cut by a fifth at each later 429 and
+  raised by a twentieth every `_PROBE_S` seconds without one. A window of requests in flight
+  cannot hold a rate: with quick answers even one request at a time outruns a provider's cap.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai.errors import CaiError
+
+_RECENT_S = 60.0  # how far back the accepted rate is read when a 429 teaches one (a
+# provider's window is a minute)
+_PROBE_S = 5.0  # seconds without a 429 before a learned rate is raised
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ class EndpointGate:
         self._round_answers = 0
         self._round_start = time.monotonic()
         self._round_rate: float | None = None
+        self._answered: deque[float] = deque()  # times of recent answers (a learned rate)
+        self._learned: float | None = None  # requests per second learned from 429s
+        self._last_throttle = 0.0
         self.admitted = 0
         self.throttled = 0  # answers 429 / 503
         self.queued_s = 0.0
@@ -150,11 +161,40 @@ class EndpointGate:
                 self.paused_until = max(self.paused_until, now + retry_after)
             if outcome == "throttled":
                 self.throttled += 1
+                self._learn_rate(now, retry_after)
         elif outcome == "ok" and latency is not None:
             self._on_answer(latency, now)
         self._wake()
 
+    def _learn_rate(self, now: float, retry_after: float | None) -> None:
+        """A 429 without a configured requests-per-minute cap: pace to what the endpoint
+        accepted lately spread over that time and the wait it asked for (a provider that took
+        N requests in s seconds and says to retry in r takes about N / (s + r) a second),
+        less a tenth; cut by a fifth at each later 429 outside the pause it asked for (the
+        answers already on their way were sent before it)."""
+        if self.limits.requests_per_minute is not None or now < self._last_throttle:
+            return
+        recent = [t for t in self._answered if t >= now - _RECENT_S]
+        span = (now - recent[0] if recent else 0.0) + (retry_after or 0.0)
+        accepted = len(recent) / span if span > 0 and recent else 1.0
+        rate = 0.9 * accepted if self._learned is None else 0.8 * min(self._learned, accepted)
+        self._set_rate(max(rate, 1.0 / 60.0))
+        self._last_throttle = max(now, self.paused_until)
+
+    def _set_rate(self, per_second: float) -> None:
+        self._learned = per_second
+        level = self._requests.level if self._requests.rate is not None else 0.0
+        self._requests = _Bucket(per_second * 60.0)
+        self._requests.level = min(level, self._requests.capacity)
+
     def _on_answer(self, latency: float, now: float) -> None:
+        if self.limits.requests_per_minute is None:
+            self._answered.append(now)
+            while self._answered and self._answered[0] < now - _RECENT_S:
+                self._answered.popleft()
+            if self._learned is not None and now - self._last_throttle > _PROBE_S:
+                self._set_rate(self._learned * 1.05)
+                self._last_throttle = now
         self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
         if self._best_latency is None or self._latency < self._best_latency:
             self._best_latency = self._latency
@@ -212,6 +252,7 @@ class EndpointGate:
             "queued_s": round(self.queued_s, 3),
             "mean_queue_ms": round(1000 * self.queued_s / max(1, self.admitted), 2),
             "latency_ms": round(1000 * (self._latency or 0.0), 2),
+            **({"learned_rpm": round(self._learned * 60.0, 1)} if self._learned else {}),
         }
 
 

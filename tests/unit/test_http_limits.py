@@ -55,6 +55,22 @@ def test_a_429_storm_with_retry_after_loses_nothing():
     assert stats["concurrency"] < 16  # it backed off
 
 
+def test_a_rate_is_learned_from_429s_when_no_cap_is_given():
+    """Told nothing, the client paces itself to what the provider accepted: after the first
+    refusals few more follow, and none is lost."""
+    with OpenAIStub(StubLimits(rpm=20, window_s=1.0)) as stub:
+        backend = _backend(stub)
+        try:
+            out = backend.generate_text([f"p{i}" for i in range(160)], PARAMS)
+            stats = backend.endpoint_stats()[0]
+        finally:
+            backend.close()
+    assert not any(g.failed for g in out)
+    assert stats["throttled"] == stub.log.refused > 0
+    assert 0 < stats["learned_rpm"] <= 1.2 * 20 * 60  # near the cap, never far above it
+    assert stub.log.refused <= 0.1 * len(stub.log.admitted)
+
+
 def test_tokens_per_minute_are_paced():
     window, tpm = 2.0, 400
     with OpenAIStub(StubLimits(tpm=tpm, window_s=window)) as stub:
