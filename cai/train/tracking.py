@@ -114,10 +114,13 @@ def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def accelerator_trackers(report_to: Iterable[str]) -> list[str] | None:
-    """`log_with` for an Accelerator: the checked names, or None (no tracker at all)."""
+def accelerator_trackers(report_to: Iterable[str], output_dir: str | Path) -> dict[str, Any]:
+    """An Accelerator's `log_with` (the checked names, or None: no tracker at all) and, for
+    local trackers, `project_dir` (they write under `<output_dir>/runs/<project>`)."""
     names = normalize_report_to(list(report_to))
-    return names or None
+    if not names:
+        return {"log_with": None}
+    return {"log_with": names, "project_dir": str(runs_dir(output_dir))}
 
 
 def start_accelerator_run(

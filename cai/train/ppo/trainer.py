@@ -58,12 +58,7 @@ from cai.train.ppo.setup import (
 )
 from cai.train.push import push_if_asked
 from cai.train.rewards import JudgeRewardSpec
-from cai.train.tracking import (
-    accelerator_trackers,
-    finish_accelerator_run,
-    runs_dir,
-    start_accelerator_run,
-)
+from cai.train.tracking import accelerator_trackers, finish_accelerator_run, start_accelerator_run
 
 
 @dataclass
@@ -107,12 +102,10 @@ class PPOTrainer:
             if isinstance(config.reward, JudgeRewardSpec):
                 check_judge_reward(config.reward)
         prepare_launch()
-        trackers = accelerator_trackers(config.report_to)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
-            log_with=trackers,
-            project_dir=str(runs_dir(config.output_path)) if trackers else None,
+            **accelerator_trackers(config.report_to, config.output_path),
         )
         check_process_group(self.accelerator.num_processes)
         configure_deepspeed(self.accelerator, config)
