@@ -22,6 +22,8 @@ from common import fmt_ratio, print_header, record_result, table
 WINDOW_S = 6.0
 RPM = 60  # per window: 10 requests a second
 TPM = 600  # per window: 100 tokens a second
+HEADER = ["case", "requests", "lost", "refused (429)", "over the cap", "allowance used",
+          "seconds", "final concurrency"]  # fmt: skip
 
 
 def run_case(name: str, requests: int, stub_limits, client_limits) -> dict:
@@ -96,8 +98,7 @@ def main() -> None:
             "accepted: how far over the allowed rate the client sent). Allowance used = the "
             "accepted rate / the cap.",
             "",
-            table(["case", "requests", "lost", "refused (429)", "over the cap",
-                   "allowance used", "seconds", "final concurrency"], rows),  # fmt: skip
+            table(HEADER, rows),
             "",
             f"- 1-minute load average at the start: {load:.1f}.",
         ]
@@ -110,10 +111,14 @@ def main() -> None:
             "command": f"python bench/provider_limits.py --requests {args.requests}",
             "summary": [
                 ["requests lost to rate limits (target <= 2%)", f"{lost:.1%}"],
-                ["most requests refused over the cap, of those accepted (target <= 10%)",
-                 f"{worst_over:.1%}"],  # fmt: skip
-                ["allowance used when told the requests-per-minute cap",
-                 fmt_ratio(got[0]["allowance_used"])],  # fmt: skip
+                [
+                    "most requests refused over the cap, of those accepted (target <= 10%)",
+                    f"{worst_over:.1%}",
+                ],
+                [
+                    "allowance used when told the requests-per-minute cap",
+                    fmt_ratio(got[0]["allowance_used"]),
+                ],
             ],
             "details": details,
             "raw": {"cases": got, "load": load},

@@ -37,7 +37,7 @@ from cai.judge_eval.items import (
 from cai.records import Message, stable_id
 
 
-class BadRow(ValueError):
+class BadRow(InputError):
     """One row does not fit its format; the message says why."""
 
 

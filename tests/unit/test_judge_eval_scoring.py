@@ -200,7 +200,7 @@ def test_cot_verdict_and_panel_cells(tmp_path):
     # and no log-probs asked for
     assert (by_label.score, by_label.flip_rate, by_label.tie_rate) == (1.0, 0.0, 0.0)
     assert backend.calls["score"] == scored
-    with pytest.raises(ValueError, match="judge.method is set by each cell"):
+    with pytest.raises(ValueError, match=r"judge\.method is set by each cell"):
         grid(tmp_path, [rb], methods=["verdict"], judge={"method": "verdict"})
 
 
