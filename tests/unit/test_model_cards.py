@@ -162,3 +162,56 @@ def test_public_names_and_license(tmp_path):
     assert base_license(snapshot) is None
     (snapshot / "config.json").write_text(json.dumps({"license": "Apache-2.0"}))
     assert base_license(snapshot) == "apache-2.0"
+
+
+def test_the_loop_card_goes_to_the_final_policy_once(tmp_path):
+    from cai.loop.config import LoopConfig
+    from cai.loop.publish import publish_final_policy
+    from cai.loop.report import RoundRow
+
+    start = _base_model(tmp_path)
+    judge = tmp_path / "models" / "judge"
+    judge.mkdir()
+    final = tmp_path / "run" / "rounds" / "2" / "policy"
+    final.mkdir(parents=True)
+    data = _preferences(tmp_path, judge)
+    config = LoopConfig.model_validate(
+        {
+            "name": "card-loop",
+            "prompts": {"path": "p.jsonl"},
+            "policy": {"kind": "transformers", "model": str(start)},
+            "judge_backend": {"kind": "scripted", "model": "judge"},
+            "eval": {"prompts": "e.jsonl"},
+        }
+    )
+    rows = [
+        RoundRow(
+            round=r,
+            pairs=6,
+            train_rows=6 * r,
+            human_overrides=0,
+            win_vs_previous=0.5 + r / 10,
+            win_vs_previous_ci=(0.4, 0.9),
+            win_vs_start=0.5 + r / 10,
+            win_vs_start_ci=(0.4, 0.9),
+            mean_reward=0.1,
+            kl=None,
+            mean_response_words=20.0,
+            stage_seconds={"label": 60.0, "policy": 30.0, "eval": 90.0},
+        )
+        for r in (1, 2)
+    ]
+    publish_final_policy(config, str(start), str(final), rows, data)
+    text = (final / "README.md").read_text()
+    assert "# card-loop: policy after 2 round(s)" in text
+    assert "cai loop: 2 round(s) of sample -> judge -> DPO" in text
+    assert "## Loop rounds" in text and "| 2 | 6 | 12 | 0 | 0.700 [0.400, 0.900]" in text
+    assert "| 2 | 60.0 | 30.0 | 90.0 | 180.0 |" in text  # seconds per stage and per round
+    assert "license: mit" in text and "`default`, version" in text
+    assert str(tmp_path) not in text and not ABSOLUTE.search(text)
+    # a rerun with the same rounds writes nothing; the starting policy is never written to
+    written = (final / "README.md").stat().st_mtime_ns
+    publish_final_policy(config, str(start), str(final), rows, data)
+    assert (final / "README.md").stat().st_mtime_ns == written
+    publish_final_policy(config, str(start), str(start), rows, data)
+    assert (start / "README.md").read_text().startswith("---\nlicense: MIT")
