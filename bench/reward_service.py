@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
 import shutil
 import statistics
@@ -172,6 +173,7 @@ def main() -> None:
             JudgeConfig(principles_per_pair=1),
         )
         groups = make_groups(args.clients, args.rounds, args.k)
+        load_before = os.getloadavg()[0]
         expected = in_process(scorer, groups)  # warm-up, and the answers to check against
         service = RewardService(scorer, batching=BatchSettings(max_wait_ms=args.batch_wait_ms))
         latencies: list[float] = []
@@ -190,12 +192,13 @@ def main() -> None:
                 args.repeats,
             )
         stats = service.batcher.stats
-        report(args, times, latencies, checks, stats)
+        load = (load_before, os.getloadavg()[0])
+        report(args, times, latencies, checks, stats, load)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def report(args, times, latencies, checks, stats) -> None:
+def report(args, times, latencies, checks, stats, load: tuple[float, float]) -> None:
     n_groups = args.clients * args.rounds
     base, cand = median(times["in_process"]), median(times["service"])
     throughput = base / cand  # groups/s of the service over groups/s in-process
@@ -224,6 +227,11 @@ def report(args, times, latencies, checks, stats) -> None:
             f"pairs, both orders, 1 principle); batch wait {args.batch_wait_ms:g} ms; medians "
             f"of {args.repeats} interleaved runs.",
             table(["run", "throughput", "time"], rows),
+            "Every run (s): in-process "
+            + ", ".join(f"{t:.2f}" for t in times["in_process"])
+            + "; service "
+            + ", ".join(f"{t:.2f}" for t in times["service"])
+            + " (the spread is the machine's noise: read ratios near 1 as parity).",
             f"Service / in-process throughput: **{fmt_ratio(throughput)}**. Request latency "
             f"over {len(latencies)} requests: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms. "
             f"The micro-batcher ran {stats.batches} batches, {per_batch:.1f} groups each on "
@@ -233,7 +241,8 @@ def report(args, times, latencies, checks, stats) -> None:
             f"(largest gap {worst:.1e}, tolerance {TOLERANCE:g}). The check tells groups "
             f"apart: the nearest two groups' rewards differ by {nearest:.1e}, and "
             f"{totals['ambiguous']} answers would also have passed as another group's.",
-            *([f"Machine: {args.note}"] if args.note else []),
+            f"Load average (1 min) on this {os.cpu_count()}-core machine: {load[0]:.1f} before "
+            f"the runs, {load[1]:.1f} after" + (f"; {args.note}" if args.note else "") + ".",
         ]
     )
     print_header("Reward service")
