@@ -129,7 +129,11 @@ def start_accelerator_run(
     """Open the Accelerator's trackers (named by `log_with`) and log the run's settings."""
     if not accelerator.log_with:
         return
-    init_kwargs = {"wandb": {"name": run_name}, "mlflow": {"run_name": run_name}}
+    init_kwargs = {
+        "wandb": {"name": run_name},
+        "trackio": {"name": run_name},
+        "mlflow": {"run_name": run_name},
+    }
     accelerator.init_trackers(project, config=flat_config(config), init_kwargs=init_kwargs)
 
 
@@ -155,14 +159,19 @@ class TrackerRun:
         run_name: str,
         config: Mapping[str, Any],
     ) -> None:
+        self.trackers = []
+        names = normalize_report_to(list(report_to))
+        if not names:
+            return
+        from accelerate import PartialState
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-        self.trackers = []
-        for name in normalize_report_to(list(report_to)):
+        PartialState()  # the trackers' logging and main-process checks read it
+        for name in names:
             cls = LOGGER_TYPE_TO_CLASS[name]
             if cls.requires_logging_directory:
                 tracker = cls(project, str(runs_dir(output_dir)))
-            elif name == "wandb":
+            elif name in ("wandb", "trackio"):
                 tracker = cls(project, name=run_name)
             elif name == "mlflow":
                 tracker = cls(project, run_name=run_name)
