@@ -377,3 +377,22 @@ def test_the_verl_reward_function_sync_and_async(served, monkeypatch):
         verl.compute_score("src", "v=0.7", None, {})
     with pytest.raises(RewardServiceError, match="one response per call"):
         verl.compute_score("src", "v=0.7", None, info, mode="rank")
+
+
+def test_the_call_cache_and_the_ledger_count_a_repeated_request(tmp_path):
+    from cai.backends.cached import CachedBackend
+    from cai.cache import CallCache
+
+    scripted = ScriptedBackend(score=value_score)
+    cached = CachedBackend(scripted, CallCache(tmp_path / "calls.sqlite"))
+    with ServiceThread(make_service(cached)) as server:
+        item = {"items": [{"prompt": "q", "response": "v=0.35"}]}
+        first = post(server.url, "/v1/score", item).json()["results"]
+        again = post(server.url, "/v1/score", item).json()["results"]
+        assert first == again and first[0]["reward"] == pytest.approx(0.35)
+        assert scripted.calls["score"] == 4  # the second request never reached the engine
+        text = httpx.get(server.url + "/metrics").text
+        assert "cai_reward_cache_hits_total 4" in text and "cai_reward_cached_calls_total 4" in text
+        health = httpx.get(server.url + "/health").json()
+        assert health["tokens_spent"] > 0
+    cached.close()
