@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai.errors import BackendError
+
 RunBatch = Callable[[Sequence[tuple[str, list[Any]]]], list[list[Any]]]
 
 
@@ -98,6 +100,21 @@ class MicroBatcher:
             size += len(job.items)
         return batch
 
+    async def _one_by_one(self, jobs: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        for job in jobs:
+            try:
+                answer = await loop.run_in_executor(self._pool, self.run, [(job.mode, job.items)])
+            except Exception as err:
+                if not job.future.done():
+                    job.future.set_exception(err)
+                continue
+            self.stats.batches += 1
+            self.stats.requests += 1
+            self.stats.items += len(job.items)
+            if not job.future.done():
+                job.future.set_result(answer[0])
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -110,10 +127,15 @@ class MicroBatcher:
             work = [(job.mode, job.items) for job in live]
             try:
                 answers = await loop.run_in_executor(self._pool, self.run, work)
-            except Exception as err:  # an outage fails this batch's requests, not the service
+            except BackendError as err:  # an outage fails this batch's requests, not the service
                 for job in live:
                     if not job.future.done():
                         job.future.set_exception(err)
+                continue
+            except Exception:
+                # Something in one request broke the batch: run each alone, so only that
+                # request fails and the others still get their answers.
+                await self._one_by_one(live)
                 continue
             self.stats.batches += 1
             self.stats.requests += len(live)

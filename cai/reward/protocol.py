@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+ROLES = ("system", "user", "assistant")
+"""The roles the judge's templates render (`cai.templates.ROLES`)."""
+
 Mode = Literal["score", "compare", "rank"]
 """The three ways the judge rewards: pointwise, pairwise, and k-wise per prompt group."""
 
@@ -45,6 +48,8 @@ class _Item(BaseModel):
             for message in value:
                 if set(message) - {"role", "content"} or "content" not in message:
                     raise ValueError("each prompt message needs role and content, nothing else")
+                if message.get("role", "user") not in ROLES:
+                    raise ValueError(f"a message's role must be one of {', '.join(ROLES)}")
         return value
 
 

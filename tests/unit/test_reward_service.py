@@ -396,3 +396,42 @@ def test_the_call_cache_and_the_ledger_count_a_repeated_request(tmp_path):
         health = httpx.get(server.url + "/health").json()
         assert health["tokens_spent"] > 0
     cached.close()
+
+
+def test_a_request_that_breaks_its_batch_fails_alone():
+    def run(jobs):
+        if any("poison" in items for _, items in jobs):
+            raise ValueError("cannot render this one")
+        return [[item.upper() for item in items] for _, items in jobs]
+
+    async def main():
+        batcher = MicroBatcher(run, max_wait_s=0.05, max_items=100)
+        await batcher.start()
+        try:
+            jobs = [
+                batcher.submit("score", ["a"]),
+                batcher.submit("score", ["poison"]),
+                batcher.submit("score", ["b", "c"]),
+            ]
+            return await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    first, broken, third = asyncio.run(main())
+    assert first == ["A"] and third == ["B", "C"]
+    assert isinstance(broken, ValueError)
+
+
+def test_a_message_role_the_templates_cannot_render_is_an_item_error(served):
+    items = [
+        {"prompt": [{"role": "tool", "content": "x"}], "response": "v=0.5"},
+        {
+            "prompt": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "q"}],
+            "response": "v=0.45",
+        },
+    ]
+    results = post(served.url, "/v1/score", {"items": items}).json()["results"]
+    assert (
+        results[0]["error"]["kind"] == "invalid_item" and "role" in results[0]["error"]["message"]
+    )
+    assert results[1]["reward"] == pytest.approx(0.45)
