@@ -202,6 +202,26 @@ def split_query(query: str, prompt: str | None) -> tuple[str, str] | ItemError:
     return prompt, _TRAILING_SPECIAL.sub("", query[len(prompt) :]).strip()
 
 
+# The chat markup of the two template families most policies use: ChatML (Qwen, SmolLM, ...)
+# and Llama 3's headers. OpenRLHF sends the prompt as the policy's template rendered it.
+_CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(?:<\|im_end\|>|$)", re.S)
+_LLAMA3 = re.compile(
+    r"<\|start_header_id\|>(\w+)<\|end_header_id\|>\n\n(.*?)(?:<\|eot_id\|>|$)", re.S
+)
+
+
+def prompt_messages(text: str) -> str | list[dict[str, str]]:
+    """The chat a rendered prompt holds (ChatML or Llama 3 markup), without the empty
+    assistant turn the generation prompt opens; the text as it is when it holds neither."""
+    for pattern in (_CHATML, _LLAMA3):
+        turns = [{"role": r, "content": c.strip()} for r, c in pattern.findall(text)]
+        if turns and not turns[-1]["content"] and turns[-1]["role"] == "assistant":
+            turns.pop()
+        if turns and all(t["role"] in ROLES for t in turns):
+            return turns
+    return text
+
+
 def openrlhf_answer(rewards: list[float | None], errors: list[ItemError | None]) -> dict:
     """OpenRLHF's answer: `rewards` (advantages), `scores` (dynamic filtering) and
     `extra_logs` (logged per sample); `errors` is cai's, which OpenRLHF ignores."""

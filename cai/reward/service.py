@@ -30,6 +30,7 @@ from cai.reward.protocol import (
     ScoreItem,
     openrlhf_answer,
     parse_item,
+    prompt_messages,
     split_query,
 )
 from cai.reward.scoring import JudgeScorer
@@ -138,7 +139,7 @@ class RewardService:
             elif self.get_reward_mode == "compare":
                 items.append(_against_label(split, label))
             else:
-                items.append(ScoreItem(prompt=split[0], response=split[1]))
+                items.append(ScoreItem(prompt=prompt_messages(split[0]), response=split[1]))
         mode = self.get_reward_mode
         results = await self.batcher.submit(mode, items)
         self.metrics.answered("get_reward", len(results), _error_kinds(results))
@@ -264,7 +265,7 @@ def _against_label(split: tuple[str, str], label: Any) -> CompareItem | ItemErro
             kind="invalid_item",
             message="compare mode needs each label to be the reference answer (a string)",
         )
-    return CompareItem(prompt=split[0], chosen=split[1], rejected=label)
+    return CompareItem(prompt=prompt_messages(split[0]), chosen=split[1], rejected=label)
 
 
 def _error_kinds(results: list[Any]) -> list[str]:

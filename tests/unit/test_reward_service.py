@@ -435,3 +435,17 @@ def test_a_message_role_the_templates_cannot_render_is_an_item_error(served):
         results[0]["error"]["kind"] == "invalid_item" and "role" in results[0]["error"]["message"]
     )
     assert results[1]["reward"] == pytest.approx(0.45)
+
+
+def test_openrlhf_prompts_are_read_back_into_messages():
+    from cai.reward.protocol import prompt_messages
+
+    chatml = "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n"
+    assert prompt_messages(chatml + "<|im_start|>assistant\n") == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+    ]
+    llama = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+    assert prompt_messages(llama) == [{"role": "user", "content": "hi"}]
+    assert prompt_messages("Question: hi\nAnswer:") == "Question: hi\nAnswer:"
+    assert prompt_messages("<|im_start|>tool\nx<|im_end|>") == "<|im_start|>tool\nx<|im_end|>"
