@@ -156,7 +156,8 @@ class RewardService:
         if mode != "rank":
             return
         for index, raw in enumerate(raws):
-            size = len(raw.get("responses") or []) if isinstance(raw, dict) else 0
+            responses = raw.get("responses") if isinstance(raw, dict) else None
+            size = len(responses) if isinstance(responses, list) else 0
             if size > self.limits.max_group_size:
                 raise Refusal(
                     413,
