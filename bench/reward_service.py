@@ -4,8 +4,9 @@ One vLLM engine on the tiny model. The baseline is the in-process judge (`JudgeS
 code the service runs) judging the same GRPO-style groups (k responses to one prompt, ranked
 by all-pairs judgments and Bradley-Terry) in one call per round, `--clients` groups a call:
 what a trainer holding the judge in its own process would do. The candidate is the service
-on 127.0.0.1 with `--clients` concurrent HTTP clients, each sending its group of the round as
-its own /v1/rank request, so the service's micro-batcher has to gather them again.
+on 127.0.0.1 with `--clients` concurrent HTTP clients (asyncio, in a process of their own as a
+trainer would be), each sending its group of the round as its own /v1/rank request, so the
+service's micro-batcher has to gather them again.
 
 Reported: throughput (groups/s) of the service over the in-process judge (medians,
 interleaved runs), request latency p50 / p99 over every request of every candidate run, and
@@ -19,12 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import multiprocessing
 import os
 import random
 import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from common import (
@@ -94,6 +97,13 @@ async def _clients(url: str, groups: list[list[dict]], latencies: list[float]):
 
         await asyncio.gather(*(client(c) for c in range(len(groups[0]))))
     return answers, counts
+
+
+def run_clients(url: str, groups: list[list[dict]]):
+    """One candidate run in the clients' process: (answers, answer counts, latencies)."""
+    latencies: list[float] = []
+    answers, counts = asyncio.run(_clients(url, groups, latencies))
+    return answers, counts, latencies
 
 
 def check(expected, answers, counts) -> dict[str, float | int]:
@@ -178,10 +188,14 @@ def main() -> None:
         service = RewardService(scorer, batching=BatchSettings(max_wait_ms=args.batch_wait_ms))
         latencies: list[float] = []
         checks: list[dict] = []
-        with ServiceThread(service) as server:
+        # the clients live in a process of their own, as a trainer would: their HTTP work
+        # does not share the service's interpreter
+        spawn = multiprocessing.get_context("spawn")
+        with ServiceThread(service) as server, ProcessPoolExecutor(1, mp_context=spawn) as pool:
 
             def candidate() -> None:
-                answers, counts = asyncio.run(_clients(server.url, groups, latencies))
+                answers, counts, took = pool.submit(run_clients, server.url, groups).result()
+                latencies.extend(took)
                 checks.append(check(expected, answers, counts))
 
             candidate()  # warm-up of the HTTP path
@@ -222,7 +236,8 @@ def report(args, times, latencies, checks, stats, load: tuple[float, float]) -> 
     ]
     details = "\n\n".join(
         [
-            f"{model_label(args.model)}; {args.clients} clients x {args.rounds} rounds, one "
+            f"{model_label(args.model)}; {args.clients} clients (in their own process) x "
+            f"{args.rounds} rounds, one "
             f"/v1/rank group of k={args.k} responses per request ({args.k * (args.k - 1) // 2} "
             f"pairs, both orders, 1 principle); batch wait {args.batch_wait_ms:g} ms; medians "
             f"of {args.repeats} interleaved runs.",
