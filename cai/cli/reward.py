@@ -91,6 +91,12 @@ def serve(
 
     def ready(url: str) -> None:
         typer.echo(f"Reward service for {service.scorer.backend.model_id!r} at {url}")
+        if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+            typer.echo(
+                f"Warning: listening on {host} without --api-key: anyone who reaches this port "
+                "can spend the judge's tokens.",
+                err=True,
+            )
         typer.echo("Stop with Ctrl-C.", err=True)
 
     serve_forever(service, host, port, on_ready=ready)

@@ -449,3 +449,22 @@ def test_openrlhf_prompts_are_read_back_into_messages():
     assert prompt_messages(llama) == [{"role": "user", "content": "hi"}]
     assert prompt_messages("Question: hi\nAnswer:") == "Question: hi\nAnswer:"
     assert prompt_messages("<|im_start|>tool\nx<|im_end|>") == "<|im_start|>tool\nx<|im_end|>"
+
+
+def test_the_service_runs_an_openai_backend_from_its_batch_thread():
+    """A server fleet as the judge: the openai backend's own event loop serves the batcher's
+    worker thread (the stub answers like vLLM: first label at log-prob -0.5, second -1.5)."""
+    from cai.backends import make_backend
+    from cai.testing.openai_stub import OpenAIStub
+
+    with OpenAIStub() as stub:
+        spec = {"kind": "openai", "model": "stub", "base_urls": [stub.url], "show_progress": False}
+        backend = make_backend(spec)
+        try:
+            with ServiceThread(make_service(backend)) as server:
+                item = {"items": [{"prompt": "q", "response": "a"}]}
+                result = post(server.url, "/v1/score", item).json()["results"][0]
+        finally:
+            backend.close()
+    assert result["reward"] == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert stub.log.admitted
