@@ -8,8 +8,9 @@ Engine starts are the "Initializing a V1 LLM engine" lines of the run's engine l
 attributed to the stage that was running; every two seconds the engine processes alive in
 the command's process tree (zombies excluded) and the tree's resident memory are sampled.
 
-The variants run one after the other (never together: this machine has 2 cores), the
-baseline first. The baseline is `--before REF` checked out in a temporary git worktree and
+The variants run one after the other (never together: this machine has 2 cores); with
+`--repeats N` each runs N times, the order alternating (before, after, after, before, ...) so
+that a load that drifts during the runs favours neither. The baseline is `--before REF` checked out in a temporary git worktree and
 put first on PYTHONPATH; the candidate is this working tree.
 """
 
@@ -27,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import fmt_ratio, record_result, table
+from common import fmt_ratio, median, record_result, table
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE_LINE = re.compile(r"^round (\d+): (\w+)(?: \(resuming\))?$")
@@ -150,7 +151,7 @@ def _rows(result: dict) -> list[list]:
         cells = [f"{result['stage_s'].get((r, s), 0.0):.0f}" for s in STAGES]
         total = sum(result["stage_s"].get((r, s), 0.0) for s in STAGES)
         starts = sum(v for (rr, _), v in result["engine_starts"].items() if rr == r)
-        rows.append([result["name"], r, *cells, f"{total:.0f}", starts])
+        rows.append([result["name"], result["run"], r, *cells, f"{total:.0f}", starts])
     return rows
 
 
@@ -158,6 +159,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=None, help="git ref of the baseline (none: skip)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per variant, in alternating order"
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="cai-loop-bench-"))
     results = []
@@ -168,10 +172,16 @@ def main() -> None:
                 ["git", "worktree", "add", "-f", str(tree), args.before],
                 cwd=ROOT, check=True, capture_output=True,
             )  # fmt: skip
-            results.append(
-                run_variant(f"before ({args.before})", scratch / "before", args.sets, str(tree))
-            )
-        results.append(run_variant("after (this tree)", scratch / "after", args.sets, None))
+        variants = (
+            [(f"before ({args.before})", str(scratch / "before-tree"))] if args.before else []
+        )
+        variants.append(("after (this tree)", None))
+        for repeat in range(args.repeats):
+            # alternate the order, so a load that drifts during the runs favours neither
+            for name, path in variants if repeat % 2 == 0 else variants[::-1]:
+                out = scratch / f"{len(results)}"
+                results.append(run_variant(name, out, args.sets, path))
+                shutil.rmtree(out, ignore_errors=True)
     finally:
         if args.before:
             subprocess.run(
@@ -180,27 +190,28 @@ def main() -> None:
                 capture_output=True,
             )
         shutil.rmtree(scratch, ignore_errors=True)
-    header = ["variant", "round", *STAGES, "round s", "engine starts"]
+    for number, result in enumerate(results, 1):
+        result["run"] = number
+    header = ["variant", "run", "round", *STAGES, "round s", "engine starts"]
     rows = [row for result in results for row in _rows(result)]
     notes = [
-        f"- {r['name']}: {r['seconds']:.0f} s in all; at most {r['max_engines_alive']} engine(s) "
+        f"- run {r['run']}, {r['name']}: {r['seconds']:.0f} s in all; at most {r['max_engines_alive']} engine(s) "
         f"alive at once, {r['engines_during_training']} during training stages; peak resident "
         f"memory of the command's processes {r['max_rss_gib']:.1f} GiB; 1-minute load average "
         f"{r['load'][0]:.1f} at the start, {r['load'][1]:.1f} at the end"
         for r in results
     ]
     summary = []
-    if len(results) == 2:
-        before, after = results
-        summary.append(
-            [
-                "2 rounds, after / before (wall time)",
-                fmt_ratio(after["seconds"] / before["seconds"]),
-            ]
-        )
+    names = list(dict.fromkeys(r["name"] for r in results))
+    if len(names) == 2:
+        runs = {n: [r for r in results if r["name"] == n] for n in names}
+        before, after = (median([r["seconds"] for r in runs[n]]) for n in names)
+        summary.append(["2 rounds, after / before (median wall time)", fmt_ratio(after / before)])
         for r in (1, 2):
-            b = sum(v for (rr, _), v in before["engine_starts"].items() if rr == r)
-            a = sum(v for (rr, _), v in after["engine_starts"].items() if rr == r)
+            b, a = (
+                sum(v for (rr, _), v in runs[n][0]["engine_starts"].items() if rr == r)
+                for n in names
+            )
             summary.append([f"round {r} engine starts, before -> after", f"{b} -> {a}"])
     details = "\n".join(
         [
@@ -215,6 +226,7 @@ def main() -> None:
         ]
     )
     command = "python bench/loop_rounds.py" + (f" --before {args.before}" if args.before else "")
+    command += f" --repeats {args.repeats}" if args.repeats > 1 else ""
     command += "".join(f" --set {s}" for s in args.sets)
     record_result(
         "loop_rounds",
