@@ -7,7 +7,9 @@ endpoint of a fleet gets one `EndpointGate`, used on the client's event loop (no
 - the window of requests in flight grows (one more per answer until the first sign of
   congestion, then one more per window's worth of answers) and shrinks by half on 429, 503
   or a timeout, and by a fifth when the latency climbs past `latency_tolerance` times the
-  least-loaded one while the answers per second fall;
+  least-loaded one while the answers per second fall two rounds in a row (one round's drop
+  is as often the machine's noise as the server's load, and a vLLM server queues what it
+  cannot batch yet, so a window a little too large costs little);
 - requests and tokens per minute are paced by token buckets that hold at most one second's
   worth, so the client never sends a burst that a provider's 60 s window would refuse;
 - a `Retry-After` (or, without one, the retry's backoff) pauses the whole endpoint, not only
@@ -106,6 +108,7 @@ class EndpointGate:
         self._round_answers = 0
         self._round_start = time.monotonic()
         self._round_rate: float | None = None
+        self._slow_rounds = 0
         self._answered: deque[float] = deque()  # times of recent answers (a learned rate)
         self._learned: float | None = None  # requests per second learned from 429s
         self._last_throttle = 0.0
@@ -201,7 +204,10 @@ class EndpointGate:
         if not self.limits.adaptive:
             return
         if self._congested(now):
-            self._cut(now, 0.8)
+            self._slow_rounds += 1
+            if self._slow_rounds >= 2:
+                self._slow_rounds = 0
+                self._cut(now, 0.8)
         elif self.window < self.limits.max_in_flight and self.in_flight + 1 >= int(self.window):
             step = 1.0 if self._slow_start else 1.0 / self.window  # grow only when it is full
             self.window = min(float(self.limits.max_in_flight), self.window + step)
@@ -219,7 +225,10 @@ class EndpointGate:
         previous, self._round_rate = self._round_rate, rate
         self._round_answers, self._round_start = 0, now
         slow = self._latency > self.limits.latency_tolerance * self._best_latency + 0.05
-        return slow and previous is not None and rate < 0.9 * previous
+        congested = slow and previous is not None and rate < 0.9 * previous
+        if not congested:
+            self._slow_rounds = 0
+        return congested
 
     def _cut(self, now: float, factor: float) -> None:
         """Shrink the window, at most once per round trip (the answers already on their way
