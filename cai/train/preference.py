@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from cai.logs import quiet_trainer
 from cai.paths import check_run_paths
+from cai.reward.spec import RemoteRewardSpec
 from cai.tables import InputFormatError, dataset_from_rows, iter_prompts, load_table
 from cai.train.cards import (
     CardInputs,
@@ -223,8 +224,12 @@ class OnlineTrainConfig(RunConfig):
     """Sequence-classification reward model directories (e.g. from `cai train reward`)."""
     judge: JudgeRewardSpec | None = None
     """The constitutional judge scoring each completion (assess) or against a reference."""
+    remote_judge: RemoteRewardSpec | None = None
+    """A running `cai reward serve` (`{url: ..., mode: rank | score | compare}`): rank mode
+    ranks each prompt's group of completions in one judgment, the group reward GRPO wants."""
     reward_weights: list[float] | None = None
-    """One weight per reward (reward models first, then the judge); None = all 1."""
+    """One weight per reward (reward models first, then the judge, then the remote judge);
+    None = all 1."""
     num_generations: int = 4
     max_completion_length: int = 128
     temperature: float = 1.0
@@ -255,15 +260,18 @@ def _online_reward_funcs(
             funcs.append(build_judge_reward(config.judge, backend=judge_backend))
         else:
             funcs.append(owned.enter_context(judge_reward(config.judge, judge_backend)))
+    if config.remote_judge is not None:
+        funcs.append(config.remote_judge.client())
     if not funcs:
         raise InputFormatError(
-            "no reward: set `reward_models` (a list of reward model directories) and/or `judge` "
-            "(the constitutional judge) in the config."
+            "no reward: set `reward_models` (a list of reward model directories), `judge` "
+            "(the constitutional judge) and/or `remote_judge` (a running `cai reward serve`) "
+            "in the config."
         )
     if config.reward_weights is not None and len(config.reward_weights) != len(funcs):
         raise InputFormatError(
             f"reward_weights has {len(config.reward_weights)} values but there are {len(funcs)} "
-            "rewards (reward models first, then the judge)."
+            "rewards (reward models first, then the judge, then the remote judge)."
         )
     return funcs
 
@@ -319,6 +327,7 @@ def train_online(
         "prompts": config.prompts,
         "reward_models": config.reward_models,
         "judge": config.judge.model_dump() if config.judge else None,
+        "remote_judge": config.remote_judge.model_dump() if config.remote_judge else None,
     }
     inputs = online_card_inputs(config, algorithm)
     with owned:  # the judge backend built for this run closes when training ends

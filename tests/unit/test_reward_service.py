@@ -468,3 +468,21 @@ def test_the_service_runs_an_openai_backend_from_its_batch_thread():
             backend.close()
     assert result["reward"] == pytest.approx(1 / (1 + math.exp(-1.0)))
     assert stub.log.admitted
+
+
+def test_grpo_and_rloo_configs_take_the_reward_service_as_a_reward():
+    """`remote_judge:` in a GRPO / RLOO config puts the service's client among TRL's
+    reward_funcs, after the reward models and the in-process judge."""
+    from cai.reward.client import RemoteJudgeReward
+    from cai.train.preference import OnlineTrainConfig, _online_reward_funcs
+
+    config = OnlineTrainConfig(
+        model="m",
+        prompts="p.jsonl",
+        output_dir="out",
+        remote_judge={"url": "http://127.0.0.1:8100", "mode": "rank"},
+    )
+    [reward] = _online_reward_funcs(config)
+    assert isinstance(reward, RemoteJudgeReward) and reward.mode == "rank"
+    with pytest.raises(Exception, match="url"):
+        OnlineTrainConfig(model="m", prompts="p.jsonl", output_dir="o", remote_judge={"url": "x"})
