@@ -292,7 +292,9 @@ ORDER = [
     "peer_distilabel",
     "http_path",
     "provider_limits",
+    "reward_service",
     "judge_eval",
+    "loop_rounds",
 ]
 
 

@@ -140,7 +140,7 @@ def main() -> None:
         record_result(
             "judge_eval",
             {
-                "title": "Judge eval: `cai eval judge` vs `cai judge` on the same rows",
+                "title": "12. Judge eval: `cai eval judge` vs `cai judge` on the same rows",
                 "summary": [
                     ["`cai eval judge` time / `cai judge` time (same pairs)", fmt_ratio(slower)],
                     ["`cai eval judge` time / judge stage alone", fmt_ratio(over_stage)],

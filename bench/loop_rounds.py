@@ -230,7 +230,7 @@ def main() -> None:
     command += "".join(f" --set {s}" for s in args.sets)
     record_result(
         "loop_rounds",
-        {"title": "11. The loop on SmolLM2: time per round and stage", "summary": summary,
+        {"title": "13. The loop on SmolLM2: time per round and stage", "summary": summary,
          "details": details, "command": command},
     )  # fmt: skip
     print(details)

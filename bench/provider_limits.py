@@ -107,7 +107,7 @@ def main() -> None:
     record_result(
         "provider_limits",
         {
-            "title": "11. API providers' rate limits: lost and refused requests",
+            "title": "10. API providers' rate limits: lost and refused requests",
             "command": f"python bench/provider_limits.py --requests {args.requests}",
             "summary": [
                 ["requests lost to rate limits (target <= 2%)", f"{lost:.1%}"],

@@ -265,7 +265,7 @@ def report(args, times, latencies, checks, stats, load: tuple[float, float]) -> 
     record_result(
         "reward_service",
         {
-            "title": f"10. Reward service: {args.clients} HTTP clients vs the in-process judge",
+            "title": f"11. Reward service: {args.clients} HTTP clients vs the in-process judge",
             "summary": [
                 ["reward service throughput / in-process judge", fmt_ratio(throughput)],
                 ["reward service latency p50 / p99", f"{p50 * 1000:.0f} / {p99 * 1000:.0f} ms"],

@@ -25,6 +25,7 @@ BENCHMARKS = [
     "peer_distilabel",
     "http_path",
     "provider_limits",
+    "reward_service",
     "judge_eval",
 ]
 TAKES_MODEL = {"overhead", "prefix_reuse"}  # the others run on the tiny random model
