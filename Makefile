@@ -10,7 +10,7 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -n 2 --dist loadgroup --durations=15
+	.venv/bin/python -m pytest -n 2 --durations=15
 
 lint: setup
 	.venv/bin/ruff check .

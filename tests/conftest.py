@@ -1,7 +1,10 @@
 """Session fixtures: tiny local models built once, one real vLLM engine and one real server.
 
 Engines are expensive on a 2-core CPU, so every test that needs vLLM shares the same
-session-scoped offline engine and the same server.
+session-scoped offline engine and the same server. Under `make test` (two pytest-xdist
+workers) each worker that runs such a test starts its own pair, so up to two engines and two
+servers exist at once (xdist's `loadgroup` does not keep a marked group on one worker with
+pytest 9 and xdist 3.8: checked, a group of six marked tests ran on both workers).
 """
 
 from __future__ import annotations
@@ -95,21 +98,6 @@ def server_backend(vllm_server):
 
 
 BROWSER_TESTS = "tests/integration/test_label_browser.py"
-ENGINE_FIXTURES = {"vllm_engine", "vllm_server", "vllm_backend", "server_backend"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`pytest -n 2 --dist loadgroup`) every test that starts vLLM or Ray
-    runs on one worker: the session's engine and server are started once, and two CPU engines
-    never fight over the same cores. The other workers take everything else."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        starts_engines = item.get_closest_marker("vllm") or item.get_closest_marker("ray")
-        if starts_engines or ENGINE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("engines"))
-
-
 def pytest_unconfigure(config):
     """Say on the last lines when the real-browser test could not run, and how to enable it:
     `-ra` lists the skip among many lines, where it is easy to miss."""
