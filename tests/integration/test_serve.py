@@ -1,5 +1,7 @@
-"""`cai serve` as a real subprocess: a batch survives a server killed and restarted mid-way
-(the HTTP backend waits for a server that went away), and SIGTERM stops the server cleanly."""
+"""`cai serve` as a real subprocess: a batch survives its only server killed and restarted
+mid-way with the backend's default settings (the HTTP backend waits for a server that went away,
+says so once when it goes and once when it is back, and seeded requests resent to the restarted
+server give what a clean run gives), and SIGTERM stops the server cleanly."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from cai.backends.base import GenerationParams
+from cai.backends.base import ChoiceRequest, GenerationParams
 from cai.backends.openai_server import OpenAIServerBackend
 from cai.serving import free_port
 
@@ -73,7 +75,7 @@ class CaiServe:
             self.proc.kill()
 
 
-def test_batch_survives_restart_and_serve_stops_on_sigterm(tiny_model_dir):
+def test_batch_survives_restart_and_serve_stops_on_sigterm(tiny_model_dir, capsys):
     port = free_port()
     first = CaiServe(tiny_model_dir, port)
     url = first.wait_ready()
@@ -83,6 +85,14 @@ def test_batch_survives_restart_and_serve_stops_on_sigterm(tiny_model_dir):
     backend = OpenAIServerBackend([url], "tiny", max_concurrency=2, show_progress=False)
     convs = [[{"role": "user", "content": f"Write about item {i}."}] for i in range(24)]
     params = GenerationParams(n=2, temperature=1.0, max_tokens=64, seed=9)
+    judge = [
+        ChoiceRequest(
+            messages=[{"role": "user", "content": f"Is {i} odd? (A) yes (B) no"}],
+            assistant_prefix="Answer: (",
+        )
+        for i in range(4)
+    ]
+    scores = backend.score_choices(judge)
     result: dict = {}
 
     def run_batch() -> None:
@@ -114,6 +124,12 @@ def test_batch_survives_restart_and_serve_stops_on_sigterm(tiny_model_dir):
         assert backend.pool.retries > 0
         # seeded requests retried on the restarted server give exactly what a clean run gives
         assert backend.generate_chat(convs, params) == generations
+        assert backend.pool.outages == 1
+        for before, after in zip(scores, backend.score_choices(judge), strict=True):
+            assert after.logprobs == pytest.approx(before.logprobs, abs=1e-5)
+        err = capsys.readouterr().err
+        assert f"{url} stopped answering" in err and "giving up in 600 s" in err
+        assert f"{url} answers again after" in err and "continuing" in err
 
         children = second.vllm_children()
         assert children
