@@ -11,12 +11,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 Message = dict[str, str]
 """A chat message: {"role": "system" | "user" | "assistant", "content": "..."}."""
+
+
+def prompt_conversation(prompt: str | list[dict[str, Any]]) -> list[Message]:
+    """A prompt as TRL and the reward service pass it (a text, or chat messages) as the chat
+    before the response, the way the judge's templates read it."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": str(m.get("role", "user")), "content": str(m["content"])} for m in prompt]
+
+
+def completion_text(item: Any) -> str:
+    """A completion as TRL passes it: a string, or messages (the last one's content)."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list) and item and isinstance(item[-1], dict):
+        return str(item[-1].get("content", ""))
+    if isinstance(item, dict):
+        return str(item.get("content", ""))
+    raise TypeError(f"cannot read a completion of type {type(item).__name__}")
+
 
 Source = Literal["ai", "human"]
 

@@ -26,7 +26,8 @@ import time
 from typing import Any
 
 from cai.errors import CaiError
-from cai.reward.protocol import Mode, completion_text, prompt_identity
+from cai.records import completion_text
+from cai.reward.protocol import Mode, prompt_identity
 
 log = logging.getLogger(__name__)
 

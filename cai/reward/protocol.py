@@ -145,27 +145,9 @@ def empty_result(mode: str, error: ItemError, size: int = 0) -> Result:
     return RankResult(rewards=[None] * size, error=error)
 
 
-def conversation(prompt: str | list[dict[str, str]]) -> list[dict[str, str]]:
-    """The chat before the response, as the judge's templates read it."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [{"role": str(m.get("role", "user")), "content": str(m["content"])} for m in prompt]
-
-
 def prompt_identity(prompt: Any) -> str:
     """A prompt's content as one string, to group a batch's completions by prompt."""
     return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-
-
-def completion_text(item: Any) -> str:
-    """A completion as TRL passes it: a string, or messages (the last one's content)."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, list) and item and isinstance(item[-1], dict):
-        return str(item[-1].get("content", ""))
-    if isinstance(item, dict):
-        return str(item.get("content", ""))
-    raise TypeError(f"cannot read a completion of type {type(item).__name__}")
 
 
 # ---- OpenRLHF ---------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cai.backends.base import Backend, ChoiceRequest, ChoiceScore, ContextOverflowError
+from cai.backends.base import Backend, ChoiceRequest, ContextOverflowError
 from cai.constitution import Constitution, sample_principles
 from cai.constitution.usage import usable_principles
+from cai.judge.assess import assessment_requests
 from cai.judge.compare import (
     JudgeConfig,
     PairJudgment,
@@ -39,7 +40,8 @@ from cai.judge.compare import (
     ranking_pairs,
 )
 from cai.judge.health import JudgedPair, JudgeHealth, judge_health, pairs_of_judged
-from cai.records import pair_key, stable_id
+from cai.judge.written import call_isolating_overflow
+from cai.records import pair_key, prompt_conversation, stable_id
 from cai.reward.protocol import (
     CompareItem,
     CompareResult,
@@ -50,7 +52,6 @@ from cai.reward.protocol import (
     Result,
     ScoreItem,
     ScoreResult,
-    conversation,
     empty_result,
 )
 from cai.templates import TemplateSet
@@ -139,28 +140,16 @@ class JudgeScorer:
         spans: list[tuple[list[str], int]] = []
         requests: list[ChoiceRequest] = []
         for item in items:
-            chat = conversation(item.prompt)
+            chat = prompt_conversation(item.prompt)
             key = item.key or stable_id(chat)
             principles = sample_principles(
                 self.constitution, key, self.k, self.config.seed, use="assess"
             )
             spans.append(([p.id for p in principles], len(requests)))
-            for principle in principles:
-                rendered = self.templates.render(
-                    "assess",
-                    conversation=chat,
-                    response=item.response,
-                    principle=principle,
-                    constitution=self.constitution,
-                )
-                requests.append(
-                    ChoiceRequest(
-                        messages=rendered.messages,
-                        assistant_prefix=rendered.assistant_prefix,
-                        choices=("A", "B"),
-                    )
-                )
-        answers = isolating_overflow(self.backend.score_choices, requests)
+            requests += assessment_requests(
+                self.templates, self.constitution, chat, item.response, principles
+            )
+        answers = call_isolating_overflow(self.backend.score_choices, requests)
         return [self._assessed(ids, answers[start : start + len(ids)]) for ids, start in spans]
 
     def _assessed(self, ids: list[str], answers: list[Any]) -> ScoreResult:
@@ -192,7 +181,7 @@ class JudgeScorer:
         flat: list[PairToJudge] = []
         plans: list[tuple[PairToJudge, int] | _GroupPlan | ItemError] = []
         for item in items:
-            chat = conversation(item.prompt)
+            chat = prompt_conversation(item.prompt)
             if isinstance(item, CompareItem):
                 pair = PairToJudge(
                     key=item.key or pair_key(chat, item.chosen, item.rejected),
@@ -251,25 +240,6 @@ class JudgeScorer:
         with self._lock:
             recent = list(self._recent)
         return judge_health(recent)
-
-
-def isolating_overflow(
-    call: Callable[[list[ChoiceRequest]], list[ChoiceScore]], requests: list[ChoiceRequest]
-) -> list[ChoiceScore | ContextOverflowError]:
-    """One batch call; when it overflows, one call per request so only the culprits fail."""
-    if not requests:
-        return []
-    try:
-        return list(call(requests))
-    except ContextOverflowError:
-        pass
-    out: list[ChoiceScore | ContextOverflowError] = []
-    for request in requests:
-        try:
-            out.extend(call([request]))
-        except ContextOverflowError as err:
-            out.append(err)
-    return out
 
 
 def _compared(judgment: PairJudgment) -> CompareResult:

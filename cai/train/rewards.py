@@ -27,8 +27,9 @@ from cai.config import ConfigError
 from cai.constitution import load_constitution, sample_principles
 from cai.constitution.usage import require_use
 from cai.errors import InputError
+from cai.judge.assess import assessment_requests
 from cai.judge.compare import JudgeConfig, PairToJudge, PairwiseJudge
-from cai.records import stable_id
+from cai.records import completion_text, prompt_conversation, stable_id
 from cai.templates import TemplateSet
 
 log = logging.getLogger(__name__)
@@ -83,23 +84,6 @@ def judge_backend_spec(spec: JudgeRewardSpec) -> AnySpec:
     return spec.backend
 
 
-def _text(item: Any) -> str:
-    """A completion as TRL passes it: a string, or a list of messages (the assistant turn)."""
-    if isinstance(item, str):
-        return item
-    if isinstance(item, list) and item and isinstance(item[-1], dict):
-        return str(item[-1].get("content", ""))
-    if isinstance(item, dict):
-        return str(item.get("content", ""))
-    raise TypeError(f"cannot read a completion of type {type(item).__name__}")
-
-
-def _conversation(prompt: Any) -> list[Message]:
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
-
-
 class AssessReward:
     """Reward = P(the completion follows the principle), judged by log-probs, no sampling."""
 
@@ -115,23 +99,9 @@ class AssessReward:
 
     def _requests(self, conversation: list[Message], response: str, key: str):
         principles = sample_principles(self.constitution, key, self.k, self.seed, use="assess")
-        out = []
-        for principle in principles:
-            rendered = self.templates.render(
-                "assess",
-                conversation=conversation,
-                response=response,
-                principle=principle,
-                constitution=self.constitution,
-            )
-            out.append(
-                ChoiceRequest(
-                    messages=rendered.messages,
-                    assistant_prefix=rendered.assistant_prefix,
-                    choices=("A", "B"),
-                )
-            )
-        return out
+        return assessment_requests(
+            self.templates, self.constitution, conversation, response, principles
+        )
 
     def _score(self, requests: list[ChoiceRequest]) -> list[float | None]:
         """P("A" = follows) per request; a batch failure is retried one by one."""
@@ -154,9 +124,9 @@ class AssessReward:
         spans: list[tuple[int, int]] = []
         requests: list[ChoiceRequest] = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            conversation = _conversation(prompt)
+            conversation = prompt_conversation(prompt)
             key = str(ids[i]) if ids is not None else stable_id(conversation)
-            batch = self._requests(conversation, _text(completion), key)
+            batch = self._requests(conversation, completion_text(completion), key)
             spans.append((len(requests), len(requests) + len(batch)))
             requests.extend(batch)
         before = len(self.failures)
@@ -194,15 +164,15 @@ class PairwiseReward:
         ids = kwargs.get("prompt_id")
         items = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            conversation = _conversation(prompt)
-            response = _text(completion)
+            conversation = prompt_conversation(prompt)
+            response = completion_text(completion)
             items.append(
                 PairToJudge(
                     # one key per prompt: every completion of a group meets the same principles
                     key=str(ids[i]) if ids is not None else stable_id(conversation),
                     conversation=conversation,
                     response_a=response,
-                    response_b=_text(references[i]),
+                    response_b=completion_text(references[i]),
                 )
             )
         rewards: list[float | None] = []
